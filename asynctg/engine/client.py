@@ -1,0 +1,544 @@
+"""The OpenAI-compatible chat engine: one request in, a completion out, within budget.
+
+Every call goes the same way: validate, answer from the cache or from an identical request
+already in flight if allowed, wait for the scheduler's admission, send through the transport,
+classify the answer, and retry what the policy says to retry. The graph layer builds requests
+and hands them here; nothing above this module talks HTTP, sleeps or retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from asynctg._version import __version__
+from asynctg.engine.cache import ResponseCache
+from asynctg.engine.clock import Clock, LoopClock
+from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
+from asynctg.engine.scheduler import Scheduler
+from asynctg.engine.types import (
+    ChatRequest,
+    ChatResult,
+    Usage,
+    decode_completion,
+    decode_error,
+    estimate_tokens,
+    request_key,
+    validate_messages,
+)
+from asynctg.engine.usage import UsageStats, price_for
+from asynctg.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ContextLengthError,
+    InsufficientQuotaError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseParseError,
+    ServerError,
+)
+from asynctg.transport import AiohttpTransport, HTTPRequest, HTTPResponse, Transport
+
+__all__ = ["DEFAULT_TIMEOUT", "ChatEngine", "get_engine"]
+
+#: Seconds one HTTP attempt may take; a long completion from a slow model fits in it.
+DEFAULT_TIMEOUT = 120.0
+#: The OpenAI API, used when a key is known but no base URL is.
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: Completion size assumed for the token budget before any answer has been seen.
+_INITIAL_COMPLETION_ESTIMATE = 64
+
+_CONTEXT_HINTS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "maximum context",
+    "too many tokens",
+    "exceeds the context",
+    "n_ctx",
+    "prompt is too long",
+)
+
+_SAMPLING_KEYS = frozenset(
+    {"temperature", "top_p", "max_tokens", "seed", "stop", "n", "response_format"}
+)
+
+
+class _Shared:
+    """Outcome slot of a request being sent once for several identical callers."""
+
+    __slots__ = ("done", "error", "result", "waiters")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.result: ChatResult | None = None
+        self.error: BaseException | None = None
+        self.waiters = 0
+
+
+class ChatEngine:
+    """An OpenAI-compatible chat-completions client with budgets, retries and a cache.
+
+    Create one with ``asynctg.get_engine``. Use it as ``async with engine: ...`` or call
+    ``await engine.aclose()`` when done; the HTTP session opens lazily in the running loop.
+
+    >>> import asynctg as tg
+    >>> engine = tg.get_engine("sim-1", base_url="http://127.0.0.1:8000/v1")
+    >>> engine.model
+    'sim-1'
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_concurrency: int = 64,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        cache: ResponseCache | str | os.PathLike[str] | None = None,
+        cache_sampled: bool = False,
+        price: tuple[float, float] | None = None,
+        temperature: float | None = 0.0,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError("model must be a non-empty string, e.g. get_engine('gpt-4o')")
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise ConfigError(
+                    f"{name} must be a positive number (or None to learn it), got {value!r}"
+                )
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
+        if price is not None and (len(price) != 2 or min(price) < 0):
+            raise ConfigError("price must be (dollars per 1M prompt tokens, per 1M completion)")
+        self.model = model
+        self.base_url = _check_base_url(base_url)
+        self._url = self.base_url + "/chat/completions"
+        self.timeout = timeout
+        self.retry = retry
+        self.defaults: dict[str, Any] = {}
+        if temperature is not None:
+            self.defaults["temperature"] = temperature
+        if max_tokens is not None:
+            self.defaults["max_tokens"] = max_tokens
+        if seed is not None:
+            self.defaults["seed"] = seed
+        headers = {"content-type": "application/json", "user-agent": f"asynctg/{__version__}"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._headers = headers
+        self._has_key = bool(api_key)
+        self.clock: Clock = clock or LoopClock()
+        self.scheduler = Scheduler(
+            rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, clock=self.clock
+        )
+        self._learn = rpm is None or tpm is None
+        self.transport: Transport = transport or AiohttpTransport()
+        if cache is None or isinstance(cache, ResponseCache):
+            self.cache = cache
+        else:
+            self.cache = ResponseCache(cache)
+        self.cache_sampled = cache_sampled
+        self.usage = UsageStats(price if price is not None else price_for(model))
+        self._shared: dict[str, _Shared] = {}
+        self._completion_estimate = float(_INITIAL_COMPLETION_ESTIMATE)
+        self._rng = random.Random()
+
+    # --- TextGrad-compatible names -------------------------------------------------------------
+
+    @property
+    def model_string(self) -> str:
+        """TextGrad's name for the model."""
+        return self.model
+
+    def __repr__(self) -> str:
+        return f"<ChatEngine {self.model!r} at {self.base_url}>"
+
+    # --- building requests ---------------------------------------------------------------------
+
+    def request(self, messages: Any, **params: Any) -> ChatRequest:
+        """A validated ``ChatRequest`` for ``messages`` with this engine's defaults applied.
+
+        ``params`` are sampling parameters (temperature, top_p, max_tokens, seed, stop, n,
+        response_format); anything else goes into the body as a provider-specific extra.
+        """
+        msgs = validate_messages(messages)
+        merged = {**self.defaults, **params}
+        extra = {k: v for k, v in merged.items() if k not in _SAMPLING_KEYS}
+        fields = {k: v for k, v in merged.items() if k in _SAMPLING_KEYS and v is not None}
+        _check_params(fields)
+        if isinstance(fields.get("stop"), list):
+            fields["stop"] = tuple(fields["stop"])
+        return ChatRequest(model=self.model, messages=msgs, extra=extra or None, **fields)
+
+    # --- calling -------------------------------------------------------------------------------
+
+    async def chat(self, messages: Any, *, priority: int = 0, **params: Any) -> ChatResult:
+        """One chat call: ``messages`` (OpenAI format, images allowed) -> ``ChatResult``."""
+        return await self.send(self.request(messages, **params), priority=priority)
+
+    async def generate(
+        self,
+        content: str | Sequence[Any],
+        system_prompt: str | None = None,
+        **params: Any,
+    ) -> str:
+        """One user turn (text, or a list of text and image parts) -> the completion text.
+
+        >>> # text = await engine.generate("What is 2+2?", system_prompt="Be brief.")
+        """
+        messages: list[dict[str, Any]] = []
+        if system_prompt is not None:
+            messages.append({"role": "system", "content": system_prompt})
+        if isinstance(content, str):
+            messages.append({"role": "user", "content": content})
+        else:
+            messages.append({"role": "user", "content": list(content)})
+        priority = params.pop("priority", 0)
+        result = await self.send(self.request(messages, **params), priority=priority)
+        return result.text
+
+    __call__ = generate
+
+    def _cacheable(self, request: ChatRequest) -> bool:
+        return request.temperature == 0 or self.cache_sampled
+
+    async def send(self, request: ChatRequest, *, priority: int = 0) -> ChatResult:
+        """Send a built request (see ``request``); higher ``priority`` is admitted first."""
+        if not self._cacheable(request):
+            return await self._send(request, priority)
+        key = request_key(request)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.usage.cache_hits += 1
+                self.usage.calls += 1
+                return msgspec.structs.replace(hit, cached=True)
+        while True:
+            shared = self._shared.get(key)
+            if shared is None:
+                return await self._lead(key, request, priority)
+            shared.waiters += 1
+            try:
+                await shared.done.wait()
+            finally:
+                shared.waiters -= 1
+            if shared.result is not None:
+                self.usage.coalesced += 1
+                self.usage.calls += 1
+                return shared.result
+            if shared.error is not None:
+                raise shared.error
+            # The request's owner was cancelled before an answer: try again ourselves.
+
+    async def _lead(self, key: str, request: ChatRequest, priority: int) -> ChatResult:
+        shared = self._shared[key] = _Shared()
+        try:
+            result = await self._send(request, priority)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            shared.error = exc
+            raise
+        else:
+            shared.result = result
+            if self.cache is not None:
+                self.cache.put(key, result)
+            return result
+        finally:
+            del self._shared[key]
+            shared.done.set()
+
+    async def _send(self, request: ChatRequest, priority: int) -> ChatResult:
+        body = request.body()
+        http = HTTPRequest(
+            "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
+        )
+        completion = request.max_tokens or int(self._completion_estimate)
+        tokens = estimate_tokens(request.messages) + completion * (request.n or 1)
+        scheduler = self.scheduler
+        clock = self.clock
+        usage = self.usage
+        policy = self.retry
+        started = clock.now()
+        attempts = 0
+        rate_limited = 0
+        while True:
+            await scheduler.acquire(tokens, priority)
+            sent_at = clock.now()
+            actual: int | None = None
+            try:
+                usage.requests += 1
+                try:
+                    response = await self.transport.send(http)
+                except APIConnectionError as exc:
+                    error: APIError = exc
+                    wait = None
+                else:
+                    if self._learn:
+                        scheduler.learn_limits(response.headers)
+                    if response.status == 200:
+                        try:
+                            result = self._parse(response)
+                        except ResponseParseError as exc:
+                            error, wait = exc, None
+                        else:
+                            actual = result.usage.total_tokens or None
+                            scheduler.on_success()
+                            self._account(result)
+                            return result
+                    else:
+                        error = self._status_error(response)
+                        wait = retry_after_seconds(response.headers)
+            finally:
+                scheduler.release(tokens, actual)
+
+            if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
+                rate_limited += 1
+                usage.rate_limited += 1
+                exhausted = rate_limited >= policy.max_rate_limit_attempts
+                delay = wait if wait is not None else policy.backoff(rate_limited, self._rng)
+            elif _retryable(error):
+                attempts += 1
+                usage.faults += 1
+                exhausted = attempts >= policy.max_attempts
+                delay = wait if wait is not None else policy.backoff(attempts, self._rng)
+            else:
+                usage.failures += 1
+                raise error
+            if exhausted or clock.now() + delay - started > policy.max_total_seconds:
+                usage.failures += 1
+                raise error
+            usage.retries += 1
+            if isinstance(error, RateLimitError):
+                # The budget is shared: everyone waits, not only the request that was told.
+                scheduler.cool_down(delay)
+                scheduler.on_rate_limited(sent_at)
+            elif delay > 0:
+                await clock.sleep(delay)
+
+    def _parse(self, response: HTTPResponse) -> ChatResult:
+        try:
+            completion = decode_completion(response.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ResponseParseError(
+                f"the server's answer is not a chat completion: {exc}", body=response.text()[:2000]
+            ) from exc
+        if not completion.choices:
+            raise ResponseParseError(
+                "the server's answer has no choices", body=response.text()[:2000]
+            )
+        texts = []
+        reasons = []
+        for choice in completion.choices:
+            if choice.message is None or choice.message.content is None:
+                raise ResponseParseError(
+                    "a choice in the server's answer has no message content",
+                    body=response.text()[:2000],
+                )
+            texts.append(choice.message.content)
+            reasons.append(choice.finish_reason)
+        return ChatResult(
+            texts=tuple(texts),
+            usage=completion.usage or Usage(),
+            model=completion.model,
+            finish_reasons=tuple(reasons),
+            request_id=response.headers.get("x-request-id"),
+        )
+
+    def _account(self, result: ChatResult) -> None:
+        usage = self.usage
+        usage.calls += 1
+        usage.prompt_tokens += result.usage.prompt_tokens
+        completion = result.usage.completion_tokens
+        usage.completion_tokens += completion
+        if completion:
+            # A running estimate of answer length sizes the token charge made before sending.
+            self._completion_estimate += (
+                completion / len(result.texts) - self._completion_estimate
+            ) / 16
+
+    def _status_error(self, response: HTTPResponse) -> APIStatusError:
+        status = response.status
+        message, code = decode_error(response.body)
+        request_id = response.headers.get("x-request-id")
+        body = response.text()[:2000]
+        where = f"{status} from {self._url}"
+        kwargs: dict[str, Any] = {
+            "status": status,
+            "request_id": request_id,
+            "body": body,
+            "code": code,
+        }
+        if status == 429:
+            if code == "insufficient_quota" or "insufficient_quota" in body:
+                return InsufficientQuotaError(
+                    f"{where}: out of quota ({message}). Waiting will not help: add credit to "
+                    "the account or use another API key.",
+                    **kwargs,
+                )
+            return RateLimitError(
+                f"{where}: rate limited ({message}). Lower rpm/tpm or max_concurrency, or allow "
+                "more retry time (RetryPolicy.max_total_seconds).",
+                **kwargs,
+            )
+        if status == 401:
+            hint = (
+                "pass api_key=... to get_engine() or set OPENAI_API_KEY"
+                if not self._has_key
+                else "check the key passed as api_key= or in OPENAI_API_KEY"
+            )
+            return AuthenticationError(f"{where}: {message or 'unauthorized'}; {hint}.", **kwargs)
+        if status == 403:
+            return PermissionDeniedError(
+                f"{where}: {message or 'forbidden'}; this key may not use model {self.model!r}.",
+                **kwargs,
+            )
+        if status >= 500:
+            return ServerError(f"{where}: {message or 'server error'}", **kwargs)
+        lowered = f"{code or ''} {message}".lower()
+        if status in (400, 413) and any(h in lowered for h in _CONTEXT_HINTS):
+            return ContextLengthError(
+                f"{where}: the prompt does not fit the model's context window ({message}). "
+                "Shorten the inputs or lower max_tokens.",
+                **kwargs,
+            )
+        if status == 404:
+            return BadRequestError(
+                f"{where}: {message or 'not found'}. Check the model name ({self.model!r}) and "
+                "base_url (OpenAI-compatible servers usually serve under /v1).",
+                **kwargs,
+            )
+        if status in (408, 409):
+            return ServerError(f"{where}: {message}", **kwargs)
+        return BadRequestError(f"{where}: {message or 'bad request'}", **kwargs)
+
+    # --- inspection and lifetime ---------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since creation: calls, retries, 429s, tokens, cache hits, cost, scheduler."""
+        out = self.usage.snapshot()
+        out["scheduler"] = self.scheduler.statistics()
+        out["model"] = self.model
+        return out
+
+    async def aclose(self) -> None:
+        """Close the HTTP session and the cache file; both reopen if the engine is used again."""
+        await self.transport.aclose()
+        if self.cache is not None:
+            self.cache.close()
+
+    async def __aenter__(self) -> ChatEngine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _retryable(error: APIError) -> bool:
+    if isinstance(error, InsufficientQuotaError):
+        return False
+    if isinstance(error, APIStatusError):
+        return RetryPolicy.is_retryable_status(error.status)
+    return isinstance(error, APIConnectionError | ResponseParseError)
+
+
+def _check_params(fields: Mapping[str, Any]) -> None:
+    t = fields.get("temperature")
+    if t is not None and (not isinstance(t, int | float) or not 0 <= t <= 2):
+        raise ConfigError(f"temperature must be a number within [0, 2], got {t!r}")
+    p = fields.get("top_p")
+    if p is not None and (not isinstance(p, int | float) or not 0 <= p <= 1):
+        raise ConfigError(f"top_p must be a number within [0, 1], got {p!r}")
+    m = fields.get("max_tokens")
+    if m is not None and (not isinstance(m, int) or m < 1):
+        raise ConfigError(f"max_tokens must be an integer >= 1, got {m!r}")
+    n = fields.get("n")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+    s = fields.get("seed")
+    if s is not None and not isinstance(s, int):
+        raise ConfigError(f"seed must be an integer, got {s!r}")
+    stop = fields.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str)
+        or (isinstance(stop, list | tuple) and all(isinstance(x, str) for x in stop))
+    ):
+        raise ConfigError("stop must be a string or a list of strings")
+
+
+def _check_base_url(base_url: str) -> str:
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ConfigError(
+            "no base URL: pass base_url='http://host:port/v1' to get_engine() or set "
+            "OPENAI_BASE_URL (for the built-in simulator: `asynctg sim --port 8000`, then "
+            "http://127.0.0.1:8000/v1)"
+        )
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}"
+        )
+    return base_url.strip().rstrip("/")
+
+
+def get_engine(
+    model: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_concurrency: int = 64,
+    **options: Any,
+) -> ChatEngine:
+    """An engine for any OpenAI-compatible chat-completions endpoint.
+
+    ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``; with a
+    key but no URL, the OpenAI API is used. ``rpm``/``tpm`` are the provider's budgets (None:
+    learned from rate-limit headers and 429s); ``max_concurrency`` caps requests in flight.
+    Other options: ``timeout``, ``retry`` (a ``RetryPolicy``), ``cache`` (a path or a
+    ``ResponseCache``), ``cache_sampled``, ``price``, ``temperature`` (default 0),
+    ``max_tokens``, ``seed``, ``transport``, ``clock``.
+
+    >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
+    """
+    if api_key is None:
+        api_key = os.environ.get("OPENAI_API_KEY") or None
+    if base_url is None:
+        base_url = os.environ.get("OPENAI_BASE_URL") or (OPENAI_BASE_URL if api_key else "")
+    return ChatEngine(
+        model,
+        base_url=base_url,
+        api_key=api_key,
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrency=max_concurrency,
+        **options,
+    )

@@ -1,0 +1,324 @@
+"""One scheduler per engine: every request waits here for its share of the provider's budget.
+
+A request is admitted when four things hold at once: the engine is not cooling down after a
+429, fewer than the concurrency limit are in flight, the requests-per-minute bucket has a
+request to spare, and the tokens-per-minute bucket has the request's estimated tokens. Waiting
+requests are served highest priority first, then in arrival order, so when the budget binds the
+calls on a step's critical path go first.
+
+Budgets are token buckets holding about one second's worth, refilled continuously: providers
+enforce per-minute limits on a finer grain (60,000/min is enforced as 1,000/s), so bursting a
+whole minute's allowance would only earn 429s. When no limit is given, the scheduler learns it
+from the ``x-ratelimit-limit-*`` headers providers send, and otherwise adapts the concurrency
+limit to 429s (halve on a 429, grow by one per window of successes), as TCP does.
+
+No task is spawned: waiters are futures in a heap, woken by whoever frees capacity (a release)
+or by one timer set for the moment the next budget refills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from asynctg.engine.clock import Clock, LoopClock, TimerHandle
+
+__all__ = ["Scheduler", "TokenBucket"]
+
+#: Fraction of a learned limit we aim for: headroom for clock skew between us and the provider.
+LEARNED_LIMIT_HEADROOM = 0.97
+#: A bucket holds this many seconds of its rate (the grain providers enforce limits on).
+BUCKET_SECONDS = 1.0
+
+
+class TokenBucket:
+    """``rate`` units a second, holding at most ``capacity``; may run into debt.
+
+    Debt happens when a request costs more than the bucket holds (it is let through when the
+    bucket is full) or when a reported usage exceeds the estimate charged before sending.
+    """
+
+    __slots__ = ("capacity", "level", "rate", "updated")
+
+    def __init__(self, per_minute: float, now: float, *, level: float | None = None) -> None:
+        if per_minute <= 0:
+            raise ValueError(f"a budget must be positive, got {per_minute}")
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * BUCKET_SECONDS)
+        self.level = self.capacity if level is None else min(level, self.capacity)
+        self.updated = now
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def wait_time(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` can be taken (0 if now); oversized amounts wait for full."""
+        self.refill(now)
+        need = min(amount, self.capacity)
+        # The tolerance absorbs float rounding in the refill, which could otherwise leave a
+        # timer firing at "now" forever for a shortfall of 1e-15.
+        if self.level >= need - 1e-9:
+            return 0.0
+        return (need - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        self.level -= amount
+
+    def give_back(self, amount: float) -> None:
+        self.level = min(self.capacity, self.level + amount)
+
+    @property
+    def per_minute(self) -> float:
+        return self.rate * 60.0
+
+
+class _Waiter:
+    __slots__ = ("fut", "tokens")
+
+    def __init__(self, fut: asyncio.Future[None], tokens: int) -> None:
+        self.fut = fut
+        self.tokens = tokens
+
+
+class Scheduler:
+    """Admits requests within the concurrency limit and the rpm/tpm budgets, by priority.
+
+    ``rpm``/``tpm`` are the provider's budgets (None: learn them from response headers);
+    ``max_concurrency`` caps requests in flight. Use::
+
+        await scheduler.acquire(tokens, priority)
+        try:
+            ...send...
+        finally:
+            scheduler.release(tokens, actual_tokens)
+    """
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_concurrency: int = 64,
+        clock: Clock | None = None,
+        adaptive: bool = True,
+    ) -> None:
+        self.clock: Clock = clock or LoopClock()
+        self.max_concurrency = max_concurrency
+        self._rpm_given = rpm is not None
+        self._tpm_given = tpm is not None
+        self._rpm_value = rpm
+        self._tpm_value = tpm
+        # Buckets are created lazily: the loop clock can only be read inside a running loop.
+        self._rpm: TokenBucket | None = None
+        self._tpm: TokenBucket | None = None
+        self._adaptive = adaptive
+        self._limit = float(max_concurrency)
+        self._in_flight = 0
+        self._heap: list[tuple[int, int, _Waiter]] = []
+        self._seq = itertools.count()
+        self._cool_until = -math.inf
+        self._timer: TimerHandle | None = None
+        self._timer_at = math.inf
+        self._last_cut = -math.inf
+        # statistics
+        self.admitted = 0
+        self.max_in_flight = 0
+        self.cool_downs = 0
+        self.concurrency_cuts = 0
+        self.learned_rpm: float | None = None
+        self.learned_tpm: float | None = None
+
+    # --- admission ---------------------------------------------------------------------------
+
+    def _buckets(self, now: float) -> tuple[TokenBucket | None, TokenBucket | None]:
+        if self._rpm is None and self._rpm_value is not None:
+            self._rpm = TokenBucket(self._rpm_value, now)
+        if self._tpm is None and self._tpm_value is not None:
+            self._tpm = TokenBucket(self._tpm_value, now)
+        return self._rpm, self._tpm
+
+    def _wait_time(self, tokens: int, now: float) -> float:
+        """Seconds until a request of ``tokens`` may go (0: now); ignores the in-flight cap."""
+        wait = self._cool_until - now
+        rpm, tpm = self._buckets(now)
+        if rpm is not None:
+            wait = max(wait, rpm.wait_time(1, now))
+        if tpm is not None:
+            wait = max(wait, tpm.wait_time(tokens, now))
+        return wait
+
+    def _admit(self, tokens: int) -> None:
+        if self._rpm is not None:
+            self._rpm.take(1)
+        if self._tpm is not None:
+            self._tpm.take(tokens)
+        self._in_flight += 1
+        self.admitted += 1
+        if self._in_flight > self.max_in_flight:
+            self.max_in_flight = self._in_flight
+
+    async def acquire(self, tokens: int = 0, priority: int = 0) -> None:
+        """Wait until a request estimated at ``tokens`` may be sent; higher priority first."""
+        if not self._heap and self._in_flight < self._limit:
+            if self._wait_time(tokens, self.clock.now()) <= 0:
+                self._admit(tokens)
+                return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(fut, tokens)
+        heapq.heappush(self._heap, (-priority, next(self._seq), waiter))
+        self._pump()
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                # Admitted and cancelled in the same instant: hand the slot back.
+                self.release(tokens, tokens, admitted=True)
+            else:
+                fut.cancel()
+                self._pump()  # a cancelled head of line may have been blocking others
+            raise
+
+    def release(self, estimated: int, actual: int | None = None, *, admitted: bool = True) -> None:
+        """A request finished (any outcome): free its slot, correct its token charge."""
+        if admitted:
+            self._in_flight -= 1
+        if actual is not None and self._tpm is not None and actual != estimated:
+            self._tpm.refill(self.clock.now())
+            if actual > estimated:
+                self._tpm.take(actual - estimated)
+            else:
+                self._tpm.give_back(estimated - actual)
+        if self._heap:
+            self._pump()
+
+    def _pump(self) -> None:
+        heap = self._heap
+        now = self.clock.now()
+        while heap:
+            waiter = heap[0][2]
+            if waiter.fut.done():  # cancelled while waiting
+                heapq.heappop(heap)
+                continue
+            if self._in_flight >= self._limit:
+                return  # a release will pump again
+            wait = self._wait_time(waiter.tokens, now)
+            if wait > 0:
+                self._set_timer(now + wait)
+                return
+            heapq.heappop(heap)
+            self._admit(waiter.tokens)
+            waiter.fut.set_result(None)
+
+    def _set_timer(self, when: float) -> None:
+        if self._timer is not None and self._timer_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.clock.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._pump()
+
+    # --- feedback from responses -------------------------------------------------------------
+
+    def cool_down(self, seconds: float) -> None:
+        """Hold every request (not just the one that was told) for ``seconds`` from now."""
+        until = self.clock.now() + seconds
+        if until > self._cool_until:
+            self._cool_until = until
+            self.cool_downs += 1
+        if self._rpm is not None:
+            # The provider says we are over budget: whatever our bucket believes, it is empty.
+            self._rpm.refill(self.clock.now())
+            self._rpm.level = min(self._rpm.level, 0.0)
+        if self._heap:
+            self._pump()
+
+    def on_rate_limited(self, sent_at: float) -> None:
+        """A 429 arrived for a request sent at ``sent_at``: cut concurrency once per window."""
+        if not self._adaptive or self._rpm_given:
+            return
+        # Only requests sent after the last cut say the new limit is still too high; the rest
+        # of a burst of 429s describes the old limit and must not cut again.
+        if sent_at <= self._last_cut:
+            return
+        self._last_cut = self.clock.now()
+        self._limit = max(1.0, min(self._limit, self._in_flight + 1) / 2)
+        self.concurrency_cuts += 1
+
+    def on_success(self) -> None:
+        """Additive increase: about one more slot per window of successes."""
+        if self._limit < self.max_concurrency:
+            self._limit = min(float(self.max_concurrency), self._limit + 1.0 / self._limit)
+            if self._heap:
+                self._pump()
+
+    def learn_limits(self, headers: Mapping[str, str]) -> None:
+        """Adopt ``x-ratelimit-limit-requests/-tokens`` when no budget was given."""
+        if not self._rpm_given:
+            limit = _header_number(headers, "x-ratelimit-limit-requests")
+            if limit is not None and limit > 0 and limit != self.learned_rpm:
+                self.learned_rpm = limit
+                self._rpm_value = limit * LEARNED_LIMIT_HEADROOM
+                now = self.clock.now()
+                remaining = _header_number(headers, "x-ratelimit-remaining-requests")
+                self._rpm = TokenBucket(self._rpm_value, now, level=remaining)
+                # With a known budget, pacing replaces the 429-driven concurrency guess.
+                self._limit = float(self.max_concurrency)
+        if not self._tpm_given:
+            limit = _header_number(headers, "x-ratelimit-limit-tokens")
+            if limit is not None and limit > 0 and limit != self.learned_tpm:
+                self.learned_tpm = limit
+                self._tpm_value = limit * LEARNED_LIMIT_HEADROOM
+                now = self.clock.now()
+                remaining = _header_number(headers, "x-ratelimit-remaining-tokens")
+                self._tpm = TokenBucket(self._tpm_value, now, level=remaining)
+
+    # --- inspection --------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for _, _, w in self._heap if not w.fut.done())
+
+    @property
+    def concurrency_limit(self) -> int:
+        return int(self._limit)
+
+    def statistics(self) -> dict[str, Any]:
+        """A snapshot: in flight, queued, limits in force, and counters."""
+        return {
+            "in_flight": self._in_flight,
+            "queued": self.queued,
+            "max_in_flight": self.max_in_flight,
+            "admitted": self.admitted,
+            "concurrency_limit": int(self._limit),
+            "rpm_limit": self._rpm_value,
+            "tpm_limit": self._tpm_value,
+            "learned_rpm": self.learned_rpm,
+            "learned_tpm": self.learned_tpm,
+            "cool_downs": self.cool_downs,
+            "concurrency_cuts": self.concurrency_cuts,
+        }
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None

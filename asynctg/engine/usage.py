@@ -1,0 +1,85 @@
+"""Usage and cost accounting, per engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PRICES", "UsageStats", "price_for"]
+
+#: US dollars per million (prompt, completion) tokens, from the providers' public price pages.
+#: A model missing here reports no cost unless ``price=`` is given to ``get_engine``.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "o3-mini": (1.10, 4.40),
+}
+
+
+def price_for(model: str) -> tuple[float, float] | None:
+    """The price entry for ``model``, matching dated snapshots (``gpt-4o-2024-08-06``) too."""
+    if model in PRICES:
+        return PRICES[model]
+    best = None
+    for name in PRICES:
+        if model.startswith(name + "-") and (best is None or len(name) > len(best)):
+            best = name
+    return PRICES[best] if best is not None else None
+
+
+class UsageStats:
+    """Counters one engine keeps; ``snapshot()`` returns them as a dict."""
+
+    __slots__ = (
+        "cache_hits",
+        "calls",
+        "coalesced",
+        "completion_tokens",
+        "failures",
+        "faults",
+        "price",
+        "prompt_tokens",
+        "rate_limited",
+        "requests",
+        "retries",
+    )
+
+    def __init__(self, price: tuple[float, float] | None) -> None:
+        self.price = price
+        self.calls = 0  # calls answered (from the provider, the cache, or a shared request)
+        self.requests = 0  # HTTP requests sent, retries included
+        self.retries = 0
+        self.rate_limited = 0  # 429s received
+        self.faults = 0  # other retryable failures received (5xx, connection, timeout, body)
+        self.failures = 0  # calls that raised
+        self.cache_hits = 0
+        self.coalesced = 0  # calls answered by an identical request already in flight
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    @property
+    def cost(self) -> float | None:
+        if self.price is None:
+            return None
+        p_in, p_out = self.price
+        return (self.prompt_tokens * p_in + self.completion_tokens * p_out) / 1e6
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "requests": self.requests,
+            "retries": self.retries,
+            "rate_limited": self.rate_limited,
+            "faults": self.faults,
+            "failures": self.failures,
+            "cache_hits": self.cache_hits,
+            "coalesced": self.coalesced,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": self.cost,
+        }

@@ -1,0 +1,168 @@
+"""Every error asynctg raises on purpose, in one tree.
+
+::
+
+    AsyncTGError
+    ├── ConfigError                 (also a ValueError) bad settings or input, found before sending
+    ├── APIError                    the provider could not give us an answer
+    │   ├── APIStatusError          an HTTP error status; carries status, request_id, body
+    │   │   ├── BadRequestError             400, 404, 409, 422 and other 4xx we don't name
+    │   │   │   └── ContextLengthError      the prompt does not fit the model's context window
+    │   │   ├── AuthenticationError         401
+    │   │   ├── PermissionDeniedError       403
+    │   │   ├── RateLimitError              429 (retried; raised when retries run out)
+    │   │   │   └── InsufficientQuotaError  429 insufficient_quota (never retried)
+    │   │   └── ServerError                 5xx (retried; raised when retries run out)
+    │   ├── APIConnectionError      the connection failed or dropped (retried)
+    │   │   └── APITimeoutError     no answer in time (retried)
+    │   └── ResponseParseError      an answer arrived but is not a usable completion (retried)
+    ├── GraphError                  a computation graph that cannot be built or differentiated
+    └── OptimizerError              an optimizer step that could not be applied
+        └── OptimizerParseError     the optimizer LLM's reply lacks the new-variable tags
+
+Lower-layer exceptions (aiohttp, msgspec, OSError) are re-raised as one of these ``from`` the
+original, so ``except asynctg.AsyncTGError`` catches every failure of ours and the cause is still
+in the traceback. Cancellation is never turned into one of these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncTGError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ContextLengthError",
+    "GraphError",
+    "InsufficientQuotaError",
+    "OptimizerError",
+    "OptimizerParseError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseParseError",
+    "ServerError",
+]
+
+
+class AsyncTGError(Exception):
+    """Root of every error asynctg raises on purpose."""
+
+
+class ConfigError(AsyncTGError, ValueError):
+    """A setting or an input is wrong; raised before anything is sent."""
+
+
+class APIError(AsyncTGError):
+    """The provider could not give us an answer."""
+
+
+class APIStatusError(APIError):
+    """The provider answered with an HTTP error status.
+
+    ``status`` is the HTTP status, ``request_id`` the provider's ``x-request-id`` (if sent),
+    ``body`` the raw response text, ``code`` the ``error.code`` field of an OpenAI-style body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        request_id: str | None = None,
+        body: str = "",
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructor arguments need help to survive pickling (thread pools,
+        # multiprocessing), which users of the compat layer rely on.
+        return (
+            _rebuild_status_error,
+            (type(self), str(self), self.status, self.request_id, self.body, self.code),
+        )
+
+
+def _rebuild_status_error(
+    cls: type[APIStatusError],
+    message: str,
+    status: int,
+    request_id: str | None,
+    body: str,
+    code: str | None,
+) -> APIStatusError:
+    return cls(message, status=status, request_id=request_id, body=body, code=code)
+
+
+class BadRequestError(APIStatusError):
+    """The provider rejected the request itself (a 4xx other than 401, 403 and 429)."""
+
+
+class ContextLengthError(BadRequestError):
+    """The prompt (plus max_tokens) does not fit the model's context window."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or endpoint."""
+
+
+class RateLimitError(APIStatusError):
+    """429: the provider's budget is spent; raised only when retries ran out."""
+
+
+class InsufficientQuotaError(RateLimitError):
+    """429 with ``insufficient_quota``: the account is out of credit; waiting will not help."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the provider failed; raised only when retries ran out."""
+
+
+class APIConnectionError(APIError):
+    """The connection could not be made, or it dropped before a full answer arrived."""
+
+
+class APITimeoutError(APIConnectionError):
+    """No full answer arrived within the request timeout."""
+
+
+class ResponseParseError(APIError):
+    """An answer arrived but is not a usable chat completion (bad JSON, no choices, ...)."""
+
+    def __init__(self, message: str, *, body: str = "") -> None:
+        super().__init__(message)
+        self.body = body
+
+
+class GraphError(AsyncTGError):
+    """A computation graph that cannot be built or differentiated as asked."""
+
+
+class OptimizerError(AsyncTGError):
+    """An optimizer step could not be applied; no parameter was changed."""
+
+
+class OptimizerParseError(OptimizerError):
+    """The optimizer LLM's reply lacks the new-variable tags, even after re-asking.
+
+    ``reply`` holds the last reply received, ``variable`` the role of the variable concerned.
+    """
+
+    def __init__(self, message: str, *, reply: str, variable: str = "") -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.variable = variable

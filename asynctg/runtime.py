@@ -1,0 +1,76 @@
+"""Process-level helpers: running a coroutine on the fastest loop, the backward engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import ConfigError
+
+__all__ = ["get_backward_engine", "run", "set_backward_engine"]
+
+T = TypeVar("T")
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # not on Linux, or not installed: the default loop is fine
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
+    """``asyncio.run(main)`` on uvloop when it is installed, else on the default loop.
+
+    >>> import asynctg as tg
+    >>> async def main() -> int:
+    ...     return 42
+    >>> tg.run(main())
+    42
+    """
+    with asyncio.Runner(debug=debug, loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
+
+
+_backward_engine: contextvars.ContextVar[ChatEngine | None] = contextvars.ContextVar(
+    "asynctg_backward_engine", default=None
+)
+# The process-wide fallback, for code that sets the engine once at start-up and then starts
+# tasks from a context copied before that (every asyncio task copies the context it starts in).
+_global_backward_engine: ChatEngine | None = None
+
+
+def set_backward_engine(engine: ChatEngine, override: bool = False) -> None:
+    """Use ``engine`` for backward passes and optimizer steps that are not given one.
+
+    The setting is held in a context variable (so concurrent tasks may each set their own) and
+    as the process default. Setting it again needs ``override=True``, as in TextGrad.
+    """
+    global _global_backward_engine
+    if not isinstance(engine, ChatEngine):
+        raise ConfigError(
+            f"set_backward_engine needs an engine from asynctg.get_engine(), got "
+            f"{type(engine).__name__}"
+        )
+    current = _backward_engine.get() or _global_backward_engine
+    if current is not None and current is not engine and not override:
+        raise ConfigError("a backward engine is already set; pass override=True to replace it")
+    _backward_engine.set(engine)
+    _global_backward_engine = engine
+
+
+def get_backward_engine(engine: ChatEngine | None = None) -> ChatEngine:
+    """``engine`` if given, else the one set with ``set_backward_engine``; else ConfigError."""
+    if engine is not None:
+        return engine
+    found = _backward_engine.get() or _global_backward_engine
+    if found is None:
+        raise ConfigError(
+            "no backward engine: call tg.set_backward_engine(tg.get_engine(...)) first, "
+            "or pass engine=... to this call"
+        )
+    return found

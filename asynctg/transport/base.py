@@ -1,0 +1,62 @@
+"""Request and response types shared by every transport."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+__all__ = ["HTTPRequest", "HTTPResponse", "Transport"]
+
+
+class HTTPRequest:
+    """One POST (or GET) with a ready-encoded body."""
+
+    __slots__ = ("body", "headers", "method", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        timeout: float | None = None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"HTTPRequest({self.method} {self.url}, {len(self.body)} bytes)"
+
+
+class HTTPResponse:
+    """A complete response. ``headers`` keys are lower-case."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"HTTPResponse({self.status}, {len(self.body)} bytes)"
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Anything that can send an ``HTTPRequest`` and return the whole ``HTTPResponse``."""
+
+    async def send(self, request: HTTPRequest) -> HTTPResponse:
+        """Send one request; raise APIConnectionError/APITimeoutError if no full response came."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the transport may be reopened by a later ``send``."""
+        ...

@@ -1,0 +1,112 @@
+"""The production transport: one aiohttp session, opened lazily inside the running loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from asynctg.errors import APIConnectionError, APITimeoutError, ConfigError
+from asynctg.transport.base import HTTPRequest, HTTPResponse
+
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport"]
+
+#: A chat completion is a few KiB; anything past this is a misbehaving server, not an answer.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_CHUNK = 1 << 16
+
+
+class AiohttpTransport:
+    """Sends requests with one pooled ``aiohttp.ClientSession``.
+
+    The session is created on first use, inside the running event loop (aiohttp binds it to that
+    loop), and closed by ``aclose()``. The connection pool is not limited here: the engine's
+    scheduler decides how many requests are in flight.
+    """
+
+    __slots__ = ("_loop", "_max_bytes", "_session", "_timeouts")
+
+    def __init__(self, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        if max_response_bytes <= 0:
+            raise ConfigError(f"max_response_bytes must be positive, got {max_response_bytes}")
+        self._max_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or session.closed or self._loop is not loop:
+            # A session belongs to the loop it was made in; a new loop (a new asyncio.run, the
+            # compat layer's thread) needs its own.
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                auto_decompress=True,
+                raise_for_status=False,
+            )
+            self._session = session
+            self._loop = loop
+        return session
+
+    def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    async def send(self, request: HTTPRequest) -> HTTPResponse:
+        session = self._get_session()
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                data=request.body or None,
+                headers=request.headers,
+                timeout=self._timeout(request.timeout),
+            ) as resp:
+                body = await self._read(resp)
+                return HTTPResponse(resp.status, _lower(resp.headers), body)
+        except TimeoutError as exc:
+            raise APITimeoutError(
+                f"no answer from {request.url} within {request.timeout} s"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise APIConnectionError(
+                f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        length = resp.content_length
+        if length is not None and length <= self._max_bytes:
+            return await resp.read()
+        if length is not None:
+            raise APIConnectionError(
+                f"response body of {length} bytes exceeds the cap of {self._max_bytes} bytes "
+                "(max_response_bytes)"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.read(_CHUNK):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise APIConnectionError(
+                    f"response body exceeds the cap of {self._max_bytes} bytes (max_response_bytes)"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self._session is not None and not self._session.closed else "closed"
+        return f"<AiohttpTransport {state}>"
+
+
+def _lower(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
+    # Only the handful of headers the client reads matter; lower-casing them once here keeps
+    # lookups cheap and transport-independent.
+    return {k.lower(): v for k, v in headers.items()}  # type: ignore[union-attr]

@@ -1,0 +1,183 @@
+"""The scheduler's budgets, priorities and cool-downs, pinned with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from asynctg.engine import FakeClock, Scheduler, TokenBucket
+
+
+async def _admit_times(
+    sched: Scheduler, clock: FakeClock, n: int, tokens: int = 0, hold: float = 0.0
+) -> list[float]:
+    times: list[float] = []
+
+    async def one() -> None:
+        await sched.acquire(tokens)
+        times.append(clock.now())
+        if hold:
+            await clock.sleep(hold)
+        sched.release(tokens, tokens)
+
+    async def all_() -> None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(n):
+                tg.create_task(one())
+
+    await clock.drive(all_())
+    return times
+
+
+def test_bucket_refills_continuously_and_caps_at_one_second() -> None:
+    """A 600/min bucket holds 10, refills 10 a second, and never exceeds its capacity."""
+    bucket = TokenBucket(600, now=0.0)
+    assert bucket.capacity == 10
+    bucket.take(10)
+    assert bucket.wait_time(1, 0.0) == pytest.approx(0.1)
+    assert bucket.wait_time(1, 0.1) == 0
+    bucket.refill(100.0)
+    assert bucket.level == 10
+
+
+def test_oversized_request_waits_for_full_bucket_then_goes_into_debt() -> None:
+    """A request bigger than the bucket passes once the bucket is full, leaving debt."""
+    bucket = TokenBucket(60_000, now=0.0)  # 1000 tokens a second, capacity 1000
+    bucket.take(500)
+    assert bucket.wait_time(5000, 0.0) == pytest.approx(0.5)
+    bucket.refill(0.5)
+    bucket.take(5000)
+    assert bucket.level == pytest.approx(-4000)
+    assert bucket.wait_time(1, 0.5) == pytest.approx(4.001)
+
+
+async def test_rpm_paces_requests_after_one_second_burst() -> None:
+    """rpm=120: two go at once (a second's worth), then one every half second."""
+    clock = FakeClock()
+    sched = Scheduler(rpm=120, clock=clock)
+    times = await _admit_times(sched, clock, 6)
+    assert times == pytest.approx([0, 0, 0.5, 1.0, 1.5, 2.0])
+
+
+async def test_tpm_paces_by_tokens() -> None:
+    """tpm=6000 (100 tokens/s): 50-token requests go two per second after the burst."""
+    clock = FakeClock()
+    sched = Scheduler(tpm=6000, clock=clock)
+    times = await _admit_times(sched, clock, 4, tokens=50)
+    assert times == pytest.approx([0, 0, 0.5, 1.0])
+
+
+async def test_token_charge_is_corrected_by_reported_usage() -> None:
+    """A request that used fewer tokens than estimated gives the difference back."""
+    clock = FakeClock()
+    sched = Scheduler(tpm=6000, clock=clock)
+    await sched.acquire(100)
+    sched.release(100, actual=20)
+    assert sched._tpm is not None
+    assert sched._tpm.level == pytest.approx(80)
+
+
+async def test_concurrency_cap_holds_until_release() -> None:
+    """With max_concurrency=2, a third request waits until one of the first two finishes."""
+    clock = FakeClock()
+    sched = Scheduler(max_concurrency=2, clock=clock)
+    times = await _admit_times(sched, clock, 5, hold=1.0)
+    assert times == pytest.approx([0, 0, 1, 1, 2])
+    assert sched.max_in_flight == 2
+    assert sched.in_flight == 0
+
+
+async def test_higher_priority_is_admitted_first_when_budget_binds() -> None:
+    """Waiting requests go highest priority first, then first come first served."""
+    clock = FakeClock()
+    sched = Scheduler(rpm=60, clock=clock)
+    order: list[str] = []
+
+    async def req(name: str, priority: int) -> None:
+        await sched.acquire(0, priority)
+        order.append(name)
+        sched.release(0)
+
+    async def main() -> None:
+        await req("first", 0)  # spends the only request in the bucket
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(req("low-a", 0))
+            tg.create_task(req("low-b", 0))
+            tg.create_task(req("high", 5))
+            tg.create_task(req("mid", 2))
+
+    await clock.drive(main())
+    assert order == ["first", "high", "mid", "low-a", "low-b"]
+
+
+async def test_cool_down_holds_every_request() -> None:
+    """After cool_down(2), no request is admitted for two seconds, whoever asks."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock)
+    sched.cool_down(2.0)
+    times = await _admit_times(sched, clock, 3)
+    assert times == pytest.approx([2, 2, 2])
+    assert sched.cool_downs == 1
+
+
+async def test_cancelled_waiter_leaves_queue_and_unblocks_others() -> None:
+    """Cancelling a queued request removes it; the next one takes its turn."""
+    clock = FakeClock()
+    sched = Scheduler(max_concurrency=1, clock=clock)
+    await sched.acquire()
+    waiting = asyncio.create_task(sched.acquire(0, priority=9))
+    other = asyncio.create_task(sched.acquire(0, priority=1))
+    await clock.settle()
+    assert sched.queued == 2
+    waiting.cancel()
+    await clock.settle()
+    assert sched.queued == 1
+    sched.release(0)
+    await clock.settle()
+    assert other.done()
+    assert sched.in_flight == 1
+    sched.release(0)
+    assert sched.in_flight == 0
+
+
+async def test_learns_limits_from_headers() -> None:
+    """Without rpm given, x-ratelimit-limit-requests sets the pace (with a little headroom)."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock)
+    sched.learn_limits(
+        {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0"}
+    )
+    assert sched.learned_rpm == 600
+    times = await _admit_times(sched, clock, 3)
+    step = 60 / (600 * 0.97)
+    assert times == pytest.approx([step, 2 * step, 3 * step])
+
+
+async def test_given_limit_is_not_overridden_by_headers() -> None:
+    """An rpm passed by the user wins over what headers say."""
+    clock = FakeClock()
+    sched = Scheduler(rpm=60, clock=clock)
+    sched.learn_limits({"x-ratelimit-limit-requests": "6000"})
+    assert sched.learned_rpm is None
+    assert sched.statistics()["rpm_limit"] == 60
+
+
+async def test_adaptive_concurrency_halves_once_per_window_and_grows_back() -> None:
+    """429s cut the concurrency limit once per window (not once per 429); successes regrow it."""
+    clock = FakeClock()
+    sched = Scheduler(max_concurrency=64, clock=clock)
+    for _ in range(40):
+        await sched.acquire()
+    sched.on_rate_limited(sent_at=0.0)
+    assert sched.concurrency_limit == 20  # min(64, 41) / 2
+    await clock.advance(1.0)
+    sched.on_rate_limited(sent_at=0.0)  # sent before the cut: same window, no second cut
+    assert sched.concurrency_limit == 20
+    sched.on_rate_limited(sent_at=1.0)
+    assert sched.concurrency_limit == 10
+    for _ in range(40):
+        sched.release(0)
+    for _ in range(200):
+        sched.on_success()
+    assert sched.concurrency_limit > 20
