@@ -22,7 +22,11 @@ def completion(text: str = "hello", prompt_tokens: int = 10, completion_tokens: 
             "object": "chat.completion",
             "model": "m",
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -37,7 +41,9 @@ def ok(text: str = "hello", headers: dict[str, str] | None = None) -> HTTPRespon
     return HTTPResponse(200, {"x-request-id": "req-1", **(headers or {})}, completion(text))
 
 
-def error(status: int, message: str = "boom", code: str | None = None, **headers: str) -> HTTPResponse:
+def error(
+    status: int, message: str = "boom", code: str | None = None, **headers: str
+) -> HTTPResponse:
     body = msgspec.json.encode({"error": {"message": message, "type": "x", "code": code}})
     return HTTPResponse(status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
 

@@ -16,6 +16,7 @@ from asynctg.engine.retry import retry_after_seconds
 from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
+FAKE_PNG_URL = "data:image/png;base64,aGVsbG8="  # "hello", labelled as a PNG
 
 
 async def test_generate_sends_openai_request_and_returns_text() -> None:
@@ -134,8 +135,10 @@ async def test_retryable_fault_is_recovered(fault: object) -> None:
         (error(429, "quota", code="insufficient_quota"), tg.InsufficientQuotaError),
         (error(400, "too long", code="context_length_exceeded"), tg.ContextLengthError),
         (
-            HTTPResponse(400, {}, b'{"error": {"message": "the request exceeds the available context size"}}'),
-            tg.BadRequestError,
+            HTTPResponse(
+                400, {}, b'{"error": {"message": "the request exceeds the available context size"}}'
+            ),
+            tg.ContextLengthError,
         ),
     ],
 )
@@ -470,7 +473,12 @@ def test_base_url_and_key_default_to_environment(monkeypatch: pytest.MonkeyPatch
         ([{"role": "user", "content": 5}], "content must be a string or a list"),
         ([{"role": "user", "content": [b"not an image"]}], "not PNG, JPEG, GIF or WebP"),
         (
-            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}]}],
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": FAKE_PNG_URL}}],
+                }
+            ],
             "does not hold a PNG",
         ),
         ([{"role": "user", "content": [{"type": "audio"}]}], "unknown content part type"),

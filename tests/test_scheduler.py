@@ -145,9 +145,7 @@ async def test_learns_limits_from_headers() -> None:
     """Without rpm given, x-ratelimit-limit-requests sets the pace (with a little headroom)."""
     clock = FakeClock()
     sched = Scheduler(clock=clock)
-    sched.learn_limits(
-        {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0"}
-    )
+    sched.learn_limits({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0"})
     assert sched.learned_rpm == 600
     times = await _admit_times(sched, clock, 3)
     step = 60 / (600 * 0.97)

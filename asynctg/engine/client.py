@@ -63,6 +63,7 @@ _CONTEXT_HINTS = (
     "context_length_exceeded",
     "context length",
     "context window",
+    "context size",
     "maximum context",
     "too many tokens",
     "exceeds the context",

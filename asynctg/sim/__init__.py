@@ -1,0 +1,188 @@
+"""An OpenAI-compatible simulated provider, for tests and benchmarks.
+
+Everything else in asynctg talks to it over loopback HTTP exactly as to a real provider:
+latency distributions, requests- and tokens-per-minute budgets answered with 429 and the
+headers real providers send, injected faults, usage in every response, and answers that follow
+the request's format instructions (see :mod:`asynctg.sim.answers`).
+
+>>> from asynctg.sim import SimConfig, SimServer
+>>> async def main() -> None:                               # doctest: +SKIP
+...     async with SimServer(SimConfig(latency="100ms", rpm=600)) as sim:
+...         print(sim.base_url)                             # http://127.0.0.1:PORT/v1
+
+From a shell: ``python -m asynctg.sim --port 0 --latency 50ms --rpm 600`` prints the base URL on
+one line once it is serving, then serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from asynctg.sim.answers import default_answer
+from asynctg.sim.buckets import RateLimiter, TokenBucket, format_duration
+from asynctg.sim.config import FAULT_KINDS, LatencyModel, SimConfig, parse_latency
+from asynctg.sim.server import SimServer
+
+__all__ = [
+    "FAULT_KINDS",
+    "LatencyModel",
+    "RateLimiter",
+    "SimConfig",
+    "SimServer",
+    "TokenBucket",
+    "add_arguments",
+    "config_from_args",
+    "default_answer",
+    "format_duration",
+    "main",
+    "parse_latency",
+    "run_from_args",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's command-line options to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)"
+    )
+    parser.add_argument(
+        "--latency",
+        default="0",
+        help='latency spec: "0", "100ms", "2s", "uniform:50ms,150ms", "lognormal:100ms,0.5", '
+        '"exp:100ms" (default 0)',
+    )
+    parser.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=None,
+        help="extra latency per completion token (default: none)",
+    )
+    parser.add_argument("--rpm", type=int, default=None, help="requests per minute (unlimited)")
+    parser.add_argument("--tpm", type=int, default=None, help="tokens per minute (unlimited)")
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.0, help="probability of a fault, 0..1 (default 0)"
+    )
+    parser.add_argument(
+        "--faults",
+        default="500,503,drop,malformed,slow",
+        help=f"comma-separated fault kinds among {','.join(FAULT_KINDS)}",
+    )
+    parser.add_argument(
+        "--slow-seconds", type=float, default=30.0, help='delay of a "slow" fault (default 30)'
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.add_argument(
+        "--quota-tokens", type=int, default=None, help="total tokens before insufficient_quota"
+    )
+    parser.add_argument(
+        "--context-window", type=int, default=None, help="largest accepted prompt, in tokens"
+    )
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    parser.add_argument(
+        "--no-rate-limit-headers",
+        action="store_true",
+        help="do not send x-ratelimit-* headers",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="keep request bodies (GET /sim/requests)"
+    )
+    parser.add_argument(
+        "--model-name", default="sim-1", help="model reported when a request names none"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """Build a :class:`SimConfig` from parsed options (``ValueError`` if they are invalid)."""
+    return SimConfig(
+        latency=args.latency,
+        tokens_per_second=getattr(args, "tokens_per_second", None),
+        rpm=args.rpm,
+        tpm=args.tpm,
+        fault_rate=args.fault_rate,
+        faults=args.faults,
+        slow_seconds=getattr(args, "slow_seconds", 30.0),
+        seed=args.seed,
+        quota_tokens=args.quota_tokens,
+        context_window=args.context_window,
+        api_key=args.api_key,
+        rate_limit_headers=not args.no_rate_limit_headers,
+        record=args.record,
+        model_name=getattr(args, "model_name", "sim-1"),
+    )
+
+
+async def _serve(config: SimConfig, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # not available on every platform; Ctrl-C then arrives as KeyboardInterrupt instead
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        async with SimServer(config, host=host, port=port) as sim:
+            # the one line on stdout: benchmarks read it to learn the URL (and the port)
+            print(sim.base_url, flush=True)
+            print(
+                f"asynctg sim serving {sim.base_url} (latency={config.latency_model.spec()}, "
+                f"rpm={config.rpm}, tpm={config.tpm}, fault_rate={config.fault_rate})",
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+
+    def run(coro: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(coro)
+
+    return run
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Serve in the foreground until SIGINT or SIGTERM; return the exit status.
+
+    Prints the base URL on one line of stdout once serving (``--port 0`` picks a free port).
+    Returns 2 with a message on stderr when the settings are invalid, 0 on a clean stop.
+    """
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"asynctg sim: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _runner()(_serve(config, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        where = f"{args.host}:{args.port}"
+        print(f"asynctg sim: error: cannot serve on {where}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m asynctg.sim [options]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m asynctg.sim",
+        description="Serve an OpenAI-compatible simulated provider.",
+    )
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))

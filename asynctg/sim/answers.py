@@ -1,0 +1,295 @@
+"""Default answers of the simulated model: they follow the request's format instructions.
+
+The simulator does not understand language; it recognises the kinds of request asynctg (and
+TextGrad) send by their tags and format instructions, and answers in the expected format, so a
+whole optimization loop runs end to end against it. The rules, first match wins:
+
+1. Optimizer request (contains ``<IMPROVED_VARIABLE>``): reply
+   ``<IMPROVED_VARIABLE>value + one tip</IMPROVED_VARIABLE>``, where *value* is the text of the
+   request's ``<VARIABLE>`` block and the tip is a prompt-engineering sentence the value does not
+   already contain, so every step visibly changes the prompt.
+2. Backward request (contains ``<OBJECTIVE_FUNCTION>``): two or three sentences of critical
+   feedback, no tags. (Checked before the judge rule: a backward request about a judge call
+   quotes the judge's ``<ACCURACY>`` instruction.)
+3. LLM-judge request (contains ``<ACCURACY>``): a short evaluation, then
+   ``<ACCURACY> 1 </ACCURACY>`` or ``<ACCURACY> 0 </ACCURACY>``.
+4. Another new-value tag instruction, e.g. "send the new text between <NEW_PROMPT> and
+   </NEW_PROMPT>" or ``<X>{the improved variable}</X>``: answered like rule 1 with tag X.
+5. A request for a final line ``Answer: $VALUE`` (BBH / GSM8K style): a line of reasoning, then
+   ``Answer: N``. For object counting ("I have a piano, two cats, ... How many animals do I
+   have?") the items of the asked category are really counted; the answer is right with
+   probability ``min(0.95, 0.5 + 0.002 * words in the system prompt)`` and off by one otherwise,
+   so prompt optimization that lengthens the system prompt raises accuracy.
+6. Otherwise a short generic answer quoting the start of the last user message.
+
+Every choice is drawn from the ``rng`` argument; the server seeds it from the configured seed and
+a hash of the request body, so the same request always gets the same answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from random import Random
+from typing import Any
+
+from asynctg.sim.tokens import message_text
+
+__all__ = [
+    "FEEDBACK_SENTENCES",
+    "PROMPT_TIPS",
+    "count_objects",
+    "counting_accuracy",
+    "default_answer",
+]
+
+#: Sentences the simulated optimizer appends to a variable, one per step.
+PROMPT_TIPS: tuple[str, ...] = (
+    "Think through the problem step by step before answering.",
+    "List the relevant items explicitly before combining them.",
+    "Double-check every count and calculation before giving the final answer.",
+    "When a quantity is written as a word, convert it to a number first.",
+    "Ignore details that do not affect the answer.",
+    "Restate the question briefly to make sure it is understood.",
+    "Keep the reasoning concise and focused on what is asked.",
+    "Verify the answer against every constraint in the question before finishing.",
+    "State the final answer on its own line, exactly in the requested format.",
+    "Prefer precise, unambiguous wording over general statements.",
+)
+
+#: Sentences the simulated model uses as textual gradients.
+FEEDBACK_SENTENCES: tuple[str, ...] = (
+    "The variable does not tell the model to reason step by step, which invites careless mistakes.",
+    "It should ask for the final answer in a fixed format so that it can be checked reliably.",
+    "The instructions are vague about which items count towards the total.",
+    "Adding an explicit verification step would catch off-by-one errors.",
+    "The wording could be more specific about the expected level of detail.",
+    "It does not warn the model about distractor items that should be ignored.",
+    "A short worked example would make the expected behaviour clearer.",
+    "The response repeats the question instead of addressing the error in it.",
+)
+
+_EVALUATIONS: tuple[str, ...] = (
+    "The response addresses the question and its final answer is stated clearly.",
+    "The reasoning is brief; the final answer follows from the steps given.",
+    "The response is on topic, although some steps are not justified.",
+    "The answer is stated in the requested format.",
+)
+
+_GENERIC: tuple[str, ...] = (
+    "Here is a concise answer based on the information given.",
+    "This is a brief simulated response.",
+    "The request has been considered and answered as directly as possible.",
+    "In short, the answer depends on the details stated in the request.",
+)
+
+_VARIABLE_RE = re.compile(r"<VARIABLE>(.*?)</VARIABLE>", re.DOTALL)
+# "<X>{the improved variable}</X>" or "<X> new prompt here </X>": a tag pair around a short
+# placeholder mentioning a new/improved value
+_PLACEHOLDER_TAG_RE = re.compile(
+    r"<([A-Z][A-Z0-9_]*)>[^<>]{0,120}?(?i:\b(?:new|improved|updated|revised)\b)[^<>]{0,120}</\1>"
+)
+# "between <X> and </X>", "within <X> tags", "inside the <X> tags"
+_BETWEEN_TAG_RE = re.compile(
+    r"\b(?i:between|within|inside|in)\s+(?:the\s+)?<([A-Z][A-Z0-9_]*)>\s*(?:(?i:and|tags?)\b|</\1>)"
+)
+_NEW_WORD_RE = re.compile(r"\b(?:new|improved|updated|revised)\b", re.IGNORECASE)
+_ANSWER_FORMAT_RE = re.compile(r"\banswer\s*:\s*\$", re.IGNORECASE)
+_COUNTING_RE = re.compile(
+    r"\bI have (.+?)\.\s*How many ([A-Za-z ]+?) do I have\s*\?", re.IGNORECASE | re.DOTALL
+)
+_OPTION_RE = re.compile(r"^\s*\(([A-R])\)", re.MULTILINE)
+_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+
+_NUMBER_WORDS: dict[str, int] = {
+    word: value
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORDS.update({"a": 1, "an": 1})
+
+# The vocabulary of BIG-Bench Hard's object_counting task, by the category a question asks for.
+_CATEGORIES: dict[str, frozenset[str]] = {
+    "musical instrument": frozenset(
+        "piano flute trombone violin accordion clarinet drum trumpet".split()
+    ),
+    "fruit": frozenset(
+        "apple banana blackberry grape nectarine orange peach plum raspberry strawberry".split()
+    ),
+    "vegetable": frozenset(
+        "cabbage carrot cauliflower celery garlic lettuce onion potato yam broccoli".split()
+    ),
+    "animal": frozenset(
+        "bear cat chicken cow donkey duck fish frog goat mouse pig rabbit snail snake".split()
+    ),
+    "object": frozenset(
+        "bed car chair couch fridge lamp microwave oven stove table toaster".split()
+    ),
+}
+_WORD_CATEGORY: dict[str, str] = {
+    word: category for category, words in _CATEGORIES.items() for word in words
+}
+_IRREGULAR_PLURALS = {"mice": "mouse", "geese": "goose", "fish": "fish", "children": "child"}
+
+
+def _singular(word: str) -> str:
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "sses", "toes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _asked_category(phrase: str) -> str | None:
+    """The lexicon category of "musical instruments", "fruits", ...; None for "objects"/"items"."""
+    words = [_singular(w) for w in phrase.lower().split()]
+    joined = " ".join(words)
+    if joined in ("object", "item", "thing"):
+        # BBH's "objects" question asks for everything listed
+        return None
+    for category in _CATEGORIES:
+        if joined.endswith(category):
+            return category
+    return None
+
+
+def count_objects(text: str) -> tuple[int, list[str], str] | None:
+    """Count the items of an object-counting question, or None if ``text`` has none.
+
+    Returns ``(count, counted_items, asked_phrase)``. Quantities are ``a``/``an``, number words
+    up to twenty or digits; when the question asks for a category the simulator knows
+    (musical instruments, fruits, vegetables, animals), listed items of another known category
+    are left out, and unknown items are counted.
+
+    >>> count_objects("I have a piano, two cats, and a car. How many animals do I have?")[0]
+    2
+    """
+    match = _COUNTING_RE.search(text)
+    if match is None:
+        return None
+    listing, asked = match.group(1), match.group(2).strip()
+    category = _asked_category(asked)
+    total = 0
+    counted: list[str] = []
+    for raw in re.split(r",\s*(?:and\s+)?|\s+and\s+", listing):
+        words = raw.strip().lower().split()
+        if not words:
+            continue
+        quantity = _NUMBER_WORDS.get(words[0])
+        if quantity is None and words[0].isdigit():
+            quantity = int(words[0])
+        if quantity is None:
+            continue
+        if category is not None:
+            kinds = {_WORD_CATEGORY.get(_singular(w)) for w in words[1:]} - {None}
+            if kinds and category not in kinds:
+                continue
+        total += quantity
+        counted.append(" ".join(words))
+    return total, counted, asked
+
+
+def counting_accuracy(system_prompt: str) -> float:
+    """Probability of a right count: grows with the system prompt's length in words."""
+    return min(0.95, 0.5 + 0.002 * len(system_prompt.split()))
+
+
+def _texts(request: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(all text, system text, last user text) of a request's messages."""
+    messages: Sequence[Any] = request.get("messages") or ()
+    every: list[str] = []
+    system: list[str] = []
+    last_user = ""
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        text = message_text(message.get("content"))
+        every.append(text)
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(text)
+        elif role == "user":
+            last_user = text
+    return "\n".join(every), "\n".join(system), last_user
+
+
+def _improved(text: str, tag: str, rng: Random) -> str:
+    blocks = [block.strip() for block in _VARIABLE_RE.findall(text)]
+    # the longest block is the value itself; shorter ones are mentions like "<VARIABLE> and"
+    value = max(blocks, key=len) if blocks else ""
+    fresh = [tip for tip in PROMPT_TIPS if tip not in value]
+    tip = rng.choice(fresh) if fresh else f"{rng.choice(PROMPT_TIPS)} (revision)"
+    new_value = f"{value} {tip}" if value else tip
+    return f"<{tag}>{new_value}</{tag}>"
+
+
+def _new_value_tag(text: str) -> str | None:
+    if "<" not in text:
+        # the common case (no tags at all) must not pay for two regex scans
+        return None
+    match = _PLACEHOLDER_TAG_RE.search(text)
+    if match is not None:
+        return match.group(1)
+    for match in _BETWEEN_TAG_RE.finditer(text):
+        # the instruction must be about a new value, said shortly before the tag
+        if _NEW_WORD_RE.search(text, max(0, match.start() - 200), match.end()):
+            return match.group(1)
+    return None
+
+
+def _final_answer(system: str, user: str, rng: Random) -> str:
+    counted = count_objects(user)
+    if counted is not None:
+        truth, items, asked = counted
+        if rng.random() < counting_accuracy(system):
+            answer = truth
+        else:
+            answer = truth + rng.choice((-1, 1))
+            if answer < 0:
+                answer = truth + 1
+        listing = ", ".join(items) if items else "nothing relevant"
+        return f"Counting the {asked}: {listing}. That makes {answer} in total.\nAnswer: {answer}"
+    options = _OPTION_RE.findall(user)
+    if options:
+        choice = rng.choice(options)
+        return f"Comparing the options, ({choice}) fits the question best.\nAnswer: ({choice})"
+    numbers = [float(n) for n in _NUMBER_RE.findall(user)]
+    if numbers:
+        value = float(sum(numbers))
+        shown = str(int(value)) if value.is_integer() else f"{value:g}"
+        return f"Combining the quantities given in the question gives {shown}.\nAnswer: {shown}"
+    guess = rng.randint(1, 20)
+    return f"Estimating from the question, the value is {guess}.\nAnswer: {guess}"
+
+
+def default_answer(request: Mapping[str, Any], rng: Random) -> str:
+    """The simulated model's reply to a decoded chat-completions request body.
+
+    Pure: depends only on ``request`` and on draws from ``rng`` (see the module docstring for
+    the rules).
+
+    >>> default_answer({"messages": [{"role": "user", "content": "Hi"}]}, Random(0))[:9]
+    'Simulated'
+    """
+    text, system, user = _texts(request)
+    if "<IMPROVED_VARIABLE>" in text:
+        return _improved(text, "IMPROVED_VARIABLE", rng)
+    if "<OBJECTIVE_FUNCTION>" in text:
+        return " ".join(rng.sample(FEEDBACK_SENTENCES, rng.choice((2, 3))))
+    if "<ACCURACY>" in text:
+        verdict = 1 if rng.random() < 0.5 else 0
+        return f"{rng.choice(_EVALUATIONS)} <ACCURACY> {verdict} </ACCURACY>"
+    tag = _new_value_tag(text)
+    if tag is not None:
+        return _improved(text, tag, rng)
+    if "$" in text and _ANSWER_FORMAT_RE.search(text):
+        return _final_answer(system, user or text, rng)
+    words = user.split()
+    opening = " ".join(words[:8]) + (" ..." if len(words) > 8 else "")
+    return f'Simulated answer to "{opening}". {rng.choice(_GENERIC)}'

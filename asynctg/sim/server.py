@@ -1,0 +1,639 @@
+"""The simulated OpenAI-compatible provider: an aiohttp.web server and its statistics.
+
+Routes::
+
+    POST /v1/chat/completions   (also /chat/completions)   the simulated model
+    GET  /v1/models             (also /models)             the one model it serves
+    GET  /sim/stats                                        SimServer.stats() as JSON
+    GET  /sim/requests                                     recorded request bodies (record=True)
+    POST /sim/reset                                        SimServer.reset_stats()
+    POST /sim/config                                       SimServer.update(**body)
+
+A chat request goes through, in order: authentication (401), body validation (400), context
+window (400 ``context_length_exceeded``), quota (429 ``insufficient_quota``), the answer (known
+before replying, so its tokens can be charged), the rate limiter (429 ``rate_limit_exceeded``,
+nothing charged), a fault draw, the latency sleep, and the reply. Every admitted request sleeps
+its drawn latency (plus ``completion_tokens / tokens_per_second``), faulty ones included, since
+real failures cost time too; a "slow" fault sleeps ``slow_seconds`` on top.
+
+The hot path is kept lean because benchmarks measure the client's CPU per call against this
+server: one msgspec decode of the body, one encode of a Struct reply, no access log, and no
+sleep at all when the latency is zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import math
+import random
+import time
+from types import TracebackType
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from asynctg.sim.answers import default_answer
+from asynctg.sim.buckets import RateLimiter, TokenBucket, format_duration
+from asynctg.sim.config import SimConfig
+from asynctg.sim.tokens import prompt_tokens
+
+__all__ = ["SimServer"]
+
+_JSON = "application/json"
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
+#: Largest accepted request body; image parts arrive base64-encoded, so allow generously.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_N = 128
+
+_MALFORMED_BODY = b'{"id": "chatcmpl-sim", "object": "chat.completion", <html>upstream error</html>'
+_QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
+_SERVER_ERRORS: dict[str, tuple[int, str]] = {
+    "500": (500, "The server had an error while processing your request. Sorry about that!"),
+    "502": (502, "Bad gateway."),
+    "504": (504, "Gateway timeout."),
+}
+# proxies in front of real providers answer 503 in plain text, not the provider's JSON
+_PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+
+class _Message(msgspec.Struct, kw_only=True):
+    role: str = "assistant"
+    content: str
+
+
+class _Choice(msgspec.Struct, kw_only=True):
+    index: int
+    message: _Message
+    logprobs: None = None
+    finish_reason: str
+
+
+class _Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class _Completion(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[_Choice]
+    usage: _Usage
+    system_fingerprint: str = "fp_sim"
+
+
+class _Counters:
+    """Mutable counters; plain attributes so the hot path increments them cheaply."""
+
+    __slots__ = (
+        "bad_request",
+        "completion_tokens",
+        "context_length_exceeded",
+        "faults",
+        "in_flight",
+        "max_in_flight",
+        "ok",
+        "prompt_tokens",
+        "quota_exceeded",
+        "rate_limited",
+        "rate_limited_requests",
+        "rate_limited_tokens",
+        "requests",
+        "unauthorized",
+    )
+
+    def __init__(self, in_flight: int = 0) -> None:
+        self.requests = 0
+        self.ok = 0
+        self.rate_limited = 0
+        self.rate_limited_requests = 0
+        self.rate_limited_tokens = 0
+        self.quota_exceeded = 0
+        self.bad_request = 0
+        self.context_length_exceeded = 0
+        self.unauthorized = 0
+        self.faults: dict[str, int] = {}
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        # requests still being served survive a reset, so the gauge never goes negative
+        self.in_flight = in_flight
+        self.max_in_flight = in_flight
+
+
+class _BadRequest(Exception):
+    """A client error found while reading the body; becomes a 400 answer."""
+
+
+class SimServer:
+    """An OpenAI-compatible simulated provider listening on a loopback port.
+
+    >>> async with SimServer(SimConfig(latency="50ms", rpm=600)) as sim:   # doctest: +SKIP
+    ...     client = SomeClient(base_url=sim.base_url)
+
+    ``port=0`` picks a free port; read it back from :attr:`port` or :attr:`base_url`.
+    ``shutdown_timeout`` bounds how long :meth:`aclose` waits for requests still being served
+    (a "slow" fault may be sleeping) before cancelling them.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        self._config = config if config is not None else SimConfig()
+        self._host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._shutdown_timeout = shutdown_timeout
+        self._runner: web.AppRunner | None = None
+        self._limiter = RateLimiter(None, None)
+        self._now = time.monotonic
+        self._t0 = 0.0
+        self._started_at = time.time()
+        self._seq = 0
+        self._quota_used = 0
+        self._counters = _Counters()
+        # second offset -> [requests_ok, tokens_ok, rate_limited]
+        self._timeline: dict[int, list[int]] = {}
+        self._requests: list[Any] = []
+        self._seed_rngs()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Bind the port and start serving (inside the running event loop)."""
+        if self._runner is not None:
+            raise RuntimeError("SimServer is already started")
+        loop = asyncio.get_running_loop()
+        self._now = loop.time
+        self._t0 = loop.time()
+        self._started_at = time.time()
+        self._limiter = RateLimiter.from_limits(self._config.rpm, self._config.tpm, loop.time)
+
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/models", self._models)
+        app.router.add_get("/sim/stats", self._stats_route)
+        app.router.add_get("/sim/requests", self._requests_route)
+        app.router.add_post("/sim/reset", self._reset_route)
+        app.router.add_post("/sim/config", self._config_route)
+        # No access log: formatting a log line per request would dominate the per-request cost.
+        # Handler cancellation: when a client gives up (timeout, cancelled call), its request
+        # stops sleeping here instead of lingering as a task nobody will ever read.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=self._shutdown_timeout,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._requested_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    async def aclose(self) -> None:
+        """Stop serving and release the port; requests in progress are given
+        ``shutdown_timeout`` seconds, then cancelled. Safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> SimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ----------------------------------------------------------------- public state
+
+    @property
+    def config(self) -> SimConfig:
+        """The live settings (change them with :meth:`update`)."""
+        return self._config
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        if self._port is None:
+            raise RuntimeError("SimServer is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` without the ``/v1`` suffix."""
+        host = self._host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, e.g. ``http://127.0.0.1:8000/v1``."""
+        return f"{self.url}/v1"
+
+    @property
+    def requests(self) -> list[Any]:
+        """Decoded bodies of the chat requests received, in order (only when ``record=True``)."""
+        return self._requests
+
+    def update(self, **changes: Any) -> SimConfig:
+        """Change settings while serving, e.g. ``sim.update(fault_rate=0.2, rpm=600)``.
+
+        The new settings are validated like a new :class:`SimConfig` (``ValueError`` if bad, and
+        nothing changes). Changing ``rpm`` or ``tpm`` rebuilds the buckets (full); changing
+        ``seed`` reseeds every random stream.
+        """
+        accepted = SimConfig.field_names()
+        unknown = sorted(set(changes) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+            )
+        old = self._config
+        new = dataclasses.replace(old, **changes)
+        self._config = new
+        if (new.rpm, new.tpm) != (old.rpm, old.tpm):
+            self._limiter = RateLimiter.from_limits(new.rpm, new.tpm, self._now)
+        if new.seed != old.seed:
+            self._seed_rngs()
+        return new
+
+    def reset_stats(self) -> None:
+        """Zero the counters, the timeline, the recorded requests and the quota used."""
+        self._counters = _Counters(self._counters.in_flight)
+        self._timeline = {}
+        self._requests = []
+        self._quota_used = 0
+        self._t0 = self._now()
+        self._started_at = time.time()
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of what the server has seen since start (or the last reset).
+
+        ``requests`` counts every chat POST; each ends as one of ``ok`` (a normal answer,
+        including one delayed by a "slow" fault), ``rate_limited``, ``quota_exceeded``,
+        ``bad_request`` (``context_length_exceeded`` included), ``unauthorized``, or a fault
+        other than "slow"; those still running are ``in_flight``. Token counts cover normal
+        answers. ``timeline`` has one row per second since start:
+        ``[second_offset, requests_ok, tokens_ok, rate_limited]``.
+        """
+        c = self._counters
+        last = max(self._timeline, default=-1)
+        timeline = [[s, *self._timeline.get(s, (0, 0, 0))] for s in range(last + 1)]
+        return {
+            "requests": c.requests,
+            "ok": c.ok,
+            "rate_limited": c.rate_limited,
+            "rate_limited_requests": c.rate_limited_requests,
+            "rate_limited_tokens": c.rate_limited_tokens,
+            "quota_exceeded": c.quota_exceeded,
+            "bad_request": c.bad_request,
+            "context_length_exceeded": c.context_length_exceeded,
+            "unauthorized": c.unauthorized,
+            "faults": dict(c.faults),
+            "faults_total": sum(c.faults.values()),
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "total_tokens": c.prompt_tokens + c.completion_tokens,
+            "quota_used": self._quota_used,
+            "in_flight": c.in_flight,
+            "max_in_flight": c.max_in_flight,
+            "started_at": self._started_at,
+            "elapsed": self._now() - self._t0,
+            "timeline": timeline,
+        }
+
+    # ----------------------------------------------------------------- internals
+
+    def _seed_rngs(self) -> None:
+        seed = self._config.seed
+        # separate streams, so e.g. adding latency does not change which requests fault
+        self._fault_rng = random.Random(f"asynctg-sim:{seed}:faults")
+        self._latency_rng = random.Random(f"asynctg-sim:{seed}:latency")
+        self._answer_rng = random.Random()
+        self._answer_hash = hashlib.blake2b(f"asynctg-sim:{seed}:answer".encode(), digest_size=8)
+
+    def _tick(self) -> list[int]:
+        second = int(self._now() - self._t0)
+        row = self._timeline.get(second)
+        if row is None:
+            row = self._timeline[second] = [0, 0, 0]
+        return row
+
+    def _next_id(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @staticmethod
+    def _json(status: int, payload: Any, headers: dict[str, str]) -> web.Response:
+        headers["Content-Type"] = _JSON
+        return web.Response(status=status, body=_encode(payload), headers=headers)
+
+    def _error(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        code: str | None,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> web.Response:
+        out = headers if headers is not None else {}
+        out["x-request-id"] = f"req_sim{self._next_id():012x}"
+        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+        return self._json(status, body, out)
+
+    def _bad_request(self, message: str, code: str | None = None) -> web.Response:
+        self._counters.bad_request += 1
+        return self._error(400, message, "invalid_request_error", code)
+
+    def _limit_headers(self, headers: dict[str, str]) -> None:
+        for suffix, bucket in (
+            ("requests", self._limiter.requests),
+            ("tokens", self._limiter.tokens),
+        ):
+            if bucket is not None:
+                headers[f"x-ratelimit-limit-{suffix}"] = str(bucket.limit)
+                headers[f"x-ratelimit-remaining-{suffix}"] = str(bucket.remaining())
+                headers[f"x-ratelimit-reset-{suffix}"] = format_duration(bucket.reset_seconds())
+
+    def _rate_limited(self, which: str, wait: float, tokens: int, model: str) -> web.Response:
+        c = self._counters
+        c.rate_limited += 1
+        if which == "requests":
+            c.rate_limited_requests += 1
+        else:
+            c.rate_limited_tokens += 1
+        self._tick()[2] += 1
+        bucket: TokenBucket | None = getattr(self._limiter, which)
+        assert bucket is not None  # admit() names only a bucket that exists
+        unit, requested = ("RPM", 1) if which == "requests" else ("TPM", tokens)
+        used = bucket.limit - bucket.remaining()
+        message = (
+            f"Rate limit reached for {model} in organization org-sim on {which} per min "
+            f"({unit}): Limit {bucket.limit}, Used {used}, Requested {requested}. "
+            f"Please try again in {format_duration(wait)}. "
+            "Visit https://platform.openai.com/account/rate-limits to learn more."
+        )
+        headers = {
+            # ceil: a client sleeping the advertised time must find room
+            "retry-after": str(max(1, math.ceil(wait))),
+            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+        }
+        if self._config.rate_limit_headers:
+            self._limit_headers(headers)
+        return self._error(429, message, which, "rate_limit_exceeded", headers)
+
+    def _parse(self, body: bytes) -> tuple[dict[str, Any], int, int, int | None]:
+        """Decode and validate a chat body: (request, prompt_tokens, n, max_tokens)."""
+        try:
+            req = _decode(body)
+        except msgspec.DecodeError as exc:
+            raise _BadRequest(
+                f"We could not parse the JSON body of your request. ({exc}) The OpenAI API "
+                "expects a JSON payload."
+            ) from None
+        if not isinstance(req, dict):
+            raise _BadRequest("The request body must be a JSON object.")
+        messages = req.get("messages")
+        if messages is None:
+            raise _BadRequest("Missing required parameter: 'messages'.")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest("Invalid 'messages': expected a non-empty array of messages.")
+        try:
+            ptoks = prompt_tokens(messages)
+        except ValueError as exc:
+            raise _BadRequest(f"Invalid 'messages': {exc}.") from None
+        n = req.get("n")
+        if n is None:
+            n = 1
+        elif isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+            raise _BadRequest(f"Invalid 'n': expected an integer from 1 to {MAX_N}.")
+        max_tokens = req.get("max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = req.get("max_tokens")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise _BadRequest("Invalid 'max_tokens': expected a positive integer.")
+        if req.get("stream"):
+            raise _BadRequest("The simulator does not support 'stream': true.")
+        return req, ptoks, n, max_tokens
+
+    # ----------------------------------------------------------------- handlers
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        c = self._counters
+        c.requests += 1
+        c.in_flight += 1
+        if c.in_flight > c.max_in_flight:
+            c.max_in_flight = c.in_flight
+        try:
+            return await self._complete(request)
+        finally:
+            # a reset may have swapped the counters while this request was in flight
+            self._counters.in_flight -= 1
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
+        cfg = self._config
+        if cfg.api_key is not None and (
+            request.headers.get("Authorization") != f"Bearer {cfg.api_key}"
+        ):
+            self._counters.unauthorized += 1
+            return self._error(
+                401,
+                "Incorrect API key provided. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        body = await request.read()
+        try:
+            req, ptoks, n, max_tokens = self._parse(body)
+        except _BadRequest as exc:
+            return self._bad_request(str(exc))
+        if cfg.record:
+            self._requests.append(req)
+        model = req.get("model")
+        if not isinstance(model, str) or not model:
+            model = cfg.model_name
+        if cfg.context_window is not None and ptoks > cfg.context_window:
+            self._counters.context_length_exceeded += 1
+            return self._bad_request(
+                f"This model's maximum context length is {cfg.context_window} tokens. However, "
+                f"your messages resulted in {ptoks} tokens. Please reduce the length of the "
+                "messages.",
+                "context_length_exceeded",
+            )
+        if cfg.quota_tokens is not None and self._quota_used >= cfg.quota_tokens:
+            self._counters.quota_exceeded += 1
+            return self._error(429, _QUOTA_MESSAGE, "insufficient_quota", "insufficient_quota")
+
+        # The answer is computed before admission: the tokens bucket is charged with the whole
+        # request (prompt + completion), as providers that know max_tokens up front do.
+        rng = self._answer_rng
+        digest = self._answer_hash.copy()
+        digest.update(body)
+        rng.seed(int.from_bytes(digest.digest(), "big"))
+        limit_chars = max_tokens * 4 if max_tokens is not None else None
+        responder = cfg.responder
+        choices: list[_Choice] = []
+        ctoks = 0
+        for index in range(n):
+            text = responder(req) if responder is not None else None
+            if text is None:
+                text = default_answer(req, rng)
+            finish = "stop"
+            if limit_chars is not None and len(text) > limit_chars:
+                text = text[:limit_chars]
+                finish = "length"
+            ctoks += (len(text) + 3) // 4
+            message = _Message(content=text)
+            choices.append(_Choice(index=index, message=message, finish_reason=finish))
+        total = ptoks + ctoks
+
+        limiter = self._limiter
+        if not limiter.unlimited:
+            which, wait = limiter.admit(total)
+            if which is not None:
+                return self._rate_limited(which, wait, total, model)
+
+        fault: str | None = None
+        if cfg.fault_rate and self._fault_rng.random() < cfg.fault_rate:
+            fault = self._fault_rng.choice(cfg.faults)
+        latency = cfg.latency_model
+        delay = 0.0 if latency.is_zero else latency.draw(self._latency_rng)
+        if cfg.tokens_per_second:
+            delay += ctoks / cfg.tokens_per_second
+
+        c = self._counters
+        if fault is None or fault == "slow":
+            c.ok += 1
+            c.prompt_tokens += ptoks
+            c.completion_tokens += ctoks
+            self._quota_used += total
+            row = self._tick()
+            row[0] += 1
+            row[1] += total
+        if fault is not None:
+            c.faults[fault] = c.faults.get(fault, 0) + 1
+            if fault == "slow":
+                delay += cfg.slow_seconds
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+        seq = self._next_id()
+        headers = {"x-request-id": f"req_sim{seq:012x}"}
+        if cfg.rate_limit_headers and not limiter.unlimited:
+            self._limit_headers(headers)
+        if fault is None or fault == "slow":
+            completion = _Completion(
+                id=f"chatcmpl-sim{seq:012x}",
+                created=int(time.time()),
+                model=model,
+                choices=choices,
+                usage=_Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=total),
+            )
+            return self._json(200, completion, headers)
+        return self._fault_response(fault, request, seq, model, choices, ptoks, ctoks, headers)
+
+    def _fault_response(
+        self,
+        fault: str,
+        request: web.Request,
+        seq: int,
+        model: str,
+        choices: list[_Choice],
+        ptoks: int,
+        ctoks: int,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        if fault == "drop":
+            # Close without answering; aiohttp then fails to write the response below and
+            # treats it as a premature disconnection, which is exactly what the client sees.
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return web.Response(status=500)
+        if fault in _SERVER_ERRORS:
+            status, message = _SERVER_ERRORS[fault]
+            return self._error(status, message, "server_error", None, headers)
+        if fault == "503":
+            headers["Content-Type"] = "text/plain"
+            return web.Response(status=503, body=_PLAIN_503, headers=headers)
+        if fault == "malformed":
+            headers["Content-Type"] = _JSON
+            return web.Response(status=200, body=_MALFORMED_BODY, headers=headers)
+        usage = _Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=ptoks + ctoks)
+        completion = _Completion(
+            id=f"chatcmpl-sim{seq:012x}",
+            created=int(time.time()),
+            model=model,
+            choices=[] if fault == "empty_choices" else choices,
+            usage=usage,
+        )
+        if fault == "truncated":
+            full = _encode(completion)
+            headers["Content-Type"] = _JSON
+            return web.Response(status=200, body=full[: len(full) // 2], headers=headers)
+        if fault == "empty_choices":
+            return self._json(200, completion, headers)
+        # "no_content": the message carries a role and nothing else
+        payload = msgspec.to_builtins(completion)
+        for choice in payload["choices"]:
+            del choice["message"]["content"]
+        return self._json(200, payload, headers)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        model = {"id": self._config.model_name, "object": "model", "owned_by": "asynctg-sim"}
+        return self._json(200, {"object": "list", "data": [model]}, {})
+
+    async def _stats_route(self, request: web.Request) -> web.Response:
+        return self._json(200, self.stats(), {})
+
+    async def _requests_route(self, request: web.Request) -> web.Response:
+        return self._json(200, self._requests, {})
+
+    async def _reset_route(self, request: web.Request) -> web.Response:
+        self.reset_stats()
+        return self._json(200, {"reset": True}, {})
+
+    async def _config_route(self, request: web.Request) -> web.Response:
+        try:
+            changes = _decode(await request.read())
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object of settings")
+            if "responder" in changes:
+                raise ValueError("the responder cannot be set over HTTP")
+            self.update(**changes)
+        except (ValueError, TypeError, msgspec.DecodeError) as exc:
+            return self._error(400, str(exc), "invalid_request_error", None)
+        return self._json(200, self._config.to_dict(), {})

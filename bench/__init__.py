@@ -1,0 +1,1 @@
+"""asynctg's benchmarks: ``python -m bench --help``."""
