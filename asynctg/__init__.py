@@ -4,6 +4,7 @@
 >>> engine = tg.get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
 """
 
+from asynctg import autograd, loss, prompts
 from asynctg._version import __version__
 from asynctg.engine import ChatEngine, ChatRequest, ChatResult, RetryPolicy, get_engine
 from asynctg.errors import (
@@ -16,6 +17,7 @@ from asynctg.errors import (
     BadRequestError,
     ConfigError,
     ContextLengthError,
+    EvaluationParseError,
     GraphError,
     InsufficientQuotaError,
     OptimizerError,
@@ -25,9 +27,24 @@ from asynctg.errors import (
     ResponseParseError,
     ServerError,
 )
+from asynctg.graph import BlackboxLLM, Module, Variable, aggregate, sum
+from asynctg.loss import (
+    ImageQALoss,
+    MultiChoiceTestTime,
+    MultiFieldEvaluation,
+    MultiFieldTokenParsedEvaluation,
+    TextLoss,
+)
+from asynctg.optim import (
+    TGD,
+    Optimizer,
+    TextualGradientDescent,
+    TextualGradientDescentwithMomentum,
+)
 from asynctg.runtime import get_backward_engine, run, set_backward_engine
 
 __all__ = [
+    "TGD",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -35,13 +52,21 @@ __all__ = [
     "AsyncTGError",
     "AuthenticationError",
     "BadRequestError",
+    "BlackboxLLM",
     "ChatEngine",
     "ChatRequest",
     "ChatResult",
     "ConfigError",
     "ContextLengthError",
+    "EvaluationParseError",
     "GraphError",
+    "ImageQALoss",
     "InsufficientQuotaError",
+    "Module",
+    "MultiChoiceTestTime",
+    "MultiFieldEvaluation",
+    "MultiFieldTokenParsedEvaluation",
+    "Optimizer",
     "OptimizerError",
     "OptimizerParseError",
     "PermissionDeniedError",
@@ -49,9 +74,18 @@ __all__ = [
     "ResponseParseError",
     "RetryPolicy",
     "ServerError",
+    "TextLoss",
+    "TextualGradientDescent",
+    "TextualGradientDescentwithMomentum",
+    "Variable",
     "__version__",
+    "aggregate",
+    "autograd",
     "get_backward_engine",
     "get_engine",
+    "loss",
+    "prompts",
     "run",
     "set_backward_engine",
+    "sum",
 ]

@@ -17,6 +17,7 @@
     │   │   └── APITimeoutError     no answer in time (retried)
     │   └── ResponseParseError      an answer arrived but is not a usable completion (retried)
     ├── GraphError                  a computation graph that cannot be built or differentiated
+    ├── EvaluationParseError        (also a ValueError) an evaluator's reply lacks its tags
     └── OptimizerError              an optimizer step that could not be applied
         └── OptimizerParseError     the optimizer LLM's reply lacks the new-variable tags
 
@@ -39,6 +40,7 @@ __all__ = [
     "BadRequestError",
     "ConfigError",
     "ContextLengthError",
+    "EvaluationParseError",
     "GraphError",
     "InsufficientQuotaError",
     "OptimizerError",
@@ -150,6 +152,18 @@ class ResponseParseError(APIError):
 
 class GraphError(AsyncTGError):
     """A computation graph that cannot be built or differentiated as asked."""
+
+
+class EvaluationParseError(AsyncTGError, ValueError):
+    """An evaluator's reply does not contain the tags its answer must be in.
+
+    ``reply`` holds the reply; ``tags`` the (start, end) tags looked for.
+    """
+
+    def __init__(self, message: str, *, reply: str, tags: tuple[str, str]) -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.tags = tags
 
 
 class OptimizerError(AsyncTGError):

@@ -1,0 +1,301 @@
+"""The backward executor: every feedback call starts the moment what it needs is ready.
+
+``await loss.backward()`` runs in three steps:
+
+1. An iterative depth-first walk orders the graph (post-order: predecessors first), so a chain
+   10,000 deep needs no recursion; a cycle is a ``GraphError``.
+2. Walking consumers before producers, it finds the nodes feedback will reach (through
+   predecessors that require gradients) and counts, for each, the consumers that will deliver
+   to it. Nothing else is visited, so frozen branches cost no call.
+3. Inside one task group, a node runs when its last consumer has delivered: it merges
+   aggregated gradients if needed (a reduce call), asks its backward rule for plans, and sends
+   each plan's request through the engine, which schedules it with every other call in flight.
+   Each delivery counts down the target's counter; the target starts when it reaches zero.
+
+Gradients are ordered by (the consumer's post-order position, the argument position), not by
+completion time, so the same graph yields byte-identical prompts on every run. They are
+gathered off to the side and written to the variables only when the whole pass succeeded: a
+failed or cancelled backward leaves every variable as it was.
+
+Calls are prioritised by the length of the feedback chain still below them, so when the budget
+binds, the calls on the longest remaining path go first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asynctg import prompts
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import GraphError
+from asynctg.graph.function import GradientPlan, ReduceGroup
+from asynctg.graph.variable import GradientContext, Variable
+from asynctg.runtime import get_backward_engine
+
+__all__ = ["BackwardPlan", "GradientEntry", "backward", "compute_gradients", "post_order"]
+
+
+@dataclass(eq=False)
+class GradientEntry:
+    """One piece of feedback for a variable, with where it came from (for ordering)."""
+
+    key: tuple[int, int, int]
+    gradient: Variable
+    context: GradientContext | None
+    groups: tuple[ReduceGroup, ...] = ()
+
+
+@dataclass(eq=False)
+class BackwardPlan:
+    """The shape of a backward pass, worked out before any call is made."""
+
+    order: list[Variable]  # post-order: predecessors before consumers
+    position: dict[int, int]  # id(variable) -> index in order
+    reached: list[Variable]  # nodes feedback reaches, consumers first
+    pending: dict[int, int]  # id(variable) -> consumers that will deliver to it
+    height: dict[int, int]  # id(variable) -> feedback steps still below it
+    targets: dict[int, list[tuple[int, Variable]]] = field(default_factory=dict)
+
+
+def post_order(root: Variable) -> list[Variable]:
+    """Every variable ``root`` depends on, predecessors first; iterative; detects cycles."""
+    visiting, done = 1, 2
+    state: dict[int, int] = {id(root): visiting}
+    order: list[Variable] = []
+    stack: list[tuple[Variable, Any]] = [(root, iter(root.predecessors))]
+    while stack:
+        node, preds = stack[-1]
+        for p in preds:
+            s = state.get(id(p))
+            if s is None:
+                state[id(p)] = visiting
+                stack.append((p, iter(p.predecessors)))
+                break
+            if s == visiting:
+                path = " -> ".join(repr(v.role_description) for v, _ in stack)
+                raise GraphError(
+                    f"the graph has a cycle: {path} -> {p.role_description!r}; a variable "
+                    "cannot depend on itself"
+                )
+        else:
+            stack.pop()
+            state[id(node)] = done
+            order.append(node)
+    return order
+
+
+def _targets(node: Variable) -> list[tuple[int, Variable]]:
+    """(argument position, predecessor) for each distinct predecessor needing feedback."""
+    if not node.requires_grad or node.grad_fn is None:
+        return []
+    seen: set[int] = set()
+    out = []
+    for pos, p in enumerate(node.predecessors):
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append((pos, p))
+    return out
+
+
+def plan_backward(root: Variable) -> BackwardPlan:
+    """Order the graph, find what feedback reaches, and count deliveries (no calls made)."""
+    order = post_order(root)
+    position = {id(v): i for i, v in enumerate(order)}
+    targets = {id(v): _targets(v) for v in order}
+    reached_ids = {id(root)}
+    reached: list[Variable] = []
+    pending: dict[int, int] = {id(root): 0}
+    for node in reversed(order):  # consumers before their predecessors
+        if id(node) not in reached_ids:
+            continue
+        reached.append(node)
+        for _, p in targets[id(node)]:
+            reached_ids.add(id(p))
+            pending[id(p)] = pending.get(id(p), 0) + 1
+    height: dict[int, int] = {}
+    for node in order:  # predecessors first
+        height[id(node)] = max((height[id(p)] + 1 for _, p in targets[id(node)]), default=0)
+    return BackwardPlan(order, position, reached, pending, height, targets)
+
+
+def _feedback_text(entries: Iterable[GradientEntry]) -> str:
+    return "\n".join(str(e.gradient.value) for e in entries)
+
+
+def _new_gradient(target: Variable, text: str, groups: tuple[ReduceGroup, ...]) -> Variable:
+    g = Variable(
+        text, requires_grad=False, role_description=f"feedback to {target.role_description}"
+    )
+    g._reduce_meta = list(groups)
+    return g
+
+
+class _Pass:
+    """One backward pass in progress."""
+
+    def __init__(self, plan: BackwardPlan, engine: ChatEngine) -> None:
+        self.plan = plan
+        self.engine = engine
+        self.pending = dict(plan.pending)
+        self.entries: dict[int, list[GradientEntry]] = {}
+        self.final: dict[int, list[GradientEntry]] = {}
+        self.group: asyncio.TaskGroup | None = None
+        self.calls = 0
+
+    def existing(self, v: Variable) -> list[GradientEntry]:
+        return [
+            GradientEntry(
+                (-1, i, 0),
+                g,
+                v.gradients_context.get(g),
+                tuple(x for x in g._reduce_meta if isinstance(x, ReduceGroup)),
+            )
+            for i, g in enumerate(v.gradients)
+        ]
+
+    def start(self, v: Variable) -> None:
+        assert self.group is not None
+        self.group.create_task(self.run(v))
+
+    async def run(self, v: Variable) -> None:
+        entries = self.existing(v) + sorted(self.entries.get(id(v), []), key=lambda e: e.key)
+        entries = await self.reduce(v, entries)
+        self.final[id(v)] = entries
+        targets = self.plan.targets[id(v)]
+        if not targets:
+            return
+        assert v.grad_fn is not None
+        groups = tuple(dict.fromkeys(g for e in entries for g in e.groups))
+        plans = v.grad_fn.plans(v, _feedback_text(entries), self.engine)
+        by_target: dict[int, list[GradientPlan]] = {}
+        for p in plans:
+            by_target.setdefault(id(p.target), []).append(p)
+        me = self.plan.position[id(v)]
+        assert self.group is not None
+        for pos, target in targets:
+            self.group.create_task(
+                self.deliver(me, pos, target, by_target.get(id(target), []), groups)
+            )
+
+    async def deliver(
+        self,
+        consumer: int,
+        pos: int,
+        target: Variable,
+        plans: list[GradientPlan],
+        groups: tuple[ReduceGroup, ...],
+    ) -> None:
+        priority = self.plan.height[id(target)] + 1
+        texts = await asyncio.gather(*(self.resolve(p, priority) for p in plans))
+        bucket = self.entries.setdefault(id(target), [])
+        for i, (p, text) in enumerate(zip(plans, texts, strict=True)):
+            all_groups = tuple(dict.fromkeys((*p.reduce, *groups)))
+            bucket.append(
+                GradientEntry(
+                    (consumer, pos, i),
+                    _new_gradient(target, text, all_groups),
+                    p.context,
+                    all_groups,
+                )
+            )
+        self.pending[id(target)] -= 1
+        if self.pending[id(target)] == 0:
+            self.start(target)
+
+    async def resolve(self, plan: GradientPlan, priority: int) -> str:
+        if plan.request is None:
+            return plan.value
+        self.calls += 1
+        result = await self.engine.send(plan.request, priority=priority)
+        return result.text
+
+    async def reduce(self, v: Variable, entries: list[GradientEntry]) -> list[GradientEntry]:
+        """Merge gradients that share an aggregation group into one, by an LLM call each."""
+        if len(entries) < 2 or _feedback_text(entries) == "":
+            return entries
+        members: dict[ReduceGroup, list[GradientEntry]] = {}
+        for e in entries:
+            for g in e.groups:
+                members.setdefault(g, []).append(e)
+        todo = {g: es for g, es in members.items() if len(es) > 1}
+        if not todo:
+            return entries
+        priority = self.plan.height[id(v)] + 1
+
+        async def merge(es: list[GradientEntry]) -> str:
+            request = self.engine.request(
+                [
+                    {"role": "system", "content": prompts.REDUCE_SYSTEM_PROMPT},
+                    {
+                        "role": "user",
+                        "content": prompts.reduce_prompt([str(e.gradient.value) for e in es]),
+                    },
+                ]
+            )
+            self.calls += 1
+            return (await self.engine.send(request, priority=priority)).text
+
+        groups = list(todo)
+        texts = await asyncio.gather(*(merge(todo[g]) for g in groups))
+        merged_ids = {id(e) for es in todo.values() for e in es}
+        out = [e for e in entries if id(e) not in merged_ids]
+        for g, text in zip(groups, texts, strict=True):
+            es = todo[g]
+            roles = ", ".join(dict.fromkeys(e.gradient.role_description for e in es))
+            gradient = Variable(text, requires_grad=False, role_description=roles)
+            out.append(GradientEntry(min(e.key for e in es), gradient, None, ()))
+        out.sort(key=lambda e: e.key)
+        return out
+
+
+async def compute_gradients(
+    root: Variable, engine: ChatEngine | None = None
+) -> dict[Variable, list[Variable]]:
+    """Run a backward pass and return each reached variable's full gradient list, unapplied.
+
+    Nothing is written to the variables; ``backward`` does that. Useful for inspecting feedback
+    before deciding to keep it.
+    """
+    state = await _run(root, engine)
+    return {
+        v: [e.gradient for e in state.final[id(v)]]
+        for v in state.plan.reached
+        if id(v) in state.final
+    }
+
+
+async def _run(root: Variable, engine: ChatEngine | None) -> _Pass:
+    if not isinstance(root, Variable):
+        raise GraphError(f"backward needs a Variable, got {type(root).__name__}")
+    chosen = get_backward_engine(engine)
+    state = _Pass(plan_backward(root), chosen)
+    try:
+        async with asyncio.TaskGroup() as group:
+            state.group = group
+            state.start(root)
+    except BaseExceptionGroup as eg:
+        # One failure (the usual case: the group cancels the rest) is raised as itself.
+        if len(eg.exceptions) == 1:
+            raise eg.exceptions[0] from None
+        raise
+    finally:
+        state.group = None
+    return state
+
+
+async def backward(root: Variable, engine: ChatEngine | None = None) -> None:
+    """``await root.backward(engine)``: compute feedback, then add it to the variables."""
+    state = await _run(root, engine)
+    for v in state.plan.reached:
+        entries = state.final.get(id(v))
+        if entries is None:
+            continue
+        v.gradients = [e.gradient for e in entries]
+        v.gradients_context = {e.gradient: e.context for e in entries}
+        for e in entries:
+            for g in e.groups:
+                if g not in v._reduce_meta:
+                    v._reduce_meta.append(g)

@@ -1,0 +1,95 @@
+"""What a differentiable function is: a forward rule and a backward rule, side by side.
+
+A backward rule does not call an LLM. Given the output variable, the feedback it received and
+the backward engine, it returns one ``GradientPlan`` per predecessor that needs feedback: either
+a chat request to send, or the feedback text itself (``tg.sum`` needs no call). The executor
+sends the requests (concurrently, through the engine's scheduler) and records the answers.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asynctg.engine.types import ChatRequest
+from asynctg.graph.variable import GradientContext, Variable
+
+if TYPE_CHECKING:
+    from asynctg.engine.client import ChatEngine
+
+__all__ = ["BackwardContext", "Function", "GradientPlan", "Module", "ReduceGroup"]
+
+
+@dataclass(frozen=True, eq=False)
+class ReduceGroup:
+    """Gradients tagged with the same group are merged into one by an LLM call (``aggregate``)."""
+
+    name: str
+
+
+@dataclass(eq=False)
+class GradientPlan:
+    """How one predecessor (``target``) gets its feedback from one backward rule.
+
+    Exactly one of ``request`` (an LLM call whose answer is the feedback) and ``value`` (the
+    feedback itself) is used. ``context`` is stored with the gradient for the optimizer.
+    """
+
+    target: Variable
+    request: ChatRequest | None = None
+    value: str = ""
+    context: GradientContext | None = None
+    reduce: tuple[ReduceGroup, ...] = ()
+
+
+@dataclass(eq=False)
+class BackwardContext:
+    """A node's backward rule with what its forward pass saved for it."""
+
+    function: Function
+    saved: dict[str, Any] = field(default_factory=dict)
+
+    def plans(self, output: Variable, feedback: str, engine: ChatEngine) -> list[GradientPlan]:
+        return self.function.backward(output, feedback, engine, **self.saved)
+
+    @property
+    def name(self) -> str:
+        return type(self.function).__name__
+
+    def __repr__(self) -> str:
+        return f"<backward of {self.name}>"
+
+
+class Function(abc.ABC):
+    """A differentiable operation: ``forward`` builds the output, ``backward`` plans feedback."""
+
+    @abc.abstractmethod
+    def backward(self, *args: Any, **kwargs: Any) -> list[GradientPlan]:
+        """The feedback plans for ``output``'s predecessors, given ``output``'s own feedback.
+
+        Called as ``backward(output, feedback, engine, **saved)``, where ``saved`` is what the
+        forward pass passed to ``attach``.
+        """
+
+    def attach(self, output: Variable, **saved: Any) -> Variable:
+        """Record this function as ``output``'s backward rule, with what it needs saved."""
+        output.grad_fn = BackwardContext(self, saved)
+        return output
+
+
+class Module(abc.ABC):
+    """A reusable piece with parameters, like ``torch.nn.Module``; call it to run it."""
+
+    @abc.abstractmethod
+    def parameters(self) -> list[Variable]:
+        """The variables this module would have optimised."""
+
+    def named_parameters(self) -> Iterator[tuple[str, Variable]]:
+        for p in self.parameters():
+            yield p.role_description, p
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.reset_gradients()

@@ -1,0 +1,506 @@
+"""The differentiable operations: LLM calls, Python functions, sums and aggregations.
+
+Each class holds its forward rule (``__call__``, awaited when it calls an LLM) next to its
+backward rule (``backward``, which plans feedback and never calls anything itself).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import string
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from asynctg import prompts
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import ConfigError
+from asynctg.graph.function import Function, GradientPlan, Module, ReduceGroup
+from asynctg.graph.variable import Variable
+from asynctg.runtime import get_backward_engine
+
+__all__ = [
+    "Aggregate",
+    "BlackboxLLM",
+    "FormattedLLMCall",
+    "LLMCall",
+    "MultimodalLLMCall",
+    "OrderedFieldsMultimodalLLMCall",
+    "StringBasedFunction",
+    "Sum",
+    "aggregate",
+    "sum",
+]
+
+_NO_SYSTEM_PROMPT = "(none)"
+
+
+def _engine(engine: ChatEngine | None) -> ChatEngine:
+    if engine is not None and not isinstance(engine, ChatEngine):
+        raise ConfigError(
+            f"engine must come from asynctg.get_engine(...), got {type(engine).__name__}"
+        )
+    return get_backward_engine(engine)
+
+
+def _unique(variables: Sequence[Variable]) -> list[tuple[int, Variable]]:
+    """(argument position, variable) for each distinct variable, first position kept."""
+    seen: set[int] = set()
+    out = []
+    for pos, v in enumerate(variables):
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append((pos, v))
+    return out
+
+
+def _check_variable(value: Any, what: str) -> Variable:
+    if not isinstance(value, Variable):
+        raise ConfigError(
+            f"{what} must be a tg.Variable, got {type(value).__name__}; wrap it: "
+            f"tg.Variable(value, requires_grad=False, role_description='...')"
+        )
+    return value
+
+
+def _feedback_request(engine: ChatEngine, content: str | list[Any]) -> Any:
+    return engine.request(
+        [
+            {"role": "system", "content": prompts.BACKWARD_SYSTEM_PROMPT},
+            {"role": "user", "content": content},
+        ]
+    )
+
+
+class LLMCall(Function):
+    """One call of a language model: ``await LLMCall(engine, system_prompt)(x)``.
+
+    The output's backward asks the backward engine, for each predecessor that requires
+    gradients (the system prompt and the input), how that predecessor should change: to address
+    the feedback the output received, or, when the output is itself an evaluation (no feedback
+    yet), to do better on that evaluation.
+    """
+
+    def __init__(self, engine: ChatEngine | None = None, system_prompt: Variable | None = None):
+        if system_prompt is not None:
+            _check_variable(system_prompt, "system_prompt")
+        self.engine = engine
+        self.system_prompt = system_prompt
+
+    def _messages(self, content: str | list[Any]) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        if self.system_prompt is not None:
+            messages.append({"role": "system", "content": self.system_prompt.value})
+        messages.append({"role": "user", "content": content})
+        return messages
+
+    async def _complete(self, content: str | list[Any]) -> str:
+        engine = _engine(self.engine)
+        result = await engine.send(engine.request(self._messages(content)))
+        return result.text
+
+    def _system_text(self) -> str:
+        if self.system_prompt is None:
+            return _NO_SYSTEM_PROMPT
+        return str(self.system_prompt.value)
+
+    async def __call__(
+        self,
+        input_variable: Variable,
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        _check_variable(input_variable, "the input")
+        if input_variable.is_image:
+            raise ConfigError("LLMCall takes text; use MultimodalLLMCall for images")
+        text = await self._complete(str(input_variable.value))
+        preds = (
+            [input_variable] if self.system_prompt is None else [self.system_prompt, input_variable]
+        )
+        response = Variable(text, predecessors=preds, role_description=response_role_description)
+        return self.attach(
+            response, prompt=str(input_variable.value), system_prompt=self._system_text()
+        )
+
+    forward = __call__
+
+    def backward(
+        self,
+        output: Variable,
+        feedback: str,
+        engine: ChatEngine,
+        *,
+        prompt: str,
+        system_prompt: str,
+        examples: Sequence[str] = (),
+    ) -> list[GradientPlan]:
+        conversation = prompts.conversation_text(system_prompt, prompt, str(output.value))
+        plans = []
+        for _, variable in _unique(output.predecessors):
+            if not variable.requires_grad:
+                continue
+            text = prompts.backward_prompt(
+                conversation=conversation,
+                role=variable.role_description,
+                span=variable.get_short_value(),
+                response_role=output.role_description,
+                response_feedback=feedback,
+                examples=examples,
+            )
+            plans.append(
+                GradientPlan(
+                    variable,
+                    request=_feedback_request(engine, text),
+                    context={
+                        "context": conversation,
+                        "response_desc": output.role_description,
+                        "variable_desc": variable.role_description,
+                    },
+                )
+            )
+        return plans
+
+
+class FormattedLLMCall(LLMCall):
+    """An LLM call whose input is a format string filled from several variables.
+
+    >>> # call = FormattedLLMCall(engine, "Q: {question}\\nA: {answer}",
+    >>> #                         fields={"question": None, "answer": None})
+    >>> # out = await call(inputs={"question": q, "answer": a})
+    """
+
+    def __init__(
+        self,
+        engine: ChatEngine | None,
+        format_string: str,
+        fields: Mapping[str, Any] | Sequence[str],
+        system_prompt: Variable | None = None,
+    ):
+        super().__init__(engine, system_prompt)
+        names = list(fields.keys()) if isinstance(fields, Mapping) else list(fields)
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(format_string) if name}
+        except ValueError as exc:
+            raise ConfigError(f"format_string is not a valid format string: {exc}") from exc
+        unknown = used - set(names)
+        if unknown:
+            raise ConfigError(
+                f"format_string uses {sorted(unknown)}, which are not among fields {names}"
+            )
+        self.format_string = format_string
+        self.fields = names
+
+    async def __call__(  # type: ignore[override]
+        self,
+        inputs: Mapping[str, Variable],
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        if not isinstance(inputs, Mapping):
+            raise ConfigError("FormattedLLMCall takes inputs={field: Variable, ...}")
+        missing = [f for f in self.fields if f not in inputs]
+        extra = [k for k in inputs if k not in self.fields]
+        if missing or extra:
+            raise ConfigError(
+                f"FormattedLLMCall expects inputs for exactly {self.fields}; "
+                + (f"missing {missing}" if missing else "")
+                + ("; " if missing and extra else "")
+                + (f"unexpected {extra}" if extra else "")
+            )
+        for key, value in inputs.items():
+            _check_variable(value, f"inputs[{key!r}]")
+        prompt = self.format_string.format(**{k: inputs[k].value for k in self.fields})
+        text = await self._complete(prompt)
+        values = [inputs[k] for k in self.fields]
+        preds = values if self.system_prompt is None else [self.system_prompt, *values]
+        response = Variable(text, predecessors=preds, role_description=response_role_description)
+        return self.attach(response, prompt=prompt, system_prompt=self._system_text())
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class MultimodalLLMCall(LLMCall):
+    """An LLM call on text and image variables together; images stay in the backward prompts."""
+
+    async def __call__(  # type: ignore[override]
+        self,
+        inputs: Sequence[Variable],
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        variables = [_check_variable(v, "each input") for v in inputs]
+        content = [v.value for v in variables]
+        return await self._finish(variables, content, response_role_description)
+
+    forward = __call__  # type: ignore[assignment]
+
+    async def _finish(
+        self, variables: list[Variable], content: list[str | bytes], role: str
+    ) -> Variable:
+        text = await self._complete(list(content))
+        preds = variables if self.system_prompt is None else [self.system_prompt, *variables]
+        response = Variable(text, predecessors=preds, role_description=role)
+        return self.attach(response, content=content, system_prompt=self._system_text())
+
+    def backward(  # type: ignore[override]
+        self,
+        output: Variable,
+        feedback: str,
+        engine: ChatEngine,
+        *,
+        content: list[str | bytes],
+        system_prompt: str,
+    ) -> list[GradientPlan]:
+        conversation = prompts.multimodal_conversation_text(system_prompt, str(output.value))
+        plans = []
+        for _, variable in _unique(output.predecessors):
+            if not variable.requires_grad:
+                continue
+            text = prompts.backward_prompt(
+                conversation=conversation,
+                role=variable.role_description,
+                span=variable.get_short_value(),
+                response_role=output.role_description,
+                response_feedback=feedback,
+            )
+            plans.append(
+                GradientPlan(
+                    variable,
+                    request=_feedback_request(engine, [*content, text]),
+                    context={
+                        "context": [*content, conversation],
+                        "response_desc": output.role_description,
+                        "variable_desc": variable.role_description,
+                    },
+                )
+            )
+        return plans
+
+
+class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
+    """A multimodal call over named fields, sent in the given order (``field: text`` or image)."""
+
+    def __init__(
+        self,
+        engine: ChatEngine | None,
+        fields: Sequence[str],
+        system_prompt: Variable | None = None,
+    ):
+        super().__init__(engine, system_prompt)
+        self.fields = list(fields)
+
+    async def __call__(  # type: ignore[override]
+        self,
+        inputs: Mapping[str, Variable],
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        if set(inputs) != set(self.fields):
+            raise ConfigError(f"expected inputs for exactly {self.fields}, got {sorted(inputs)}")
+        variables = [_check_variable(inputs[f], f"inputs[{f!r}]") for f in self.fields]
+        content: list[str | bytes] = [
+            v.value if isinstance(v.value, bytes) else f"{f}: {v.value}"
+            for f, v in zip(self.fields, variables, strict=True)
+        ]
+        return await self._finish(variables, content, response_role_description)
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class StringBasedFunction(Function):
+    """A Python function in the graph (an exact-match check, a parser, a test runner).
+
+    ``fn`` receives the input variables as keyword arguments and returns the output text (or
+    anything ``str()`` can turn into it); it may be async. Its backward asks the backward engine
+    how each input that requires gradients should change, showing the function's purpose, its
+    inputs and its output.
+
+    >>> # check = StringBasedFunction(exact_match, function_purpose="checks the answer")
+    >>> # loss = await check(inputs=dict(prediction=response, ground_truth_answer=y))
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any | Awaitable[Any]],
+        function_purpose: str,
+    ):
+        if not callable(fn):
+            raise ConfigError("StringBasedFunction needs a callable")
+        if not isinstance(function_purpose, str) or not function_purpose.strip():
+            raise ConfigError("function_purpose must say what the function does")
+        self.fn = fn
+        self.function_purpose = function_purpose
+
+    async def __call__(
+        self,
+        inputs: Mapping[str, Variable],
+        response_role_description: str | None = None,
+    ) -> Variable:
+        if not isinstance(inputs, Mapping):
+            raise ConfigError("StringBasedFunction takes inputs={argument name: Variable, ...}")
+        for key, value in inputs.items():
+            _check_variable(value, f"inputs[{key!r}]")
+        result = self.fn(**inputs)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, Variable):
+            result = result.value
+        role = response_role_description or (
+            f"output of the Python function whose purpose is: {self.function_purpose}"
+        )
+        response = Variable(
+            result if isinstance(result, str) else str(result),
+            predecessors=list(inputs.values()),
+            role_description=role,
+        )
+        return self.attach(response, inputs=dict(inputs))
+
+    forward = __call__
+
+    def backward(
+        self,
+        output: Variable,
+        feedback: str,
+        engine: ChatEngine,
+        *,
+        inputs: dict[str, Variable],
+    ) -> list[GradientPlan]:
+        inputs_text = prompts.function_inputs_text(
+            [(k, v.role_description, v.get_short_value()) for k, v in inputs.items()]
+        )
+        conversation = prompts.function_conversation_text(
+            self.function_purpose, inputs_text, str(output.value)
+        )
+        plans = []
+        for _, variable in _unique(output.predecessors):
+            if not variable.requires_grad:
+                continue
+            text = prompts.string_function_backward_prompt(
+                conversation=conversation,
+                role=variable.role_description,
+                span=variable.get_short_value(),
+                response_role=output.role_description,
+                response_feedback=feedback,
+            )
+            plans.append(
+                GradientPlan(
+                    variable,
+                    request=_feedback_request(engine, text),
+                    context={
+                        "context": conversation,
+                        "response_desc": output.role_description,
+                        "variable_desc": variable.role_description,
+                    },
+                )
+            )
+        return plans
+
+
+def _concat(variables: Sequence[Variable], what: str) -> tuple[str, str]:
+    if isinstance(variables, Variable) or not isinstance(variables, Sequence) or not variables:
+        raise ConfigError(f"tg.{what} takes a non-empty list of Variables")
+    for v in variables:
+        _check_variable(v, f"each item given to tg.{what}")
+    values = "\n".join(str(v.value) for v in variables)
+    roles = ", ".join(dict.fromkeys(v.role_description for v in variables))
+    return values, roles
+
+
+class Sum(Function):
+    """``tg.sum``: concatenate values; feedback on the sum flows unchanged to every summand.
+
+    TextGrad 0.1.8 hands each summand that feedback twice, so an empty feedback looks non-empty
+    downstream ("\\n") and sends an evaluation's backward down the wrong branch; here each
+    summand gets it once.
+    """
+
+    def __call__(self, variables: Sequence[Variable]) -> Variable:
+        value, roles = _concat(variables, "sum")
+        total = Variable(
+            value,
+            requires_grad=any(v.requires_grad for v in variables),
+            predecessors=variables,
+            role_description=f"a combination of the following: {roles}",
+        )
+        return self.attach(total)
+
+    forward = __call__
+
+    def backward(
+        self, output: Variable, feedback: str, engine: ChatEngine, **saved: Any
+    ) -> list[GradientPlan]:
+        return [
+            GradientPlan(v, value=prompts.sum_feedback(v.role_description, feedback))
+            for _, v in _unique(output.predecessors)
+            if v.requires_grad
+        ]
+
+
+_groups = itertools.count()
+
+
+class Aggregate(Sum):
+    """``tg.aggregate``: like ``sum``, and the feedback that flows back through it is merged.
+
+    Every summand receives the feedback (TextGrad 0.1.8 gives it to one summand only). Further
+    down, a variable that receives several gradients descending from the same aggregation has
+    them merged into one by a "reduce" LLM call before its own backward runs and before the
+    optimizer sees them: the mean of a minibatch's feedback.
+    """
+
+    def __call__(self, variables: Sequence[Variable]) -> Variable:
+        value, roles = _concat(variables, "aggregate")
+        total = Variable(
+            value,
+            requires_grad=any(v.requires_grad for v in variables),
+            predecessors=variables,
+            role_description=f"a combination of the following variables: {roles}.",
+        )
+        return self.attach(total, group=ReduceGroup(f"aggregate-{next(_groups)}"))
+
+    def backward(  # type: ignore[override]
+        self, output: Variable, feedback: str, engine: ChatEngine, *, group: ReduceGroup
+    ) -> list[GradientPlan]:
+        plans = super().backward(output, feedback, engine)
+        for plan in plans:
+            plan.reduce = (group,)
+        return plans
+
+
+def sum(variables: Sequence[Variable]) -> Variable:
+    """Concatenate variables into one; its feedback reaches each of them (no LLM call)."""
+    return Sum()(variables)
+
+
+def aggregate(variables: Sequence[Variable]) -> Variable:
+    """Like ``sum``, but feedback flowing back through it is merged into one by an LLM call."""
+    return Aggregate()(variables)
+
+
+class BlackboxLLM(Module):
+    """A language model with an (optionally trainable) system prompt.
+
+    >>> # model = tg.BlackboxLLM(engine, system_prompt)
+    >>> # response = await model(question)
+    """
+
+    def __init__(
+        self, engine: ChatEngine | None = None, system_prompt: Variable | str | None = None
+    ):
+        if isinstance(system_prompt, str):
+            system_prompt = Variable(
+                system_prompt,
+                requires_grad=False,
+                role_description=prompts.SYSTEM_PROMPT_DEFAULT_ROLE,
+            )
+        self.engine = engine
+        self.system_prompt = system_prompt
+        self.llm_call = LLMCall(engine, system_prompt)
+
+    def parameters(self) -> list[Variable]:
+        return [self.system_prompt] if self.system_prompt is not None else []
+
+    async def __call__(
+        self,
+        x: Variable,
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        return await self.llm_call(x, response_role_description)
+
+    forward = __call__

@@ -1,0 +1,312 @@
+"""Textual gradient descent: an LLM rewrites each parameter from the feedback it received.
+
+``await optimizer.step()`` asks for every parameter's new value at once (one optimizer call
+per parameter, concurrently) and applies them only when all have arrived and parsed: either
+every parameter changes, or, on any failure or cancellation, none does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from asynctg import prompts
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import ConfigError, OptimizerParseError
+from asynctg.graph.variable import Variable
+from asynctg.runtime import get_backward_engine
+
+__all__ = [
+    "OPTIMIZER_PRIORITY",
+    "Optimizer",
+    "TextualGradientDescent",
+    "TextualGradientDescentwithMomentum",
+    "extract_new_value",
+]
+
+#: Optimizer calls end a step: nothing else can proceed until they are back.
+OPTIMIZER_PRIORITY = 1_000
+#: Times a reply without the new-variable tags is asked again before giving up.
+DEFAULT_FORMAT_RETRIES = 2
+
+
+def extract_new_value(reply: str, tags: Sequence[str]) -> str | None:
+    """The text between the new-variable tags, or None when it is missing or empty.
+
+    With nested or repeated start tags the innermost span before the first end tag is taken:
+    ``<T><T>x</T></T>`` gives ``x``.
+    """
+    start, end = tags[0], tags[1]
+    j = reply.find(end)
+    if j < 0:
+        return None
+    i = reply.rfind(start, 0, j)
+    if i < 0:
+        return None
+    value = reply[i + len(start) : j].strip()
+    return value or None
+
+
+def _gradient_parts(variable: Variable) -> list[str | bytes]:
+    """Every gradient of ``variable`` as the optimizer sees it: context, then <FEEDBACK>."""
+    parts: list[str | bytes] = []
+    for g in variable.gradients:
+        ctx = variable.gradients_context.get(g)
+        feedback = str(g.value)
+        if ctx is None:
+            parts.append(prompts.gradient_block(feedback))
+        elif isinstance(ctx["context"], str):
+            parts.append(
+                prompts.gradient_block(
+                    feedback,
+                    context=ctx["context"],
+                    response_role=ctx["response_desc"],
+                    variable_role=ctx["variable_desc"],
+                )
+            )
+        else:
+            parts.extend(ctx["context"])
+            parts.append(
+                prompts.gradient_block(
+                    feedback,
+                    response_role=ctx["response_desc"],
+                    variable_role=ctx["variable_desc"],
+                    after_parts=True,
+                )
+            )
+    return parts
+
+
+class Optimizer:
+    """Base class: holds the parameters; ``zero_grad()`` clears their feedback."""
+
+    def __init__(self, parameters: Sequence[Variable]) -> None:
+        if isinstance(parameters, Variable) or not isinstance(parameters, Sequence | list):
+            raise ConfigError("parameters must be a list of tg.Variable, e.g. parameters=[prompt]")
+        params = list(parameters)
+        if not params:
+            raise ConfigError(
+                "the optimizer got an empty parameter list; pass the variables to optimise, "
+                "e.g. parameters=[system_prompt]"
+            )
+        for p in params:
+            if not isinstance(p, Variable):
+                raise ConfigError(f"parameters must be tg.Variable, got {type(p).__name__}")
+            if isinstance(p.value, bytes):
+                raise ConfigError(
+                    f"parameter {p.role_description!r} is an image; only text can be optimised"
+                )
+            if not p.requires_grad:
+                raise ConfigError(
+                    f"parameter {p.role_description!r} has requires_grad=False, so it would "
+                    "never receive feedback; create it with requires_grad=True"
+                )
+        self.parameters = params
+
+    def zero_grad(self) -> None:
+        """Forget the feedback on every parameter (call before the next backward)."""
+        for p in self.parameters:
+            p.reset_gradients()
+
+
+class TextualGradientDescent(Optimizer):
+    """Textual gradient descent (TGD): ``await optimizer.step()`` rewrites every parameter.
+
+    >>> # optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
+    >>> # await loss.backward(); await optimizer.step(); optimizer.zero_grad()
+
+    ``constraints`` (natural-language rules), ``in_context_examples`` and ``gradient_memory``
+    (how many past steps' feedback to show again) enter the optimizer's prompt;
+    ``new_variable_tags`` are the tags the answer must come between. A reply without them is
+    asked again up to ``format_retries`` times, then ``OptimizerParseError`` is raised and no
+    parameter changes. Parameters without any feedback are left alone (no call).
+    """
+
+    def __init__(
+        self,
+        parameters: Sequence[Variable],
+        verbose: int = 0,
+        engine: ChatEngine | None = None,
+        constraints: Sequence[str] | None = None,
+        new_variable_tags: Sequence[str] | None = None,
+        optimizer_system_prompt: str = prompts.OPTIMIZER_SYSTEM_PROMPT,
+        in_context_examples: Sequence[str] | None = None,
+        gradient_memory: int = 0,
+        *,
+        format_retries: int = DEFAULT_FORMAT_RETRIES,
+    ) -> None:
+        super().__init__(parameters)
+        if engine is not None and not isinstance(engine, ChatEngine):
+            raise ConfigError(f"engine must come from tg.get_engine(), got {type(engine).__name__}")
+        tags = tuple(new_variable_tags or prompts.DEFAULT_NEW_VARIABLE_TAGS)
+        if len(tags) != 2 or not all(isinstance(t, str) and t for t in tags):
+            raise ConfigError("new_variable_tags must be [start_tag, end_tag]")
+        if not isinstance(gradient_memory, int) or gradient_memory < 0:
+            raise ConfigError("gradient_memory must be an integer >= 0")
+        if format_retries < 0:
+            raise ConfigError("format_retries must be >= 0")
+        self.engine = engine
+        self.verbose = verbose
+        self.constraints = list(constraints or [])
+        self.in_context_examples = list(in_context_examples or [])
+        self.new_variable_tags: tuple[str, str] = (tags[0], tags[1])
+        try:
+            self.optimizer_system_prompt = prompts.optimizer_system_prompt(
+                optimizer_system_prompt, self.new_variable_tags
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                "optimizer_system_prompt must be a format string using only "
+                "{new_variable_start_tag} and {new_variable_end_tag} (double other braces)"
+            ) from exc
+        self.gradient_memory = gradient_memory
+        self.gradient_memory_dict: dict[Variable, list[str]] = {}
+        self.format_retries = format_retries
+        self.steps = 0
+
+    # --- prompts ------------------------------------------------------------------------------
+
+    def _extra(self, variable: Variable) -> dict[str, Any]:
+        memory: list[str] = []
+        if self.gradient_memory:
+            memory = self.gradient_memory_dict.get(variable, [])[-self.gradient_memory :]
+        return {"memory": memory}
+
+    def update_prompt(self, variable: Variable) -> str | list[str | bytes]:
+        """The optimizer's user prompt for ``variable`` as it stands now."""
+        return prompts.optimizer_prompt(
+            role=variable.role_description,
+            value=str(variable.value),
+            gradients=_gradient_parts(variable),
+            tags=self.new_variable_tags,
+            constraints=self.constraints,
+            examples=self.in_context_examples,
+            **self._extra(variable),
+        )
+
+    # --- the step -----------------------------------------------------------------------------
+
+    async def _new_value(self, engine: ChatEngine, variable: Variable) -> str:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self.optimizer_system_prompt},
+            {"role": "user", "content": self.update_prompt(variable)},
+        ]
+        reply = ""
+        for attempt in range(self.format_retries + 1):
+            result = await engine.send(engine.request(messages), priority=OPTIMIZER_PRIORITY)
+            reply = result.text
+            value = extract_new_value(reply, self.new_variable_tags)
+            if value is not None:
+                return value
+            if attempt < self.format_retries:
+                messages = [
+                    *messages[:2],
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": prompts.format_reminder(self.new_variable_tags)},
+                ]
+        start, end = self.new_variable_tags
+        raise OptimizerParseError(
+            f"the optimizer's reply for {variable.role_description!r} has no non-empty "
+            f"{start}...{end} span after {self.format_retries + 1} tries; no parameter was "
+            "changed. Use a model that follows the format, or raise format_retries.",
+            reply=reply,
+            variable=variable.role_description,
+        )
+
+    async def step(self) -> None:
+        """Rewrite every parameter that has feedback, all at once; all change, or none does."""
+        engine = get_backward_engine(self.engine)
+        todo = [p for p in self.parameters if p.gradients]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._new_value(engine, p)) for p in todo]
+        except BaseExceptionGroup as eg:
+            if len(eg.exceptions) == 1:
+                raise eg.exceptions[0] from None
+            raise
+        new_values = [t.result() for t in tasks]
+        # Every reply is in and parsed: only now does anything change.
+        for p, value in zip(todo, new_values, strict=True):
+            self._remember(p)
+            p.set_value(value)
+            if self.verbose:
+                print(f"[TextualGradientDescent] {p.role_description}:\n{value}", file=sys.stderr)
+        self.steps += 1
+
+    def _remember(self, variable: Variable) -> None:
+        if self.gradient_memory:
+            self.gradient_memory_dict.setdefault(variable, []).append(variable.get_gradient_text())
+
+    # --- state, for checkpoints ---------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume this optimizer (values, memory, step count)."""
+        return {
+            "steps": self.steps,
+            "values": [p.value for p in self.parameters],
+            "gradient_memory": [self.gradient_memory_dict.get(p, []) for p in self.parameters],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["values"]) != len(self.parameters):
+            raise ConfigError("the saved state is for a different number of parameters")
+        self.steps = int(state["steps"])
+        for p, value, memory in zip(
+            self.parameters, state["values"], state["gradient_memory"], strict=True
+        ):
+            p.set_value(value)
+            if memory:
+                self.gradient_memory_dict[p] = list(memory)
+
+
+class TextualGradientDescentwithMomentum(TextualGradientDescent):
+    """TGD that also shows the optimizer the last ``momentum_window`` values of each parameter.
+
+    TextGrad 0.1.8's version never builds its prompt (the step crashes); here the past values
+    enter the prompt in ``<PAST_ITERATIONS>``. A window of 0 is plain TGD.
+    """
+
+    def __init__(
+        self,
+        engine: ChatEngine | None = None,
+        parameters: Sequence[Variable] = (),
+        momentum_window: int = 0,
+        constraints: Sequence[str] | None = None,
+        new_variable_tags: Sequence[str] | None = None,
+        in_context_examples: Sequence[str] | None = None,
+        optimizer_system_prompt: str = prompts.OPTIMIZER_SYSTEM_PROMPT,
+        verbose: int = 0,
+        gradient_memory: int = 0,
+        *,
+        format_retries: int = DEFAULT_FORMAT_RETRIES,
+    ) -> None:
+        super().__init__(
+            parameters,
+            verbose=verbose,
+            engine=engine,
+            constraints=constraints,
+            new_variable_tags=new_variable_tags,
+            optimizer_system_prompt=optimizer_system_prompt,
+            in_context_examples=in_context_examples,
+            gradient_memory=gradient_memory,
+            format_retries=format_retries,
+        )
+        if not isinstance(momentum_window, int) or momentum_window < 0:
+            raise ConfigError("momentum_window must be an integer >= 0")
+        self.momentum_window = momentum_window
+        self.momentum_storage: dict[Variable, list[str]] = {}
+
+    def _extra(self, variable: Variable) -> dict[str, Any]:
+        extra = super()._extra(variable)
+        if self.momentum_window:
+            extra["past_values"] = self.momentum_storage.get(variable, [])[-self.momentum_window :]
+        return extra
+
+    def _remember(self, variable: Variable) -> None:
+        super()._remember(variable)
+        if self.momentum_window:
+            past = self.momentum_storage.setdefault(variable, [])
+            past.append(str(variable.value))
+            del past[: -self.momentum_window]
