@@ -363,7 +363,8 @@ def optimizer_prompt(
     tail += _OPT_FORMAT.format(start=tags[0], end=tags[1])
     if all(isinstance(g, str) for g in gradients):
         return head + _OPT_CONTEXT.format(gradients="".join(gradients)) + tail  # type: ignore[arg-type]
-    return [head, *gradients, tail]
+    # With images the context is a run of parts; the tags still frame it.
+    return [head + "<CONTEXT>", *gradients, "</CONTEXT>\n\n" + tail]
 
 
 def format_reminder(tags: tuple[str, str]) -> str:

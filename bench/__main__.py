@@ -9,6 +9,7 @@ def main(argv: list[str]) -> int:
     commands = {
         "budget": "bench.budget",
         "overhead": "bench.overhead",
+        "step": "bench.step",
     }
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m bench {" + ",".join([*commands, "all"]) + "} [options]")
@@ -17,6 +18,7 @@ def main(argv: list[str]) -> int:
     if name == "all":
         quick = "--quick" in rest
         runs = {
+            "step": ["--batch-sizes", "32"],
             "budget": [],
             "overhead": ["--calls", "1000", "--rounds", "2"] if quick else [],
         }

@@ -228,6 +228,23 @@ def test_repeated_optimization_keeps_changing_the_prompt() -> None:
     assert len({tip for tip in PROMPT_TIPS if tip in value}) == 4
 
 
+def test_glossary_mentions_of_the_variable_tag_are_not_the_value() -> None:
+    """A system prompt that mentions <VARIABLE> before the real block does not leak into it."""
+    messages = [
+        {
+            "role": "system",
+            "content": "Tags: - <VARIABLE>: the text. Answer in <IMPROVED_VARIABLE>.",
+        },
+        {
+            "role": "user",
+            "content": "Improve: <VARIABLE> Be brief. </VARIABLE> <IMPROVED_VARIABLE>",
+        },
+    ]
+    reply = default_answer({"messages": messages}, Random(0))
+    assert reply.startswith("<IMPROVED_VARIABLE>Be brief. ")
+    assert "Tags" not in reply
+
+
 def test_custom_new_value_tag() -> None:
     """An instruction naming another tag for the new value is answered with that tag."""
     prompt = (

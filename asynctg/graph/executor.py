@@ -142,10 +142,12 @@ class _Pass:
         self.pending = dict(plan.pending)
         self.entries: dict[int, list[GradientEntry]] = {}
         self.final: dict[int, list[GradientEntry]] = {}
+        self.snapshot: dict[int, set[int]] = {}  # id(v) -> ids of the gradients v had at start
         self.group: asyncio.TaskGroup | None = None
         self.calls = 0
 
     def existing(self, v: Variable) -> list[GradientEntry]:
+        self.snapshot[id(v)] = {id(g) for g in v.gradients}
         return [
             GradientEntry(
                 (-1, i, 0),
@@ -173,6 +175,13 @@ class _Pass:
         by_target: dict[int, list[GradientPlan]] = {}
         for p in plans:
             by_target.setdefault(id(p.target), []).append(p)
+        wanted = {id(t) for _, t in targets}
+        stray = [p.target.role_description for p in plans if id(p.target) not in wanted]
+        if stray:
+            raise GraphError(
+                f"the backward rule of {v.grad_fn.name} planned feedback for {stray}, which are "
+                "not inputs of its output that require gradients"
+            )
         me = self.plan.position[id(v)]
         assert self.group is not None
         for pos, target in targets:
@@ -214,13 +223,19 @@ class _Pass:
 
     async def reduce(self, v: Variable, entries: list[GradientEntry]) -> list[GradientEntry]:
         """Merge gradients that share an aggregation group into one, by an LLM call each."""
-        if len(entries) < 2 or _feedback_text(entries) == "":
+        if len(entries) < 2:
             return entries
         members: dict[ReduceGroup, list[GradientEntry]] = {}
         for e in entries:
             for g in e.groups:
                 members.setdefault(g, []).append(e)
-        todo = {g: es for g, es in members.items() if len(es) > 1}
+        # A group whose feedback is all blank has nothing to merge: an LLM asked to summarise
+        # nothing would invent feedback and send the next backward down the wrong branch.
+        todo = {
+            g: es
+            for g, es in members.items()
+            if len(es) > 1 and any(str(e.gradient.value).strip() for e in es)
+        }
         if not todo:
             return entries
         priority = self.plan.height[id(v)] + 1
@@ -293,8 +308,13 @@ async def backward(root: Variable, engine: ChatEngine | None = None) -> None:
         entries = state.final.get(id(v))
         if entries is None:
             continue
-        v.gradients = [e.gradient for e in entries]
-        v.gradients_context = {e.gradient: e.context for e in entries}
+        # Another pass may have added gradients since this one read them: keep those, and
+        # replace only what this pass started from (which a reduce may have merged).
+        seen = state.snapshot.get(id(v), set())
+        others = [g for g in v.gradients if id(g) not in seen]
+        contexts = {g: v.gradients_context.get(g) for g in others}
+        v.gradients = [e.gradient for e in entries] + others
+        v.gradients_context = {e.gradient: e.context for e in entries} | contexts
         for e in entries:
             for g in e.groups:
                 if g not in v._reduce_meta:

@@ -178,9 +178,15 @@ class FormattedLLMCall(LLMCall):
         super().__init__(engine, system_prompt)
         names = list(fields.keys()) if isinstance(fields, Mapping) else list(fields)
         try:
-            used = {name for _, name, _, _ in string.Formatter().parse(format_string) if name}
+            parsed = [name for _, name, _, _ in string.Formatter().parse(format_string)]
         except ValueError as exc:
             raise ConfigError(f"format_string is not a valid format string: {exc}") from exc
+        if any(name is not None and (name == "" or name.isdigit()) for name in parsed):
+            raise ConfigError(
+                "positional placeholders ('{}' or '{0}') are not supported in format_string; "
+                "name them, e.g. {question}"
+            )
+        used = {name for name in parsed if name}
         unknown = used - set(names)
         if unknown:
             raise ConfigError(

@@ -8,7 +8,7 @@ every parameter changes, or, on any failure or cancellation, none does.
 from __future__ import annotations
 
 import asyncio
-import sys
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +25,8 @@ __all__ = [
     "TextualGradientDescentwithMomentum",
     "extract_new_value",
 ]
+
+logger = logging.getLogger("asynctg.optim")
 
 #: Optimizer calls end a step: nothing else can proceed until they are back.
 OPTIMIZER_PRIORITY = 1_000
@@ -122,6 +124,7 @@ class TextualGradientDescent(Optimizer):
     ``new_variable_tags`` are the tags the answer must come between. A reply without them is
     asked again up to ``format_retries`` times, then ``OptimizerParseError`` is raised and no
     parameter changes. Parameters without any feedback are left alone (no call).
+    ``verbose`` logs each new value at INFO level on the ``asynctg.optim`` logger.
     """
 
     def __init__(
@@ -232,7 +235,7 @@ class TextualGradientDescent(Optimizer):
             self._remember(p)
             p.set_value(value)
             if self.verbose:
-                print(f"[TextualGradientDescent] {p.role_description}:\n{value}", file=sys.stderr)
+                logger.info("new value of %s:\n%s", p.role_description, value)
         self.steps += 1
 
     def _remember(self, variable: Variable) -> None:

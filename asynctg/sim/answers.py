@@ -83,7 +83,9 @@ _GENERIC: tuple[str, ...] = (
     "In short, the answer depends on the details stated in the request.",
 )
 
-_VARIABLE_RE = re.compile(r"<VARIABLE>(.*?)</VARIABLE>", re.DOTALL)
+# The span between a closing tag and the nearest opening tag before it: glossaries that merely
+# mention "<VARIABLE>" earlier in the request must not swallow the text in between.
+_VARIABLE_RE = re.compile(r"<VARIABLE>((?:(?!<VARIABLE>).)*?)</VARIABLE>", re.DOTALL)
 # "<X>{the improved variable}</X>" or "<X> new prompt here </X>": a tag pair around a short
 # placeholder mentioning a new/improved value
 _PLACEHOLDER_TAG_RE = re.compile(

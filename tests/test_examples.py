@@ -1,0 +1,25 @@
+"""The runnable examples in examples/ run as documented, so the docs cannot rot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prompt_step_example_runs_on_the_simulator() -> None:
+    """examples/prompt_step.py optimises a prompt on the in-process simulator in 3B+1 calls."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "prompt_step.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "new system prompt: Answer the question." in out.stdout
+    assert "calls: 13" in out.stdout
