@@ -10,7 +10,12 @@ from typing import Any, TypeVar
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import ConfigError
 
-__all__ = ["get_backward_engine", "run", "set_backward_engine"]
+__all__ = [
+    "get_backward_engine",
+    "run",
+    "set_backward_engine",
+    "set_process_backward_engine",
+]
 
 T = TypeVar("T")
 
@@ -47,19 +52,41 @@ _global_backward_engine: ChatEngine | None = None
 def set_backward_engine(engine: ChatEngine, override: bool = False) -> None:
     """Use ``engine`` for backward passes and optimizer steps that are not given one.
 
-    The setting is held in a context variable (so concurrent tasks may each set their own) and
-    as the process default. Setting it again needs ``override=True``, as in TextGrad.
+    The setting is held in a context variable, so concurrent tasks may each set their own
+    (a task sees what its context set, and tasks it starts afterwards inherit it), and it also
+    becomes the process default, seen by contexts that never set one (tasks started before the
+    call, other threads, the compat layer's loop). Setting it again needs ``override=True``, as
+    in TextGrad.
     """
-    global _global_backward_engine
+    _check_engine(engine)
+    current = _backward_engine.get() or _global_backward_engine
+    if current is not None and current is not engine and not override:
+        raise ConfigError("a backward engine is already set; pass override=True to replace it")
+    _backward_engine.set(engine)
+    _set_process_default(engine)
+
+
+def set_process_backward_engine(engine: ChatEngine, override: bool = False) -> None:
+    """Set only the process default (TextGrad's global setting; what ``asynctg.compat`` uses).
+
+    Contexts that set their own engine with ``set_backward_engine`` keep it.
+    """
+    _check_engine(engine)
+    if _global_backward_engine not in (None, engine) and not override:
+        raise ConfigError("a backward engine is already set; pass override=True to replace it")
+    _set_process_default(engine)
+
+
+def _check_engine(engine: object) -> None:
     if not isinstance(engine, ChatEngine):
         raise ConfigError(
             f"set_backward_engine needs an engine from asynctg.get_engine(), got "
             f"{type(engine).__name__}"
         )
-    current = _backward_engine.get() or _global_backward_engine
-    if current is not None and current is not engine and not override:
-        raise ConfigError("a backward engine is already set; pass override=True to replace it")
-    _backward_engine.set(engine)
+
+
+def _set_process_default(engine: ChatEngine) -> None:
+    global _global_backward_engine
     _global_backward_engine = engine
 
 

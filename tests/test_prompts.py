@@ -213,6 +213,22 @@ async def test_llm_call_base_branch_prompt_has_the_evaluation_as_objective(
     assert OPT_TAG not in body_text(body)
 
 
+async def test_llm_call_feedback_examples_enter_its_backward_prompt(
+    engine: ChatEngine, rec: Recorder
+) -> None:
+    """Examples of good feedback given to an LLMCall reach the backward engine in <EXAMPLES>."""
+    sp = trainable("You answer arithmetic questions.", "system prompt to the arithmetic model")
+    x = frozen("What is 7 * 6?", "question to the model")
+    examples = ["Say which step of the arithmetic went wrong.", "Quote the wrong number."]
+    response = await tg.autograd.LLMCall(engine, sp, feedback_examples=examples)(x)
+    loss = await tg.TextLoss(EVAL, engine=engine)(response)
+    await loss.backward(engine)
+    (about_prompt,) = rec.backward_about(sp)
+    assert "<EXAMPLES>" + "\n".join(examples) + "</EXAMPLES>" in user_text(about_prompt)
+    (about_response,) = rec.backward_about(response)  # TextLoss was given none
+    assert "<EXAMPLES>" not in user_text(about_response)
+
+
 def test_backward_system_prompt_forbids_rewriting_the_variable() -> None:
     """The feedback engine is told to criticise, not to write a new version of the variable."""
     text = prompts.BACKWARD_SYSTEM_PROMPT

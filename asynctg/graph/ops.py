@@ -81,11 +81,23 @@ class LLMCall(Function):
     yet), to do better on that evaluation.
     """
 
-    def __init__(self, engine: ChatEngine | None = None, system_prompt: Variable | None = None):
+    def __init__(
+        self,
+        engine: ChatEngine | None = None,
+        system_prompt: Variable | None = None,
+        *,
+        feedback_examples: Sequence[str] = (),
+    ):
         if system_prompt is not None:
             _check_variable(system_prompt, "system_prompt")
+        if isinstance(feedback_examples, str) or not all(
+            isinstance(e, str) for e in feedback_examples
+        ):
+            raise ConfigError("feedback_examples must be a list of strings")
         self.engine = engine
         self.system_prompt = system_prompt
+        #: Examples of good feedback, shown to the backward engine in <EXAMPLES> tags.
+        self.feedback_examples = tuple(feedback_examples)
 
     def _messages(self, content: str | list[Any]) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
@@ -118,7 +130,10 @@ class LLMCall(Function):
         )
         response = Variable(text, predecessors=preds, role_description=response_role_description)
         return self.attach(
-            response, prompt=str(input_variable.value), system_prompt=self._system_text()
+            response,
+            prompt=str(input_variable.value),
+            system_prompt=self._system_text(),
+            examples=self.feedback_examples,
         )
 
     forward = __call__
@@ -174,8 +189,10 @@ class FormattedLLMCall(LLMCall):
         format_string: str,
         fields: Mapping[str, Any] | Sequence[str],
         system_prompt: Variable | None = None,
+        *,
+        feedback_examples: Sequence[str] = (),
     ):
-        super().__init__(engine, system_prompt)
+        super().__init__(engine, system_prompt, feedback_examples=feedback_examples)
         names = list(fields.keys()) if isinstance(fields, Mapping) else list(fields)
         try:
             parsed = [name for _, name, _, _ in string.Formatter().parse(format_string)]
@@ -195,11 +212,8 @@ class FormattedLLMCall(LLMCall):
         self.format_string = format_string
         self.fields = names
 
-    async def __call__(  # type: ignore[override]
-        self,
-        inputs: Mapping[str, Variable],
-        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
-    ) -> Variable:
+    def _check_fields(self, inputs: Mapping[str, Variable]) -> None:
+        """ConfigError unless ``inputs`` maps exactly the format's fields to variables."""
         if not isinstance(inputs, Mapping):
             raise ConfigError("FormattedLLMCall takes inputs={field: Variable, ...}")
         missing = [f for f in self.fields if f not in inputs]
@@ -213,12 +227,24 @@ class FormattedLLMCall(LLMCall):
             )
         for key, value in inputs.items():
             _check_variable(value, f"inputs[{key!r}]")
+
+    async def __call__(  # type: ignore[override]
+        self,
+        inputs: Mapping[str, Variable],
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        self._check_fields(inputs)
         prompt = self.format_string.format(**{k: inputs[k].value for k in self.fields})
         text = await self._complete(prompt)
         values = [inputs[k] for k in self.fields]
         preds = values if self.system_prompt is None else [self.system_prompt, *values]
         response = Variable(text, predecessors=preds, role_description=response_role_description)
-        return self.attach(response, prompt=prompt, system_prompt=self._system_text())
+        return self.attach(
+            response,
+            prompt=prompt,
+            system_prompt=self._system_text(),
+            examples=self.feedback_examples,
+        )
 
     forward = __call__  # type: ignore[assignment]
 
@@ -292,14 +318,22 @@ class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
         super().__init__(engine, system_prompt)
         self.fields = list(fields)
 
+    def _check_fields(self, inputs: Mapping[str, Variable]) -> None:
+        """ConfigError unless ``inputs`` maps exactly the call's fields to variables."""
+        if not isinstance(inputs, Mapping):
+            raise ConfigError("OrderedFieldsMultimodalLLMCall takes inputs={field: Variable, ...}")
+        if set(inputs) != set(self.fields):
+            raise ConfigError(f"expected inputs for exactly {self.fields}, got {sorted(inputs)}")
+        for f in self.fields:
+            _check_variable(inputs[f], f"inputs[{f!r}]")
+
     async def __call__(  # type: ignore[override]
         self,
         inputs: Mapping[str, Variable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        if set(inputs) != set(self.fields):
-            raise ConfigError(f"expected inputs for exactly {self.fields}, got {sorted(inputs)}")
-        variables = [_check_variable(inputs[f], f"inputs[{f!r}]") for f in self.fields]
+        self._check_fields(inputs)
+        variables = [inputs[f] for f in self.fields]
         content: list[str | bytes] = [
             v.value if isinstance(v.value, bytes) else f"{f}: {v.value}"
             for f, v in zip(self.fields, variables, strict=True)

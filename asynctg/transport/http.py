@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 
@@ -39,7 +40,9 @@ class AiohttpTransport:
         session = self._session
         if session is None or session.closed or self._loop is not loop:
             # A session belongs to the loop it was made in; a new loop (a new asyncio.run, the
-            # compat layer's thread) needs its own.
+            # compat layer's thread) needs its own, and the old one is closed, not leaked.
+            if session is not None and not session.closed and self._loop is not None:
+                _retire(session, self._loop)
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
                 auto_decompress=True,
@@ -98,12 +101,42 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
-        if session is not None and not session.closed:
+        if session is None or session.closed:
+            return
+        if self._loop is asyncio.get_running_loop() or self._loop is None:
             await session.close()
+        else:  # opened in another loop: close it there, or drop it if that loop has ended
+            _retire(session, self._loop)
 
     def __repr__(self) -> str:
         state = "open" if self._session is not None and not self._session.closed else "closed"
         return f"<AiohttpTransport {state}>"
+
+
+def _retire(session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop) -> None:
+    """Close a session left over from another event loop, from outside that loop."""
+    if loop.is_running() and not loop.is_closed():
+        # Still serving (another thread's loop): close it there, where it belongs.
+        asyncio.run_coroutine_threadsafe(session.close(), loop)
+        return
+    # The loop has ended (a finished asyncio.run without ``aclose()``): nothing can be awaited
+    # on it any more, and a closed loop can no longer close its transports, so the pooled
+    # sockets are closed here directly, then the session is marked closed.
+    connector = session.connector
+    session.detach()
+    if connector is None:
+        return
+    protocols = [p for pooled in connector._conns.values() for p, _ in pooled]
+    protocols.extend(connector._acquired)
+    for protocol in protocols:
+        transport = getattr(protocol, "transport", None)
+        # asyncio's own last step of closing a transport, which a closed loop cannot schedule
+        # (uvloop's transports have no such step; their sockets go with the loop).
+        finish = getattr(transport, "_call_connection_lost", None)
+        if finish is not None and transport is not None and not transport.is_closing():
+            with contextlib.suppress(Exception):
+                finish(None)
+    connector._close()
 
 
 def _lower(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:

@@ -1,0 +1,72 @@
+"""TextGrad 0.1.8's synchronous API on top of asynctg: change the import line, keep the script.
+
+::
+
+    import asynctg.compat as tg                    # was: import textgrad as tg
+
+    engine = tg.get_engine("gpt-4o")               # OPENAI_BASE_URL / OPENAI_API_KEY
+    tg.set_backward_engine(engine, override=True)
+    model = tg.BlackboxLLM(engine, system_prompt)
+    response = model(x)                            # blocks, as in TextGrad
+    loss = eval_fn(inputs=dict(prediction=response, ground_truth_answer=y))
+    tg.sum(losses).backward()                      # the feedback calls run concurrently
+    optimizer.step()
+
+Every blocking call runs its native coroutine on one private event loop in a daemon thread
+(see ``asynctg.compat._loop``), so ``backward()`` and ``step()`` fan out concurrently inside,
+and calls from many threads at once (a ``ThreadPoolExecutor`` evaluating a dataset) share one
+scheduler and one connection pool. Calling the blocking API from a running event loop raises
+``asynctg.ConfigError``: in async code, use ``import asynctg`` and ``await``.
+
+Documented deviations from TextGrad 0.1.8:
+
+- ``variable.gradients`` is an ordered list (TextGrad: a set), so prompts are reproducible.
+- An optimizer reply without the new-variable tags raises ``asynctg.OptimizerParseError``
+  after re-asking (TextGrad: ``IndexError``); a token-parsed evaluation without its tags raises
+  ``asynctg.EvaluationParseError`` (TextGrad: ``IndexError``).
+- ``tg.get_engine`` serves any OpenAI-compatible endpoint (``OPENAI_BASE_URL``); TextGrad's
+  routing prefixes are not interpreted, and an engine has no default system prompt.
+- ``tg.tasks.DataLoader`` yields lists, not numpy arrays, for non-tuple items.
+- Importing writes no log files, and nothing is cached unless the engine is given a cache.
+- Exceptions raised inside the loop reach the caller unchanged (``asynctg.APIError`` and
+  friends for provider failures, after asynctg's retry policy).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asynctg.compat import autograd, engine, loss, model, optimizer, tasks, variable
+from asynctg.compat._loop import shutdown
+from asynctg.compat.autograd import aggregate, sum
+from asynctg.compat.engine import Engine, EngineLM, get_engine, set_backward_engine
+from asynctg.compat.loss import TextLoss
+from asynctg.compat.model import BlackboxLLM
+from asynctg.compat.optimizer import TGD, TextualGradientDescent
+from asynctg.compat.variable import Variable
+
+#: TextGrad exposes a logger at ``tg.logger``; this one writes nowhere unless configured.
+logger = logging.getLogger("asynctg.compat")
+
+__all__ = [
+    "TGD",
+    "BlackboxLLM",
+    "Engine",
+    "EngineLM",
+    "TextLoss",
+    "TextualGradientDescent",
+    "Variable",
+    "aggregate",
+    "autograd",
+    "engine",
+    "get_engine",
+    "logger",
+    "loss",
+    "model",
+    "optimizer",
+    "set_backward_engine",
+    "shutdown",
+    "sum",
+    "tasks",
+    "variable",
+]

@@ -1,0 +1,166 @@
+"""Deferred outputs: a compat call returns at once, and its LLM call runs in the background.
+
+TextGrad's scripts build a minibatch one sample at a time::
+
+    for x, y in zip(batch_x, batch_y):
+        response = model(x)                       # an LLM call
+        losses.append(eval_fn(inputs=dict(prediction=response, ground_truth_answer=y)))
+    tg.sum(losses).backward()
+
+If ``model(x)`` waited for its reply, the B forward calls would run one after another. Instead
+each compat call starts its native coroutine on the compat loop and returns a *pending*
+variable straight away; the calls of the whole loop are then in flight together. A pending
+variable becomes an ordinary one, in place, when its call completes, so identity holds (it can
+already be an input of later calls, of ``tg.sum``, of a loss). Reading anything that needs the
+call's result (``.value``, ``.predecessors``, ``str(v)``, ...) blocks the reading thread until it
+is there, and raises the call's exception if the call failed. Backward first waits for every
+pending variable in the graph; downstream compat calls wait for their pending inputs on the loop.
+
+Where TextGrad raises at the call (a bad argument type, a malformed ``inputs`` mapping), the
+compat call still does: the arguments are checked before anything is deferred. Failures of the
+call itself (a provider error after retries) surface where the result is first read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from asynctg.compat import _loop
+from asynctg.compat.variable import Variable
+from asynctg.errors import ConfigError
+from asynctg.graph import Variable as NativeVariable
+from asynctg.graph import variable as _variable_module
+
+__all__ = ["Pending", "defer", "is_pending", "resolve_graph", "resolved"]
+
+#: The storage behind each slot of ``Variable``, read and written past the properties below.
+_SLOT = {name: NativeVariable.__dict__[name] for name in NativeVariable.__slots__}
+_SLOT.pop("__weakref__")
+#: While a variable is pending, its ``grad_fn`` slot holds the future of its call.
+_DONE = _SLOT["grad_fn"]
+#: Copied from the finished native output, in this order; ``grad_fn`` last (it replaces the
+#: future, so a reader that sees no future any more sees every other slot filled in).
+_COPIED = [n for n in _SLOT if n not in ("_id", "grad_fn")] + ["grad_fn"]
+
+
+def _wait(variable: NativeVariable) -> None:
+    done = _DONE.__get__(variable)
+    if not isinstance(done, concurrent.futures.Future):
+        return  # finished while this thread was looking
+    if _loop.on_loop_thread():
+        raise RuntimeError(
+            "internal error: a pending compat variable was read on the compat loop before its "
+            "call finished"
+        )
+    # A reader giving up (Ctrl-C) leaves the call running: it belongs to the variable.
+    _loop.wait(done, cancel_on_exit=False)
+
+
+def _slot_property(name: str) -> property:
+    slot = _SLOT[name]
+
+    def get(self: NativeVariable) -> Any:
+        _wait(self)
+        return slot.__get__(self)
+
+    def set_(self: NativeVariable, value: Any) -> None:
+        _wait(self)
+        slot.__set__(self, value)
+
+    return property(get, set_, doc=f"``{name}``, once the call that produces it has finished.")
+
+
+class Pending(Variable):
+    """A compat variable whose call is still running; it turns into a ``Variable`` when done."""
+
+    __slots__ = ()
+
+    value = _slot_property("value")  # type: ignore[assignment]
+    requires_grad = _slot_property("requires_grad")  # type: ignore[assignment]
+    role_description = _slot_property("role_description")  # type: ignore[assignment]
+    predecessors = _slot_property("predecessors")  # type: ignore[assignment]
+    grad_fn = _slot_property("grad_fn")
+    gradients = _slot_property("gradients")
+    gradients_context = _slot_property("gradients_context")
+    _reduce_meta = _slot_property("_reduce_meta")
+
+    def __repr__(self) -> str:
+        done = _DONE.__get__(self)
+        if isinstance(done, concurrent.futures.Future):
+            if not done.done():
+                return "<compat Variable, call still running>"
+            if done.cancelled():
+                return "<compat Variable, call cancelled>"
+            error = done.exception()
+            if error is not None:
+                return f"<compat Variable, call failed: {type(error).__name__}>"
+        return super().__repr__()
+
+
+def is_pending(variable: object) -> bool:
+    """True while ``variable`` is the output of a compat call that has not finished."""
+    return type(variable) is Pending and isinstance(
+        _DONE.__get__(variable), concurrent.futures.Future
+    )
+
+
+async def resolved(variables: Iterable[object]) -> None:
+    """On the compat loop: wait until none of ``variables`` is pending (raises their errors)."""
+    for variable in variables:
+        if type(variable) is Pending:
+            done = _DONE.__get__(variable)
+            if isinstance(done, concurrent.futures.Future):
+                await asyncio.wrap_future(done)
+
+
+async def resolve_graph(root: NativeVariable) -> None:
+    """On the compat loop: wait for every pending variable ``root`` depends on (iteratively)."""
+    seen: set[int] = set()
+    stack: list[NativeVariable] = [root]
+    while stack:
+        variable = stack.pop()
+        if id(variable) in seen:
+            continue
+        seen.add(id(variable))
+        await resolved((variable,))
+        stack.extend(variable.predecessors)
+
+
+def defer(make: Callable[[], Awaitable[NativeVariable]], inputs: Iterable[object] = ()) -> Variable:
+    """A pending variable for the native output ``make()`` builds, once ``inputs`` are ready.
+
+    ``make`` is called on the compat loop after every pending input has finished; the native
+    output it returns is then copied into the pending variable, which becomes a ``Variable``.
+    """
+    waiting_on = list(inputs)
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+    pending = Pending.__new__(Pending)
+    _SLOT["_id"].__set__(pending, next(_variable_module._ids))
+    _DONE.__set__(pending, done)
+
+    async def work() -> None:
+        try:
+            await resolved(waiting_on)
+            output = await make()
+            if not isinstance(output, NativeVariable):
+                raise ConfigError(f"a compat call produced {type(output).__name__}, not a Variable")
+            _become(pending, output)
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+        except BaseException as exc:  # kept for whoever reads the variable
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    _loop.submit(work())
+    return pending
+
+
+def _become(pending: Pending, output: NativeVariable) -> None:
+    for name in _COPIED:
+        _SLOT[name].__set__(pending, _SLOT[name].__get__(output))
+    pending.__class__ = Variable  # type: ignore[assignment]  # same layout: becomes plain

@@ -1,0 +1,248 @@
+"""TextGrad's ``tg.autograd`` namespace, blocking: the differentiable functions.
+
+Each class is the native one with a blocking ``__call__`` (and ``forward``); backward rules are
+the native ones, so a compat graph differentiates exactly like a native graph.
+
+>>> import asynctg.compat as tg
+>>> tg.autograd.StringBasedFunction  # doctest: +ELLIPSIS
+<class '...StringBasedFunction'>
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from asynctg import prompts
+from asynctg.compat._lazy import defer, is_pending
+from asynctg.compat._loop import run
+from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.variable import Variable, adopt
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import ConfigError
+from asynctg.graph import FormattedLLMCall as NativeFormattedLLMCall
+from asynctg.graph import LLMCall as NativeLLMCall
+from asynctg.graph import Module as NativeModule
+from asynctg.graph import MultimodalLLMCall as NativeMultimodalLLMCall
+from asynctg.graph import OrderedFieldsMultimodalLLMCall as NativeOrderedFieldsMultimodalLLMCall
+from asynctg.graph import StringBasedFunction as NativeStringBasedFunction
+from asynctg.graph import Variable as NativeVariable
+from asynctg.graph import aggregate as native_aggregate
+from asynctg.graph import sum as native_sum
+
+__all__ = [
+    "FormattedLLMCall",
+    "LLMCall",
+    "Module",
+    "MultimodalLLMCall",
+    "OrderedFieldsMultimodalLLMCall",
+    "StringBasedFunction",
+    "aggregate",
+    "sum",
+]
+
+AnyEngine = Engine | ChatEngine | str | None
+
+
+def sum(variables: Sequence[NativeVariable]) -> Variable:
+    """Concatenate variables into one; its feedback reaches each of them (no LLM call)."""
+    if any(is_pending(v) for v in variables):
+        return defer(lambda: _now(native_sum, variables), variables)
+    return adopt(native_sum(variables))
+
+
+def aggregate(variables: Sequence[NativeVariable]) -> Variable:
+    """Like ``sum``, but feedback flowing back through it is merged into one by an LLM call."""
+    if any(is_pending(v) for v in variables):
+        return defer(lambda: _now(native_aggregate, variables), variables)
+    return adopt(native_aggregate(variables))
+
+
+async def _now(fn: Callable[..., NativeVariable], *args: Any) -> NativeVariable:
+    return fn(*args)
+
+
+def _check_inputs(values: Sequence[Any]) -> None:
+    """TextGrad raises at the call for a non-variable argument; so does compat, before deferring."""
+    for value in values:
+        if not isinstance(value, NativeVariable):
+            raise ConfigError(
+                f"expected a tg.Variable, got {type(value).__name__}; wrap it: "
+                "tg.Variable(value, requires_grad=False, role_description='...')"
+            )
+
+
+class Module(NativeModule):
+    """TextGrad's ``Module``: ``parameters()`` plus a ``forward`` that calling the module runs."""
+
+    @abc.abstractmethod
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's computation (blocking, built from compat calls)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+
+class LLMCall(NativeLLMCall):
+    """One LLM call, ``LLMCall(engine, system_prompt)(x)``; blocks until the reply is in."""
+
+    def __init__(self, engine: AnyEngine = None, system_prompt: NativeVariable | None = None):
+        super().__init__(native_engine(engine), system_prompt)
+
+    def __call__(  # type: ignore[override]
+        self,
+        input_variable: NativeVariable,
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        _check_inputs([input_variable])
+        call = super().__call__
+        return defer(lambda: call(input_variable, response_role_description), [input_variable])
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class FormattedLLMCall(NativeFormattedLLMCall):
+    """An LLM call whose input is a format string filled from several variables; blocking.
+
+    >>> # call = tg.autograd.FormattedLLMCall(engine, "Q: {q}\\nA: {a}", fields=["q", "a"])
+    >>> # out = call(inputs={"q": q, "a": a})
+    """
+
+    def __init__(
+        self,
+        engine: AnyEngine,
+        format_string: str,
+        fields: Mapping[str, Any] | Sequence[str],
+        system_prompt: NativeVariable | None = None,
+    ):
+        super().__init__(native_engine(engine), format_string, fields, system_prompt)
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: Mapping[str, NativeVariable],
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        if not isinstance(inputs, Mapping):
+            raise ConfigError("this call takes inputs={field name: Variable, ...}")
+        self._check_fields(inputs)
+        _check_inputs(list(inputs.values()))
+        call = super().__call__
+        return defer(lambda: call(inputs, response_role_description), inputs.values())
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class MultimodalLLMCall(NativeMultimodalLLMCall):
+    """An LLM call on text and image variables together; blocking."""
+
+    def __init__(self, engine: AnyEngine, system_prompt: NativeVariable | None = None):
+        super().__init__(native_engine(engine), system_prompt)
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: Sequence[NativeVariable],
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        _check_inputs(list(inputs))
+        call = super().__call__
+        return defer(lambda: call(inputs, response_role_description), inputs)
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class OrderedFieldsMultimodalLLMCall(NativeOrderedFieldsMultimodalLLMCall):
+    """A multimodal call over named fields, sent in the given order; blocking."""
+
+    def __init__(
+        self,
+        engine: AnyEngine,
+        fields: Sequence[str],
+        system_prompt: NativeVariable | None = None,
+    ):
+        super().__init__(native_engine(engine), fields, system_prompt)
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: Mapping[str, NativeVariable],
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        if not isinstance(inputs, Mapping):
+            raise ConfigError("this call takes inputs={field name: Variable, ...}")
+        self._check_fields(inputs)
+        _check_inputs(list(inputs.values()))
+        call = super().__call__
+        return defer(lambda: call(inputs, response_role_description), inputs.values())
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class StringBasedFunction(NativeStringBasedFunction):
+    """A Python function in the graph, e.g. an exact-match check; calling it blocks.
+
+    >>> # check = tg.autograd.StringBasedFunction(exact_match, function_purpose="checks the answer")
+    >>> # loss = check(inputs=dict(prediction=response, ground_truth_answer=y))
+
+    The function runs in the caller's thread, as in TextGrad, not on the shared loop: a slow
+    one (running tests, say) then never holds up other threads' calls, and it may itself use
+    the blocking API. An async function is awaited on the loop.
+    """
+
+    def __init__(self, fn: Callable[..., Any | Awaitable[Any]], function_purpose: str):
+        super().__init__(fn, function_purpose)
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: Mapping[str, NativeVariable],
+        response_role_description: str | None = None,
+    ) -> Variable:
+        if not isinstance(inputs, Mapping):
+            raise ConfigError("StringBasedFunction takes inputs={argument name: Variable, ...}")
+        for key, value in inputs.items():
+            if not isinstance(value, NativeVariable):
+                raise ConfigError(
+                    f"inputs[{key!r}] must be a tg.Variable, got {type(value).__name__}"
+                )
+        if any(is_pending(v) for v in inputs.values()):
+            # An input is still being computed (a deferred model call): run the function when
+            # it is ready, in a worker thread (it is the user's blocking code), and return now.
+            async def later() -> NativeVariable:
+                result = self.fn(**inputs)
+                if inspect.isawaitable(result):  # an async function: awaited on the loop
+                    result = await result
+                return await self._wrap(inputs, result, response_role_description)
+
+            def start() -> Awaitable[NativeVariable]:
+                if inspect.iscoroutinefunction(self.fn):
+                    return later()
+                return self._in_thread(inputs, response_role_description)
+
+            return defer(start, inputs.values())
+        result = self.fn(**inputs)
+        return adopt(run(self._wrap(inputs, result, response_role_description)))
+
+    async def _in_thread(
+        self, inputs: Mapping[str, NativeVariable], response_role_description: str | None
+    ) -> NativeVariable:
+        result = await asyncio.to_thread(lambda: self.fn(**inputs))
+        return await self._wrap(inputs, result, response_role_description)
+
+    async def _wrap(
+        self,
+        inputs: Mapping[str, NativeVariable],
+        result: Any,
+        response_role_description: str | None,
+    ) -> NativeVariable:
+        # The native forward does the rest (wrapping, role text, attaching the backward rule);
+        # it is handed the result already computed, through a one-off function of its own.
+        once = NativeStringBasedFunction(lambda **_: result, self.function_purpose)
+        output = await once(inputs, response_role_description)
+        # Backward belongs to this instance (same purpose, so the same feedback prompts), and
+        # output.grad_fn then names the user's function, not the one-off.
+        assert output.grad_fn is not None
+        self.attach(output, **output.grad_fn.saved)
+        return output
+
+    forward = __call__  # type: ignore[assignment]

@@ -1,0 +1,134 @@
+"""TextGrad's ``tg.loss`` namespace, blocking: evaluations that start the backward pass.
+
+Each loss is the native one with a blocking ``__call__``/``forward``. Deviation from TextGrad:
+``MultiFieldTokenParsedEvaluation.parse_output`` raises ``asynctg.EvaluationParseError`` (a
+``ValueError``) when the tags are missing, where TextGrad raises a bare ``IndexError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asynctg import loss as native
+from asynctg.compat._lazy import defer
+from asynctg.compat.autograd import _check_inputs
+from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.variable import Variable
+from asynctg.engine.client import ChatEngine
+from asynctg.graph import Variable as NativeVariable
+
+__all__ = [
+    "ImageQALoss",
+    "MultiChoiceTestTime",
+    "MultiFieldEvaluation",
+    "MultiFieldTokenParsedEvaluation",
+    "TextLoss",
+]
+
+AnyEngine = Engine | ChatEngine | str | None
+
+
+class TextLoss(native.TextLoss):
+    """Evaluate a text with an LLM; the evaluation is the loss. Calling it blocks.
+
+    >>> # loss = tg.TextLoss("Evaluate the answer; be critical.", engine=engine)(response)
+    """
+
+    def __init__(self, eval_system_prompt: NativeVariable | str, engine: AnyEngine = None):
+        super().__init__(eval_system_prompt, native_engine(engine))
+
+    def __call__(self, instance: NativeVariable) -> Variable:  # type: ignore[override]
+        _check_inputs([instance])
+        call = super().__call__
+        return defer(lambda: call(instance), [instance])
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class MultiFieldEvaluation(native.MultiFieldEvaluation):
+    """Evaluate several named variables together (question, ground truth, prediction, ...)."""
+
+    def __init__(
+        self,
+        evaluation_instruction: NativeVariable | str,
+        role_descriptions: Sequence[str],
+        engine: AnyEngine = None,
+        system_prompt: NativeVariable | None = None,
+    ):
+        super().__init__(
+            evaluation_instruction, role_descriptions, native_engine(engine), system_prompt
+        )
+
+    def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
+        _check_inputs(list(inputs))
+        call = super().__call__
+        return defer(lambda: call(inputs), inputs)
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class MultiFieldTokenParsedEvaluation(native.MultiFieldTokenParsedEvaluation):
+    """A multi-field evaluation whose verdict is read from between ``parse_tags``."""
+
+    def __init__(
+        self,
+        evaluation_instruction: NativeVariable | str,
+        role_descriptions: Sequence[str],
+        engine: AnyEngine = None,
+        system_prompt: NativeVariable | None = None,
+        parse_tags: Sequence[str] | None = None,
+    ):
+        super().__init__(
+            evaluation_instruction,
+            role_descriptions,
+            native_engine(engine),
+            system_prompt,
+            parse_tags,
+        )
+
+    def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
+        _check_inputs(list(inputs))
+        call = super().__call__
+        return defer(lambda: call(inputs), inputs)
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class MultiChoiceTestTime(native.MultiChoiceTestTime):
+    """The test-time loss for an answer to a multiple-choice question; blocking."""
+
+    def __init__(
+        self,
+        evaluation_instruction: str,
+        engine: AnyEngine = None,
+        system_prompt: NativeVariable | None = None,
+    ):
+        super().__init__(evaluation_instruction, native_engine(engine), system_prompt)
+
+    def __call__(self, question: str, prediction: NativeVariable) -> Variable:  # type: ignore[override]
+        _check_inputs([prediction])
+        call = super().__call__
+        return defer(lambda: call(question, prediction), [prediction])
+
+    forward = __call__  # type: ignore[assignment]
+
+
+class ImageQALoss(native.ImageQALoss):
+    """Evaluate an answer to a question about an image; blocking."""
+
+    def __init__(
+        self,
+        evaluation_instruction: str,
+        engine: AnyEngine = None,
+        system_prompt: NativeVariable | None = None,
+    ):
+        super().__init__(evaluation_instruction, native_engine(engine), system_prompt)
+
+    def __call__(  # type: ignore[override]
+        self, image: NativeVariable, question: NativeVariable, response: NativeVariable
+    ) -> Variable:
+        _check_inputs([image, question, response])
+        call = super().__call__
+        return defer(lambda: call(image, question, response), [image, question, response])
+
+    forward = __call__  # type: ignore[assignment]

@@ -1,0 +1,43 @@
+"""TextGrad's ``BlackboxLLM``, blocking: ``response = model(x)``."""
+
+from __future__ import annotations
+
+from asynctg import prompts
+from asynctg.compat._lazy import defer
+from asynctg.compat.autograd import _check_inputs
+from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.variable import Variable
+from asynctg.engine.client import ChatEngine
+from asynctg.graph import BlackboxLLM as NativeBlackboxLLM
+from asynctg.graph import Variable as NativeVariable
+
+__all__ = ["BlackboxLLM"]
+
+
+class BlackboxLLM(NativeBlackboxLLM):
+    """A language model with an (optionally trainable) system prompt; calling it blocks.
+
+    >>> # model = tg.BlackboxLLM(engine, system_prompt)
+    >>> # response = model(x)
+
+    ``engine`` may be a compat engine, a native one, a model name, or None for the backward
+    engine (looked up at call time).
+    """
+
+    def __init__(
+        self,
+        engine: Engine | ChatEngine | str | None = None,
+        system_prompt: NativeVariable | str | None = None,
+    ) -> None:
+        super().__init__(native_engine(engine), system_prompt)
+
+    def __call__(  # type: ignore[override]
+        self,
+        x: NativeVariable,
+        response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
+    ) -> Variable:
+        _check_inputs([x])
+        call = super().__call__
+        return defer(lambda: call(x, response_role_description), [x])
+
+    forward = __call__  # type: ignore[assignment]

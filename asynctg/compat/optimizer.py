@@ -1,0 +1,105 @@
+"""TextGrad's ``tg.optimizer`` namespace, blocking: ``optimizer.step()``.
+
+The optimizers are the native ones: every parameter's new value is asked for at once, and
+either all parameters change or none does. Deviation from TextGrad: a reply without the
+new-variable tags (after ``format_retries`` re-asks) raises ``asynctg.OptimizerParseError``,
+where TextGrad raises a bare ``IndexError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asynctg import optim as native
+from asynctg import prompts
+from asynctg.compat._loop import run
+from asynctg.compat.engine import Engine, native_engine
+from asynctg.engine.client import ChatEngine
+from asynctg.graph import Variable as NativeVariable
+from asynctg.optim.tgd import DEFAULT_FORMAT_RETRIES
+
+__all__ = [
+    "TGD",
+    "Optimizer",
+    "TextualGradientDescent",
+    "TextualGradientDescentwithMomentum",
+]
+
+AnyEngine = Engine | ChatEngine | str | None
+
+Optimizer = native.Optimizer
+
+
+class TextualGradientDescent(native.TextualGradientDescent):
+    """Textual gradient descent; ``step()`` rewrites every parameter and blocks until done.
+
+    >>> # optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
+    >>> # loss.backward(); optimizer.step(); optimizer.zero_grad()
+    """
+
+    def __init__(
+        self,
+        parameters: Sequence[NativeVariable],
+        verbose: int = 0,
+        engine: AnyEngine = None,
+        constraints: Sequence[str] | None = None,
+        new_variable_tags: Sequence[str] | None = None,
+        optimizer_system_prompt: str = prompts.OPTIMIZER_SYSTEM_PROMPT,
+        in_context_examples: Sequence[str] | None = None,
+        gradient_memory: int = 0,
+        *,
+        format_retries: int = DEFAULT_FORMAT_RETRIES,
+    ) -> None:
+        super().__init__(
+            parameters,
+            verbose=verbose,
+            engine=native_engine(engine),
+            constraints=constraints,
+            new_variable_tags=new_variable_tags,
+            optimizer_system_prompt=optimizer_system_prompt,
+            in_context_examples=in_context_examples,
+            gradient_memory=gradient_memory,
+            format_retries=format_retries,
+        )
+
+    def step(self) -> None:  # type: ignore[override]
+        """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
+        run(super().step())
+
+
+class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMomentum):
+    """TGD that also shows the optimizer each parameter's recent values; ``step()`` blocks."""
+
+    def __init__(
+        self,
+        engine: AnyEngine = None,
+        parameters: Sequence[NativeVariable] = (),
+        momentum_window: int = 0,
+        constraints: Sequence[str] | None = None,
+        new_variable_tags: Sequence[str] | None = None,
+        in_context_examples: Sequence[str] | None = None,
+        optimizer_system_prompt: str = prompts.OPTIMIZER_SYSTEM_PROMPT,
+        verbose: int = 0,
+        gradient_memory: int = 0,
+        *,
+        format_retries: int = DEFAULT_FORMAT_RETRIES,
+    ) -> None:
+        super().__init__(
+            native_engine(engine),
+            parameters,
+            momentum_window,
+            constraints,
+            new_variable_tags,
+            in_context_examples,
+            optimizer_system_prompt,
+            verbose,
+            gradient_memory,
+            format_retries=format_retries,
+        )
+
+    def step(self) -> None:  # type: ignore[override]
+        """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
+        run(super().step())
+
+
+TGD = TextualGradientDescent

@@ -1,0 +1,654 @@
+"""asynctg.compat: TextGrad 0.1.8's blocking API over the async runtime.
+
+Most tests are plain synchronous functions, as a TextGrad script is. They talk HTTP to the
+simulator, run as ``python -m asynctg sim`` in a subprocess with 100 ms of latency, so timing
+claims (a backward pass fans out) are measured against a real server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import asynctg
+import asynctg.compat as tg
+from asynctg import runtime
+from asynctg.compat import _loop
+
+LATENCY = 0.1  # seconds; the simulator's fixed latency for this module
+QUESTIONS = [
+    ("I have a piano, two cats, and a car. How many animals do I have?", "2"),
+    ("I have a flute, three violins, and a drum. How many musical instruments do I have?", "5"),
+    ("I have an apple, two bananas, and a carrot. How many fruits do I have?", "3"),
+    ("I have a chair, a table, and two lamps. How many objects do I have?", "4"),
+    ("I have a goat, a frog, and four snails. How many animals do I have?", "6"),
+    ("I have a peach, a plum, and a cabbage. How many fruits do I have?", "2"),
+    ("I have two drums and a trumpet. How many musical instruments do I have?", "3"),
+    ("I have a bed, a car, and an oven. How many objects do I have?", "3"),
+]
+STARTING_PROMPT = (
+    "Answer the reasoning question. Think it through step by step; the last line of your "
+    "reply must read 'Answer: $VALUE' where VALUE is a number."
+)
+
+
+class Sim:
+    """``python -m asynctg sim --port 0 ARGS`` in a subprocess, with its control routes."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "asynctg", "sim", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()  # the base URL, printed once serving
+        if not line.startswith("http"):
+            self.close()
+            raise RuntimeError(f"the simulator did not start (exit code {self.proc.returncode})")
+        self.base_url = line
+        self.root = line.rsplit("/v1", 1)[0]
+
+    def _call(self, path: str, method: str = "GET") -> Any:
+        data = b"" if method == "POST" else None
+        request = urllib.request.Request(self.root + path, method=method, data=data)
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def requests(self) -> list[dict[str, Any]]:
+        recorded: list[dict[str, Any]] = self._call("/sim/requests")
+        return recorded
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self._call("/sim/stats")
+        return stats
+
+    def reset(self) -> None:
+        self._call("/sim/reset", "POST")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Sim]:
+    server = Sim("--latency", f"{int(LATENCY * 1000)}ms", "--record")
+    try:
+        yield server
+    finally:
+        tg.shutdown()  # closes every engine's session on the compat loop, then stops it
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def engine(sim: Sim) -> tg.Engine:
+    return tg.get_engine("gpt-4o", base_url=sim.base_url, api_key="sk-test")
+
+
+@pytest.fixture(autouse=True)
+def _fresh(sim: Sim) -> Iterator[None]:
+    sim.reset()
+    yield
+    # set_backward_engine is process-wide, as in TextGrad: leave no engine behind
+    runtime._backward_engine.set(None)
+    runtime._global_backward_engine = None
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+
+
+def _kind(request: dict[str, Any]) -> str:
+    text = "\n".join(_text(m.get("content")) for m in request["messages"])
+    if "<IMPROVED_VARIABLE>" in text:
+        return "optimizer"
+    if "<OBJECTIVE_FUNCTION>" in text:
+        return "backward"
+    return "forward"
+
+
+def string_based_equality_fn(prediction: tg.Variable, ground_truth_answer: tg.Variable) -> int:
+    """1 when the last number in the prediction is the ground truth, else 0."""
+    numbers = [w.strip(".") for w in str(prediction.value).split() if w.strip(".").isdigit()]
+    return int(bool(numbers) and numbers[-1] == str(ground_truth_answer.value))
+
+
+def _loss_fn() -> tg.autograd.StringBasedFunction:
+    return tg.autograd.StringBasedFunction(
+        string_based_equality_fn, function_purpose="checks whether the final answer is correct"
+    )
+
+
+def _forward_batch(
+    model: tg.BlackboxLLM, eval_fn: Any, batch: list[tuple[str, str]], threads: int = 1
+) -> list[tg.Variable]:
+    """Each sample's loss, computed the way TextGrad's scripts do (optionally from a pool)."""
+
+    def one(item: tuple[str, str]) -> tg.Variable:
+        x = tg.Variable(
+            item[0], requires_grad=False, role_description="query to the language model"
+        )
+        y = tg.Variable(item[1], requires_grad=False, role_description="correct answer")
+        response = model(x)
+        loss: tg.Variable = eval_fn(inputs=dict(prediction=response, ground_truth_answer=y))
+        return loss
+
+    if threads == 1:
+        return [one(item) for item in batch]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, batch))
+
+
+# --- the script pattern -----------------------------------------------------------------------
+
+
+def test_prompt_optimization_script_runs_unchanged(sim: Sim, engine: tg.Engine) -> None:
+    """TextGrad's prompt-optimization loop runs as written: 3B+1 calls, feedback, a new prompt."""
+    batch_size = 4
+    tg.set_backward_engine(engine, override=True)
+    train_loader = tg.tasks.DataLoader(QUESTIONS[:batch_size], batch_size=batch_size, shuffle=True)
+    system_prompt = tg.Variable(
+        STARTING_PROMPT,
+        requires_grad=True,
+        role_description="system prompt to a model that answers counting questions",
+    )
+    model = tg.BlackboxLLM(engine, system_prompt)
+    optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
+    eval_fn = _loss_fn()
+
+    for batch_x, batch_y in train_loader:
+        optimizer.zero_grad()
+        losses = []
+        for x, y in zip(batch_x, batch_y, strict=True):
+            x = tg.Variable(x, requires_grad=False, role_description="query to the language model")
+            y = tg.Variable(y, requires_grad=False, role_description="correct answer")
+            response = model(x)
+            eval_output_variable = eval_fn(inputs=dict(prediction=response, ground_truth_answer=y))
+            assert eval_output_variable.value in ("0", "1")
+            losses.append(eval_output_variable)
+        total_loss = tg.sum(losses)
+        total_loss.backward()
+        assert len(list(system_prompt.gradients)) == batch_size
+        assert all(isinstance(g.value, str) and g.value for g in system_prompt.gradients)
+        assert system_prompt.get_gradient_text()
+        assert all(system_prompt.gradients_context[g] for g in system_prompt.gradients)
+        optimizer.step()
+
+    assert system_prompt.value != STARTING_PROMPT
+    assert str(system_prompt.value).startswith(STARTING_PROMPT)  # the simulator appends a tip
+    kinds = [_kind(r) for r in sim.requests()]
+    assert len(kinds) == 3 * batch_size + 1
+    assert kinds.count("backward") == 2 * batch_size
+    assert kinds.count("optimizer") == 1
+    optimizer.zero_grad()
+    assert list(system_prompt.gradients) == []
+
+
+def test_outputs_are_compat_variables_with_textgrad_accessors(engine: tg.Engine) -> None:
+    """Compat calls return compat Variables; TextGrad's positional order and ints are accepted."""
+    question = tg.Variable(
+        QUESTIONS[0][0], "", None, False, role_description="query to the language model"
+    )
+    answer = tg.Variable(2, requires_grad=False, role_description="correct answer")
+    assert answer.value == "2"
+    assert isinstance(answer, asynctg.Variable)
+    model = tg.BlackboxLLM(engine, "You count things. End with 'Answer: $VALUE'.")
+    response = model(question)
+    # The call returns before its reply is in; reading the result waits for it, and the
+    # variable is then a plain compat Variable, in place.
+    assert isinstance(response, tg.Variable)
+    assert set(response.predecessors) == {model.system_prompt, question}
+    assert type(response) is tg.Variable
+    loss = _loss_fn()(inputs=dict(prediction=response, ground_truth_answer=answer))
+    assert type(loss) is tg.Variable
+    assert loss.grad_fn is not None
+    function = loss.grad_fn.function
+    assert isinstance(function, tg.autograd.StringBasedFunction)
+    assert function.fn is string_based_equality_fn  # grad_fn names the user's function
+    total = loss + loss
+    assert type(total) is tg.Variable
+    joined = tg.Variable(
+        "x", predecessors={question}, requires_grad=False, role_description="derived text"
+    )
+    assert joined.predecessors == (question,)
+
+
+def test_losses_and_formatted_calls_block_and_return_variables(engine: tg.Engine) -> None:
+    """tg.TextLoss, tg.loss.MultiFieldTokenParsedEvaluation and FormattedLLMCall return
+    variables whose values are there when read."""
+    response = tg.Variable("Answer: 4", requires_grad=True, role_description="answer to check")
+    evaluation = tg.TextLoss("Evaluate the answer; be critical.", engine=engine)(response)
+    assert evaluation.value and type(evaluation) is tg.Variable
+
+    judge = tg.loss.MultiFieldTokenParsedEvaluation(
+        "Is the prediction the ground truth? Reply within <ACCURACY> </ACCURACY> tags.",
+        role_descriptions=["Question", "Ground truth", "Prediction"],
+        engine=engine,
+        parse_tags=["<ACCURACY>", "</ACCURACY>"],
+    )
+    q = tg.Variable("How many?", requires_grad=False, role_description="question")
+    truth = tg.Variable("4", requires_grad=False, role_description="ground truth")
+    verdict = judge([q, truth, response])
+    assert judge.parse_output(verdict) in ("0", "1")
+
+    call = tg.autograd.FormattedLLMCall(engine, "Q: {q}\nA: {a}", fields={"q": None, "a": None})
+    out = call(inputs={"q": q, "a": response})
+    assert out.value.strip() and type(out) is tg.Variable
+
+    tg.set_backward_engine(engine, override=True)
+    evaluation.backward()
+    assert response.gradients
+
+
+def test_engine_generate_and_call_block(sim: Sim, engine: tg.Engine) -> None:
+    """engine.generate(prompt, system_prompt=...) and engine(prompt, ...) return the reply text."""
+    first = engine.generate("Tell me about blue whales.", system_prompt="Be brief.")
+    second = engine("Tell me about red pandas.", system_prompt="Be briefer.")
+    assert "blue whales" in first and "red pandas" in second
+    assert engine.model_string == "gpt-4o"
+    sent = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in sim.requests()]
+    assert sent == [
+        ("Be brief.", "Tell me about blue whales."),
+        ("Be briefer.", "Tell me about red pandas."),
+    ]
+
+
+def test_set_backward_engine_needs_override(engine: tg.Engine, sim: Sim) -> None:
+    """Replacing the backward engine needs override=True, as in TextGrad."""
+    tg.set_backward_engine(engine)
+    other = tg.get_engine("gpt-4o-mini", base_url=sim.base_url)
+    with pytest.raises(asynctg.ConfigError, match="override=True"):
+        tg.set_backward_engine(other)
+    tg.set_backward_engine(other, override=True)
+    assert runtime.get_backward_engine() is other.native
+
+
+def test_backward_engine_set_in_one_thread_is_seen_by_every_thread(sim: Sim) -> None:
+    """TextGrad's setting is one per process: a worker thread's override reaches all threads."""
+    first = tg.get_engine("gpt-4o", base_url=sim.base_url, api_key="sk-test")
+    second = tg.get_engine("gpt-4o-mini", base_url=sim.base_url, api_key="sk-test")
+    tg.set_backward_engine(first)
+    worker = threading.Thread(
+        target=tg.set_backward_engine, args=(second,), kwargs={"override": True}
+    )
+    worker.start()
+    worker.join()
+    assert runtime.get_backward_engine() is second.native
+    assert _loop.run(_current_backward_engine()) is second.native  # and on the compat loop
+
+
+async def _current_backward_engine() -> asynctg.ChatEngine:
+    return runtime.get_backward_engine()
+
+
+def test_one_engine_across_event_loops_leaks_no_session(sim: Sim) -> None:
+    """An engine used from two asyncio.run calls, then the compat loop, closes each old session."""
+    import gc
+    import warnings
+
+    native = asynctg.get_engine("gpt-4o", base_url=sim.base_url, api_key="sk-test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):  # the first loop has ended when the second call opens its session
+            asyncio.run(native.generate("hello"))
+        tg.Engine(native).generate("hello")  # the compat loop: a third loop, still running
+        asyncio.run(native.generate("hello"))  # back to a new loop; the compat one is running
+        asyncio.run(native.aclose())
+        gc.collect()
+    assert sim.stats()["requests"] >= 1
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def test_blocking_calls_from_16_threads_at_once(sim: Sim, engine: tg.Engine) -> None:
+    """16 threads calling model(x), eval_fn(...) and engine(...) at once each get their answer."""
+    model = tg.BlackboxLLM(engine, STARTING_PROMPT)
+    eval_fn = _loss_fn()
+    barrier = threading.Barrier(16)
+
+    def work(i: int) -> tuple[str, str, str]:
+        question, truth = QUESTIONS[i % len(QUESTIONS)]
+        barrier.wait()  # all 16 call in together
+        # distinct prompts: identical concurrent requests would be coalesced into one call
+        x = tg.Variable(f"Case {i}. {question}", requires_grad=False, role_description="query")
+        y = tg.Variable(truth, requires_grad=False, role_description="correct answer")
+        response = model(x)
+        loss = eval_fn(inputs=dict(prediction=response, ground_truth_answer=y))
+        reply = engine(f"Describe thread number {i} please.")
+        return str(response.value), str(loss.value), reply
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(work, range(16)))
+    elapsed = time.perf_counter() - started
+
+    for i, (response, loss, reply) in enumerate(results):
+        assert "Answer:" in response
+        assert loss in ("0", "1")
+        assert f"thread number {i} " in reply  # no answer went to the wrong thread
+    stats = sim.stats()
+    assert stats["ok"] == 32
+    assert stats["max_in_flight"] >= 8
+    # two rounds of 16 concurrent calls, not 32 calls in a row (3.2 s)
+    assert elapsed < 12 * LATENCY
+
+
+def test_backward_of_a_batch_of_8_takes_two_latencies(sim: Sim, engine: tg.Engine) -> None:
+    """B=8: the 16 feedback calls run as two concurrent levels (~2 x latency, not 16 x)."""
+    tg.set_backward_engine(engine, override=True)
+    system_prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
+    model = tg.BlackboxLLM(engine, system_prompt)
+    losses = _forward_batch(model, _loss_fn(), QUESTIONS, threads=8)
+    total_loss = tg.sum(losses)
+    assert str(total_loss)  # reading it waits for the forward calls, still running until now
+    sim.reset()
+
+    started = time.perf_counter()
+    total_loss.backward()
+    elapsed = time.perf_counter() - started
+
+    stats = sim.stats()
+    assert stats["ok"] == 16
+    assert stats["max_in_flight"] == 8  # one level of the pass at a time, all of it at once
+    assert 2 * LATENCY <= elapsed < 6 * LATENCY  # sequential would be 16 x latency
+    assert len(system_prompt.gradients) == 8
+
+
+def test_a_plain_forward_loop_runs_its_calls_together(sim: Sim, engine: tg.Engine) -> None:
+    """The script's one-sample-at-a-time forward loop returns at once; its 8 calls overlap."""
+    system_prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
+    model = tg.BlackboxLLM(engine, system_prompt)
+    started = time.perf_counter()
+    losses = _forward_batch(model, _loss_fn(), QUESTIONS)  # a plain loop, no threads
+    returned = time.perf_counter() - started
+    values = [loss.value for loss in losses]  # reading waits for the replies
+    elapsed = time.perf_counter() - started
+    assert returned < LATENCY  # nothing waited for a reply inside the loop
+    assert LATENCY <= elapsed < 4 * LATENCY  # sequential would be 8 x latency
+    assert set(values) <= {"0", "1"}
+    stats = sim.stats()
+    assert stats["ok"] == 8 and stats["max_in_flight"] == 8
+
+
+def test_a_failed_deferred_call_raises_where_its_result_is_read(sim: Sim) -> None:
+    """A provider error in a deferred call is raised on reading, typed; dependants raise it too."""
+    from asynctg.engine import RetryPolicy
+
+    # Nothing listens on port 9 of loopback (discard): a connection error, not retried.
+    broken = tg.get_engine(
+        "gpt-4o", base_url="http://127.0.0.1:9/v1", api_key="sk", retry=RetryPolicy(max_attempts=1)
+    )
+    model = tg.BlackboxLLM(broken, "You count things.")
+    x = tg.Variable("How many?", requires_grad=False, role_description="question")
+    y = tg.Variable("2", requires_grad=False, role_description="correct answer")
+    response = model(x)  # returns at once; the call fails in the background
+    loss = _loss_fn()(inputs=dict(prediction=response, ground_truth_answer=y))
+    with pytest.raises(asynctg.APIConnectionError):
+        _ = response.value
+    with pytest.raises(asynctg.APIConnectionError):
+        loss.backward(broken)
+    assert repr(response)  # never blocks, even on a failed call
+    assert sim.stats()["requests"] == 0
+
+
+def test_bad_arguments_still_raise_at_the_call(engine: tg.Engine) -> None:
+    """Deferring a call does not defer argument errors: TextGrad raises at the call, so do we."""
+    model = tg.BlackboxLLM(engine, "You count things.")
+    with pytest.raises(asynctg.ConfigError, match=r"tg\.Variable"):
+        model("a plain string")  # type: ignore[arg-type]
+    call = tg.autograd.FormattedLLMCall(engine, "Q: {q}", fields=["q"])
+    with pytest.raises(asynctg.ConfigError, match="missing"):
+        call(inputs={"question": tg.Variable("x", requires_grad=False, role_description="q")})
+
+
+def test_step_updates_all_parameters_concurrently(sim: Sim, engine: tg.Engine) -> None:
+    """optimizer.step() with 4 parameters makes its 4 calls at once (~1 x latency, not 4 x)."""
+    tg.set_backward_engine(engine, override=True)
+    prompts = [
+        tg.Variable(
+            f"{STARTING_PROMPT} (variant {i})", requires_grad=True, role_description="prompt"
+        )
+        for i in range(4)
+    ]
+    losses = []
+    for i, prompt in enumerate(prompts):
+        losses += _forward_batch(
+            tg.BlackboxLLM(engine, prompt), _loss_fn(), QUESTIONS[2 * i : 2 * i + 2]
+        )
+    tg.sum(losses).backward()
+    optimizer = tg.TGD(engine=engine, parameters=prompts)
+    sim.reset()
+
+    started = time.perf_counter()
+    optimizer.step()
+    elapsed = time.perf_counter() - started
+
+    assert sim.stats()["max_in_flight"] == 4
+    assert elapsed < 3 * LATENCY
+    assert all(p.value != f"{STARTING_PROMPT} (variant {i})" for i, p in enumerate(prompts))
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+async def test_blocking_calls_inside_a_running_loop_raise_config_error(
+    sim: Sim, engine: tg.Engine
+) -> None:
+    """In `async def`, every blocking call raises ConfigError pointing to `import asynctg`."""
+    prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
+    model = tg.BlackboxLLM(engine, prompt)
+    x = tg.Variable("How many?", requires_grad=False, role_description="query")
+    loss = tg.sum([prompt])
+    optimizer = tg.TGD(engine=engine, parameters=[prompt])
+    calls = [
+        lambda: model(x),
+        lambda: engine.generate("hi"),
+        lambda: loss.backward(engine),
+        optimizer.step,
+    ]
+    for call in calls:
+        with pytest.raises(asynctg.ConfigError, match="import asynctg"):
+            call()
+    assert sim.stats()["requests"] == 0
+
+
+def test_a_blocking_call_on_the_compat_loop_itself_raises_instead_of_deadlocking(
+    engine: tg.Engine,
+) -> None:
+    """An async function run on the compat loop that calls the blocking API gets ConfigError."""
+
+    async def calls_back(prediction: tg.Variable) -> str:
+        return engine.generate("this would wait for the loop it is running on")
+
+    check = tg.autograd.StringBasedFunction(calls_back, function_purpose="misuses the API")
+    x = tg.Variable("text", requires_grad=False, role_description="input")
+    with pytest.raises(asynctg.ConfigError, match="running an event loop"):
+        check(inputs=dict(prediction=x))
+
+
+def test_exceptions_from_the_loop_propagate_unchanged(sim: Sim) -> None:
+    """An exception raised on the loop reaches the caller as the same object and type."""
+    boom = KeyError("raised on the loop")
+
+    async def fails(prediction: tg.Variable) -> str:
+        raise boom
+
+    check = tg.autograd.StringBasedFunction(fails, function_purpose="fails")
+    x = tg.Variable("text", requires_grad=False, role_description="input")
+    with pytest.raises(KeyError) as caught:
+        check(inputs=dict(prediction=x))
+    assert caught.value is boom
+
+    missing = tg.get_engine("gpt-4o", base_url=sim.root + "/nowhere/v1", api_key="sk-test")
+    with pytest.raises(asynctg.BadRequestError) as error:
+        missing.generate("hello")
+    assert error.value.status == 404
+    missing.close()
+
+
+def test_ctrl_c_while_blocked_cancels_the_work_on_the_loop(sim: Sim, engine: tg.Engine) -> None:
+    """KeyboardInterrupt during step() cancels the step on the loop: nothing changes later."""
+    tg.set_backward_engine(engine, override=True)
+    prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
+    losses = _forward_batch(tg.BlackboxLLM(engine, prompt), _loss_fn(), QUESTIONS[:1])
+    tg.sum(losses).backward()
+    optimizer = tg.TGD(engine=engine, parameters=[prompt])
+    sim.reset()
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread() is threading.main_thread()
+
+    def interrupt_once_in_flight() -> None:
+        # Ctrl-C while the optimizer's request is being served, aimed at the blocked thread
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if sim.stats()["in_flight"] >= 1:
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+
+    killer = threading.Thread(target=interrupt_once_in_flight)
+    killer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            optimizer.step()
+    finally:
+        killer.join()
+    # a call that outlasts the cancelled request: had the step gone on, it would be done now
+    engine.generate("one more call")
+    assert prompt.value == STARTING_PROMPT
+    assert optimizer.steps == 0
+    assert engine.stats()["scheduler"]["in_flight"] == 0
+
+
+def test_shutdown_stops_the_loop_and_the_next_call_starts_another(engine: tg.Engine) -> None:
+    """tg.shutdown() closes sessions and stops the loop thread; the next call starts a new one."""
+    engine.generate("before")
+    first = _loop.loop()
+    tg.shutdown()
+    assert first.is_closed()
+    assert not any(t.name == "asynctg-compat-loop" for t in threading.enumerate())
+    assert engine.generate("after")
+    assert _loop.loop() is not first
+
+
+def test_interpreter_exit_closes_everything_cleanly(sim: Sim, tmp_path: Path) -> None:
+    """A script that never calls shutdown exits 0 with no unclosed-session or task warnings."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import concurrent.futures
+            import asynctg.compat as tg
+            engine = tg.get_engine("gpt-4o", base_url={sim.base_url!r})
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                replies = list(pool.map(engine.generate, ["a b", "c d", "e f", "g h"]))
+            print(sum(1 for reply in replies if reply))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONASYNCIODEBUG": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.strip() == "4"
+
+
+# --- DataLoader -------------------------------------------------------------------------------
+
+
+def test_dataloader_yields_tuples_of_columns_in_batches() -> None:
+    """Tuple items come back as (xs, ys) columns, batch_size at a time, the last one short."""
+    data = [(f"q{i}", f"a{i}") for i in range(5)]
+    batches = list(tg.tasks.DataLoader(data, batch_size=2, shuffle=False))
+    assert batches == [
+        (("q0", "q1"), ("a0", "a1")),
+        (("q2", "q3"), ("a2", "a3")),
+        (("q4",), ("a4",)),
+    ]
+    assert len(tg.tasks.DataLoader(data, batch_size=2)) == 3
+
+
+def test_dataloader_non_tuple_items_come_back_as_lists() -> None:
+    """Items that are not tuples are batched as lists of items."""
+    assert list(tg.tasks.DataLoader(["a", "b", "c"], batch_size=2, shuffle=False)) == [
+        ["a", "b"],
+        ["c"],
+    ]
+
+
+def test_dataloader_reshuffles_on_every_pass_and_covers_each_item_once() -> None:
+    """shuffle=True draws a new order from `random` per pass; every item appears exactly once."""
+    data = [(i, -i) for i in range(20)]
+    random.seed(1)
+    loader = tg.tasks.DataLoader(data, batch_size=3)
+    passes = [[x for xs, _ in loader for x in xs] for _ in range(2)]
+    assert all(sorted(p) == list(range(20)) for p in passes)
+    assert passes[0] != passes[1] != list(range(20))
+    random.seed(1)
+    again = [x for xs, _ in tg.tasks.DataLoader(data, batch_size=3) for x in xs]
+    assert again == passes[0]  # reproducible from the global seed, as TextGrad's is from numpy's
+
+
+def test_dataloader_is_its_own_iterator_and_restarts() -> None:
+    """iter() restarts the loader, and it is its own iterator, as in TextGrad."""
+    loader = tg.tasks.DataLoader([(1, 2), (3, 4)], batch_size=1, shuffle=False)
+    it = iter(loader)
+    assert it is loader
+    assert next(it) == ((1,), (2,))
+    assert list(loader) == [((1,), (2,)), ((3,), (4,))]
+
+
+def test_dataloader_refuses_a_batch_size_below_one() -> None:
+    """batch_size=0, which loops forever in TextGrad, is a ConfigError."""
+    with pytest.raises(asynctg.ConfigError, match="batch_size"):
+        tg.tasks.DataLoader([1, 2], batch_size=0)
+
+
+def test_namespaces_match_textgrads() -> None:
+    """tg.autograd, tg.loss, tg.tasks and tg.optimizer expose TextGrad's names."""
+    assert tg.TGD is tg.TextualGradientDescent is tg.optimizer.TGD
+    for name in ("StringBasedFunction", "FormattedLLMCall", "LLMCall", "Module", "sum"):
+        assert hasattr(tg.autograd, name)
+    for name in (
+        "TextLoss",
+        "MultiFieldEvaluation",
+        "MultiFieldTokenParsedEvaluation",
+        "MultiChoiceTestTime",
+        "ImageQALoss",
+    ):
+        assert hasattr(tg.loss, name)
+    assert tg.loss.TextLoss is tg.TextLoss
+    assert inspect.isclass(tg.optimizer.TextualGradientDescentwithMomentum)
+    assert inspect.iscoroutinefunction(asynctg.Variable.backward)
+    assert not inspect.iscoroutinefunction(tg.Variable.backward)
