@@ -1,17 +1,29 @@
-"""The ``asynctg`` command line: ``asynctg demo``, ``asynctg sim``.
+"""The ``asynctg`` command line.
 
-Exit codes: 0 success, 1 a run that failed, 2 bad arguments or settings.
+::
+
+    asynctg demo                       a short prompt-optimization run on the built-in simulator
+    asynctg optimize --task T ...      prompt optimization (BBH, GSM8K)
+    asynctg solve --task T ...         solution optimization at test time (MMLU, GPQA)
+    asynctg code --task T ...          code optimization from test feedback (LeetCode-Hard)
+    asynctg tasks                      the tasks and the data files they read
+    asynctg sim ...                    serve the OpenAI-compatible simulator
+
+Exit codes: 0 success (a run stopped by ``--max-cost``/``--max-calls`` included), 1 a run that
+failed, 2 bad arguments, settings or input; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from asynctg._version import __version__
@@ -19,15 +31,25 @@ from asynctg.errors import AsyncTGError, ConfigError
 
 __all__ = ["main"]
 
+# --- argument types ---------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_count = _int_at_least(0)
 
 
 def _positive_float(text: str) -> float:
@@ -35,9 +57,86 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
     return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"expected a temperature within [0, 2], got {value}")
+    return value
+
+
+def _price(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected PROMPT,COMPLETION dollars per million tokens, e.g. 0.15,0.6; got {text!r}"
+        ) from None
+    if a < 0 or b < 0:
+        raise argparse.ArgumentTypeError("prices must be >= 0")
+    return a, b
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+def _endpoint_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    g = p.add_argument_group("endpoint")
+    g.add_argument(
+        "--base-url",
+        help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL; the OpenAI API if only "
+        "$OPENAI_API_KEY is set)"
+        + ("; without it the demo runs on the built-in simulator" if demo else ""),
+    )
+    g.add_argument("--model", help="model answering the task (default: $ASYNCTG_MODEL)")
+    if not demo:
+        g.add_argument(
+            "--sim",
+            action="store_true",
+            help="run against the built-in simulator, started in this process",
+        )
+        g.add_argument(
+            "--sim-latency", default="20ms", help="the simulator's latency with --sim (20ms)"
+        )
+    g.add_argument("--rpm", type=_positive_float, help="requests per minute allowed, per model")
+    g.add_argument("--tpm", type=_positive_float, help="tokens per minute allowed, per model")
+    g.add_argument(
+        "--max-concurrency", type=_positive_int, default=64, help="requests in flight (64)"
+    )
+    g.add_argument("--temperature", type=_temperature, default=0.0, help="sampling temperature (0)")
+    g.add_argument(
+        "--price",
+        type=_price,
+        help="PROMPT,COMPLETION dollars per million tokens, for models not in the price table",
+    )
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=42, help="seed of shuffles (42)")
+    g.add_argument(
+        "--data-seed", type=int, default=0, help="seed of generated data and option order (0)"
+    )
+    g.add_argument("--checkpoint", metavar="DIR", help="save the run after every step in DIR")
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run saved in --checkpoint DIR"
+    )
+    g.add_argument("--report", metavar="DIR", help="write report.json and report.html in DIR")
+    g.add_argument(
+        "--max-cost", type=_positive_float, help="stop cleanly once this many dollars are spent"
+    )
+    g.add_argument(
+        "--max-calls", type=_positive_int, help="stop cleanly after this many provider calls"
+    )
+    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    g.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -51,31 +150,105 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run a fan-out of chat calls against the built-in simulator (no API key needed)",
+        help="a short prompt-optimization run on the built-in simulator (no API key needed)",
         description=(
-            "Fan out chat calls through one engine and report throughput, latency and 429s. "
-            "With no --base-url, starts the simulator in this process."
+            "Optimize the system prompt of generated object-counting questions for a few steps "
+            "(batch 16), then print a summary with throughput, latency and 429s. With no "
+            "--base-url, the simulator runs in this process; with --base-url and --model the "
+            "same job runs against a real endpoint."
         ),
     )
-    demo.add_argument("--calls", type=_positive_int, default=300, help="calls to make (300)")
+    _endpoint_options(demo, demo=True)
+    demo.add_argument("--steps", type=_positive_int, default=3, help="optimizer steps (3)")
+    demo.add_argument("--batch-size", type=_positive_int, default=16, help="minibatch size (16)")
     demo.add_argument(
-        "--rpm", type=_positive_float, default=1200, help="provider budget, requests/min (1200)"
-    )
-    demo.add_argument(
-        "--no-limit",
-        action="store_true",
-        help="do not tell the engine the budget: it learns it from headers and 429s",
+        "--test-size", type=_positive_int, default=48, help="test questions per evaluation (48)"
     )
     demo.add_argument(
         "--latency", default="lognormal:80ms,0.4", help="simulated latency (lognormal:80ms,0.4)"
     )
+    demo.add_argument(
+        "--sim-rpm", type=_positive_int, default=3000, help="simulated budget, requests/min"
+    )
     demo.add_argument("--fault-rate", type=float, default=0.02, help="simulated faults (0.02)")
-    demo.add_argument("--max-concurrency", type=_positive_int, default=64)
-    demo.add_argument("--base-url", help="a real OpenAI-compatible endpoint instead of the sim")
-    demo.add_argument("--model", default=None, help="model name (sim-1 on the simulator)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
+
+    opt = sub.add_parser(
+        "optimize",
+        help="prompt optimization (BBH object counting / word sorting, GSM8K)",
+        description=(
+            "Optimize a task's system prompt with textual gradient descent, as in the TextGrad "
+            "paper: minibatches answered concurrently, the sum of their losses back-propagated, "
+            "one optimizer step per minibatch, test accuracy after every step."
+        ),
+    )
+    _task_options(opt, "object_counting")
+    g = opt.add_argument_group("prompt optimization")
+    g.add_argument("--batch-size", type=_positive_int, default=3, help="minibatch size (3)")
+    g.add_argument("--steps", type=_positive_int, default=4, help="steps per epoch (4)")
+    g.add_argument("--epochs", type=_positive_int, default=3, help="passes over the data (3)")
+    g.add_argument(
+        "--validate",
+        action="store_true",
+        help="keep a new prompt only if validation accuracy does not drop",
+    )
+    g.add_argument(
+        "--no-test", action="store_true", help="do not evaluate the test set after each step"
+    )
+    g.add_argument("--train-size", type=_count, help="training examples (generated, or a cap)")
+    g.add_argument("--val-size", type=_count, help="validation examples (generated, or a cap)")
+    g.add_argument("--test-size", type=_count, help="test examples (generated, or a cap)")
+    g.add_argument(
+        "--eval",
+        choices=("exact_int", "exact_words", "judge"),
+        help="how answers are scored (default: the task's, as in the paper)",
+    )
+    g.add_argument(
+        "--optimizer-model",
+        help="model writing feedback, new prompts and verdicts (default: --model)",
+    )
+    _endpoint_options(opt)
+    _run_options(opt)
+
+    solve = sub.add_parser(
+        "solve",
+        help="solution optimization at test time (MMLU, GPQA)",
+        description=(
+            "Refine the answer to every question at test time with a textual loss, then take "
+            "a majority vote over the answers of every round, as in the TextGrad paper."
+        ),
+    )
+    _task_options(solve, "arithmetic_choice")
+    g = solve.add_argument_group("solution optimization")
+    g.add_argument(
+        "--iterations", type=_count, default=3, help="refinement rounds per question (3)"
+    )
+    g.add_argument("--limit", type=_count, help="use only the first N questions")
+    _endpoint_options(solve)
+    _run_options(solve)
+
+    code = sub.add_parser(
+        "code",
+        help="code optimization from test feedback (LeetCode-Hard)",
+        description=(
+            "Refine a program for every problem from the results of running its tests in a "
+            "sandboxed subprocess (time and memory limits, no network), as in the TextGrad paper."
+        ),
+    )
+    _task_options(code, "python_basics")
+    g = code.add_argument_group("code optimization")
+    g.add_argument("--iterations", type=_count, default=4, help="rewrites after the first (4)")
+    g.add_argument("--limit", type=_count, help="use only the first N problems")
+    g.add_argument("--test-timeout", type=_positive_float, default=5.0, help="seconds per test (5)")
+    g.add_argument(
+        "--memory-mb", type=_int_at_least(64), default=1024, help="memory per test run (1024)"
+    )
+    _endpoint_options(code)
+    _run_options(code)
+
+    sub.add_parser("tasks", help="list the tasks and the data they read")
 
     sim = sub.add_parser(
         "sim",
@@ -88,6 +261,19 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _task_options(p: argparse.ArgumentParser, default: str) -> None:
+    g = p.add_argument_group("task")
+    g.add_argument("--task", default=default, help=f"task name, see `asynctg tasks` ({default})")
+    g.add_argument(
+        "--data",
+        help="the task's data file (JSON, JSONL or CSV), or 'hf[:NAME[:CONFIG]]' for the "
+        "Hugging Face cache",
+    )
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asynctg`` console script."""
     parser = _build_parser()
@@ -97,14 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from asynctg import sim as sim_module
 
             return sim_module.run_from_args(args)
-        if args.command == "demo":
-            from asynctg.runtime import run
+        if args.command == "tasks":
+            return _list_tasks()
+        from asynctg.runtime import run
 
+        if args.command == "demo":
             return run(_demo(args))
+        return _run_command(args)
     except ConfigError as exc:
         print(f"asynctg: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
+    except ValueError as exc:  # e.g. the simulator's own settings
         print(f"asynctg: error: {exc}", file=sys.stderr)
         return 2
     except AsyncTGError as exc:
@@ -113,159 +302,446 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("asynctg: interrupted", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command!r}")
-    return 2
 
 
-class _Progress:
-    """A live status line on a terminal; one line per interval otherwise; nothing if quiet."""
+def _list_tasks() -> int:
+    from asynctg.tasks import TASKS
 
-    def __init__(self, total: int, *, quiet: bool, stream: Any = None) -> None:
-        self.total = total
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.started = time.perf_counter()
+    print("task                 loop       data")
+    for name, info in TASKS.items():
+        loop = {"prompt": "optimize", "solution": "solve", "code": "code"}[info.kind]
+        print(f"{name:<20} {loop:<10} {info.summary}")
+    print(
+        "\ncolumns: BBH input,target | GSM8K question,answer | MMLU question,choices,answer "
+        "(or question,A,B,C,D,answer)\n         GPQA Question,Correct Answer,Incorrect Answer "
+        "1..3 | LeetCode-Hard task_id,prompt,test[,entry_point]"
+    )
+    return 0
 
-    def show(self, stats: dict[str, Any], *, final: bool = False) -> None:
-        if self.quiet:
-            return
-        sched = stats["scheduler"]
-        elapsed = time.perf_counter() - self.started
-        line = (
-            f"{stats['calls']:>6}/{self.total} calls  {sched['in_flight']:>3} in flight  "
-            f"{sched['queued']:>5} queued  {stats['rate_limited']:>4} x 429  "
-            f"{stats['retries']:>4} retries  {stats['total_tokens']:>8} tokens  {elapsed:6.1f} s"
+
+# --- the long-running commands ----------------------------------------------------------------
+
+
+class _TimedTransport:
+    """The production transport, timing every HTTP round trip (for the latency summary)."""
+
+    def __init__(self) -> None:
+        from asynctg.transport import AiohttpTransport
+
+        self.inner = AiohttpTransport()
+        self.latencies: list[float] = []
+
+    async def send(self, request: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self.inner.send(request)
+        finally:
+            self.latencies.append(time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class _Plan:
+    """Everything a long-running command needs, checked before anything is written."""
+
+    command: str
+    task: Any
+    loop_config: Any
+    model: str
+    optimizer_model: str
+    base_url: str | None
+    use_sim: bool
+    sim_latency: str
+    fingerprint: dict[str, Any]
+    checkpoint: Any = None
+    report: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _endpoint(args: argparse.Namespace, *, use_sim: bool) -> tuple[str | None, str]:
+    if use_sim:
+        return None, args.model or "sim-1"
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    if base_url is None and not os.environ.get("OPENAI_API_KEY"):
+        raise ConfigError(
+            "no endpoint: pass --base-url URL (any OpenAI-compatible server) or set "
+            "OPENAI_BASE_URL or OPENAI_API_KEY; or add --sim to try it on the built-in simulator"
         )
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+    model = args.model or os.environ.get("ASYNCTG_MODEL")
+    if not model:
+        raise ConfigError("pass --model NAME (or set ASYNCTG_MODEL)")
+    return base_url, model
 
-    async def run(self, engine: Any, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.show(engine.stats())
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    from asynctg.apps import Budget, CodeConfig, PromptConfig, SolutionConfig
+    from asynctg.apps.checkpoint import Checkpoint
+    from asynctg.apps.report import prepare_report_dir
+    from asynctg.tasks import TASKS, get_task
+
+    command = args.command
+    wanted = {"optimize": "prompt", "solve": "solution", "code": "code"}[command]
+    info = TASKS.get(args.task)
+    if info is not None and info.kind != wanted:
+        right = {"prompt": "optimize", "solution": "solve", "code": "code"}[info.kind]
+        raise ConfigError(f"{args.task!r} is a task for `asynctg {right}`, not `asynctg {command}`")
+    if args.resume and not args.checkpoint:
+        raise ConfigError("--resume needs --checkpoint DIR (the folder of the run to continue)")
+    budget = Budget(max_cost=args.max_cost, max_calls=args.max_calls)
+    if command == "optimize":
+        task = get_task(
+            args.task,
+            data=args.data,
+            data_seed=args.data_seed,
+            train_size=args.train_size,
+            val_size=args.val_size,
+            test_size=args.test_size,
+            evaluation=args.eval,
+        )
+        loop_config: Any = PromptConfig(
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps,
+            validate=args.validate,
+            evaluate_test=not args.no_test,
+            seed=args.seed,
+            budget=budget,
+        )
+        if args.validate and not getattr(task, "val", None):
+            raise ConfigError("--validate needs validation examples; raise --val-size")
+    elif command == "solve":
+        task = get_task(args.task, data=args.data, data_seed=args.data_seed, limit=args.limit)
+        loop_config = SolutionConfig(iterations=args.iterations, budget=budget)
+    else:
+        task = get_task(args.task, data=args.data, limit=args.limit)
+        loop_config = CodeConfig(
+            iterations=args.iterations,
+            per_test_seconds=args.test_timeout,
+            memory_mb=args.memory_mb,
+            budget=budget,
+        )
+    use_sim = bool(getattr(args, "sim", False))
+    base_url, model = _endpoint(args, use_sim=use_sim)
+    optimizer_model = getattr(args, "optimizer_model", None) or model
+    if args.max_cost is not None and args.price is None:
+        from asynctg.engine.usage import price_for
+
+        unpriced = [m for m in dict.fromkeys((model, optimizer_model)) if price_for(m) is None]
+        if unpriced:
+            raise ConfigError(
+                f"--max-cost needs a price for {', '.join(unpriced)}, which is not in the price "
+                "table; pass --price PROMPT,COMPLETION (dollars per million tokens)"
+            )
+    fingerprint = {
+        "command": command,
+        "task": task.name,
+        "data": task.source,
+        "sizes": task.sizes(),
+        "evaluation": getattr(task, "evaluation", None),
+        "model": model,
+        "optimizer_model": optimizer_model,
+        "temperature": args.temperature,
+        **loop_config.fingerprint_fields(),
+    }
+    plan = _Plan(
+        command=command,
+        task=task,
+        loop_config=loop_config,
+        model=model,
+        optimizer_model=optimizer_model,
+        base_url=base_url,
+        use_sim=use_sim,
+        sim_latency=getattr(args, "sim_latency", "20ms"),
+        fingerprint=fingerprint,
+    )
+    # Checked now, before any call and before anything is written: a bad folder exits 2 with
+    # every file as it was.
+    if args.report:
+        plan.report = prepare_report_dir(args.report)
+    if args.checkpoint:
+        plan.checkpoint = Checkpoint(args.checkpoint, fingerprint, resume=args.resume)
+    plan.meta = {
+        "task": task.name,
+        "data": task.source,
+        "model": model,
+        "optimizer_model": optimizer_model,
+        "endpoint": "built-in simulator" if use_sim else (base_url or "OpenAI"),
+        **{k: v for k, v in fingerprint.items() if k not in ("command", "task", "data")},
+    }
+    return plan
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from asynctg.runtime import run
+
+    plan = _plan(args)
+    return run(_execute(args, plan))
+
+
+@contextlib.asynccontextmanager
+async def _endpoint_url(plan_sim: bool, latency: str, seed: int) -> AsyncIterator[str | None]:
+    if not plan_sim:
+        yield None
+        return
+    from asynctg.sim import SimConfig, SimServer
+
+    async with SimServer(SimConfig(latency=latency, seed=seed)) as server:
+        yield server.base_url
+
+
+def _engines(
+    args: argparse.Namespace, base_url: str | None, model: str, optimizer_model: str
+) -> tuple[Any, Any, list[_TimedTransport]]:
+    from asynctg.engine import get_engine
+
+    transports = [_TimedTransport()]
+    options: dict[str, Any] = {
+        "base_url": base_url,
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "max_concurrency": args.max_concurrency,
+        "temperature": args.temperature,
+    }
+    if args.price is not None:
+        options["price"] = args.price
+    engine = get_engine(model, transport=transports[0], **options)
+    if optimizer_model == model:
+        return engine, engine, transports
+    transports.append(_TimedTransport())
+    backward = get_engine(optimizer_model, transport=transports[1], **options)
+    return engine, backward, transports
+
+
+@contextlib.asynccontextmanager
+async def _live(progress: Any) -> AsyncIterator[None]:
+    """Redraw the progress display while the body runs (a task in a task group)."""
+    failure: Exception | None = None
+    async with asyncio.TaskGroup() as group:
+        ticker = group.create_task(progress.ticker())
+        try:
+            yield
+        except Exception as exc:
+            # raised below, after the group: a task group would wrap it in an ExceptionGroup
+            failure = exc
+        finally:
+            ticker.cancel()
+            progress.close()
+    if failure is not None:
+        raise failure
+
+
+async def _loop(plan: _Plan, engine: Any, backward: Any, checkpoint: Any, progress: Any) -> Any:
+    from asynctg.apps import optimize_code, optimize_prompt, optimize_solutions
+
+    if plan.command == "optimize":
+        return await optimize_prompt(
+            plan.task,
+            engine,
+            backward_engine=backward,
+            config=plan.loop_config,
+            checkpoint=checkpoint,
+            on_event=progress,
+        )
+    if plan.command == "solve":
+        return await optimize_solutions(
+            plan.task, engine, config=plan.loop_config, checkpoint=checkpoint, on_event=progress
+        )
+    return await optimize_code(
+        plan.task, engine, config=plan.loop_config, checkpoint=checkpoint, on_event=progress
+    )
+
+
+async def _execute(args: argparse.Namespace, plan: _Plan) -> int:
+    from asynctg.apps import Meter, Progress
+    from asynctg.apps.report import write_report
+
+    checkpoint = plan.checkpoint
+    async with contextlib.AsyncExitStack() as stack:
+        sim_url = await stack.enter_async_context(_endpoint_url(plan.use_sim, plan.sim_latency, 0))
+        base_url = sim_url or plan.base_url
+        engine, backward, _ = _engines(args, base_url, plan.model, plan.optimizer_model)
+        stack.push_async_callback(engine.aclose)
+        if backward is not engine:
+            stack.push_async_callback(backward.aclose)
+        if checkpoint is not None:
+            checkpoint.open()
+            stack.callback(checkpoint.close)
+        progress = Progress(Meter([engine, backward]).session, quiet=args.quiet)
+        try:
+            async with _live(progress):
+                result = await _loop(plan, engine, backward, checkpoint, progress)
+        except AsyncTGError:
+            if checkpoint is not None:
+                print(
+                    f"asynctg: the run failed; {checkpoint.path} holds its last completed step: "
+                    "rerun with --resume to continue",
+                    file=sys.stderr,
+                )
+            raise
+    data = result.to_json()
+    if plan.report is not None:
+        _, html_path = write_report(plan.report, plan.command, data, plan.meta)
+        if not args.json:
+            print(f"report: {html_path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"command": plan.command, "meta": plan.meta, **data}, default=str))
+    else:
+        _print_result(plan, data)
+    return 1 if data.get("failed") else 0
+
+
+def _print_result(plan: _Plan, data: dict[str, Any]) -> None:
+    usage = data["usage"]
+    lines = [f"asynctg {plan.command}: {plan.task.name} — {data['status']}"]
+    if data.get("stop_reason"):
+        lines[0] += f" (--{data['stop_reason'].replace('_', '-')} reached; --resume continues)"
+    if plan.command == "optimize":
+        first, last = data["history"][0], data["history"][-1]
+        for key, label in (("test_accuracy", "test"), ("validation_accuracy", "validation")):
+            if first.get(key) is not None:
+                name = f"{label} accuracy"
+                lines.append(f"  {name:<16} {first[key]:.3f} -> {last[key]:.3f}")
+        lines.append(f"  steps            {len(data['history']) - 1}")
+        lines.append("  final prompt     " + _one_line(data["final_prompt"], 300))
+    elif plan.command == "solve":
+        for label, value in zip(data["labels"], data["accuracy"], strict=True):
+            if value is not None:
+                lines.append(f"  {label:<16} {value:.3f}")
+        if data["failed"]:
+            lines.append(f"  failed           {data['failed']} questions")
+    else:
+        for label, key in (
+            ("first programs", "first_pass_rate"),
+            ("final programs", "final_pass_rate"),
+        ):
+            if data[key] is not None:
+                lines.append(f"  {label:<16} {data[key]:.3f} pass every test")
+        if data["failed"]:
+            lines.append(f"  failed           {data['failed']} problems")
+    cost = usage.get("cost_usd")
+    lines.append(
+        f"  usage            {usage['provider_calls']} calls, {usage['total_tokens']} tokens, "
+        + (f"${cost:.4f}" if cost is not None else "cost n/a")
+        + f", {usage['rate_limited']} x 429, {usage['seconds']:.1f} s"
+    )
+    print("\n".join(lines))
+
+
+def _one_line(text: str, n: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 3] + "..."
+
+
+# --- the demo ---------------------------------------------------------------------------------
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from asynctg.engine import get_engine
+    from asynctg.apps import Meter, Progress, PromptConfig, optimize_prompt
     from asynctg.sim import SimConfig, SimServer
+    from asynctg.tasks import PromptTask, get_task
 
     if not 0 <= args.fault_rate <= 1:
         raise ConfigError(f"--fault-rate must be within [0, 1], got {args.fault_rate}")
     on_sim = args.base_url is None
-    if on_sim:
-        config = SimConfig(
-            latency=args.latency,
-            rpm=int(args.rpm),
-            fault_rate=args.fault_rate,
-            # The demo shows recovery from quick faults; a 30 s "slow" one would only stall it.
-            faults=("500", "503", "drop", "malformed", "truncated"),
-            seed=args.seed,
-        )
-        async with SimServer(config) as server:
-            summary = await _fan_out(args, server.base_url, args.model or "sim-1", get_engine)
-            summary["simulator"] = {
-                k: v for k, v in server.stats().items() if k not in ("timeline",)
-            }
-    else:
-        model = args.model or os.environ.get("ASYNCTG_MODEL")
-        if not model:
-            raise ConfigError("--model is required with --base-url")
-        summary = await _fan_out(args, args.base_url, model, get_engine)
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        _print_summary(summary, on_sim)
-    return 0 if summary["failed"] == 0 else 1
-
-
-async def _fan_out(
-    args: argparse.Namespace, base_url: str, model: str, get_engine: Any
-) -> dict[str, Any]:
-    rpm = None if args.no_limit else args.rpm
-    latencies: list[float] = []
-    failures: list[str] = []
-    topics = ["primes", "rivers", "tides", "owls", "bridges", "comets", "glaciers", "violins"]
-    async with get_engine(
-        model, base_url=base_url, rpm=rpm, max_concurrency=args.max_concurrency
-    ) as engine:
-        progress = _Progress(args.calls, quiet=args.quiet)
-
-        async def one(i: int) -> None:
-            t0 = time.perf_counter()
-            try:
-                await engine.generate(
-                    f"Question {i}: in one sentence, what is remarkable about "
-                    f"{topics[i % len(topics)]}?",
-                    system_prompt="You are a concise assistant.",
-                    max_tokens=64,
-                )
-            except AsyncTGError as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
-            else:
-                latencies.append(time.perf_counter() - t0)
-
+    if not on_sim and not (args.model or os.environ.get("ASYNCTG_MODEL")):
+        raise ConfigError("--model is required with --base-url")
+    task = get_task(
+        "object_counting",
+        data_seed=args.seed,
+        train_size=args.steps * args.batch_size,
+        val_size=0,
+        test_size=args.test_size,
+    )
+    assert isinstance(task, PromptTask)
+    config = PromptConfig(
+        batch_size=args.batch_size, epochs=1, steps_per_epoch=args.steps, seed=args.seed
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        server = None
+        if on_sim:
+            sim_config = SimConfig(
+                latency=args.latency,
+                rpm=args.sim_rpm,
+                fault_rate=args.fault_rate,
+                # quick faults show the retries; a 30 s "slow" one would only stall the demo
+                faults=("500", "503", "drop", "malformed", "truncated"),
+                seed=args.seed,
+            )
+            server = await stack.enter_async_context(SimServer(sim_config))
+            base_url: str | None = server.base_url
+            model = args.model or "sim-1"
+            args.rpm = args.rpm or args.sim_rpm
+        else:
+            base_url = args.base_url
+            model = args.model or os.environ.get("ASYNCTG_MODEL") or ""
+        engine, _, transports = _engines(args, base_url, model, model)
+        stack.push_async_callback(engine.aclose)
+        progress = Progress(Meter([engine]).session, quiet=args.quiet)
         started = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            ticker = group.create_task(progress.run(engine, 0.25 if progress.tty else 2.0))
-            async with asyncio.TaskGroup() as calls:
-                for i in range(args.calls):
-                    calls.create_task(one(i))
-            ticker.cancel()
+        async with _live(progress):
+            result = await optimize_prompt(task, engine, config=config, on_event=progress)
         wall = time.perf_counter() - started
-        progress.show(engine.stats(), final=True)
         stats = engine.stats()
-    latencies.sort()
+        sim_stats = {k: v for k, v in server.stats().items() if k != "timeline"} if server else None
+    latencies = sorted(x for t in transports for x in t.latencies)
 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else 0.0
 
-    on_sim = args.base_url is None
-    # The fastest any client can go: a second's burst, then the budget's rate.
-    floor = max(0.0, (args.calls - args.rpm / 60) / (args.rpm / 60)) if on_sim else None
-    return {
-        "calls": args.calls,
-        "succeeded": len(latencies),
-        "failed": len(failures),
-        "failures": failures[:5],
+    history = result.history
+    summary = {
+        "task": "object_counting (generated)",
+        "endpoint": "built-in simulator" if on_sim else base_url,
+        "model": model,
+        "steps": len(history) - 1,
+        "batch_size": args.batch_size,
+        "test_size": args.test_size,
+        "test_accuracy": [row["test_accuracy"] for row in history],
+        "initial_prompt": result.initial_prompt,
+        "final_prompt": result.final_prompt,
+        "calls": stats["calls"],
+        "requests": stats["requests"],
         "wall_seconds": round(wall, 3),
-        "calls_per_second": round(len(latencies) / wall, 2) if wall else 0.0,
+        "calls_per_second": round(stats["calls"] / wall, 2) if wall else 0.0,
         "latency_p50_ms": round(pct(0.50) * 1000, 1),
         "latency_p99_ms": round(pct(0.99) * 1000, 1),
-        "rpm_budget": args.rpm if on_sim else None,
-        "budget_floor_seconds": round(floor, 3) if floor is not None else None,
-        "told_the_limit": not args.no_limit,
+        "rate_limited": stats["rate_limited"],
+        "retries": stats["retries"],
+        "faults": stats["faults"],
+        "prompt_tokens": stats["prompt_tokens"],
+        "completion_tokens": stats["completion_tokens"],
+        "cost_usd": stats["cost_usd"],
         "engine": stats,
+        "simulator": sim_stats,
     }
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_demo(summary)
+    return 0
 
 
-def _print_summary(summary: dict[str, Any], on_sim: bool) -> None:
-    eng = summary["engine"]
-    where = "the built-in simulator" if on_sim else "the endpoint"
+def _print_demo(s: dict[str, Any]) -> None:
+    acc = s["test_accuracy"]
+    steps = " -> ".join(f"{a:.2f}" for a in acc if a is not None)
+    cost = s["cost_usd"]
     lines = [
-        f"asynctg demo: {summary['calls']} chat calls against {where}",
-        f"  succeeded        {summary['succeeded']}   failed {summary['failed']}",
-        f"  wall time        {summary['wall_seconds']:.2f} s"
-        + (
-            f"   (budget floor {summary['budget_floor_seconds']:.2f} s at "
-            f"{summary['rpm_budget']:g} rpm)"
-            if summary["budget_floor_seconds"] is not None
-            else ""
-        ),
-        f"  throughput       {summary['calls_per_second']:.1f} calls/s",
-        f"  call latency     p50 {summary['latency_p50_ms']:.0f} ms   "
-        f"p99 {summary['latency_p99_ms']:.0f} ms   (queueing for the budget included)",
-        f"  429s answered    {eng['rate_limited']}   other faults retried {eng['faults']}   "
-        f"retries {eng['retries']}",
-        f"  tokens           {eng['prompt_tokens']} prompt + {eng['completion_tokens']} completion",
-        f"  limit            {'told' if summary['told_the_limit'] else 'learned'}"
-        f"   peak in flight {eng['scheduler']['max_in_flight']}",
+        f"asynctg demo: prompt optimization on {s['task']} against {s['endpoint']}",
+        f"  steps            {s['steps']} of {s['batch_size']} questions "
+        f"(each: {s['batch_size']} answers, {2 * s['batch_size']} feedback calls, 1 rewrite), "
+        f"test set {s['test_size']}",
+        f"  test accuracy    {steps}",
+        f"  final prompt     {_one_line(s['final_prompt'], 240)}",
+        f"  wall time        {s['wall_seconds']:.2f} s for {s['calls']} calls",
+        f"  throughput       {s['calls_per_second']:.1f} calls/s",
+        f"  request latency  p50 {s['latency_p50_ms']:.0f} ms   p99 {s['latency_p99_ms']:.0f} ms",
+        f"  429s answered    {s['rate_limited']}   other faults retried {s['faults']}   "
+        f"retries {s['retries']}",
+        f"  tokens           {s['prompt_tokens']} prompt + {s['completion_tokens']} completion"
+        + (f"   ${cost:.4f}" if cost is not None else ""),
     ]
-    for failure in summary["failures"]:
-        lines.append(f"  failure: {failure}")
     print("\n".join(lines))
 
 

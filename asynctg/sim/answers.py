@@ -12,15 +12,25 @@ whole optimization loop runs end to end against it. The rules, first match wins:
    feedback, no tags. (Checked before the judge rule: a backward request about a judge call
    quotes the judge's ``<ACCURACY>`` instruction.)
 3. LLM-judge request (contains ``<ACCURACY>``): a short evaluation, then
-   ``<ACCURACY> 1 </ACCURACY>`` or ``<ACCURACY> 0 </ACCURACY>``.
+   ``<ACCURACY> 1 </ACCURACY>`` or ``<ACCURACY> 0 </ACCURACY>``. When the request labels its
+   fields the way multi-field evaluations do (``**ground truth answer**: ...`` and
+   ``**... prediction ...**: ...``), the verdict compares the prediction's final answer with the
+   ground truth (numbers by value, text by words); otherwise it is a coin flip.
 4. Another new-value tag instruction, e.g. "send the new text between <NEW_PROMPT> and
    </NEW_PROMPT>" or ``<X>{the improved variable}</X>``: answered like rule 1 with tag X.
-5. A request for a final line ``Answer: $VALUE`` (BBH / GSM8K style): a line of reasoning, then
+5. A request whose system prompt shows a ```` ```python ```` block (a code-writing request):
+   a Python code block with the first function signature of the user message and a body that
+   returns a plain default for its return annotation (0, "", [], False, None). When the variable
+   an optimizer request improves is Python code, rule 1 adds its tip as a ``#`` comment line, so
+   the code stays runnable.
+6. A request for a final line ``Answer: $VALUE`` (BBH / GSM8K style): a line of reasoning, then
    ``Answer: N``. For object counting ("I have a piano, two cats, ... How many animals do I
    have?") the items of the asked category are really counted; the answer is right with
    probability ``min(0.95, 0.5 + 0.002 * words in the system prompt)`` and off by one otherwise,
-   so prompt optimization that lengthens the system prompt raises accuracy.
-6. Otherwise a short generic answer quoting the start of the last user message.
+   so prompt optimization that lengthens the system prompt raises accuracy. Word sorting ("Sort
+   the following words alphabetically: List: ...") is answered the same way: the sorted words
+   with that probability, otherwise two neighbours swapped.
+7. Otherwise a short generic answer quoting the start of the last user message.
 
 Every choice is drawn from the ``rng`` argument; the server seeds it from the configured seed and
 a hash of the request body, so the same request always gets the same answer.
@@ -101,6 +111,16 @@ _COUNTING_RE = re.compile(
     r"\bI have (.+?)\.\s*How many ([A-Za-z ]+?) do I have\s*\?", re.IGNORECASE | re.DOTALL
 )
 _OPTION_RE = re.compile(r"^\s*\(([A-R])\)", re.MULTILINE)
+_SORTING_RE = re.compile(
+    r"Sort the following words alphabetically:\s*List:\s*([^\n]+)", re.IGNORECASE
+)
+# "**ground truth answer**: ..." field labels of a multi-field evaluation, at line starts
+_FIELD_RE = re.compile(r"^\*\*([^*\n]{1,120})\*\*:[ \t]?", re.MULTILINE)
+_FINAL_ANSWER_RE = re.compile(r"answer\s*:\s*(.+)", re.IGNORECASE)
+_SIGNATURE_RE = re.compile(
+    r"^([ \t]*)def\s+([A-Za-z_]\w*)\s*\((.*?)\)\s*(?:->\s*([^:]+))?:", re.MULTILINE | re.DOTALL
+)
+_CODE_LINE_RE = re.compile(r"^\s*(?:def|class|import|from)\s", re.MULTILINE)
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 
 _NUMBER_WORDS: dict[str, int] = {
@@ -227,7 +247,11 @@ def _improved(text: str, tag: str, rng: Random) -> str:
     value = max(blocks, key=len) if blocks else ""
     fresh = [tip for tip in PROMPT_TIPS if tip not in value]
     tip = rng.choice(fresh) if fresh else f"{rng.choice(PROMPT_TIPS)} (revision)"
-    new_value = f"{value} {tip}" if value else tip
+    if value and _CODE_LINE_RE.search(value):
+        # Python code: the tip goes into a comment, so the new value still runs
+        new_value = f"{value}\n# {tip}"
+    else:
+        new_value = f"{value} {tip}" if value else tip
     return f"<{tag}>{new_value}</{tag}>"
 
 
@@ -257,6 +281,14 @@ def _final_answer(system: str, user: str, rng: Random) -> str:
                 answer = truth + 1
         listing = ", ".join(items) if items else "nothing relevant"
         return f"Counting the {asked}: {listing}. That makes {answer} in total.\nAnswer: {answer}"
+    sorting = _SORTING_RE.search(user)
+    if sorting is not None:
+        words = sorted(sorting.group(1).split())
+        if len(words) > 1 and rng.random() >= counting_accuracy(system):
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+        shown = " ".join(words)
+        return f"Sorting the {len(words)} words by their letters gives: {shown}.\nAnswer: {shown}"
     options = _OPTION_RE.findall(user)
     if options:
         choice = rng.choice(options)
@@ -268,6 +300,85 @@ def _final_answer(system: str, user: str, rng: Random) -> str:
         return f"Combining the quantities given in the question gives {shown}.\nAnswer: {shown}"
     guess = rng.randint(1, 20)
     return f"Estimating from the question, the value is {guess}.\nAnswer: {guess}"
+
+
+def _fields(text: str) -> dict[str, str]:
+    """The ``**label**: value`` fields of a multi-field evaluation, labels lower-cased."""
+    marks = list(_FIELD_RE.finditer(text))
+    out: dict[str, str] = {}
+    if not marks:
+        return out
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
+        end = following.start() if following is not None else len(text)
+        out[mark.group(1).strip().lower()] = text[mark.end() : end].strip()
+    return out
+
+
+def _final(text: str) -> str:
+    """The final answer of a reply: after its last "Answer:", else its last non-empty line."""
+    found = _FINAL_ANSWER_RE.findall(text)
+    if found:
+        return str(found[-1]).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _same_answer(truth: str, prediction: str) -> bool:
+    final = _final(prediction)
+    numbers = _NUMBER_RE.findall(truth.replace(",", ""))
+    if len(numbers) == 1 and truth.replace(",", "").strip() == numbers[0]:
+        found = _NUMBER_RE.findall(final.replace(",", ""))
+        return bool(found) and float(found[-1]) == float(numbers[0])
+
+    def words(s: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", s.lower())
+
+    return words(final) == words(truth)
+
+
+def _judge(text: str, rng: Random) -> str:
+    fields = _fields(text)
+    truth = next((v for k, v in fields.items() if "ground truth" in k or "correct" in k), None)
+    prediction = next((v for k, v in fields.items() if "prediction" in k), None)
+    if truth is not None and prediction is not None:
+        verdict = int(_same_answer(truth, prediction))
+        reason = "matches" if verdict else "does not match"
+        return f"The final prediction {reason} the ground truth. <ACCURACY> {verdict} </ACCURACY>"
+    verdict = 1 if rng.random() < 0.5 else 0
+    return f"{rng.choice(_EVALUATIONS)} <ACCURACY> {verdict} </ACCURACY>"
+
+
+def _default_value(annotation: str | None) -> str:
+    kind = (annotation or "").strip().lower()
+    if kind.startswith(("int", "float")):
+        return "0"
+    if kind.startswith("str"):
+        return '""'
+    if kind.startswith("bool"):
+        return "False"
+    if kind.startswith(("list", "typing.list")):
+        return "[]"
+    return "None"
+
+
+def _code_answer(user: str) -> str:
+    match = _SIGNATURE_RE.search(user)
+    if match is None:
+        body = "def solution():\n    return None"
+    else:
+        indent, name, params, returns = match.groups()
+        signature = f"def {name}({' '.join(params.split())})" + (
+            f" -> {returns.strip()}:" if returns else ":"
+        )
+        value = _default_value(returns)
+        if indent:
+            # a method: keep it inside its class
+            cls = re.search(r"^class\s+(\w+)", user, re.MULTILINE)
+            head = f"class {cls.group(1) if cls else 'Solution'}:\n    "
+            body = f"{head}{signature}\n        return {value}"
+        else:
+            body = f"{signature}\n    return {value}"
+    return f"```python\nfrom typing import *\n\n{body}\n```"
 
 
 def default_answer(request: Mapping[str, Any], rng: Random) -> str:
@@ -285,11 +396,12 @@ def default_answer(request: Mapping[str, Any], rng: Random) -> str:
     if "<OBJECTIVE_FUNCTION>" in text:
         return " ".join(rng.sample(FEEDBACK_SENTENCES, rng.choice((2, 3))))
     if "<ACCURACY>" in text:
-        verdict = 1 if rng.random() < 0.5 else 0
-        return f"{rng.choice(_EVALUATIONS)} <ACCURACY> {verdict} </ACCURACY>"
+        return _judge(text, rng)
     tag = _new_value_tag(text)
     if tag is not None:
         return _improved(text, tag, rng)
+    if "```python" in system:
+        return _code_answer(user)
     if "$" in text and _ANSWER_FORMAT_RE.search(text):
         return _final_answer(system, user or text, rng)
     words = user.split()

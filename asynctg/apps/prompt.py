@@ -1,0 +1,379 @@
+"""Prompt optimization, the paper's BBH / GSM8K setting.
+
+The loop follows TextGrad's ``evaluation/prompt_optimization.py`` call for call: the starting
+system prompt is the task description; before training, the test set (and the validation set,
+with ``validate``) is evaluated; then for each minibatch the model answers every question, the
+evaluation function turns each answer into a loss, ``tg.sum`` of the losses is
+back-propagated, the optimizer rewrites the system prompt, and (with ``validate``) the new
+prompt is kept only if validation accuracy did not drop; then the test set is evaluated again.
+What asynctg changes is only how the calls run: a minibatch's answers, losses and feedback are
+all in flight at once, and evaluating a split is one concurrent fan-out through the engine's
+budget.
+
+Differences from the script, on purpose: the validation set is evaluated before training only
+when ``validate`` is on (the script evaluates it always and never uses it otherwise); an
+unreadable judge verdict scores 0 instead of crashing the run.
+
+>>> # async with tg.get_engine("gpt-4o-mini") as engine:
+>>> #     task = asynctg.tasks.get_task("object_counting")
+>>> #     result = await optimize_prompt(task, engine, config=PromptConfig(batch_size=3))
+>>> #     print(result.final_prompt, result.history[-1]["test_accuracy"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from asynctg import prompts
+from asynctg.apps.checkpoint import Checkpoint
+from asynctg.apps.run import Budget, EventSink, Meter, RunEvent, gather
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import ConfigError
+from asynctg.graph.ops import BlackboxLLM
+from asynctg.graph.ops import sum as tg_sum
+from asynctg.graph.variable import Variable
+from asynctg.optim.tgd import TextualGradientDescent
+from asynctg.tasks.evaluation import make_evaluator
+from asynctg.tasks.loader import DataLoader
+from asynctg.tasks.types import QA, PromptTask
+
+__all__ = ["PromptConfig", "PromptResult", "optimize_prompt"]
+
+QUERY_ROLE = "query to the language model"
+ANSWER_ROLE = "correct answer for the query"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Settings of a prompt-optimization run (defaults: the paper's, 3 epochs of 4 steps of 3).
+
+    ``steps_per_epoch`` caps the minibatches of one pass over the training set (None: all of
+    them); ``validate`` keeps a new prompt only if validation accuracy does not drop;
+    ``evaluate_test`` evaluates the test set before training and after every step.
+    """
+
+    batch_size: int = 3
+    epochs: int = 3
+    steps_per_epoch: int | None = 4
+    validate: bool = False
+    evaluate_test: bool = True
+    seed: int = 42
+    budget: Budget = field(default_factory=Budget)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        steps = self.steps_per_epoch
+        bad = isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+        if steps is not None and bad:
+            raise ConfigError(f"steps_per_epoch must be an integer >= 1 or None, got {steps!r}")
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The settings that change the result (epochs only extend a run, budgets only stop it)."""
+        return {
+            "batch_size": self.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "validate": self.validate,
+            "evaluate_test": self.evaluate_test,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class PromptResult:
+    """A run's outcome: one history row per step (row 0: before training) and the final prompt.
+
+    ``status`` is "completed", or "stopped" with ``stop_reason`` "max_cost" / "max_calls".
+    ``unreadable_verdicts`` counts judge replies without a 0/1 verdict (scored 0) in this
+    session.
+    """
+
+    task: str
+    initial_prompt: str
+    final_prompt: str
+    history: list[dict[str, Any]]
+    status: str
+    stop_reason: str | None
+    usage: dict[str, Any]
+    config: dict[str, Any]
+    unreadable_verdicts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _accuracy(scores: Sequence[int]) -> float | None:
+    return round(sum(scores) / len(scores), 6) if scores else None
+
+
+class _PromptRun:
+    def __init__(
+        self,
+        task: PromptTask,
+        engine: ChatEngine,
+        backward_engine: ChatEngine,
+        config: PromptConfig,
+        checkpoint: Checkpoint | None,
+        on_event: EventSink | None,
+    ) -> None:
+        self.task = task
+        self.engine = engine
+        self.backward = backward_engine
+        self.config = config
+        self.checkpoint = checkpoint
+        self.on_event = on_event
+        # The judge runs on the evaluation engine, as in the paper (the stronger model).
+        self.evaluator = make_evaluator(task.evaluation, backward_engine)
+        self.system_prompt = Variable(
+            task.system_prompt,
+            requires_grad=True,
+            role_description=prompts.PROMPT_OPTIMIZATION_ROLE,
+        )
+        self.model = BlackboxLLM(engine, self.system_prompt)
+        self.optimizer = TextualGradientDescent(
+            engine=backward_engine, parameters=[self.system_prompt]
+        )
+        self.loader = DataLoader(task.train, batch_size=config.batch_size, seed=config.seed)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # passes completed
+        self.step_in_epoch = 0
+        previous = checkpoint.state.get("usage") if checkpoint and checkpoint.state else None
+        self.meter = Meter([engine, backward_engine], previous)
+        self.total_steps = config.epochs * min(
+            len(self.loader), config.steps_per_epoch or len(self.loader)
+        )
+
+    # --- events and state -----------------------------------------------------------------
+
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(RunEvent(kind, message, data))
+
+    def state(self, status: str, stop_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "status": status,
+            "stop_reason": stop_reason,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "loader": self.loader.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "usage": self.meter.total(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state["step_in_epoch"])
+        self.loader.load_state_dict(state["loader"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = list(state["history"])
+
+    def save(self, status: str, stop_reason: str | None = None) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.save(self.state(status, stop_reason))
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    async def _score(self, example: QA) -> int:
+        x = Variable(example.question, requires_grad=False, role_description=QUERY_ROLE)
+        y = Variable(example.answer, requires_grad=False, role_description=ANSWER_ROLE)
+        response = await self.model(x)
+        return self.evaluator.score(await self.evaluator.loss(x, y, response))
+
+    async def evaluate(self, split: str, examples: Sequence[QA]) -> float | None:
+        """Accuracy of the current prompt on ``examples``: one concurrent fan-out."""
+        if not examples:
+            return None
+        scores = await gather(self._score(e) for e in examples)
+        accuracy = _accuracy(scores)
+        self.emit(
+            "evaluated",
+            f"{split} accuracy {accuracy:.3f} on {len(examples)} examples",
+            split=split,
+            accuracy=accuracy,
+            n=len(examples),
+        )
+        return accuracy
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def train_step(self, batch: Sequence[QA]) -> float | None:
+        self.optimizer.zero_grad()
+
+        async def loss_for(example: QA) -> Variable:
+            x = Variable(example.question, requires_grad=False, role_description=QUERY_ROLE)
+            y = Variable(example.answer, requires_grad=False, role_description=ANSWER_ROLE)
+            response = await self.model(x)
+            return await self.evaluator.loss(x, y, response)
+
+        losses = await gather(loss_for(e) for e in batch)
+        train_accuracy = _accuracy([self.evaluator.score(loss) for loss in losses])
+        total = tg_sum(losses)
+        await total.backward(self.backward)
+        await self.optimizer.step()
+        return train_accuracy
+
+    async def initial(self) -> None:
+        started = time.monotonic()
+        test_eval = self.evaluate("test", self.task.test) if self.config.evaluate_test else None
+        val_eval = self.evaluate("validation", self.task.val) if self.config.validate else None
+        results = await gather(e for e in (test_eval, val_eval) if e is not None)
+        test_acc = results.pop(0) if test_eval is not None else None
+        val_acc = results.pop(0) if val_eval is not None else None
+        self.record(0, None, test_acc, val_acc, reverted=False, started=started)
+
+    def record(
+        self,
+        step: int,
+        train_acc: float | None,
+        test_acc: float | None,
+        val_acc: float | None,
+        *,
+        reverted: bool,
+        started: float,
+    ) -> None:
+        usage = self.meter.total()
+        row = {
+            "step": step,
+            "epoch": self.epoch,
+            "prompt": str(self.system_prompt.value),
+            "train_accuracy": train_acc,
+            "validation_accuracy": val_acc,
+            "test_accuracy": test_acc,
+            "reverted": reverted,
+            "seconds": round(time.monotonic() - started, 3),
+            "provider_calls": usage["provider_calls"],
+            "total_tokens": usage["total_tokens"],
+            "cost_usd": usage["cost_usd"],
+        }
+        self.history.append(row)
+        shown = test_acc if test_acc is not None else val_acc if val_acc is not None else train_acc
+        if step == 0:
+            message = "before training: " + _accuracies(row)
+        else:
+            where = f"step {step}/{self.total_steps} (epoch {self.epoch + 1})"
+            message = f"{where}: {_accuracies(row)}"
+            if reverted:
+                message += " (new prompt rejected by validation)"
+        self.emit(
+            "step",
+            message,
+            progress=f"step {step}/{self.total_steps} done",
+            accuracy=shown,
+            **row,
+        )
+
+    async def run(self) -> PromptResult:
+        config = self.config
+        config.budget.check_pricing(self.meter)
+        if self.checkpoint is not None and self.checkpoint.state is not None:
+            self.restore(self.checkpoint.state)
+            self.emit(
+                "start",
+                f"resuming {self.task.name} after step {len(self.history) - 1}",
+                progress=f"step {len(self.history) - 1}/{self.total_steps}",
+            )
+        else:
+            self.emit(
+                "start",
+                f"optimizing the system prompt of {self.task.name}: {self.total_steps} "
+                f"step{'s' if self.total_steps != 1 else ''} of {config.batch_size}",
+                progress=f"step 0/{self.total_steps}",
+            )
+        if not self.history:
+            await self.initial()
+            self.save("running")
+        stop_reason = config.budget.exceeded(self.meter.total())
+        steps_per_epoch = config.steps_per_epoch or len(self.loader)
+        while stop_reason is None and self.epoch < config.epochs:
+            if self.step_in_epoch == 0 and self.loader.epoch == self.epoch:
+                self.loader.start_epoch()  # the shuffle of this pass, once
+            batch = self.loader.next_batch() if self.step_in_epoch < steps_per_epoch else None
+            if batch is None:
+                self.epoch += 1
+                self.step_in_epoch = 0
+                continue
+            started = time.monotonic()
+            step = len(self.history)
+            self.emit("progress", "", progress=f"step {step}/{self.total_steps} running")
+            previous_prompt = str(self.system_prompt.value)
+            train_acc = await self.train_step(batch)
+            val_acc = None
+            reverted = False
+            if config.validate:
+                val_acc = await self.evaluate("validation", self.task.val)
+                best = self.history[-1]["validation_accuracy"]
+                if val_acc is not None and best is not None and val_acc < best:
+                    self.system_prompt.set_value(previous_prompt)
+                    val_acc = best
+                    reverted = True
+            test_acc = None
+            if config.evaluate_test:
+                test_acc = await self.evaluate("test", self.task.test)
+            self.step_in_epoch += 1
+            self.record(step, train_acc, test_acc, val_acc, reverted=reverted, started=started)
+            self.save("running")
+            stop_reason = config.budget.exceeded(self.meter.total())
+        status = "stopped" if stop_reason else "completed"
+        self.save(status, stop_reason)
+        if stop_reason:
+            limit = stop_reason.replace("_", "-")
+            self.emit("stopped", f"stopped: --{limit} reached", reason=stop_reason)
+        result = PromptResult(
+            task=self.task.name,
+            initial_prompt=self.task.system_prompt,
+            final_prompt=str(self.system_prompt.value),
+            history=self.history,
+            status=status,
+            stop_reason=stop_reason,
+            usage=self.meter.total(),
+            config={**config.fingerprint_fields(), "epochs": config.epochs},
+            unreadable_verdicts=getattr(self.evaluator, "unreadable", 0),
+        )
+        self.emit("done", f"{status}: {_accuracies(self.history[-1])}", status=status)
+        return result
+
+
+def _accuracies(row: dict[str, Any]) -> str:
+    parts = []
+    for key, label in (
+        ("train_accuracy", "train"),
+        ("validation_accuracy", "val"),
+        ("test_accuracy", "test"),
+    ):
+        value = row.get(key)
+        if value is not None:
+            parts.append(f"{label} {value:.3f}")
+    return ", ".join(parts) or "no evaluation"
+
+
+async def optimize_prompt(
+    task: PromptTask,
+    engine: ChatEngine,
+    *,
+    backward_engine: ChatEngine | None = None,
+    config: PromptConfig | None = None,
+    checkpoint: Checkpoint | None = None,
+    on_event: EventSink | None = None,
+) -> PromptResult:
+    """Optimize ``task``'s system prompt; see the module docstring for the loop.
+
+    ``engine`` answers the questions (the paper's "test engine"); ``backward_engine`` (default:
+    ``engine``) writes the feedback, the new prompts and, for judged tasks, the verdicts (the
+    paper's "evaluation engine"). With ``checkpoint`` (already ``open()``), every call goes
+    through its journal and the state is saved after every step; a checkpoint holding a state
+    is resumed from it. ``on_event`` receives progress events.
+    """
+    config = config or PromptConfig()
+    if config.validate and not task.val:
+        raise ConfigError("validation needs a validation split; raise the validation size")
+    if checkpoint is not None:
+        checkpoint.attach(engine, backward_engine or engine)
+    return await _PromptRun(
+        task, engine, backward_engine or engine, config, checkpoint, on_event
+    ).run()

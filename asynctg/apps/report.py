@@ -1,0 +1,297 @@
+"""Run reports: ``report.json`` (everything) and ``report.html`` (one self-contained page).
+
+The page needs nothing but a browser: the accuracy plot is inline SVG drawn here, the prompt
+(or program) history is a word-level diff per step made with ``difflib``, and usage and cost
+are a table. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import itertools
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from asynctg.apps.checkpoint import atomic_write_text, probe_writable
+
+__all__ = ["diff_html", "line_chart_svg", "prepare_report_dir", "write_report"]
+
+_COLORS = ("#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#495057")
+
+_STYLE = """
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em;
+       color: #212529; }
+h1 { font-size: 1.5em; }
+h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #dee2e6; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+td, th { padding: 0.2em 0.8em; border-bottom: 1px solid #e9ecef; text-align: left;
+         vertical-align: top; }
+th { background: #f8f9fa; }
+pre { white-space: pre-wrap; word-break: break-word; background: #f8f9fa; padding: 0.8em;
+      border-radius: 4px; }
+del { background: #ffe3e3; color: #c92a2a; } ins { background: #d3f9d8; color: #2b8a3e;
+      text-decoration: none; }
+.note { color: #868e96; }
+"""
+
+
+def prepare_report_dir(path: str | Path) -> Path:
+    """Create the report folder if needed and check it is writable (``ConfigError`` if not)."""
+    folder = Path(path)
+    probe_writable(folder, "report folder")
+    return folder
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in re.split(r"(\s+)", text) if t]
+
+
+def diff_html(old: str, new: str) -> str:
+    """A word-level diff of two texts as HTML: removed words in ``<del>``, added in ``<ins>``."""
+    a, b = _tokens(old), _tokens(new)
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(html.escape("".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(f"<del>{html.escape(''.join(a[i1:i2]))}</del>")
+        if j2 > j1:
+            out.append(f"<ins>{html.escape(''.join(b[j1:j2]))}</ins>")
+    return "".join(out)
+
+
+def line_chart_svg(
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    x_labels: Sequence[str],
+    y_label: str = "accuracy",
+    width: int = 720,
+    height: int = 320,
+) -> str:
+    """An inline SVG line chart of values in [0, 1], one line per series, points where known."""
+    left, right, top, bottom = 56, 150, 16, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(1, len(x_labels))
+
+    def x(i: int) -> float:
+        return left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
+
+    def y(v: float) -> float:
+        return top + plot_h * (1 - max(0.0, min(1.0, v)))
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(y_label)} chart">'
+    ]
+    for k in range(5):
+        v = k / 4
+        parts.append(
+            f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + plot_w}" y2="{y(v):.1f}" '
+            'stroke="#e9ecef"/>'
+            f'<text x="{left - 8}" y="{y(v) + 4:.1f}" font-size="12" text-anchor="end" '
+            f'fill="#495057">{v:.2f}</text>'
+        )
+    step = max(1, n // 12)
+    for i, label in enumerate(x_labels):
+        if i % step == 0 or i == n - 1:
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" font-size="12" '
+                f'text-anchor="middle" fill="#495057">{html.escape(label)}</text>'
+            )
+    parts.append(
+        f'<text x="14" y="{top + plot_h / 2:.1f}" font-size="12" fill="#495057" '
+        f'transform="rotate(-90 14 {top + plot_h / 2:.1f})" text-anchor="middle">'
+        f"{html.escape(y_label)}</text>"
+    )
+    for s, (name, values) in enumerate(series.items()):
+        color = _COLORS[s % len(_COLORS)]
+        points = [(x(i), y(v)) for i, v in enumerate(values) if v is not None]
+        if not points:
+            continue
+        if len(points) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            parts.append(
+                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
+            )
+        for px, py in points:
+            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{color}"/>')
+        ly = top + 14 + 20 * s
+        parts.append(
+            f'<rect x="{left + plot_w + 16}" y="{ly - 9}" width="12" height="12" '
+            f'fill="{color}"/><text x="{left + plot_w + 34}" y="{ly + 2}" font-size="13" '
+            f'fill="#212529">{html.escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "&ndash;"
+    return html.escape(str(value))
+
+
+def _usage_section(usage: Mapping[str, Any]) -> str:
+    keys = (
+        ("provider_calls", "calls answered by the provider"),
+        ("calls", "calls (including journal replays)"),
+        ("cache_hits", "replayed from the journal or cache"),
+        ("requests", "HTTP requests (retries included)"),
+        ("rate_limited", "429 answers"),
+        ("retries", "retries"),
+        ("prompt_tokens", "prompt tokens"),
+        ("completion_tokens", "completion tokens"),
+        ("cost_usd", "cost (US$)"),
+        ("seconds", "wall time (s)"),
+    )
+    rows = [(label, usage.get(key)) for key, label in keys if key in usage]
+    return "<h2>Usage and cost</h2>" + _table(rows)
+
+
+def _prompt_sections(result: Mapping[str, Any]) -> str:
+    history = result.get("history", [])
+    labels = [str(row["step"]) for row in history]
+    series = {
+        "test": [row.get("test_accuracy") for row in history],
+        "validation": [row.get("validation_accuracy") for row in history],
+        "train batch": [row.get("train_accuracy") for row in history],
+    }
+    series = {k: v for k, v in series.items() if any(x is not None for x in v)}
+    out = ["<h2>Accuracy per step</h2>"]
+    out.append(line_chart_svg(series, x_labels=labels) if series else "<p>No evaluation.</p>")
+    rows = [
+        (
+            row["step"],
+            row.get("train_accuracy"),
+            row.get("validation_accuracy"),
+            row.get("test_accuracy"),
+            "yes" if row.get("reverted") else "",
+        )
+        for row in history
+    ]
+    out.append(_table(rows, ("step", "train batch", "validation", "test", "rejected")))
+    out.append("<h2>The prompt, step by step</h2>")
+    if history:
+        out.append(f"<h3>Step 0 (start)</h3><pre>{html.escape(str(history[0]['prompt']))}</pre>")
+    for before, row in itertools.pairwise(history):
+        kept = row.get("reverted")
+        note = " &mdash; rejected by validation, previous prompt kept" if kept else ""
+        out.append(
+            f"<h3>Step {row['step']}{note}</h3>"
+            f"<pre>{diff_html(str(before['prompt']), str(row['prompt']))}</pre>"
+        )
+    final = html.escape(str(result.get("final_prompt", "")))
+    out.append(f"<h2>Final prompt</h2><pre>{final}</pre>")
+    return "".join(out)
+
+
+def _solution_sections(result: Mapping[str, Any]) -> str:
+    labels = list(result.get("labels", []))
+    out = ["<h2>Accuracy per round</h2>"]
+    out.append(line_chart_svg({"accuracy": list(result.get("accuracy", []))}, x_labels=labels))
+    pairs = list(zip(labels, result.get("accuracy", []), strict=False))
+    out.append(_table(pairs, ("round", "accuracy")))
+    rows: list[tuple[Any, ...]] = []
+    for q in result.get("questions", []):
+        if "error" in q:
+            rows.append((q["index"] + 1, q.get("answer"), "", "", f"error: {q['error'][:200]}"))
+        else:
+            letters = " ".join(str(x) for x in q["letters"])
+            right = "yes" if q["scores"][-1] else "no"
+            rows.append((q["index"] + 1, q["answer"], letters, q["vote"], right))
+    out.append("<h2>Questions</h2>")
+    out.append(_table(rows, ("question", "answer", "letters by round", "vote", "vote right")))
+    return "".join(out)
+
+
+def _code_sections(result: Mapping[str, Any]) -> str:
+    rates = list(result.get("pass_rate_by_round", []))
+    labels = ["first", *(f"round {i}" for i in range(1, len(rates)))]
+    out = ["<h2>Share of problems passing every test, per round</h2>"]
+    out.append(line_chart_svg({"pass rate": rates}, x_labels=labels, y_label="pass rate"))
+    rows: list[tuple[Any, ...]] = []
+    for p in result.get("problems", []):
+        if "error" in p:
+            rows.append((p["task_id"], "", "", f"error: {p['error'][:200]}"))
+        else:
+            rows.append(
+                (
+                    p["task_id"],
+                    len(p["rounds"]) - 1,
+                    "yes" if p["first_passed"] else "no",
+                    "yes" if p["final_passed"] else "no",
+                )
+            )
+    out.append("<h2>Problems</h2>")
+    out.append(_table(rows, ("problem", "rewrites", "first passes", "final passes")))
+    for p in result.get("problems", []):
+        if "error" in p or not p.get("rounds"):
+            continue
+        out.append(f"<h3>{html.escape(str(p['task_id']))}: first program to final</h3>")
+        out.append(f"<pre>{diff_html(p['rounds'][0]['code'], p['final_code'])}</pre>")
+        out.append(f"<pre>{html.escape(p['rounds'][-1]['feedback'])}</pre>")
+    return "".join(out)
+
+
+def write_report(
+    folder: str | Path,
+    command: str,
+    result: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.html`` for ``command`` ("optimize", "solve", "code").
+
+    ``result`` is the loop's ``to_json()``; ``meta`` says what ran (task, models, settings).
+    Returns the two paths.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    payload = {
+        "command": command,
+        "generated": generated,
+        "meta": dict(meta),
+        "result": dict(result),
+    }
+    json_path = folder / "report.json"
+    atomic_write_text(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+
+    title = f"asynctg {command}: {meta.get('task', result.get('task', ''))}"
+    summary = [(k, v) for k, v in meta.items() if not isinstance(v, dict | list)]
+    summary += [("status", result.get("status")), ("stopped by", result.get("stop_reason"))]
+    body = [f"<h1>{html.escape(title)}</h1>", f'<p class="note">generated {generated}</p>']
+    body.append(_table(summary))
+    if command == "solve":
+        body.append(_solution_sections(result))
+    elif command == "code":
+        body.append(_code_sections(result))
+    else:
+        body.append(_prompt_sections(result))
+    body.append(_usage_section(result.get("usage", {})))
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
+    html_path = folder / "report.html"
+    atomic_write_text(html_path, page)
+    return json_path, html_path

@@ -1,0 +1,186 @@
+"""What every loop shares: events for progress displays, usage metering, budget caps, and
+running many coroutines at once inside one task group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import ConfigError
+
+__all__ = ["Budget", "EventSink", "Meter", "RunEvent", "gather", "merge_usage", "run_all"]
+
+T = TypeVar("T")
+
+_SUMMED = (
+    "calls",
+    "requests",
+    "retries",
+    "rate_limited",
+    "faults",
+    "failures",
+    "cache_hits",
+    "coalesced",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+)
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Something a loop reports: a step done, a split evaluated, an item finished, a stop.
+
+    ``kind`` is one of "start", "progress" (status only, no message), "evaluated", "step",
+    "item", "stopped", "done"; ``message`` is one line for people; ``data`` carries the numbers
+    (JSON-ready). ``data["progress"]`` (e.g.
+    ``"step 3/12"``) and ``data["accuracy"]`` update a progress display's status line.
+    """
+
+    kind: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: A loop's listener: called synchronously, in the event loop, for every event.
+EventSink = Callable[[RunEvent], None]
+
+
+def merge_usage(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sum usage snapshots (``engine.stats()`` or earlier merges); cost is None if unknown."""
+    out: dict[str, Any] = {k: 0 for k in _SUMMED}
+    cost: float | None = 0.0
+    for part in parts:
+        for k in _SUMMED:
+            out[k] += int(part.get(k) or 0)
+        part_cost = part.get("cost_usd")
+        if part_cost is None:
+            cost = None
+        elif cost is not None:
+            cost += float(part_cost)
+    out["cost_usd"] = cost
+    # answered by the provider: neither replayed from the journal nor shared with a twin
+    out["provider_calls"] = out["calls"] - out["cache_hits"] - out["coalesced"]
+    return out
+
+
+class Meter:
+    """Usage of a run's engines, plus what earlier sessions of the same run used.
+
+    ``session()`` is this process's usage; ``total()`` adds the usage saved in the checkpoint
+    by earlier sessions (a resumed run's budget counts everything the run has spent).
+    """
+
+    def __init__(
+        self, engines: Sequence[ChatEngine], previous: Mapping[str, Any] | None = None
+    ) -> None:
+        unique: list[ChatEngine] = []
+        for engine in engines:
+            if all(engine is not e for e in unique):
+                unique.append(engine)
+        self.engines = unique
+        self.previous = dict(previous) if previous else None
+        self.started = time.monotonic()
+
+    def session(self) -> dict[str, Any]:
+        usage = merge_usage(e.stats() for e in self.engines)
+        usage["in_flight"] = sum(e.scheduler.statistics()["in_flight"] for e in self.engines)
+        usage["queued"] = sum(e.scheduler.statistics()["queued"] for e in self.engines)
+        usage["seconds"] = round(time.monotonic() - self.started, 3)
+        return usage
+
+    def total(self) -> dict[str, Any]:
+        session = self.session()
+        if not self.previous:
+            return session
+        total = merge_usage([session, self.previous])
+        total["in_flight"] = session["in_flight"]
+        total["queued"] = session["queued"]
+        total["seconds"] = round(session["seconds"] + float(self.previous.get("seconds", 0)), 3)
+        return total
+
+    def priced(self) -> bool:
+        return all(e.usage.price is not None for e in self.engines)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Caps that stop a run cleanly, checked between steps (a step in progress finishes).
+
+    ``max_cost`` is in US dollars and needs a price for every model (the built-in table or
+    ``price=`` on the engine); ``max_calls`` counts calls answered by the provider (replays
+    from a checkpoint's journal are free and not counted).
+    """
+
+    max_cost: float | None = None
+    max_calls: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_cost is not None and not self.max_cost > 0:
+            raise ConfigError(f"max_cost must be > 0 dollars, got {self.max_cost!r}")
+        if self.max_calls is not None and (
+            isinstance(self.max_calls, bool)
+            or not isinstance(self.max_calls, int)
+            or self.max_calls < 1
+        ):
+            raise ConfigError(f"max_calls must be an integer >= 1, got {self.max_calls!r}")
+
+    def check_pricing(self, meter: Meter) -> None:
+        if self.max_cost is not None and not meter.priced():
+            models = ", ".join(e.model for e in meter.engines if e.usage.price is None)
+            raise ConfigError(
+                f"--max-cost needs a price for {models}, which is not in the price table; pass "
+                "--price PROMPT,COMPLETION (dollars per million tokens)"
+            )
+
+    def exceeded(self, usage: Mapping[str, Any]) -> str | None:
+        """Why the run must stop ("max_cost" or "max_calls"), or None."""
+        cost = usage.get("cost_usd")
+        if self.max_cost is not None and cost is not None and cost >= self.max_cost:
+            return "max_cost"
+        if self.max_calls is not None and usage.get("provider_calls", 0) >= self.max_calls:
+            return "max_calls"
+        return None
+
+
+async def gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Await all at once inside one task group; results in order.
+
+    If any fails the others are cancelled and the first failure is raised as itself (not as an
+    ``ExceptionGroup``), so callers and the CLI see a plain, typed error.
+    """
+
+    async def run(aw: Awaitable[T]) -> T:
+        return await aw
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run(aw)) for aw in awaitables]
+    except BaseExceptionGroup as eg:
+        first = _first_leaf(eg)
+        raise first from None
+    return [t.result() for t in tasks]
+
+
+async def run_all(
+    tasks: list[asyncio.Task[None]], coroutines: Iterable[Coroutine[Any, Any, None]]
+) -> None:
+    """Run ``coroutines`` as tasks of one task group, appending each task to ``tasks`` (so a
+    coroutine may cancel its siblings); the first failure is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks.extend(group.create_task(c) for c in coroutines)
+    except BaseExceptionGroup as eg:
+        raise _first_leaf(eg) from None
+
+
+def _first_leaf(eg: BaseExceptionGroup[Any]) -> BaseException:
+    exc: BaseException = eg
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

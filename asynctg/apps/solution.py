@@ -1,0 +1,236 @@
+"""Solution optimization, the paper's GPQA / MMLU setting (test-time refinement of answers).
+
+Following TextGrad's ``evaluation/solution_optimization.py`` call for call, for each question:
+a zero-shot answer from the model; that answer becomes a variable to optimise; then, for each
+of ``iterations`` rounds, the test-time loss (``tg.MultiChoiceTestTime``: an LLM critique of
+the answer that does not solve the question itself) is computed and back-propagated, and the
+optimizer rewrites the answer under the constraint that it still ends with ``Answer: LETTER``.
+The prediction after every round is kept; the final prediction is the majority vote over the
+zero-shot answer and every round's. Accuracy is reported per round and for the vote.
+
+Questions run concurrently (the paper's script uses a thread pool); within a question the
+rounds are sequential, as each needs the last one's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from asynctg import prompts
+from asynctg.apps.checkpoint import Checkpoint
+from asynctg.apps.run import Budget, EventSink, Meter, RunEvent, run_all
+from asynctg.engine.client import ChatEngine
+from asynctg.errors import AsyncTGError, ConfigError
+from asynctg.graph.ops import BlackboxLLM
+from asynctg.graph.variable import Variable
+from asynctg.loss import MultiChoiceTestTime
+from asynctg.optim.tgd import TextualGradientDescent
+from asynctg.tasks.evaluation import choice_score, majority_vote, parse_choice
+from asynctg.tasks.types import MultipleChoice, SolutionTask
+
+__all__ = ["SolutionConfig", "SolutionResult", "optimize_solutions"]
+
+
+@dataclass(frozen=True)
+class SolutionConfig:
+    """Settings: ``iterations`` rounds of test-time refinement per question (the paper: 3)."""
+
+    iterations: int = 3
+    budget: Budget = field(default_factory=Budget)
+
+    def __post_init__(self) -> None:
+        it = self.iterations
+        if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+            raise ConfigError(f"iterations must be an integer >= 0, got {it!r}")
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        return {"iterations": self.iterations}
+
+
+@dataclass
+class SolutionResult:
+    """Per-question records and the accuracy per round: [zero-shot, round 1..N, majority]."""
+
+    task: str
+    questions: list[dict[str, Any]]
+    accuracy: list[float | None]
+    labels: list[str]
+    status: str
+    stop_reason: str | None
+    failed: int
+    usage: dict[str, Any]
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _labels(iterations: int) -> list[str]:
+    return ["zero-shot", *(f"round {i + 1}" for i in range(iterations)), "majority vote"]
+
+
+def accuracy_by_round(records: Sequence[dict[str, Any]], width: int) -> list[float | None]:
+    """Mean score per column over the records that finished (errors excluded)."""
+    done = [r["scores"] for r in records if r.get("scores")]
+    if not done:
+        return [None] * width
+    return [round(sum(s[i] for s in done) / len(done), 6) for i in range(width)]
+
+
+async def _solve_one(
+    index: int,
+    item: MultipleChoice,
+    engine: ChatEngine,
+    loss_fn: MultiChoiceTestTime,
+    iterations: int,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    zero_shot_prompt = Variable(
+        prompts.SOLUTION_SYSTEM_PROMPT,
+        requires_grad=False,
+        role_description="system prompt to the language model",
+    )
+    question = Variable(
+        item.query, requires_grad=False, role_description="question to the language model"
+    )
+    first = await BlackboxLLM(engine, zero_shot_prompt)(question)
+    solution = Variable(
+        str(first.value), requires_grad=True, role_description=prompts.SOLUTION_ROLE
+    )
+    optimizer = TextualGradientDescent(
+        engine=engine,
+        parameters=[solution],
+        constraints=[prompts.MULTIPLE_CHOICE_CONSTRAINT],
+    )
+    predictions = [str(solution.value)]
+    for _ in range(iterations):
+        optimizer.zero_grad()
+        loss = await loss_fn(item.query, solution)
+        await loss.backward(engine)
+        await optimizer.step()
+        predictions.append(str(solution.value))
+    vote = majority_vote(predictions)
+    scores = [choice_score(p, item.answer) for p in [*predictions, vote]]
+    return {
+        "index": index,
+        "answer": item.answer,
+        "letters": [parse_choice(p) for p in predictions],
+        "vote": parse_choice(vote),
+        "scores": scores,
+        "predictions": predictions,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+async def optimize_solutions(
+    task: SolutionTask,
+    engine: ChatEngine,
+    *,
+    config: SolutionConfig | None = None,
+    checkpoint: Checkpoint | None = None,
+    on_event: EventSink | None = None,
+) -> SolutionResult:
+    """Refine the answer to every question of ``task`` at test time; see the module docstring.
+
+    With ``checkpoint`` (already ``open()``), each finished question is saved, and a resumed run
+    skips the finished ones and replays the calls of the unfinished ones from the journal. A
+    question whose calls fail for good (an API error after retries, an unparseable optimizer
+    reply) is recorded with its error and the others go on; ``failed`` counts them.
+    """
+    config = config or SolutionConfig()
+    if checkpoint is not None:
+        checkpoint.attach(engine)
+    state = checkpoint.state if checkpoint is not None and checkpoint.state else {}
+    records: dict[int, dict[str, Any]] = {int(k): v for k, v in state.get("done", {}).items()}
+    meter = Meter([engine], state.get("usage"))
+    config.budget.check_pricing(meter)
+    loss_fn = MultiChoiceTestTime(prompts.solution_loss_instruction(task.loss_kind), engine=engine)
+    labels = _labels(config.iterations)
+    total = len(task.questions)
+    stop_reason: str | None = config.budget.exceeded(meter.total())
+
+    def emit(kind: str, message: str, **data: Any) -> None:
+        if on_event is not None:
+            on_event(RunEvent(kind, message, data))
+
+    def save(status: str) -> None:
+        if checkpoint is not None:
+            checkpoint.save(
+                {
+                    "status": status,
+                    "stop_reason": stop_reason,
+                    "done": {str(k): v for k, v in sorted(records.items())},
+                    "usage": meter.total(),
+                }
+            )
+
+    emit(
+        "start",
+        f"refining answers to {total} questions of {task.name}, {config.iterations} rounds each"
+        + (f" ({len(records)} already done)" if records else ""),
+        progress=f"{len(records)}/{total} questions",
+    )
+    todo = [i for i in range(total) if i not in records]
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(i: int) -> None:
+        nonlocal stop_reason
+        try:
+            record = await _solve_one(i, task.questions[i], engine, loss_fn, config.iterations)
+        except AsyncTGError as exc:
+            record = {"index": i, "answer": task.questions[i].answer, "error": f"{exc}"}
+        records[i] = record
+        acc = accuracy_by_round(list(records.values()), len(labels))
+        outcome = "error" if "error" in record else f"vote {record['vote']} ({record['answer']})"
+        emit(
+            "item",
+            f"question {i + 1}: {outcome}",
+            progress=f"{len(records)}/{total} questions",
+            accuracy=acc[-1],
+            index=i,
+        )
+        save("running")
+        reason = config.budget.exceeded(meter.total())
+        if reason is not None and stop_reason is None:
+            stop_reason = reason
+            # The questions still running stop here; their calls so far stay in the journal,
+            # so a resumed run replays them instead of paying for them again.
+            for t in tasks:
+                if t is not asyncio.current_task():
+                    t.cancel()
+
+    if stop_reason is None:
+        await run_all(tasks, (one(i) for i in todo))
+
+    status = "stopped" if stop_reason else "completed"
+    save(status)
+    if stop_reason:
+        emit("stopped", f"stopped: --{stop_reason.replace('_', '-')} reached", reason=stop_reason)
+    ordered = [records[i] for i in sorted(records)]
+    accuracy = accuracy_by_round(ordered, len(labels))
+    failed = sum(1 for r in ordered if "error" in r)
+    emit("done", f"{status}: " + _summary(labels, accuracy), status=status)
+    return SolutionResult(
+        task=task.name,
+        questions=ordered,
+        accuracy=accuracy,
+        labels=labels,
+        status=status,
+        stop_reason=stop_reason,
+        failed=failed,
+        usage=meter.total(),
+        config=config.fingerprint_fields(),
+    )
+
+
+def _summary(labels: Sequence[str], accuracy: Sequence[float | None]) -> str:
+    parts = [
+        f"{label} {value:.3f}"
+        for label, value in zip(labels, accuracy, strict=True)
+        if value is not None
+    ]
+    return ", ".join(parts) or "no question finished"

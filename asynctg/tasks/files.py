@@ -1,0 +1,256 @@
+"""Loaders for the paper's data sets from local files (JSON, JSONL or CSV).
+
+Every loader checks the columns it needs and says which file, which row and which column is
+wrong (``ConfigError``); none of them downloads anything. Columns:
+
+=============  ==========================================================================
+data set       columns (JSON object keys, or a CSV header row)
+=============  ==========================================================================
+BBH            ``input``, ``target``; also BBH's own ``{"examples": [...]}`` JSON file
+GSM8K          ``question``, ``answer`` (the final answer follows ``#### ``, as in GSM8K)
+MMLU           ``question``, ``choices`` (a list), ``answer`` (an index or a letter);
+               or ``question``, ``A``, ``B``, ``C``, ``D``, ``answer``; a CSV without a
+               header row in MMLU's original six-column layout is read as the latter
+GPQA           ``Question``, ``Correct Answer``, ``Incorrect Answer 1`` .. ``3``
+LeetCode-Hard  ``task_id``, ``prompt``, ``test`` (a list of assert lines, or one string of
+               them separated by newlines); ``entry_point`` optional
+=============  ==========================================================================
+
+>>> import json, pathlib, tempfile
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "bbh.json"
+>>> _ = path.write_text(json.dumps({"examples": [{"input": "q", "target": "1"}]}))
+>>> load_bbh(path)
+[QA(question='q', answer='1')]
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from asynctg.errors import ConfigError
+from asynctg.prompts import multiple_choice_query
+from asynctg.tasks.types import QA, CodeProblem, MultipleChoice
+
+__all__ = [
+    "file_digest",
+    "gpqa_questions",
+    "gsm8k_final_answer",
+    "load_bbh",
+    "load_gpqa",
+    "load_gsm8k",
+    "load_leetcode",
+    "load_mmlu",
+    "read_rows",
+]
+
+Row = Mapping[str, Any]
+
+_MMLU_COLUMNS = ("question", "A", "B", "C", "D", "answer")
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (checkpoints use it to refuse resuming on other data)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise ConfigError(f"data file {path} does not exist; pass the path of your copy")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; pass the data file itself")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read data file {path}: {exc}") from exc
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a JSON (a list, or an object with ``examples``), JSONL or CSV file.
+
+    The format is chosen by the suffix (``.json``, ``.jsonl``, ``.csv``); CSV cells stay text.
+    """
+    p = Path(path)
+    text = _read_text(p)
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{p}: line {number} is not JSON: {exc.msg}") from exc
+            rows.append(_object(row, p, f"line {number}"))
+        return rows
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p} is not JSON: {exc}") from exc
+        if isinstance(data, dict) and isinstance(data.get("examples"), list):
+            data = data["examples"]
+        if not isinstance(data, list):
+            raise ConfigError(f"{p}: expected a JSON list of records or {{'examples': [...]}}")
+        return [_object(row, p, f"record {i + 1}") for i, row in enumerate(data)]
+    if suffix == ".csv":
+        return [dict(row) for row in csv.DictReader(io.StringIO(text))]
+    raise ConfigError(f"{p}: unknown data format {suffix!r}; use .json, .jsonl or .csv")
+
+
+def _object(row: Any, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise ConfigError(f"{path}: {where} is a {type(row).__name__}, expected an object")
+    return row
+
+
+def _need(rows: Sequence[Row], columns: Sequence[str], path: Path, what: str) -> None:
+    if not rows:
+        raise ConfigError(f"{path} holds no records")
+    for i, row in enumerate(rows):
+        missing = [c for c in columns if c not in row or row[c] is None]
+        if missing:
+            found = ", ".join(repr(k) for k in list(row)[:8]) or "none"
+            raise ConfigError(
+                f"{path}: record {i + 1} has no {', '.join(repr(c) for c in missing)} column; "
+                f"a {what} file needs {', '.join(repr(c) for c in columns)} (found: {found})"
+            )
+
+
+def load_bbh(path: str | os.PathLike[str]) -> list[QA]:
+    """A BIG-Bench Hard task file: (input, target) pairs in file order."""
+    p = Path(path)
+    rows = read_rows(p)
+    _need(rows, ("input", "target"), p, "BBH")
+    return [QA(str(r["input"]), str(r["target"])) for r in rows]
+
+
+def gsm8k_final_answer(solution: str) -> str:
+    """The final answer of a GSM8K solution: the number after ``#### ``, commas removed."""
+    if "####" not in solution:
+        return solution.strip()
+    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def load_gsm8k(path: str | os.PathLike[str]) -> list[QA]:
+    """A GSM8K file: (question, final answer) pairs in file order."""
+    p = Path(path)
+    rows = read_rows(p)
+    _need(rows, ("question", "answer"), p, "GSM8K")
+    return [QA(str(r["question"]), gsm8k_final_answer(str(r["answer"]))) for r in rows]
+
+
+def _letter(answer: Any, n: int, path: Path, i: int) -> str:
+    text = str(answer).strip()
+    if text.isdigit() and int(text) < n:
+        return chr(65 + int(text))
+    if len(text) == 1 and "A" <= text.upper() < chr(65 + n):
+        return text.upper()
+    raise ConfigError(
+        f"{path}: record {i + 1} has answer {answer!r}; expected a letter A-{chr(64 + n)} or an "
+        f"index 0-{n - 1}"
+    )
+
+
+def load_mmlu(path: str | os.PathLike[str]) -> list[MultipleChoice]:
+    """An MMLU file (see the module docstring for the accepted layouts)."""
+    p = Path(path)
+    rows = read_rows(p)
+    if p.suffix.lower() == ".csv" and rows and not {"question", "choices"} & set(rows[0]):
+        if not set(_MMLU_COLUMNS) <= set(rows[0]):
+            # MMLU's original CSVs have no header row: question, A, B, C, D, answer
+            raw = list(csv.reader(io.StringIO(_read_text(p))))
+            if raw and all(len(r) == 6 for r in raw):
+                rows = [dict(zip(_MMLU_COLUMNS, r, strict=True)) for r in raw]
+    out = []
+    for i, row in enumerate(rows):
+        if "choices" in row:
+            _need([row], ("question", "choices", "answer"), p, "MMLU")
+            choices = row["choices"]
+            if isinstance(choices, str):
+                try:
+                    choices = json.loads(choices)
+                except json.JSONDecodeError:
+                    choices = None
+            if not isinstance(choices, list) or len(choices) < 2:
+                raise ConfigError(f"{p}: record {i + 1}: 'choices' must be a list of options")
+        else:
+            _need([row], _MMLU_COLUMNS, p, "MMLU")
+            choices = [row[c] for c in "ABCD"]
+        options = tuple(str(c) for c in choices)
+        letter = _letter(row["answer"], len(options), p, i)
+        query = multiple_choice_query(str(row["question"]), options)
+        out.append(MultipleChoice(query, letter, options))
+    if not out:
+        raise ConfigError(f"{p} holds no records")
+    return out
+
+
+_GPQA_COLUMNS = (
+    "Question",
+    "Correct Answer",
+    "Incorrect Answer 1",
+    "Incorrect Answer 2",
+    "Incorrect Answer 3",
+)
+
+
+def load_gpqa(path: str | os.PathLike[str], *, seed: int = 0) -> list[MultipleChoice]:
+    """A GPQA file; each question's options are shuffled by a generator seeded with ``seed``."""
+    p = Path(path)
+    return gpqa_questions(read_rows(p), seed, str(p))
+
+
+def gpqa_questions(rows: Sequence[Row], seed: int, where: str) -> list[MultipleChoice]:
+    """GPQA records as lettered questions, the options shuffled reproducibly from ``seed``."""
+    _need(rows, _GPQA_COLUMNS, Path(where), "GPQA")
+    rng = random.Random(f"asynctg-gpqa:{seed}")
+    out = []
+    for row in rows:
+        correct = str(row["Correct Answer"]).strip()
+        options = [correct, *(str(row[f"Incorrect Answer {k}"]).strip() for k in (1, 2, 3))]
+        rng.shuffle(options)
+        letter = chr(65 + options.index(correct))
+        query = multiple_choice_query(str(row["Question"]).strip(), options)
+        out.append(MultipleChoice(query, letter, tuple(options)))
+    return out
+
+
+def _tests(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        lines: Iterable[str] = value.split("\n")
+    elif isinstance(value, list):
+        lines = (str(v) for v in value)
+    else:
+        return ()
+    return tuple(line.strip() for line in lines if line.strip())
+
+
+def load_leetcode(path: str | os.PathLike[str]) -> list[CodeProblem]:
+    """A LeetCode-Hard file (TextGrad's ``leetcode_with_tests.jsonl`` layout)."""
+    p = Path(path)
+    rows = read_rows(p)
+    _need(rows, ("task_id", "prompt", "test"), p, "LeetCode-Hard")
+    out = []
+    for i, row in enumerate(rows):
+        tests = _tests(row["test"])
+        if not tests:
+            raise ConfigError(f"{p}: record {i + 1} ({row['task_id']}) has no tests")
+        out.append(
+            CodeProblem(
+                str(row["task_id"]), str(row["prompt"]), tests, str(row.get("entry_point") or "")
+            )
+        )
+    return out
