@@ -112,6 +112,11 @@ def _endpoint_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
     )
     g.add_argument("--temperature", type=_temperature, default=0.0, help="sampling temperature (0)")
     g.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        help="cap on each reply's length in tokens (default: the provider's)",
+    )
+    g.add_argument(
         "--price",
         type=_price,
         help="PROMPT,COMPLETION dollars per million tokens, for models not in the price table",
@@ -443,6 +448,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         "model": model,
         "optimizer_model": optimizer_model,
         "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
         **loop_config.fingerprint_fields(),
     }
     plan = _Plan(
@@ -503,6 +509,7 @@ def _engines(
         "tpm": args.tpm,
         "max_concurrency": args.max_concurrency,
         "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
     }
     if args.price is not None:
         options["price"] = args.price
@@ -603,7 +610,10 @@ def _print_result(plan: _Plan, data: dict[str, Any]) -> None:
             if first.get(key) is not None:
                 name = f"{label} accuracy"
                 lines.append(f"  {name:<16} {first[key]:.3f} -> {last[key]:.3f}")
-        lines.append(f"  steps            {len(data['history']) - 1}")
+        steps = len(data["history"]) - 1
+        unusable = sum(1 for row in data["history"] if row.get("optimizer_reply_unusable"))
+        note = f" ({unusable} without a usable optimizer reply)" if unusable else ""
+        lines.append(f"  steps            {steps}{note}")
         lines.append("  final prompt     " + _one_line(data["final_prompt"], 300))
     elif plan.command == "solve":
         for label, value in zip(data["labels"], data["accuracy"], strict=True):

@@ -133,6 +133,19 @@ def test_optimize_with_checkpoint_and_report(
     assert again["history"] == out["history"]
 
 
+def test_an_unusable_optimizer_reply_costs_the_step_not_the_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Replies cut at --max-tokens lose their closing tag: the step keeps the prompt, the run
+    completes (exit 0), and the history says which step had no usable update."""
+    args = ["optimize", "--sim", "--steps", "2", "--epochs", "1", "--batch-size", "2"]
+    assert main([*args, "--test-size", "4", "--max-tokens", "32", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    history = result["history"]
+    assert [row["optimizer_reply_unusable"] for row in history] == [False, True, True]
+    assert len({row["prompt"] for row in history}) == 1  # never half-applied, never changed
+
+
 def test_solve_and_code_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`asynctg solve` and `asynctg code` run end to end on the simulator."""
     assert main(["solve", "--sim", "--limit", "3", "--iterations", "1", "--json", "--quiet"]) == 0

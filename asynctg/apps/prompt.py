@@ -31,7 +31,7 @@ from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import Budget, EventSink, Meter, RunEvent, gather
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError
+from asynctg.errors import ConfigError, OptimizerParseError
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.ops import sum as tg_sum
 from asynctg.graph.variable import Variable
@@ -140,6 +140,8 @@ class _PromptRun:
         )
         self.loader = DataLoader(task.train, batch_size=config.batch_size, seed=config.seed)
         self.history: list[dict[str, Any]] = []
+        self.unusable_updates = 0  # steps whose optimizer reply had no usable new prompt
+        self.step_unusable = False  # the step being recorded is one of them
         self.epoch = 0  # passes completed
         self.step_in_epoch = 0
         previous = checkpoint.state.get("usage") if checkpoint and checkpoint.state else None
@@ -204,6 +206,7 @@ class _PromptRun:
 
     async def train_step(self, batch: Sequence[QA]) -> float | None:
         self.optimizer.zero_grad()
+        self.step_unusable = False
 
         async def loss_for(example: QA) -> Variable:
             x = Variable(example.question, requires_grad=False, role_description=QUERY_ROLE)
@@ -215,7 +218,19 @@ class _PromptRun:
         train_accuracy = _accuracy([self.evaluator.score(loss) for loss in losses])
         total = tg_sum(losses)
         await total.backward(self.backward)
-        await self.optimizer.step()
+        try:
+            await self.optimizer.step()
+        except OptimizerParseError as exc:
+            # A model that will not answer inside the tags (small local models often do not)
+            # costs this step its update, not the run: the prompt is unchanged (steps are
+            # atomic), the event says so, and training goes on with the next minibatch.
+            self.unusable_updates += 1
+            self.step_unusable = True
+            self.emit(
+                "optimizer_reply_unusable",
+                f"optimizer reply unusable ({exc}); the prompt is unchanged this step",
+                reply=exc.reply[:500],
+            )
         return train_accuracy
 
     async def initial(self) -> None:
@@ -246,6 +261,7 @@ class _PromptRun:
             "validation_accuracy": val_acc,
             "test_accuracy": test_acc,
             "reverted": reverted,
+            "optimizer_reply_unusable": step > 0 and self.step_unusable,
             "seconds": round(time.monotonic() - started, 3),
             "provider_calls": usage["provider_calls"],
             "total_tokens": usage["total_tokens"],
