@@ -393,3 +393,32 @@ async def test_kill_9_then_resume_sends_no_completed_call_twice(tmp_path: Path) 
 
     assert essence(resumed) == essence(full)
     assert resumed["final_prompt"] == full["final_prompt"]
+
+
+async def test_quota_exhausted_stops_with_a_message_and_a_checkpoint_to_resume(
+    tmp_path: Path,
+) -> None:
+    """An `insufficient_quota` 429 mid-run stops it at once (exit 1) with a message that says
+    what to do, keeps the last completed step, and --resume finishes once there is quota."""
+    async with SimServer(SimConfig(latency="5ms", record=True, quota_tokens=15_000)) as sim:
+        folder = tmp_path / "run"
+        proc = await _cli(sim.base_url, folder)
+        out, err = await asyncio.wait_for(proc.communicate(), 40)
+        assert proc.returncode == 1
+        message = err.decode()
+        assert "out of quota" in message and "--resume" in message
+        assert sim.stats()["quota_exceeded"] >= 1
+        saved = json.loads((folder / "state.json").read_text())["state"]
+        assert len(saved["history"]) >= 1  # at least the evaluation before training
+        cache = ResponseCache(folder / "journal.bin")
+        answered = {key for key in _keys(sim.requests) if key in cache}
+        cache.close()
+        assert answered  # the calls answered before the quota ran out are journaled
+
+        sim.update(quota_tokens=None)  # credit added
+        sim.reset_stats()
+        resumed = await _finish(await _cli(sim.base_url, folder, "--resume"))
+        resent = set(_keys(sim.requests))
+    assert not answered & resent  # nothing answered before is sent again
+    assert not out.strip()  # a failed run prints no result on stdout
+    assert resumed["status"] == "completed"
