@@ -152,6 +152,19 @@ async def test_learns_limits_from_headers() -> None:
     assert times == pytest.approx([step, 2 * step, 3 * step])
 
 
+async def test_learned_bucket_starts_at_the_fraction_the_headers_report() -> None:
+    """x-ratelimit-remaining is per-minute: 3000 of 6000 left means a half-full bucket."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock)
+    sched.learn_limits(
+        {"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "3000"}
+    )
+    capacity = 6000 * 0.97 / 60
+    times = await _admit_times(sched, clock, int(capacity) + 1)
+    immediate = sum(1 for t in times if t == 0)
+    assert immediate == pytest.approx(capacity / 2, abs=1)
+
+
 async def test_given_limit_is_not_overridden_by_headers() -> None:
     """An rpm passed by the user wins over what headers say."""
     clock = FakeClock()

@@ -121,6 +121,7 @@ class Scheduler:
         self._limit = float(max_concurrency)
         self._in_flight = 0
         self._heap: list[tuple[int, int, _Waiter]] = []
+        self._cancelled = 0  # waiters cancelled in the queue since it was last swept
         self._seq = itertools.count()
         self._cool_until = -math.inf
         self._timer: TimerHandle | None = None
@@ -181,6 +182,7 @@ class Scheduler:
                 self.release(tokens, tokens, admitted=True)
             else:
                 fut.cancel()
+                self._drop_cancelled()
                 self._pump()  # a cancelled head of line may have been blocking others
             raise
 
@@ -196,6 +198,20 @@ class Scheduler:
                 self._tpm.give_back(estimated - actual)
         if self._heap:
             self._pump()
+
+    def _drop_cancelled(self) -> None:
+        """Sweep cancelled waiters out of the queue once they may make up half of it.
+
+        ``_pump`` drops a cancelled waiter only when it reaches the head; behind a head that
+        cannot go (every slot busy, a cool-down) cancelled waiters would otherwise pile up for
+        as long as the stall lasts. Sweeping at half keeps the cost amortised O(1).
+        """
+        self._cancelled += 1
+        heap = self._heap
+        if 2 * self._cancelled > len(heap):
+            heap[:] = [entry for entry in heap if not entry[2].fut.done()]
+            heapq.heapify(heap)
+            self._cancelled = 0
 
     def _pump(self) -> None:
         heap = self._heap
@@ -269,9 +285,8 @@ class Scheduler:
             if limit is not None and limit > 0 and limit != self.learned_rpm:
                 self.learned_rpm = limit
                 self._rpm_value = limit * LEARNED_LIMIT_HEADROOM
-                now = self.clock.now()
                 remaining = _header_number(headers, "x-ratelimit-remaining-requests")
-                self._rpm = TokenBucket(self._rpm_value, now, level=remaining)
+                self._rpm = _learned_bucket(self._rpm_value, limit, remaining, self.clock.now())
                 # With a known budget, pacing replaces the 429-driven concurrency guess.
                 self._limit = float(self.max_concurrency)
         if not self._tpm_given:
@@ -279,9 +294,8 @@ class Scheduler:
             if limit is not None and limit > 0 and limit != self.learned_tpm:
                 self.learned_tpm = limit
                 self._tpm_value = limit * LEARNED_LIMIT_HEADROOM
-                now = self.clock.now()
                 remaining = _header_number(headers, "x-ratelimit-remaining-tokens")
-                self._tpm = TokenBucket(self._tpm_value, now, level=remaining)
+                self._tpm = _learned_bucket(self._tpm_value, limit, remaining, self.clock.now())
 
     # --- inspection --------------------------------------------------------------------------
 
@@ -312,6 +326,23 @@ class Scheduler:
             "cool_downs": self.cool_downs,
             "concurrency_cuts": self.concurrency_cuts,
         }
+
+
+def _learned_bucket(
+    per_minute: float, limit: float, remaining: float | None, now: float
+) -> TokenBucket:
+    """A bucket for a learned limit, as full as the provider says its own budget is.
+
+    ``x-ratelimit-remaining-*`` counts what is left of the per-minute ``limit``, while the
+    bucket holds one second's worth: the header is a fraction of the limit to carry over, not
+    a level (taken as a level, any non-zero remainder reads as a full bucket, and the engine
+    bursts into 429s right after learning).
+    """
+    if remaining is None:
+        return TokenBucket(per_minute, now)
+    bucket = TokenBucket(per_minute, now, level=0.0)
+    bucket.level = min(bucket.capacity, max(0.0, remaining / limit) * bucket.capacity)
+    return bucket
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:

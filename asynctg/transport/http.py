@@ -81,9 +81,12 @@ class AiohttpTransport:
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         length = resp.content_length
-        if length is not None and length <= self._max_bytes:
+        # Content-Length counts the bytes on the wire: with a Content-Encoding (gzip, br, ...)
+        # the body is decompressed as it is read and may be any size, so it is counted instead.
+        encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+        if length is not None and length <= self._max_bytes and not encoded:
             return await resp.read()
-        if length is not None:
+        if length is not None and not encoded:
             raise APIConnectionError(
                 f"response body of {length} bytes exceeds the cap of {self._max_bytes} bytes "
                 "(max_response_bytes)"
