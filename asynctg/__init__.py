@@ -25,6 +25,7 @@ from asynctg.errors import (
     PermissionDeniedError,
     RateLimitError,
     ResponseParseError,
+    ResponseTooLargeError,
     ServerError,
 )
 from asynctg.graph import BlackboxLLM, Module, Variable, aggregate, sum
@@ -72,6 +73,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseParseError",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "ServerError",
     "TextLoss",

@@ -15,7 +15,8 @@
     │   │   └── ServerError                 5xx (retried; raised when retries run out)
     │   ├── APIConnectionError      the connection failed or dropped (retried)
     │   │   └── APITimeoutError     no answer in time (retried)
-    │   └── ResponseParseError      an answer arrived but is not a usable completion (retried)
+    │   ├── ResponseParseError      an answer arrived but is not a usable completion (retried)
+    │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
     ├── GraphError                  a computation graph that cannot be built or differentiated
     ├── EvaluationParseError        (also a ValueError) an evaluator's reply lacks its tags
     └── OptimizerError              an optimizer step that could not be applied
@@ -48,6 +49,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseParseError",
+    "ResponseTooLargeError",
     "ServerError",
 ]
 
@@ -140,6 +142,13 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """No full answer arrived within the request timeout."""
+
+
+class ResponseTooLargeError(APIError):
+    """The answer's body is larger than the transport's ``max_response_bytes`` cap.
+
+    Not retried: the same request would most likely bring the same oversized answer back.
+    """
 
 
 class ResponseParseError(APIError):

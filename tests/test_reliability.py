@@ -1029,9 +1029,9 @@ async def big_server() -> AsyncIterator[_BigServer]:
 @pytest.mark.parametrize("kind", ["length", "chunked", "gzip"])
 async def test_oversized_response_body_is_refused_typed(big_server: _BigServer, kind: str) -> None:
     """A 4 MiB answer against a 64 KiB cap (AiohttpTransport(max_response_bytes=...), given to
-    get_engine as transport=) is refused with APIConnectionError naming the setting, whether
-    announced by Content-Length, chunked, or gzipped into a small Content-Length; retries stay
-    bounded; answers under the cap in the same encodings still pass."""
+    get_engine as transport=) is refused with ResponseTooLargeError naming the setting, whether
+    announced by Content-Length, chunked, or gzipped into a small Content-Length; it is not
+    retried; answers under the cap in the same encodings still pass."""
     engine = tg.get_engine(
         "m",
         base_url=f"{big_server.base}/{kind}/v1",
@@ -1040,11 +1040,11 @@ async def test_oversized_response_body_is_refused_typed(big_server: _BigServer, 
         retry=RetryPolicy(max_attempts=2, initial_delay=0.001, max_delay=0.001),
     )
     async with engine:
-        with pytest.raises(tg.APIConnectionError, match="max_response_bytes"):
+        with pytest.raises(tg.ResponseTooLargeError, match="max_response_bytes"):
             await engine.generate("tell me everything")
-        assert big_server.hits[kind] == 2
+        assert big_server.hits[kind] == 1
         stats = engine.stats()
-        assert (stats["requests"], stats["retries"], stats["failures"]) == (2, 1, 1)
+        assert (stats["requests"], stats["retries"], stats["failures"]) == (1, 0, 1)
         small = tg.get_engine(
             "m",
             base_url=f"{big_server.base}/small-{kind}/v1",

@@ -293,7 +293,7 @@ class ChatEngine:
                 usage.requests += 1
                 try:
                     response = await self.transport.send(http)
-                except APIConnectionError as exc:
+                except APIError as exc:  # connection failures, timeouts, an oversized body
                     error: APIError = exc
                     wait = None
                 else:

@@ -7,7 +7,7 @@ import contextlib
 
 import aiohttp
 
-from asynctg.errors import APIConnectionError, APITimeoutError, ConfigError
+from asynctg.errors import APIConnectionError, APITimeoutError, ConfigError, ResponseTooLargeError
 from asynctg.transport.base import HTTPRequest, HTTPResponse
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport"]
@@ -87,17 +87,19 @@ class AiohttpTransport:
         if length is not None and length <= self._max_bytes and not encoded:
             return await resp.read()
         if length is not None and not encoded:
-            raise APIConnectionError(
-                f"response body of {length} bytes exceeds the cap of {self._max_bytes} bytes "
-                "(max_response_bytes)"
+            raise ResponseTooLargeError(
+                f"response body of {length} bytes exceeds the cap of {self._max_bytes} bytes; "
+                "raise it with AiohttpTransport(max_response_bytes=...) if such answers are "
+                "expected"
             )
         chunks: list[bytes] = []
         size = 0
         while chunk := await resp.content.read(_CHUNK):
             size += len(chunk)
             if size > self._max_bytes:
-                raise APIConnectionError(
-                    f"response body exceeds the cap of {self._max_bytes} bytes (max_response_bytes)"
+                raise ResponseTooLargeError(
+                    f"response body exceeds the cap of {self._max_bytes} bytes; raise it with "
+                    "AiohttpTransport(max_response_bytes=...) if such answers are expected"
                 )
             chunks.append(chunk)
         return b"".join(chunks)
