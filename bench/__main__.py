@@ -1,36 +1,68 @@
-"""``python -m bench COMMAND``: asynctg's benchmarks. Each prints a table and writes JSON."""
+"""``python -m bench COMMAND``: asynctg's benchmarks. Each prints a table and writes JSON.
+
+    python -m bench step|budget|overhead|scale [--quick] [options]   one benchmark
+    python -m bench all [--quick] [--check]                          all of them, then plots
+    python -m bench plots                                            redraw the PNGs
+    python -m bench report [--check]                                 headline + Markdown tables
+
+``all --quick`` is the suite ``tox -e bench`` runs (under 10 minutes on 2 cores); without
+``--quick`` TextGrad runs up to B=64, the budget fan-out is 5000 calls and the overhead
+benchmark 2000 calls x 5 rounds. ``--check`` exits 1 when a headline target is missed.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+import time
+from typing import Any
+
+BENCHMARKS = {
+    "step": "bench.step",
+    "budget": "bench.budget",
+    "overhead": "bench.overhead",
+    "scale": "bench.scale",
+}
+TOOLS = {"plots": "bench.plots", "report": "bench.report"}
+
+
+def _main_of(module: str) -> Any:
+    return importlib.import_module(module).main
+
+
+def run_all(rest: list[str]) -> int:
+    """Every benchmark in one run (``--quick`` passed on), then the plots and the headline."""
+    from bench import report
+
+    quick = "--quick" in rest
+    started = time.perf_counter()
+    for name, module in BENCHMARKS.items():
+        print(f"== {name}", flush=True)
+        _main_of(module)(["--quick"] if quick else [])
+        print()
+    total = time.perf_counter() - started
+    print(f"== headline (whole suite: {total:.0f} s)")
+    checks = report.write_headline(total, {"quick": quick, "command": "all"})
+    if "--check" in rest and not all(c["ok"] for c in checks):
+        return 1
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    commands = {
-        "budget": "bench.budget",
-        "overhead": "bench.overhead",
-        "step": "bench.step",
-    }
+    names = [*BENCHMARKS, "all", *TOOLS]
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m bench {" + ",".join([*commands, "all"]) + "} [options]")
+        print(__doc__)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name == "all":
-        quick = "--quick" in rest
-        runs = {
-            "step": ["--batch-sizes", "32"],
-            "budget": [],
-            "overhead": ["--calls", "1000", "--rounds", "2"] if quick else [],
-        }
-        for cmd, args in runs.items():
-            __import__(commands[cmd], fromlist=["main"]).main(args)
-            print()
-        return 0
-    if name not in commands:
-        choices = ", ".join([*commands, "all"])
-        print(f"unknown benchmark {name!r}; choose from {choices}", file=sys.stderr)
+        return run_all(rest)
+    if name in TOOLS:
+        status: int = _main_of(TOOLS[name])(rest)
+        return status
+    if name not in BENCHMARKS:
+        print(f"unknown command {name!r}; choose from {', '.join(names)}", file=sys.stderr)
         return 2
-    __import__(commands[name], fromlist=["main"]).main(rest)
+    _main_of(BENCHMARKS[name])(rest)
     return 0
 
 

@@ -18,7 +18,8 @@ and test as in the paper (``--train-size`` moves the first cut, for batches abov
 ``--loss judge`` swaps the string-match loss for an LLM judge (``tg.TextLoss``), the paper's
 other loss for this step. Prints one JSON line: the phase timings in seconds (``forward``,
 ``backward``, ``step``, summed over steps; ``eval``; ``total``), per-step timings, validation
-accuracy before and after, and the system prompt before and after.
+accuracy before and after, the system prompt before and after, and the process's peak resident
+set size.
 
 TextGrad writes log files when imported and caches answers on disk (a cache hit is not a
 measurement), so unless told otherwise this script points ``TEXTGRAD_LOG_DIR`` and
@@ -92,6 +93,18 @@ def _contain_textgrad_side_effects() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     # TextGrad's OpenAI engine insists on a key; a simulator needs none.
     os.environ.setdefault("OPENAI_API_KEY", "sk-no-key-needed")
+
+
+def peak_rss_kib() -> int | None:
+    """This process's peak resident set size (Linux ``VmHWM``), or None elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -216,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "val_accuracy": accuracy,
         "initial_prompt": STARTING_SYSTEM_PROMPT,
         "final_prompt": str(system_prompt.value),
+        "peak_rss_kib": peak_rss_kib(),
     }
     print(json.dumps(result), flush=True)
     return result

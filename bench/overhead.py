@@ -1,172 +1,149 @@
-"""Client CPU per call against a zero-latency simulator, side by side in one run.
+"""Client overhead: CPU per call, calls/s and peak memory against a zero-latency simulator.
 
-    python -m bench overhead [--calls 2000] [--concurrency 64] [--rounds 3]
+    python -m bench overhead [--quick] [--calls 2000] [--concurrency 64] [--rounds 5]
+                             [--loops asyncio,uvloop] [--clients asynctg,openai,aiohttp,textgrad]
 
-Clients: asynctg's engine, openai-python's ``AsyncOpenAI``, and a bare aiohttp POST-and-decode
-loop (the floor for an asyncio client). The simulator runs in its own process, so the CPU time
-measured here (``time.process_time`` of this process) is the client's alone. Each round runs
-every client once, in rotating order; the table reports the median over rounds.
+Side by side, in one run, against one zero-latency simulator in its own process (so the CPU
+measured is the client's alone): asynctg's engine, openai-python's ``AsyncOpenAI``, a bare
+aiohttp POST-and-decode loop (the floor for an asyncio client), and TextGrad 0.1.8's engine
+called from a thread pool (TextGrad's only way to run calls in parallel; no event loop, so it
+is measured once, under ``threads``). The asyncio clients run on the standard loop and on
+uvloop.
+
+Every measurement is a fresh child process (``bench/overhead_client.py``): a warm-up, then a
+fresh client makes ``--calls`` calls with ``--concurrency`` in flight. CPU is the child's
+``process_time`` over that run (all threads); peak memory is the child's peak resident set
+(``VmHWM``; imports included: it is what a process using that client holds). Rounds rotate
+the order of the clients; tables report the median over rounds. The simulator's counter
+proves that every call reached it over HTTP (none was answered from a cache).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import statistics
-import time
-from collections.abc import Awaitable, Callable
+import tempfile
+from pathlib import Path
 from typing import Any
 
-import msgspec
+from bench.common import (
+    has_module,
+    python_child,
+    run_child,
+    save_plot,
+    sim_reset,
+    sim_stats,
+    simulator,
+    table,
+    textgrad_env,
+    write_result,
+)
 
-from bench.common import simulator, table, write_result
-
-Client = Callable[[str, int, int], Awaitable[None]]
-
-
-def _messages(i: int) -> list[dict[str, str]]:
-    # Distinct prompts: identical ones would be answered once by asynctg's single-flight.
-    return [{"role": "user", "content": f"Overhead probe {i}: reply with one word."}]
-
-
-async def _bounded(calls: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> None:
-    sem = asyncio.Semaphore(concurrency)
-
-    async def guarded(i: int) -> None:
-        async with sem:
-            await one(i)
-
-    async with asyncio.TaskGroup() as group:
-        for i in range(calls):
-            group.create_task(guarded(i))
-
-
-async def run_asynctg(base_url: str, calls: int, concurrency: int) -> None:
-    import asynctg as tg
-
-    async with tg.get_engine(
-        "sim-1", base_url=base_url, api_key="sk-bench", max_concurrency=concurrency
-    ) as engine:
-
-        async def one(i: int) -> None:
-            await engine.chat(_messages(i))
-
-        # The engine's own scheduler caps concurrency: no semaphore on top.
-        async with asyncio.TaskGroup() as group:
-            for i in range(calls):
-                group.create_task(one(i))
-
-
-async def run_openai(base_url: str, calls: int, concurrency: int) -> None:
-    from openai import AsyncOpenAI
-
-    async with AsyncOpenAI(base_url=base_url, api_key="sk-bench") as client:
-
-        async def one(i: int) -> None:
-            await client.chat.completions.create(
-                model="sim-1",
-                messages=_messages(i),
-                temperature=0,  # type: ignore[arg-type]
-            )
-
-        await _bounded(calls, concurrency, one)
-
-
-async def run_aiohttp(base_url: str, calls: int, concurrency: int) -> None:
-    import aiohttp
-
-    url = base_url + "/chat/completions"
-    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
-    encode = msgspec.json.encode
-    decode = msgspec.json.decode
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-        async def one(i: int) -> None:
-            body = encode({"model": "sim-1", "messages": _messages(i), "temperature": 0})
-            async with session.post(url, data=body, headers=headers) as resp:
-                data = decode(await resp.read())
-                data["choices"][0]["message"]["content"]
-
-        await _bounded(calls, concurrency, one)
-
-
-CLIENTS: dict[str, Client] = {
-    "asynctg": run_asynctg,
-    "openai AsyncOpenAI": run_openai,
-    "bare aiohttp": run_aiohttp,
+LABELS = {
+    "asynctg": "asynctg",
+    "openai": "openai AsyncOpenAI",
+    "aiohttp": "bare aiohttp",
+    "textgrad": "TextGrad engine + threads",
 }
 
 
-def _measure(
-    loop_name: str, client: Client, url: str, calls: int, conc: int
-) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one run of ``client`` on a fresh loop."""
-    factory = None
-    if loop_name == "uvloop":
-        import uvloop
+def _sample(url: str, client: str, loop: str, args: argparse.Namespace) -> dict[str, Any]:
+    sim_reset(url)
+    cmd = python_child("-m", "bench.overhead_client", "--client", client, "--loop", loop)
+    cmd += ["--base-url", url, "--calls", str(args.calls)]
+    cmd += ["--concurrency", str(args.concurrency), "--warmup", str(args.warmup)]
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        child = run_child(cmd, env=textgrad_env(Path(tmp), url))
+    out = child.json_line()
+    answered = sim_stats(url)["ok"]
+    if answered != args.warmup + args.calls:
+        raise RuntimeError(
+            f"{client}: the simulator answered {answered} calls, expected "
+            f"{args.warmup + args.calls} (a cache or shortcut answered some)"
+        )
+    return out
 
-        factory = uvloop.new_event_loop
-    gc.collect()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        runner.run(client(url, calls, conc))
-        return time.process_time() - cpu0, time.perf_counter() - wall0
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(loop, clients) blocks; TextGrad's threads go in a block of their own."""
+    clients = [c for c in args.clients.split(",") if c]
+    if "textgrad" in clients and not has_module("textgrad"):
+        print("  textgrad is not installed: its engine is left out")
+        clients.remove("textgrad")
+    asyncs = [c for c in clients if c != "textgrad"]
+    blocks = [(loop, asyncs) for loop in args.loops.split(",") if loop]
+    if "textgrad" in clients:
+        blocks.append(("threads", ["textgrad"]))
+    return blocks
 
 
-def run(calls: int, concurrency: int, rounds: int, loops: list[str]) -> dict[str, Any]:
-    rows = []
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every client, every loop, ``args.rounds`` times in rotating order."""
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    blocks = _plan(args)
     with simulator("--latency", "0", "--no-rate-limit-headers") as url:
-        for loop_name in loops:
-            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
-            names = list(CLIENTS)
-            for name in names:  # warm-up: imports, connection pools, JIT-free but cache-warm
-                _measure(loop_name, CLIENTS[name], url, min(200, calls), concurrency)
-            for r in range(rounds):
-                order = names[r % len(names) :] + names[: r % len(names)]
-                for name in order:
-                    sample = _measure(loop_name, CLIENTS[name], url, calls, concurrency)
-                    samples[name].append(sample)
-            base = {}
-            for name in names:
-                cpu = statistics.median(s[0] for s in samples[name]) / calls
-                wall = statistics.median(s[1] for s in samples[name])
-                base[name] = cpu
-                rows.append(
-                    {
-                        "loop": loop_name,
-                        "client": name,
-                        "cpu_us_per_call": round(cpu * 1e6, 1),
-                        "calls_per_s": round(calls / wall, 0),
-                    }
-                )
-            for row in rows:
-                if row["loop"] == loop_name:
-                    cpu = row["cpu_us_per_call"] / 1e6
-                    row["x_openai"] = round(cpu / base["openai AsyncOpenAI"], 3)
-                    row["x_aiohttp"] = round(cpu / base["bare aiohttp"], 3)
+        for r in range(args.rounds):
+            for loop, clients in blocks:
+                shift = r % len(clients)
+                for client in clients[shift:] + clients[:shift]:
+                    sample = _sample(url, client, "asyncio" if loop == "threads" else loop, args)
+                    samples.setdefault((loop, client), []).append(sample)
+                    us = sample["cpu_s"] / args.calls * 1e6
+                    print(f"  round {r + 1} {loop:8} {client:9} {us:8.0f} µs/call", flush=True)
+    rows = [_summary(loop, client, runs, args.calls) for (loop, client), runs in samples.items()]
+    _ratios(rows)
     return {"rows": rows}
+
+
+def _summary(loop: str, client: str, runs: list[dict[str, Any]], calls: int) -> dict[str, Any]:
+    cpu = statistics.median(s["cpu_s"] for s in runs) / calls
+    wall = statistics.median(s["wall_s"] for s in runs)
+    return {
+        "loop": loop,
+        "client": LABELS[client],
+        "key": client,
+        "cpu_us_per_call": round(cpu * 1e6, 1),
+        "calls_per_s": round(calls / wall),
+        "peak_rss_mib": round(max(s["peak_rss_kib"] for s in runs) / 1024, 1),
+        "samples": runs,
+    }
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
+    """x openai-python and x bare aiohttp, on the same loop (threads: against asyncio's)."""
+    base = {(r["loop"], r["key"]): r["cpu_us_per_call"] for r in rows}
+    for row in rows:
+        loop = "asyncio" if row["loop"] == "threads" else row["loop"]
+        for key, col in (("openai", "x_openai"), ("aiohttp", "x_aiohttp")):
+            ref = base.get((loop, key))
+            row[col] = round(row["cpu_us_per_call"] / ref, 3) if ref else None
+
+
+COLUMNS = ["loop", "client", "cpu_us_per_call", "calls_per_s", "x_openai", "x_aiohttp"]
+COLUMNS += ["peak_rss_mib"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench overhead")
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1000 calls, 3 rounds")
+    parser.add_argument("--calls", type=int, default=None, help="default 2000 (quick: 1000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="calls (threads) in flight")
+    parser.add_argument("--rounds", type=int, default=None, help="default 5 (quick: 3)")
+    parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--loops", default="asyncio,uvloop", help="comma list: asyncio,uvloop")
+    parser.add_argument("--clients", default="asynctg,openai,aiohttp,textgrad")
     args = parser.parse_args(argv)
-    loops = [x for x in args.loops.split(",") if x]
-    out = run(args.calls, args.concurrency, args.rounds, loops)
+    if args.calls is None:
+        args.calls = 1000 if args.quick else 2000
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else 5
+    out = run(args)
     print(
         f"Client overhead: {args.calls} calls, {args.concurrency} in flight, zero-latency "
-        f"simulator in another process; median of {args.rounds} rounds"
+        f"simulator in another process; median of {args.rounds} rounds, each run in a fresh "
+        "process"
     )
-    print(
-        table(
-            out["rows"],
-            ["loop", "client", "cpu_us_per_call", "calls_per_s", "x_openai", "x_aiohttp"],
-        )
-    )
-    path = write_result("overhead", vars(args), out)
-    print(f"wrote {path}")
+    print(table(out["rows"], COLUMNS))
+    print(f"wrote {write_result('overhead', vars(args), out)}")
+    save_plot("overhead")
     return out

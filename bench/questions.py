@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 _ITEMS = ["flute", "piano", "trombone", "violin", "accordion", "clarinet", "drum", "trumpet"]
 _NUMBERS = ["a", "two", "three", "four", "five"]
 
-SYSTEM_PROMPT = (
-    "You will answer a reasoning question. Think step by step. The last line of your response "
-    "should be of the following format: 'Answer: $VALUE' where VALUE is a numerical value."
-)
-
 
 def questions(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """``n`` (question, answer) pairs like BBH object counting's."""
+    """``n`` distinct (question, answer) pairs like BBH object counting's.
+
+    Distinct, because asynctg sends identical requests in flight once: repeated questions
+    would make its step cheaper than 3B+1 calls and the comparison unfair to TextGrad.
+    """
     rng = random.Random(seed)
-    out = []
-    for _ in range(n):
+    out: dict[str, str] = {}
+    while len(out) < n:
         picks = rng.sample(_ITEMS, rng.randint(2, 5))
         counts = [rng.randint(1, 5) for _ in picks]
         parts = [
@@ -25,14 +26,18 @@ def questions(n: int, seed: int = 0) -> list[tuple[str, str]]:
             for item, c in zip(picks, counts, strict=True)
         ]
         listing = ", ".join(parts[:-1]) + f", and {parts[-1]}"
-        out.append((f"I have {listing}. How many musical instruments do I have?", str(sum(counts))))
-    return out
+        out.setdefault(
+            f"I have {listing}. How many musical instruments do I have?", str(sum(counts))
+        )
+    return list(out.items())
 
 
-def parse_integer_answer(answer: str) -> int:
-    """The last number in a reply (TextGrad's lenient parse for object counting)."""
-    tokens = [t for t in answer.strip().split() if any(c.isdigit() for c in t)]
-    if not tokens:
-        return 0
-    digits = "".join(c for c in tokens[-1].split(".")[0] if c.isdigit())
-    return int(digits) if digits else 0
+def write_bbh_file(path: Path, n: int, seed: int = 0) -> Path:
+    """Write ``questions(n)`` as a BBH task file (``{"examples": [{"input", "target"}]}``).
+
+    The step benchmark feeds it to ``compat_script.py --data``, so the native step, the
+    unchanged script under ``asynctg.compat`` and TextGrad all see the same questions.
+    """
+    examples = [{"input": q, "target": a} for q, a in questions(n, seed)]
+    path.write_text(json.dumps({"examples": examples}))
+    return path

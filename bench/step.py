@@ -1,176 +1,207 @@
-"""Step latency: the paper's prompt-optimization step, asynctg against TextGrad 0.1.8.
+"""Step latency vs batch size: the paper's prompt-optimization step, three ways, one simulator.
 
-    python -m bench step [--batch-sizes 32] [--latency 100ms] [--loss string|judge]
-                         [--textgrad-max-batch 64]
+    python -m bench step [--quick] [--batch-sizes 1,4,16,32,64,256] [--latency 100ms]
+                         [--losses string,judge] [--textgrad-max-batch 64]
 
-One step = B forward calls, the backward pass (2B calls with the string loss, 3B with an LLM
-judge as the loss) and one optimizer call: 3B+1 or 4B+1 calls. Its critical path is 4 calls
-deep with the string loss (forward, two backward levels, optimizer) and 5 with the judge, so at
-a fixed latency L the bound is depth x L. TextGrad makes the calls one after another; asynctg
-runs each as soon as its inputs are ready.
+One step = B forward calls, the backward pass and one optimizer call: 3B+1 calls with the
+string-match loss, 4B+1 with an LLM judge as the loss. Its critical path is 4 calls deep with
+the string loss (forward, two backward levels, optimizer) and 5 with the judge, so at a fixed
+latency L no schedule beats the bound depth x L. An engine that caps requests in flight at C
+also cannot beat calls x L / C; ``bound_c_s`` is the larger of the two.
 
-TextGrad runs exactly as published from PyPI, in a subprocess pointed at the same simulator
-(OPENAI_BASE_URL), with fresh log and cache folders. Batch sizes above --textgrad-max-batch are
-not run with TextGrad (nothing is extrapolated).
+Each variant runs in its own process against the same simulator (loopback HTTP):
+
+- ``asynctg``: the step written with asynctg's native async API (``bench/native_step.py``);
+- ``compat``: ``bench/compat_script.py``, a TextGrad script, unchanged, on ``asynctg.compat``;
+- ``textgrad``: the same script on TextGrad 0.1.8 exactly as installed from PyPI.
+
+All three get the same generated questions. The step time is the script's own forward +
+backward + optimizer time (no interpreter start-up or imports). TextGrad runs only for batch
+sizes up to ``--textgrad-max-batch`` (it is sequential: about 0.3 s x B at 100 ms); nothing is
+extrapolated beyond what ran.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import subprocess
-import sys
+import math
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import sim_reset, sim_stats, simulator, table, write_result
-from bench.questions import SYSTEM_PROMPT, parse_integer_answer, questions
+from bench.common import (
+    ROOT,
+    Child,
+    has_module,
+    python_child,
+    ratio,
+    run_child,
+    save_plot,
+    sim_reset,
+    sim_stats,
+    simulator,
+    table,
+    textgrad_env,
+    write_result,
+)
+from bench.questions import write_bbh_file
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-async def native_step(base_url: str, batch: int, loss: str) -> dict[str, Any]:
-    """One step with asynctg's native API; the engine is told no budget (none binds here)."""
-    import asynctg as tg
-
-    async with tg.get_engine("gpt-4o", base_url=base_url, api_key="sk-bench") as engine:
-        tg.set_backward_engine(engine, override=True)
-        role = "system prompt to the language model"
-        system_prompt = tg.Variable(SYSTEM_PROMPT, requires_grad=True, role_description=role)
-        model = tg.BlackboxLLM(engine, system_prompt)
-        optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
-
-        def exact(prediction: tg.Variable, ground_truth_answer: tg.Variable) -> int:
-            return int(
-                parse_integer_answer(str(prediction.value))
-                == parse_integer_answer(str(ground_truth_answer.value))
-            )
-
-        string_loss = tg.autograd.StringBasedFunction(exact, function_purpose="checks the answer")
-        judge = tg.TextLoss(
-            "Evaluate whether the reasoning and final answer are correct; be critical and concise.",
-            engine=engine,
-        )
-
-        async def sample(q: str, a: str) -> tg.Variable:
-            x = tg.Variable(q, requires_grad=False, role_description="query to the language model")
-            y = tg.Variable(a, requires_grad=False, role_description="correct answer for the query")
-            response = await model(x)
-            if loss == "string":
-                return await string_loss(inputs=dict(prediction=response, ground_truth_answer=y))
-            return await judge(response)
-
-        t0 = time.perf_counter()
-        losses = await asyncio.gather(*(sample(q, a) for q, a in questions(batch)))
-        total = tg.sum(list(losses))
-        t1 = time.perf_counter()
-        await total.backward()
-        t2 = time.perf_counter()
-        await optimizer.step()
-        t3 = time.perf_counter()
-        return {
-            "forward_s": t1 - t0,
-            "backward_s": t2 - t1,
-            "optimizer_s": t3 - t2,
-            "step_s": t3 - t0,
-            "calls": engine.stats()["requests"],
-        }
+DEPTH = {"string": 4, "judge": 5}
+SIZES = "1,4,16,32,64,256"
+SCRIPT = ROOT / "bench" / "compat_script.py"
 
 
-def textgrad_step(base_url: str, batch: int, loss: str) -> dict[str, Any] | None:
-    """One step with TextGrad 0.1.8 in a subprocess; None if textgrad is not installed."""
-    check = "import importlib.util as u; print(u.find_spec('textgrad') is not None)"
-    probe = subprocess.run(
-        [sys.executable, "-c", check],
-        capture_output=True,
-        text=True,
-    )
-    if probe.stdout.strip() != "True":
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "OPENAI_BASE_URL": base_url,
-            "OPENAI_API_KEY": "sk-bench",
-            "TEXTGRAD_LOG_DIR": str(Path(tmp) / "logs"),
-            "XDG_CACHE_HOME": str(Path(tmp) / "cache"),
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        }
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "textgrad_step.py"),
-                *("--batch-size", str(batch), "--loss", loss),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp,
-            timeout=3600,
-        )
-    if out.returncode != 0:
-        raise RuntimeError(f"textgrad step failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def depth_bound(loss: str, latency: float) -> float:
+    """The critical-path bound: depth x latency."""
+    return DEPTH[loss] * latency
 
 
-def run(batch_sizes: list[int], latency: str, loss: str, tg_max: int) -> dict[str, Any]:
+def concurrency_bound(loss: str, latency: float, calls: int, concurrency: int) -> float:
+    """The larger of the depth bound and the work bound calls x L / C."""
+    return max(depth_bound(loss, latency), math.ceil(calls / concurrency) * latency)
+
+
+def run_native(url: str, batch: int, loss: str, concurrency: int) -> dict[str, Any]:
+    """asynctg's native step in a fresh process."""
+    cmd = python_child("-m", "bench.native_step", "--base-url", url)
+    cmd += ["--batch-size", str(batch), "--loss", loss, "--max-concurrency", str(concurrency)]
+    return run_child(cmd).json_line()
+
+
+def run_script(url: str, module: str, batch: int, loss: str, scratch: Path) -> dict[str, Any]:
+    """``compat_script.py`` on ``module`` (textgrad or asynctg.compat): one step of ``batch``."""
+    data = write_bbh_file(scratch / "questions.json", batch)
+    cmd = python_child(str(SCRIPT), "--module", module, "--loss", loss, "--data", str(data))
+    cmd += ["--batch-size", str(batch), "--train-size", str(batch), "--steps", "1"]
+    cmd += ["--val-size", "0", "--no-shuffle"]
+    child: Child = run_child(cmd, env=textgrad_env(scratch, url), cwd=scratch)
+    out = child.json_line()
+    (step,) = out["per_step"]
+    return {**step, "step_s": step["total"], "peak_rss_kib": out.get("peak_rss_kib")}
+
+
+def _variant(url: str, name: str, batch: int, loss: str, concurrency: int) -> dict[str, Any]:
+    sim_reset(url)
+    if name == "asynctg":
+        result = run_native(url, batch, loss, concurrency)
+    else:
+        module = "textgrad" if name == "textgrad" else "asynctg.compat"
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            result = run_script(url, module, batch, loss, Path(tmp))
+    stats = sim_stats(url)
+    result["sim_requests"] = stats["requests"]
+    result["sim_ok"] = stats["ok"]
+    return result
+
+
+def _row(
+    loss: str, batch: int, lat: float, concurrency: int, runs: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    bound = depth_bound(loss, lat)
+    native = runs["asynctg"]
+    row: dict[str, Any] = {
+        "loss": loss,
+        "B": batch,
+        "calls": native["sim_requests"],
+        "bound_s": round(bound, 3),
+        "bound_c_s": round(concurrency_bound(loss, lat, native["sim_requests"], concurrency), 3),
+    }
+    for name, run in runs.items():
+        row[f"{name}_s"] = round(run["step_s"], 3)
+        row[f"{name}_x_bound"] = ratio(run["step_s"], bound)
+        row[f"{name}_calls"] = run["sim_requests"]
+        if run.get("peak_rss_kib"):
+            row[f"{name}_peak_rss_mib"] = round(run["peak_rss_kib"] / 1024, 1)
+    tg = runs.get("textgrad")
+    if tg is not None:
+        row["speedup"] = round(tg["step_s"] / native["step_s"], 1)
+        if "compat" in runs:
+            row["compat_speedup"] = round(tg["step_s"] / runs["compat"]["step_s"], 2)
+    row["runs"] = runs
+    return row
+
+
+def run(
+    sizes: list[int], latency: str, loss: str, tg_max: int, concurrency: int, compat: bool
+) -> dict[str, Any]:
+    """Every variant at every size for one loss; one simulator for all of them."""
     from asynctg.sim import parse_latency
 
     lat = float(parse_latency(latency).mean())
-    depth = 4 if loss == "string" else 5
-    bound = depth * lat
+    with_textgrad = has_module("textgrad")
     rows = []
     with simulator("--latency", latency) as url:
-        for b in batch_sizes:
-            import asynctg as tg
+        for batch in sizes:
+            names = ["asynctg"]
+            if compat:
+                names.append("compat")
+            if with_textgrad and batch <= tg_max:
+                names.append("textgrad")
+            runs = {name: _variant(url, name, batch, loss, concurrency) for name in names}
+            answered = {name: run["sim_ok"] for name, run in runs.items()}
+            if len(set(answered.values())) > 1:
+                print(f"  warning: B={batch}: the variants made different calls: {answered}")
+            rows.append(_row(loss, batch, lat, concurrency, runs))
+            print(
+                f"  {loss} B={batch}: "
+                + ", ".join(f"{n} {r['step_s']:.2f}s" for n, r in runs.items()),
+                flush=True,
+            )
+    return {
+        "rows": rows,
+        "latency_s": lat,
+        "depth": DEPTH[loss],
+        "textgrad_installed": with_textgrad,
+        "textgrad_max_batch": tg_max,
+    }
 
-            sim_reset(url)
-            native = tg.run(native_step(url, b, loss))
-            native_requests = sim_stats(url)["requests"]
-            textgrad = None
-            tg_requests = None
-            if b <= tg_max:
-                sim_reset(url)
-                textgrad = textgrad_step(url, b, loss)
-                tg_requests = sim_stats(url)["requests"] if textgrad else None
-            row: dict[str, Any] = {
-                "loss": loss,
-                "B": b,
-                "calls": native_requests,
-                "bound_s": round(bound, 3),
-                "asynctg_s": round(native["step_s"], 3),
-                "x_bound": round(native["step_s"] / bound, 2),
-                "textgrad_s": round(textgrad["step_s"], 2) if textgrad else None,
-                "textgrad_calls": tg_requests,
-                "speedup": round(textgrad["step_s"] / native["step_s"], 1) if textgrad else None,
-                "native": native,
-                "textgrad": textgrad,
-            }
-            rows.append(row)
-    return {"rows": rows, "latency_s": lat, "depth": depth}
+
+COLUMNS = [
+    "B",
+    "calls",
+    "bound_s",
+    "bound_c_s",
+    "asynctg_s",
+    "asynctg_x_bound",
+    "compat_s",
+    "compat_x_bound",
+    "textgrad_s",
+    "textgrad_x_bound",
+    "speedup",
+    "compat_speedup",
+]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench step")
-    parser.add_argument("--batch-sizes", default="32", help="comma list, e.g. 1,4,16,64,256")
-    parser.add_argument("--latency", default="100ms")
-    parser.add_argument("--loss", choices=["string", "judge"], default="string")
-    parser.add_argument("--textgrad-max-batch", type=int, default=64)
-    parser.add_argument("--name", default=None, help="result file name (default step_<loss>)")
+    parser.add_argument("--quick", action="store_true", help="TextGrad only up to B=32")
+    parser.add_argument("--batch-sizes", default=SIZES, help="comma list")
+    parser.add_argument("--latency", default="100ms", help="simulated latency of every call")
+    parser.add_argument("--losses", default="string,judge", help="comma list: string,judge")
+    parser.add_argument("--textgrad-max-batch", type=int, default=None, help="default 64 (32)")
+    parser.add_argument("--max-concurrency", type=int, default=64, help="native engine's cap")
+    parser.add_argument("--no-compat", action="store_true", help="skip asynctg.compat")
     args = parser.parse_args(argv)
+    if args.textgrad_max_batch is None:
+        args.textgrad_max_batch = 32 if args.quick else 64
     sizes = [int(x) for x in args.batch_sizes.split(",") if x]
-    out = run(sizes, args.latency, args.loss, args.textgrad_max_batch)
-    print(
-        f"Step latency: the prompt-optimization step ({args.loss} loss), simulated latency "
-        f"{args.latency}, bound = {out['depth']} x latency"
-    )
-    cols = ["B", "calls", "bound_s", "asynctg_s", "x_bound"]
-    cols += ["textgrad_s", "textgrad_calls", "speedup"]
-    print(table(out["rows"], cols))
-    path = write_result(args.name or f"step_{args.loss}", vars(args), out)
-    print(f"wrote {path}")
-    return out
+    outs = {}
+    for loss in [x for x in args.losses.split(",") if x]:
+        out = run(
+            sizes,
+            args.latency,
+            loss,
+            args.textgrad_max_batch,
+            args.max_concurrency,
+            not args.no_compat,
+        )
+        print(
+            f"Step latency: the prompt-optimization step ({loss} loss), simulated latency "
+            f"{args.latency}, bound = {out['depth']} x latency; speedup = TextGrad / asynctg"
+        )
+        print(table(out["rows"], [c for c in COLUMNS if any(c in r for r in out["rows"])]))
+        settings = {**vars(args), "loss": loss, "sizes": sizes}
+        print(f"wrote {write_result(f'step_{loss}', settings, out)}")
+        save_plot(f"step_{loss}")
+        outs[loss] = out
+    return outs
