@@ -16,17 +16,16 @@ that step (the same final program, three calls fewer).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import Budget, EventSink, Meter, RunEvent, run_all
+from asynctg.apps.run import Budget, EventSink, ItemRun
 from asynctg.apps.sandbox import CodeRunner, TestRun, extract_code
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import AsyncTGError, ConfigError
+from asynctg.errors import ConfigError
 from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall
 from asynctg.graph.variable import Variable
@@ -210,85 +209,48 @@ async def optimize_code(
     runner = runner or CodeRunner(
         per_test_seconds=config.per_test_seconds, memory_mb=config.memory_mb
     )
-    if checkpoint is not None:
-        checkpoint.attach(engine)
-    state = checkpoint.state if checkpoint is not None and checkpoint.state else {}
-    records: dict[int, dict[str, Any]] = {int(k): v for k, v in state.get("done", {}).items()}
-    meter = Meter([engine], state.get("usage"))
-    config.budget.check_pricing(meter)
-    loss_fn = CodeTestTimeLoss(engine)
-    total = len(task.problems)
-    width = config.iterations + 2
-    stop_reason: str | None = config.budget.exceeded(meter.total())
-
-    def emit(kind: str, message: str, **data: Any) -> None:
-        if on_event is not None:
-            on_event(RunEvent(kind, message, data))
-
-    def save(status: str) -> None:
-        if checkpoint is not None:
-            checkpoint.save(
-                {
-                    "status": status,
-                    "stop_reason": stop_reason,
-                    "done": {str(k): v for k, v in sorted(records.items())},
-                    "usage": meter.total(),
-                }
-            )
-
-    emit(
-        "start",
-        f"refining programs for {total} problems of {task.name}, up to "
-        f"{config.iterations + 1} rounds each"
-        + (f" ({len(records)} already done)" if records else ""),
-        progress=f"{len(records)}/{total} problems",
+    run = ItemRun(
+        engine,
+        noun="problems",
+        total=len(task.problems),
+        budget=config.budget,
+        checkpoint=checkpoint,
+        on_event=on_event,
     )
-    tasks: list[asyncio.Task[None]] = []
+    loss_fn = CodeTestTimeLoss(engine)
+    width = config.iterations + 2
+    done = f" ({len(run.records)} already done)" if run.records else ""
+    run.emit(
+        "start",
+        f"refining programs for {run.total} problems of {task.name}, up to "
+        f"{config.iterations + 1} rounds each{done}",
+        progress=run.progress(),
+    )
 
-    async def one(i: int) -> None:
-        nonlocal stop_reason
-        problem = task.problems[i]
-        try:
-            record = await _refine(problem, engine, runner, loss_fn, config.iterations)
-        except AsyncTGError as exc:
-            record = {"task_id": problem.task_id, "error": f"{exc}"}
-        records[i] = record
-        outcome = (
-            "error"
-            if "error" in record
-            else ("passes" if record["final_passed"] else "fails")
-            + f" after {len(record['rounds']) - 1} rounds"
-        )
-        emit(
-            "item",
-            f"problem {problem.task_id}: {outcome}",
-            progress=f"{len(records)}/{total} problems",
-            accuracy=_pass_rate(list(records.values()), "final_passed"),
-            index=i,
-        )
-        save("running")
-        reason = config.budget.exceeded(meter.total())
-        if reason is not None and stop_reason is None:
-            stop_reason = reason
-            for t in tasks:
-                if t is not asyncio.current_task():
-                    t.cancel()
+    async def solve(i: int) -> dict[str, Any]:
+        return await _refine(task.problems[i], engine, runner, loss_fn, config.iterations)
 
-    if stop_reason is None:
-        await run_all(tasks, (one(i) for i in range(total) if i not in records))
+    def failed(i: int, exc: Exception) -> dict[str, Any]:
+        return {"task_id": task.problems[i].task_id, "error": f"{exc}"}
 
-    status = "stopped" if stop_reason else "completed"
-    save(status)
-    if stop_reason:
-        emit("stopped", f"stopped: --{stop_reason.replace('_', '-')} reached", reason=stop_reason)
-    ordered = [records[i] for i in sorted(records)]
+    def describe(i: int, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if "error" in record:
+            outcome = "error"
+        else:
+            verdict = "passes" if record["final_passed"] else "fails"
+            outcome = f"{verdict} after {len(record['rounds']) - 1} rounds"
+        accuracy = _pass_rate(list(run.records.values()), "final_passed")
+        return f"problem {task.problems[i].task_id}: {outcome}", {"accuracy": accuracy}
+
+    status = await run.run(solve, failed, describe)
+    ordered = run.ordered()
     first, final = _pass_rate(ordered, "first_passed"), _pass_rate(ordered, "final_passed")
     shown = ", ".join(
         f"{label} {value:.3f}"
         for label, value in (("first", first), ("final", final))
         if value is not None
     )
-    emit("done", f"{status}: pass rate {shown or 'n/a'}", status=status)
+    run.emit("done", f"{status}: pass rate {shown or 'n/a'}", status=status)
     return CodeResult(
         task=task.name,
         problems=ordered,
@@ -296,8 +258,8 @@ async def optimize_code(
         final_pass_rate=final,
         pass_rate_by_round=pass_rate_by_round(ordered, width),
         status=status,
-        stop_reason=stop_reason,
+        stop_reason=run.stop_reason,
         failed=sum(1 for r in ordered if "error" in r),
-        usage=meter.total(),
+        usage=run.meter.total(),
         config=config.fingerprint_fields(),
     )

@@ -8,12 +8,24 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError
+from asynctg.errors import AsyncTGError, ConfigError
 
-__all__ = ["Budget", "EventSink", "Meter", "RunEvent", "gather", "merge_usage", "run_all"]
+if TYPE_CHECKING:
+    from asynctg.apps.checkpoint import Checkpoint
+
+__all__ = [
+    "Budget",
+    "EventSink",
+    "ItemRun",
+    "Meter",
+    "RunEvent",
+    "gather",
+    "merge_usage",
+    "run_all",
+]
 
 T = TypeVar("T")
 
@@ -184,3 +196,99 @@ def _first_leaf(eg: BaseExceptionGroup[Any]) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+class ItemRun:
+    """The bookkeeping of a test-time loop whose items (questions, problems) run at once.
+
+    Shared by ``optimize_solutions`` and ``optimize_code``: the records resumed from a
+    checkpoint, the usage meter and budget, progress events, a checkpoint save after each
+    finished item, and a clean stop once a budget cap is reached (the items still running are
+    cancelled; their calls so far stay in the journal, so a resumed run replays them instead of
+    paying for them again). An item whose calls fail for good is recorded with its error and
+    the others go on.
+    """
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        *,
+        noun: str,
+        total: int,
+        budget: Budget,
+        checkpoint: Checkpoint | None,
+        on_event: EventSink | None,
+    ) -> None:
+        if checkpoint is not None:
+            checkpoint.attach(engine)
+        state = checkpoint.state if checkpoint is not None and checkpoint.state else {}
+        self.records: dict[int, dict[str, Any]] = {
+            int(k): v for k, v in state.get("done", {}).items()
+        }
+        self.meter = Meter([engine], state.get("usage"))
+        budget.check_pricing(self.meter)
+        self.noun, self.total, self.budget = noun, total, budget
+        self.checkpoint, self.on_event = checkpoint, on_event
+        self.stop_reason: str | None = budget.exceeded(self.meter.total())
+
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(RunEvent(kind, message, data))
+
+    def progress(self) -> str:
+        return f"{len(self.records)}/{self.total} {self.noun}"
+
+    def save(self, status: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.save(
+                {
+                    "status": status,
+                    "stop_reason": self.stop_reason,
+                    "done": {str(k): v for k, v in sorted(self.records.items())},
+                    "usage": self.meter.total(),
+                }
+            )
+
+    def ordered(self) -> list[dict[str, Any]]:
+        """The records so far, in item order."""
+        return [self.records[i] for i in sorted(self.records)]
+
+    async def run(
+        self,
+        solve: Callable[[int], Awaitable[dict[str, Any]]],
+        failed: Callable[[int, Exception], dict[str, Any]],
+        describe: Callable[[int, dict[str, Any]], tuple[str, dict[str, Any]]],
+    ) -> str:
+        """Run every unfinished item; "completed", or "stopped" when a budget cap was reached.
+
+        ``solve(i)`` computes item ``i``'s record; ``failed(i, exc)`` is the record of an item
+        whose calls failed for good; ``describe(i, record)`` gives the progress line and the
+        event's extra data.
+        """
+        tasks: list[asyncio.Task[None]] = []
+
+        async def one(i: int) -> None:
+            try:
+                record = await solve(i)
+            except AsyncTGError as exc:
+                record = failed(i, exc)
+            self.records[i] = record
+            message, data = describe(i, record)
+            self.emit("item", message, progress=self.progress(), index=i, **data)
+            self.save("running")
+            reason = self.budget.exceeded(self.meter.total())
+            if reason is not None and self.stop_reason is None:
+                self.stop_reason = reason
+                for t in tasks:
+                    if t is not asyncio.current_task():
+                        t.cancel()
+
+        if self.stop_reason is None:
+            todo = [i for i in range(self.total) if i not in self.records]
+            await run_all(tasks, (one(i) for i in todo))
+        status = "stopped" if self.stop_reason else "completed"
+        self.save(status)
+        if self.stop_reason:
+            limit = self.stop_reason.replace("_", "-")
+            self.emit("stopped", f"stopped: --{limit} reached", reason=self.stop_reason)
+        return status

@@ -14,7 +14,6 @@ rounds are sequential, as each needs the last one's answer.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,9 +21,9 @@ from typing import Any
 
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import Budget, EventSink, Meter, RunEvent, run_all
+from asynctg.apps.run import Budget, EventSink, ItemRun
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import AsyncTGError, ConfigError
+from asynctg.errors import ConfigError
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
@@ -142,87 +141,48 @@ async def optimize_solutions(
     reply) is recorded with its error and the others go on; ``failed`` counts them.
     """
     config = config or SolutionConfig()
-    if checkpoint is not None:
-        checkpoint.attach(engine)
-    state = checkpoint.state if checkpoint is not None and checkpoint.state else {}
-    records: dict[int, dict[str, Any]] = {int(k): v for k, v in state.get("done", {}).items()}
-    meter = Meter([engine], state.get("usage"))
-    config.budget.check_pricing(meter)
+    run = ItemRun(
+        engine,
+        noun="questions",
+        total=len(task.questions),
+        budget=config.budget,
+        checkpoint=checkpoint,
+        on_event=on_event,
+    )
     loss_fn = MultiChoiceTestTime(prompts.solution_loss_instruction(task.loss_kind), engine=engine)
     labels = _labels(config.iterations)
-    total = len(task.questions)
-    stop_reason: str | None = config.budget.exceeded(meter.total())
-
-    def emit(kind: str, message: str, **data: Any) -> None:
-        if on_event is not None:
-            on_event(RunEvent(kind, message, data))
-
-    def save(status: str) -> None:
-        if checkpoint is not None:
-            checkpoint.save(
-                {
-                    "status": status,
-                    "stop_reason": stop_reason,
-                    "done": {str(k): v for k, v in sorted(records.items())},
-                    "usage": meter.total(),
-                }
-            )
-
-    emit(
+    done = f" ({len(run.records)} already done)" if run.records else ""
+    run.emit(
         "start",
-        f"refining answers to {total} questions of {task.name}, {config.iterations} rounds each"
-        + (f" ({len(records)} already done)" if records else ""),
-        progress=f"{len(records)}/{total} questions",
+        f"refining answers to {run.total} questions of {task.name}, "
+        f"{config.iterations} rounds each{done}",
+        progress=run.progress(),
     )
-    todo = [i for i in range(total) if i not in records]
-    tasks: list[asyncio.Task[None]] = []
 
-    async def one(i: int) -> None:
-        nonlocal stop_reason
-        try:
-            record = await _solve_one(i, task.questions[i], engine, loss_fn, config.iterations)
-        except AsyncTGError as exc:
-            record = {"index": i, "answer": task.questions[i].answer, "error": f"{exc}"}
-        records[i] = record
-        acc = accuracy_by_round(list(records.values()), len(labels))
+    async def solve(i: int) -> dict[str, Any]:
+        return await _solve_one(i, task.questions[i], engine, loss_fn, config.iterations)
+
+    def failed(i: int, exc: Exception) -> dict[str, Any]:
+        return {"index": i, "answer": task.questions[i].answer, "error": f"{exc}"}
+
+    def describe(i: int, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        acc = accuracy_by_round(list(run.records.values()), len(labels))
         outcome = "error" if "error" in record else f"vote {record['vote']} ({record['answer']})"
-        emit(
-            "item",
-            f"question {i + 1}: {outcome}",
-            progress=f"{len(records)}/{total} questions",
-            accuracy=acc[-1],
-            index=i,
-        )
-        save("running")
-        reason = config.budget.exceeded(meter.total())
-        if reason is not None and stop_reason is None:
-            stop_reason = reason
-            # The questions still running stop here; their calls so far stay in the journal,
-            # so a resumed run replays them instead of paying for them again.
-            for t in tasks:
-                if t is not asyncio.current_task():
-                    t.cancel()
+        return f"question {i + 1}: {outcome}", {"accuracy": acc[-1]}
 
-    if stop_reason is None:
-        await run_all(tasks, (one(i) for i in todo))
-
-    status = "stopped" if stop_reason else "completed"
-    save(status)
-    if stop_reason:
-        emit("stopped", f"stopped: --{stop_reason.replace('_', '-')} reached", reason=stop_reason)
-    ordered = [records[i] for i in sorted(records)]
+    status = await run.run(solve, failed, describe)
+    ordered = run.ordered()
     accuracy = accuracy_by_round(ordered, len(labels))
-    failed = sum(1 for r in ordered if "error" in r)
-    emit("done", f"{status}: " + _summary(labels, accuracy), status=status)
+    run.emit("done", f"{status}: " + _summary(labels, accuracy), status=status)
     return SolutionResult(
         task=task.name,
         questions=ordered,
         accuracy=accuracy,
         labels=labels,
         status=status,
-        stop_reason=stop_reason,
-        failed=failed,
-        usage=meter.total(),
+        stop_reason=run.stop_reason,
+        failed=sum(1 for r in ordered if "error" in r),
+        usage=run.meter.total(),
         config=config.fingerprint_fields(),
     )
 
