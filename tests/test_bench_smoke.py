@@ -3,7 +3,7 @@
 Each runs as ``python -m bench ...`` in a subprocess against its own simulator, writing into a
 temporary results folder (``BENCH_RESULTS``), exactly as ``python -m bench all`` would.
 TextGrad's variants run when textgrad 0.1.8 is installed (the ``reference`` extra); the plots
-when matplotlib is (the ``bench`` extra).
+when matplotlib is (the ``test`` and ``bench`` extras both install it).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def test_plots_and_report_are_drawn_from_the_results(
     report = _bench(step, "report")
     assert "### Headline" in report and "### scale" in report
     if not has_module("matplotlib"):
-        pytest.skip("matplotlib is not installed (the bench extra)")
+        pytest.skip("matplotlib is not installed (the test and bench extras install it)")
     _bench(step, "plots")
     for png in ("step_string", "step_judge", "budget_rate", "overhead_cpu", "scale"):
         assert (step / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
