@@ -493,6 +493,33 @@ def test_a_blocking_call_on_the_compat_loop_itself_raises_instead_of_deadlocking
         check(inputs=dict(prediction=x))
 
 
+def test_string_functions_over_a_running_call_run_when_it_is_ready(engine: tg.Engine) -> None:
+    """Over a pending input, a sync function (in a worker thread) and an async one (on the
+    loop) both run once the reply is in, and their outputs differentiate as usual."""
+    model = tg.BlackboxLLM(engine, "You count things.")
+    x = tg.Variable(QUESTIONS[0][0], requires_grad=False, role_description="question")
+    response = model(x)
+    seen: list[str] = []
+
+    def sync_len(prediction: tg.Variable) -> int:
+        seen.append(threading.current_thread().name)
+        return len(str(prediction.value))
+
+    async def async_len(prediction: tg.Variable) -> int:
+        return len(str(prediction.value))
+
+    outputs = [
+        tg.autograd.StringBasedFunction(fn, function_purpose="measures the reply")(
+            inputs=dict(prediction=response)
+        )
+        for fn in (sync_len, async_len)
+    ]
+    expected = str(len(response.value))
+    assert [out.value for out in outputs] == [expected, expected]
+    assert seen and seen[0] not in ("MainThread", "asynctg-compat-loop")
+    assert all(out.grad_fn is not None and out.predecessors == (response,) for out in outputs)
+
+
 def test_exceptions_from_the_loop_propagate_unchanged(sim: Sim) -> None:
     """An exception raised on the loop reaches the caller as the same object and type."""
     boom = KeyError("raised on the loop")

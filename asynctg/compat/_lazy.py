@@ -46,9 +46,17 @@ _DONE = _SLOT["grad_fn"]
 _COPIED = [n for n in _SLOT if n not in ("_id", "grad_fn")] + ["grad_fn"]
 
 
-def _wait(variable: NativeVariable) -> None:
+def _future(variable: object) -> concurrent.futures.Future[None] | None:
+    """The future of ``variable``'s call while it runs (or failed); None once it is a value."""
+    if type(variable) is not Pending:
+        return None
     done = _DONE.__get__(variable)
-    if not isinstance(done, concurrent.futures.Future):
+    return done if isinstance(done, concurrent.futures.Future) else None
+
+
+def _wait(variable: NativeVariable) -> None:
+    done = _future(variable)
+    if done is None:
         return  # finished while this thread was looking
     if _loop.on_loop_thread():
         raise RuntimeError(
@@ -88,8 +96,8 @@ class Pending(Variable):
     _reduce_meta = _slot_property("_reduce_meta")
 
     def __repr__(self) -> str:
-        done = _DONE.__get__(self)
-        if isinstance(done, concurrent.futures.Future):
+        done = _future(self)
+        if done is not None:
             if not done.done():
                 return "<compat Variable, call still running>"
             if done.cancelled():
@@ -102,18 +110,15 @@ class Pending(Variable):
 
 def is_pending(variable: object) -> bool:
     """True while ``variable`` is the output of a compat call that has not finished."""
-    return type(variable) is Pending and isinstance(
-        _DONE.__get__(variable), concurrent.futures.Future
-    )
+    return _future(variable) is not None
 
 
 async def resolved(variables: Iterable[object]) -> None:
     """On the compat loop: wait until none of ``variables`` is pending (raises their errors)."""
     for variable in variables:
-        if type(variable) is Pending:
-            done = _DONE.__get__(variable)
-            if isinstance(done, concurrent.futures.Future):
-                await asyncio.wrap_future(done)
+        done = _future(variable)
+        if done is not None:
+            await asyncio.wrap_future(done)
 
 
 async def resolve_graph(root: NativeVariable) -> None:
@@ -134,8 +139,15 @@ def defer(make: Callable[[], Awaitable[NativeVariable]], inputs: Iterable[object
 
     ``make`` is called on the compat loop after every pending input has finished; the native
     output it returns is then copied into the pending variable, which becomes a ``Variable``.
+    An input that is not a variable is a ``ConfigError`` here, at the call, as in TextGrad.
     """
     waiting_on = list(inputs)
+    for value in waiting_on:
+        if not isinstance(value, NativeVariable):
+            raise ConfigError(
+                f"expected a tg.Variable, got {type(value).__name__}; wrap it: "
+                "tg.Variable(value, requires_grad=False, role_description='...')"
+            )
     done: concurrent.futures.Future[None] = concurrent.futures.Future()
     pending = Pending.__new__(Pending)
     _SLOT["_id"].__set__(pending, next(_variable_module._ids))

@@ -14,6 +14,7 @@ import abc
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from asynctg import prompts
@@ -22,7 +23,6 @@ from asynctg.compat._loop import run
 from asynctg.compat.engine import Engine, native_engine
 from asynctg.compat.variable import Variable, adopt
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError
 from asynctg.graph import FormattedLLMCall as NativeFormattedLLMCall
 from asynctg.graph import LLMCall as NativeLLMCall
 from asynctg.graph import Module as NativeModule
@@ -50,14 +50,14 @@ AnyEngine = Engine | ChatEngine | str | None
 def sum(variables: Sequence[NativeVariable]) -> Variable:
     """Concatenate variables into one; its feedback reaches each of them (no LLM call)."""
     if any(is_pending(v) for v in variables):
-        return defer(lambda: _now(native_sum, variables), variables)
+        return defer(partial(_now, native_sum, variables), variables)
     return adopt(native_sum(variables))
 
 
 def aggregate(variables: Sequence[NativeVariable]) -> Variable:
     """Like ``sum``, but feedback flowing back through it is merged into one by an LLM call."""
     if any(is_pending(v) for v in variables):
-        return defer(lambda: _now(native_aggregate, variables), variables)
+        return defer(partial(_now, native_aggregate, variables), variables)
     return adopt(native_aggregate(variables))
 
 
@@ -65,14 +65,8 @@ async def _now(fn: Callable[..., NativeVariable], *args: Any) -> NativeVariable:
     return fn(*args)
 
 
-def _check_inputs(values: Sequence[Any]) -> None:
-    """TextGrad raises at the call for a non-variable argument; so does compat, before deferring."""
-    for value in values:
-        if not isinstance(value, NativeVariable):
-            raise ConfigError(
-                f"expected a tg.Variable, got {type(value).__name__}; wrap it: "
-                "tg.Variable(value, requires_grad=False, role_description='...')"
-            )
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class Module(NativeModule):
@@ -97,9 +91,8 @@ class LLMCall(NativeLLMCall):
         input_variable: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        _check_inputs([input_variable])
-        call = super().__call__
-        return defer(lambda: call(input_variable, response_role_description), [input_variable])
+        call = partial(super().__call__, input_variable, response_role_description)
+        return defer(call, [input_variable])
 
     forward = __call__  # type: ignore[assignment]
 
@@ -125,12 +118,8 @@ class FormattedLLMCall(NativeFormattedLLMCall):
         inputs: Mapping[str, NativeVariable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        if not isinstance(inputs, Mapping):
-            raise ConfigError("this call takes inputs={field name: Variable, ...}")
-        self._check_fields(inputs)
-        _check_inputs(list(inputs.values()))
-        call = super().__call__
-        return defer(lambda: call(inputs, response_role_description), inputs.values())
+        self._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
+        return defer(partial(super().__call__, inputs, response_role_description), inputs.values())
 
     forward = __call__  # type: ignore[assignment]
 
@@ -146,9 +135,7 @@ class MultimodalLLMCall(NativeMultimodalLLMCall):
         inputs: Sequence[NativeVariable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        _check_inputs(list(inputs))
-        call = super().__call__
-        return defer(lambda: call(inputs, response_role_description), inputs)
+        return defer(partial(super().__call__, inputs, response_role_description), inputs)
 
     forward = __call__  # type: ignore[assignment]
 
@@ -169,12 +156,8 @@ class OrderedFieldsMultimodalLLMCall(NativeOrderedFieldsMultimodalLLMCall):
         inputs: Mapping[str, NativeVariable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        if not isinstance(inputs, Mapping):
-            raise ConfigError("this call takes inputs={field name: Variable, ...}")
-        self._check_fields(inputs)
-        _check_inputs(list(inputs.values()))
-        call = super().__call__
-        return defer(lambda: call(inputs, response_role_description), inputs.values())
+        self._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
+        return defer(partial(super().__call__, inputs, response_role_description), inputs.values())
 
     forward = __call__  # type: ignore[assignment]
 
@@ -187,7 +170,9 @@ class StringBasedFunction(NativeStringBasedFunction):
 
     The function runs in the caller's thread, as in TextGrad, not on the shared loop: a slow
     one (running tests, say) then never holds up other threads' calls, and it may itself use
-    the blocking API. An async function is awaited on the loop.
+    the blocking API. An async function is awaited on the loop. When an input is still being
+    computed (a compat call returns before its reply is in), the call returns at once and the
+    function runs once its inputs are ready, in a worker thread.
     """
 
     def __init__(self, fn: Callable[..., Any | Awaitable[Any]], function_purpose: str):
@@ -198,51 +183,25 @@ class StringBasedFunction(NativeStringBasedFunction):
         inputs: Mapping[str, NativeVariable],
         response_role_description: str | None = None,
     ) -> Variable:
-        if not isinstance(inputs, Mapping):
-            raise ConfigError("StringBasedFunction takes inputs={argument name: Variable, ...}")
-        for key, value in inputs.items():
-            if not isinstance(value, NativeVariable):
-                raise ConfigError(
-                    f"inputs[{key!r}] must be a tg.Variable, got {type(value).__name__}"
-                )
+        self._check_inputs(inputs)
         if any(is_pending(v) for v in inputs.values()):
-            # An input is still being computed (a deferred model call): run the function when
-            # it is ready, in a worker thread (it is the user's blocking code), and return now.
-            async def later() -> NativeVariable:
-                result = self.fn(**inputs)
-                if inspect.isawaitable(result):  # an async function: awaited on the loop
-                    result = await result
-                return await self._wrap(inputs, result, response_role_description)
-
-            def start() -> Awaitable[NativeVariable]:
-                if inspect.iscoroutinefunction(self.fn):
-                    return later()
-                return self._in_thread(inputs, response_role_description)
-
-            return defer(start, inputs.values())
+            # An input is still being computed (a deferred model call): run the function once
+            # it is ready, and return now.
+            return defer(partial(self._later, inputs, response_role_description), inputs.values())
         result = self.fn(**inputs)
-        return adopt(run(self._wrap(inputs, result, response_role_description)))
+        if inspect.isawaitable(result):  # an async function: awaited on the loop
+            result = run(_awaited(result))
+        return adopt(self._output(inputs, result, response_role_description))
 
-    async def _in_thread(
+    async def _later(
         self, inputs: Mapping[str, NativeVariable], response_role_description: str | None
     ) -> NativeVariable:
-        result = await asyncio.to_thread(lambda: self.fn(**inputs))
-        return await self._wrap(inputs, result, response_role_description)
-
-    async def _wrap(
-        self,
-        inputs: Mapping[str, NativeVariable],
-        result: Any,
-        response_role_description: str | None,
-    ) -> NativeVariable:
-        # The native forward does the rest (wrapping, role text, attaching the backward rule);
-        # it is handed the result already computed, through a one-off function of its own.
-        once = NativeStringBasedFunction(lambda **_: result, self.function_purpose)
-        output = await once(inputs, response_role_description)
-        # Backward belongs to this instance (same purpose, so the same feedback prompts), and
-        # output.grad_fn then names the user's function, not the one-off.
-        assert output.grad_fn is not None
-        self.attach(output, **output.grad_fn.saved)
-        return output
+        if inspect.iscoroutinefunction(self.fn):
+            result = await self.fn(**inputs)
+        else:  # the user's blocking code: in a worker thread, never on the loop
+            result = await asyncio.to_thread(self.fn, **inputs)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._output(inputs, result, response_role_description)
 
     forward = __call__  # type: ignore[assignment]

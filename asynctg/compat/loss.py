@@ -8,10 +8,10 @@ Each loss is the native one with a blocking ``__call__``/``forward``. Deviation 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from asynctg import loss as native
 from asynctg.compat._lazy import defer
-from asynctg.compat.autograd import _check_inputs
 from asynctg.compat.engine import Engine, native_engine
 from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
@@ -38,9 +38,7 @@ class TextLoss(native.TextLoss):
         super().__init__(eval_system_prompt, native_engine(engine))
 
     def __call__(self, instance: NativeVariable) -> Variable:  # type: ignore[override]
-        _check_inputs([instance])
-        call = super().__call__
-        return defer(lambda: call(instance), [instance])
+        return defer(partial(super().__call__, instance), [instance])
 
     forward = __call__  # type: ignore[assignment]
 
@@ -60,9 +58,7 @@ class MultiFieldEvaluation(native.MultiFieldEvaluation):
         )
 
     def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
-        _check_inputs(list(inputs))
-        call = super().__call__
-        return defer(lambda: call(inputs), inputs)
+        return defer(partial(super().__call__, inputs), inputs)
 
     forward = __call__  # type: ignore[assignment]
 
@@ -87,9 +83,7 @@ class MultiFieldTokenParsedEvaluation(native.MultiFieldTokenParsedEvaluation):
         )
 
     def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
-        _check_inputs(list(inputs))
-        call = super().__call__
-        return defer(lambda: call(inputs), inputs)
+        return defer(partial(super().__call__, inputs), inputs)
 
     forward = __call__  # type: ignore[assignment]
 
@@ -106,9 +100,7 @@ class MultiChoiceTestTime(native.MultiChoiceTestTime):
         super().__init__(evaluation_instruction, native_engine(engine), system_prompt)
 
     def __call__(self, question: str, prediction: NativeVariable) -> Variable:  # type: ignore[override]
-        _check_inputs([prediction])
-        call = super().__call__
-        return defer(lambda: call(question, prediction), [prediction])
+        return defer(partial(super().__call__, question, prediction), [prediction])
 
     forward = __call__  # type: ignore[assignment]
 
@@ -127,8 +119,8 @@ class ImageQALoss(native.ImageQALoss):
     def __call__(  # type: ignore[override]
         self, image: NativeVariable, question: NativeVariable, response: NativeVariable
     ) -> Variable:
-        _check_inputs([image, question, response])
-        call = super().__call__
-        return defer(lambda: call(image, question, response), [image, question, response])
+        return defer(
+            partial(super().__call__, image, question, response), [image, question, response]
+        )
 
     forward = __call__  # type: ignore[assignment]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from asynctg import prompts
 from asynctg.compat._lazy import defer
-from asynctg.compat.autograd import _check_inputs
 from asynctg.compat.engine import Engine, native_engine
 from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
@@ -36,8 +37,6 @@ class BlackboxLLM(NativeBlackboxLLM):
         x: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        _check_inputs([x])
-        call = super().__call__
-        return defer(lambda: call(x, response_role_description), [x])
+        return defer(partial(super().__call__, x, response_role_description), [x])
 
     forward = __call__  # type: ignore[assignment]

@@ -372,13 +372,28 @@ class StringBasedFunction(Function):
         inputs: Mapping[str, Variable],
         response_role_description: str | None = None,
     ) -> Variable:
+        self._check_inputs(inputs)
+        result = self.fn(**inputs)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._output(inputs, result, response_role_description)
+
+    forward = __call__
+
+    def _check_inputs(self, inputs: Mapping[str, Variable]) -> None:
+        """ConfigError unless ``inputs`` maps argument names to variables."""
         if not isinstance(inputs, Mapping):
             raise ConfigError("StringBasedFunction takes inputs={argument name: Variable, ...}")
         for key, value in inputs.items():
             _check_variable(value, f"inputs[{key!r}]")
-        result = self.fn(**inputs)
-        if inspect.isawaitable(result):
-            result = await result
+
+    def _output(
+        self,
+        inputs: Mapping[str, Variable],
+        result: Any,
+        response_role_description: str | None,
+    ) -> Variable:
+        """The function's ``result`` as the output variable, with this backward rule attached."""
         if isinstance(result, Variable):
             result = result.value
         role = response_role_description or (
@@ -390,8 +405,6 @@ class StringBasedFunction(Function):
             role_description=role,
         )
         return self.attach(response, inputs=dict(inputs))
-
-    forward = __call__
 
     def backward(
         self,
