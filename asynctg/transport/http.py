@@ -84,25 +84,24 @@ class AiohttpTransport:
         # Content-Length counts the bytes on the wire: with a Content-Encoding (gzip, br, ...)
         # the body is decompressed as it is read and may be any size, so it is counted instead.
         encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
-        if length is not None and length <= self._max_bytes and not encoded:
-            return await resp.read()
         if length is not None and not encoded:
-            raise ResponseTooLargeError(
-                f"response body of {length} bytes exceeds the cap of {self._max_bytes} bytes; "
-                "raise it with AiohttpTransport(max_response_bytes=...) if such answers are "
-                "expected"
-            )
+            if length > self._max_bytes:
+                raise self._too_large(f"of {length} bytes ")
+            return await resp.read()
         chunks: list[bytes] = []
         size = 0
         while chunk := await resp.content.read(_CHUNK):
             size += len(chunk)
             if size > self._max_bytes:
-                raise ResponseTooLargeError(
-                    f"response body exceeds the cap of {self._max_bytes} bytes; raise it with "
-                    "AiohttpTransport(max_response_bytes=...) if such answers are expected"
-                )
+                raise self._too_large("")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large(self, size: str) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"response body {size}exceeds the cap of {self._max_bytes} bytes; raise it with "
+            "AiohttpTransport(max_response_bytes=...) if such answers are expected"
+        )
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
