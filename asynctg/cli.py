@@ -384,6 +384,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     from asynctg.apps import Budget, CodeConfig, PromptConfig, SolutionConfig
     from asynctg.apps.checkpoint import Checkpoint
     from asynctg.apps.report import prepare_report_dir
+    from asynctg.apps.run import unpriced_error
     from asynctg.tasks import TASKS, get_task
 
     command = args.command
@@ -435,10 +436,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
         unpriced = [m for m in dict.fromkeys((model, optimizer_model)) if price_for(m) is None]
         if unpriced:
-            raise ConfigError(
-                f"--max-cost needs a price for {', '.join(unpriced)}, which is not in the price "
-                "table; pass --price PROMPT,COMPLETION (dollars per million tokens)"
-            )
+            raise unpriced_error(unpriced)
     fingerprint = {
         "command": command,
         "task": task.name,

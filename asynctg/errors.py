@@ -62,6 +62,20 @@ class ConfigError(AsyncTGError, ValueError):
     """A setting or an input is wrong; raised before anything is sent."""
 
 
+def require_int(
+    name: str, value: object, minimum: int, *, optional: bool = False, noun: str = "an integer"
+) -> None:
+    """ConfigError unless ``value`` is an int >= ``minimum`` (or None, when ``optional``).
+
+    ``bool`` is refused although it is an ``int``: ``True`` as a count is always a mistake.
+    """
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        alternative = " or None" if optional else ""
+        raise ConfigError(f"{name} must be {noun} >= {minimum}{alternative}, got {value!r}")
+
+
 class APIError(AsyncTGError):
     """The provider could not give us an answer."""
 

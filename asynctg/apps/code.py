@@ -25,7 +25,7 @@ from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import Budget, EventSink, ItemRun
 from asynctg.apps.sandbox import CodeRunner, TestRun, extract_code
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError
+from asynctg.errors import require_int
 from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall
 from asynctg.graph.variable import Variable
@@ -86,9 +86,7 @@ class CodeConfig:
     budget: Budget = field(default_factory=Budget)
 
     def __post_init__(self) -> None:
-        it = self.iterations
-        if isinstance(it, bool) or not isinstance(it, int) or it < 0:
-            raise ConfigError(f"iterations must be an integer >= 0, got {it!r}")
+        require_int("iterations", self.iterations, 0)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         return {

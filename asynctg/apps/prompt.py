@@ -31,7 +31,7 @@ from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import Budget, EventSink, Meter, RunEvent, gather
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError, OptimizerParseError
+from asynctg.errors import ConfigError, OptimizerParseError, require_int
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.ops import sum as tg_sum
 from asynctg.graph.variable import Variable
@@ -64,14 +64,9 @@ class PromptConfig:
     budget: Budget = field(default_factory=Budget)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        steps = self.steps_per_epoch
-        bad = isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
-        if steps is not None and bad:
-            raise ConfigError(f"steps_per_epoch must be an integer >= 1 or None, got {steps!r}")
+        require_int("batch_size", self.batch_size, 1)
+        require_int("epochs", self.epochs, 1)
+        require_int("steps_per_epoch", self.steps_per_epoch, 1, optional=True)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The settings that change the result (epochs only extend a run, budgets only stop it)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import AsyncTGError, ConfigError
+from asynctg.errors import AsyncTGError, ConfigError, require_int
 
 if TYPE_CHECKING:
     from asynctg.apps.checkpoint import Checkpoint
@@ -135,20 +135,12 @@ class Budget:
     def __post_init__(self) -> None:
         if self.max_cost is not None and not self.max_cost > 0:
             raise ConfigError(f"max_cost must be > 0 dollars, got {self.max_cost!r}")
-        if self.max_calls is not None and (
-            isinstance(self.max_calls, bool)
-            or not isinstance(self.max_calls, int)
-            or self.max_calls < 1
-        ):
-            raise ConfigError(f"max_calls must be an integer >= 1, got {self.max_calls!r}")
+        if self.max_calls is not None:
+            require_int("max_calls", self.max_calls, 1)
 
     def check_pricing(self, meter: Meter) -> None:
         if self.max_cost is not None and not meter.priced():
-            models = ", ".join(e.model for e in meter.engines if e.usage.price is None)
-            raise ConfigError(
-                f"--max-cost needs a price for {models}, which is not in the price table; pass "
-                "--price PROMPT,COMPLETION (dollars per million tokens)"
-            )
+            raise unpriced_error([e.model for e in meter.engines if e.usage.price is None])
 
     def exceeded(self, usage: Mapping[str, Any]) -> str | None:
         """Why the run must stop ("max_cost" or "max_calls"), or None."""
@@ -189,6 +181,14 @@ async def run_all(
             tasks.extend(group.create_task(c) for c in coroutines)
     except BaseExceptionGroup as eg:
         raise _first_leaf(eg) from None
+
+
+def unpriced_error(models: Iterable[str]) -> ConfigError:
+    """What to say when ``--max-cost`` is given but these models have no price."""
+    return ConfigError(
+        f"--max-cost needs a price for {', '.join(models)}, which is not in the price table; "
+        "pass --price PROMPT,COMPLETION (dollars per million tokens)"
+    )
 
 
 def _first_leaf(eg: BaseExceptionGroup[Any]) -> BaseException:

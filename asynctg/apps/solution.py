@@ -23,7 +23,7 @@ from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import Budget, EventSink, ItemRun
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError
+from asynctg.errors import require_int
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
@@ -42,9 +42,7 @@ class SolutionConfig:
     budget: Budget = field(default_factory=Budget)
 
     def __post_init__(self) -> None:
-        it = self.iterations
-        if isinstance(it, bool) or not isinstance(it, int) or it < 0:
-            raise ConfigError(f"iterations must be an integer >= 0, got {it!r}")
+        require_int("iterations", self.iterations, 0)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         return {"iterations": self.iterations}

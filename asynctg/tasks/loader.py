@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from asynctg.errors import ConfigError
+from asynctg.errors import ConfigError, require_int
 
 __all__ = ["DataLoader"]
 
@@ -44,8 +44,7 @@ class DataLoader(Generic[T]):
         shuffle: bool = True,
         seed: int | None = 0,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        require_int("batch_size", batch_size, 1)
         if len(data) == 0:
             raise ConfigError("the DataLoader got no data")
         self.data = data

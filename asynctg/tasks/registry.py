@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from asynctg import prompts
-from asynctg.errors import ConfigError
+from asynctg.errors import ConfigError, require_int
 from asynctg.tasks import files, generate, hub
 from asynctg.tasks.types import (
     QA,
@@ -89,8 +89,8 @@ def _cap(items: Sequence[T], n: int | None) -> list[T]:
 
 
 def _check_size(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+    if value is not None:
+        require_int(name, value, 0, noun="a whole number")
 
 
 def get_task(
