@@ -135,8 +135,6 @@ class _PromptRun:
         )
         self.loader = DataLoader(task.train, batch_size=config.batch_size, seed=config.seed)
         self.history: list[dict[str, Any]] = []
-        self.unusable_updates = 0  # steps whose optimizer reply had no usable new prompt
-        self.step_unusable = False  # the step being recorded is one of them
         self.epoch = 0  # passes completed
         self.step_in_epoch = 0
         previous = checkpoint.state.get("usage") if checkpoint and checkpoint.state else None
@@ -199,9 +197,9 @@ class _PromptRun:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def train_step(self, batch: Sequence[QA]) -> float | None:
+    async def train_step(self, batch: Sequence[QA]) -> tuple[float | None, bool]:
+        """One minibatch: (its training accuracy, whether the optimizer's reply was usable)."""
         self.optimizer.zero_grad()
-        self.step_unusable = False
 
         async def loss_for(example: QA) -> Variable:
             x = Variable(example.question, requires_grad=False, role_description=QUERY_ROLE)
@@ -219,14 +217,13 @@ class _PromptRun:
             # A model that will not answer inside the tags (small local models often do not)
             # costs this step its update, not the run: the prompt is unchanged (steps are
             # atomic), the event says so, and training goes on with the next minibatch.
-            self.unusable_updates += 1
-            self.step_unusable = True
             self.emit(
                 "optimizer_reply_unusable",
                 f"optimizer reply unusable ({exc}); the prompt is unchanged this step",
                 reply=exc.reply[:500],
             )
-        return train_accuracy
+            return train_accuracy, False
+        return train_accuracy, True
 
     async def initial(self) -> None:
         started = time.monotonic()
@@ -246,6 +243,7 @@ class _PromptRun:
         *,
         reverted: bool,
         started: float,
+        unusable: bool = False,
     ) -> None:
         usage = self.meter.total()
         row = {
@@ -256,7 +254,7 @@ class _PromptRun:
             "validation_accuracy": val_acc,
             "test_accuracy": test_acc,
             "reverted": reverted,
-            "optimizer_reply_unusable": step > 0 and self.step_unusable,
+            "optimizer_reply_unusable": unusable,
             "seconds": round(time.monotonic() - started, 3),
             "provider_calls": usage["provider_calls"],
             "total_tokens": usage["total_tokens"],
@@ -313,7 +311,7 @@ class _PromptRun:
             step = len(self.history)
             self.emit("progress", "", progress=f"step {step}/{self.total_steps} running")
             previous_prompt = str(self.system_prompt.value)
-            train_acc = await self.train_step(batch)
+            train_acc, usable = await self.train_step(batch)
             val_acc = None
             reverted = False
             if config.validate:
@@ -327,7 +325,15 @@ class _PromptRun:
             if config.evaluate_test:
                 test_acc = await self.evaluate("test", self.task.test)
             self.step_in_epoch += 1
-            self.record(step, train_acc, test_acc, val_acc, reverted=reverted, started=started)
+            self.record(
+                step,
+                train_acc,
+                test_acc,
+                val_acc,
+                reverted=reverted,
+                started=started,
+                unusable=not usable,
+            )
             self.save("running")
             stop_reason = config.budget.exceeded(self.meter.total())
         status = "stopped" if stop_reason else "completed"
