@@ -1,8 +1,14 @@
-"""Helpers shared by the tests: canned provider answers for the in-memory transport."""
+"""Helpers shared by the tests: canned provider answers for the in-memory transport, and the
+simulator as a subprocess."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -96,3 +102,74 @@ def sent_bodies(transport: MockTransport) -> list[dict[str, Any]]:
 
 
 Handler = Callable[[HTTPRequest], HTTPResponse]
+
+
+class SimProcess:
+    """``python -m asynctg sim --port 0 ARGS`` in a subprocess, with its control routes.
+
+    ``log``: where the simulator's stderr goes (default: discarded). Stop it with ``close()``.
+    """
+
+    def __init__(self, *args: str, log: Path | None = None) -> None:
+        self._log = log.open("w") if log is not None else None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "asynctg", "sim", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log if self._log is not None else subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()  # the base URL, printed once serving
+        if not line.startswith("http"):
+            self.close()
+            why = log.read_text() if log is not None else f"exit code {self.proc.returncode}"
+            raise RuntimeError(f"the simulator did not start: {why}")
+        self.base_url = line
+        self.root = line.rsplit("/v1", 1)[0]
+
+    def _call(self, path: str, method: str = "GET") -> Any:
+        data = b"" if method == "POST" else None
+        request = urllib.request.Request(self.root + path, method=method, data=data)
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The recorded request bodies (the simulator must run with ``--record``)."""
+        recorded: list[dict[str, Any]] = self._call("/sim/requests")
+        return recorded
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self._call("/sim/stats")
+        return stats
+
+    def reset(self) -> None:
+        self._call("/sim/reset", "POST")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+
+
+def message_text(content: Any) -> str:
+    """A message's text: the string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+
+
+def request_kind(request: dict[str, Any]) -> str:
+    """ "optimizer", "backward" or "forward", told apart by the tag protocol."""
+    text = "\n".join(message_text(m.get("content")) for m in request["messages"])
+    if "<IMPROVED_VARIABLE>" in text:
+        return "optimizer"
+    if "<OBJECTIVE_FUNCTION>" in text:
+        return "backward"
+    return "forward"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-import json
 import os
 import random
 import signal
@@ -19,12 +18,12 @@ import sys
 import textwrap
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import SimProcess, request_kind
 
 import asynctg
 import asynctg.compat as tg
@@ -48,55 +47,9 @@ STARTING_PROMPT = (
 )
 
 
-class Sim:
-    """``python -m asynctg sim --port 0 ARGS`` in a subprocess, with its control routes."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "asynctg", "sim", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()  # the base URL, printed once serving
-        if not line.startswith("http"):
-            self.close()
-            raise RuntimeError(f"the simulator did not start (exit code {self.proc.returncode})")
-        self.base_url = line
-        self.root = line.rsplit("/v1", 1)[0]
-
-    def _call(self, path: str, method: str = "GET") -> Any:
-        data = b"" if method == "POST" else None
-        request = urllib.request.Request(self.root + path, method=method, data=data)
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def requests(self) -> list[dict[str, Any]]:
-        recorded: list[dict[str, Any]] = self._call("/sim/requests")
-        return recorded
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self._call("/sim/stats")
-        return stats
-
-    def reset(self) -> None:
-        self._call("/sim/reset", "POST")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Sim]:
-    server = Sim("--latency", f"{int(LATENCY * 1000)}ms", "--record")
+def sim() -> Iterator[SimProcess]:
+    server = SimProcess("--latency", f"{int(LATENCY * 1000)}ms", "--record")
     try:
         yield server
     finally:
@@ -105,32 +58,17 @@ def sim() -> Iterator[Sim]:
 
 
 @pytest.fixture(scope="module")
-def engine(sim: Sim) -> tg.Engine:
+def engine(sim: SimProcess) -> tg.Engine:
     return tg.get_engine("gpt-4o", base_url=sim.base_url, api_key="sk-test")
 
 
 @pytest.fixture(autouse=True)
-def _fresh(sim: Sim) -> Iterator[None]:
+def _fresh(sim: SimProcess) -> Iterator[None]:
     sim.reset()
     yield
     # set_backward_engine is process-wide, as in TextGrad: leave no engine behind
     runtime._backward_engine.set(None)
     runtime._global_backward_engine = None
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-
-
-def _kind(request: dict[str, Any]) -> str:
-    text = "\n".join(_text(m.get("content")) for m in request["messages"])
-    if "<IMPROVED_VARIABLE>" in text:
-        return "optimizer"
-    if "<OBJECTIVE_FUNCTION>" in text:
-        return "backward"
-    return "forward"
 
 
 def string_based_equality_fn(prediction: tg.Variable, ground_truth_answer: tg.Variable) -> int:
@@ -168,7 +106,7 @@ def _forward_batch(
 # --- the script pattern -----------------------------------------------------------------------
 
 
-def test_prompt_optimization_script_runs_unchanged(sim: Sim, engine: tg.Engine) -> None:
+def test_prompt_optimization_script_runs_unchanged(sim: SimProcess, engine: tg.Engine) -> None:
     """TextGrad's prompt-optimization loop runs as written: 3B+1 calls, feedback, a new prompt."""
     batch_size = 4
     tg.set_backward_engine(engine, override=True)
@@ -202,7 +140,7 @@ def test_prompt_optimization_script_runs_unchanged(sim: Sim, engine: tg.Engine) 
 
     assert system_prompt.value != STARTING_PROMPT
     assert str(system_prompt.value).startswith(STARTING_PROMPT)  # the simulator appends a tip
-    kinds = [_kind(r) for r in sim.requests()]
+    kinds = [request_kind(r) for r in sim.requests()]
     assert len(kinds) == 3 * batch_size + 1
     assert kinds.count("backward") == 2 * batch_size
     assert kinds.count("optimizer") == 1
@@ -266,7 +204,7 @@ def test_losses_and_formatted_calls_block_and_return_variables(engine: tg.Engine
     assert response.gradients
 
 
-def test_engine_generate_and_call_block(sim: Sim, engine: tg.Engine) -> None:
+def test_engine_generate_and_call_block(sim: SimProcess, engine: tg.Engine) -> None:
     """engine.generate(prompt, system_prompt=...) and engine(prompt, ...) return the reply text."""
     first = engine.generate("Tell me about blue whales.", system_prompt="Be brief.")
     second = engine("Tell me about red pandas.", system_prompt="Be briefer.")
@@ -279,7 +217,7 @@ def test_engine_generate_and_call_block(sim: Sim, engine: tg.Engine) -> None:
     ]
 
 
-def test_set_backward_engine_needs_override(engine: tg.Engine, sim: Sim) -> None:
+def test_set_backward_engine_needs_override(engine: tg.Engine, sim: SimProcess) -> None:
     """Replacing the backward engine needs override=True, as in TextGrad."""
     tg.set_backward_engine(engine)
     other = tg.get_engine("gpt-4o-mini", base_url=sim.base_url)
@@ -289,7 +227,7 @@ def test_set_backward_engine_needs_override(engine: tg.Engine, sim: Sim) -> None
     assert runtime.get_backward_engine() is other.native
 
 
-def test_backward_engine_set_in_one_thread_is_seen_by_every_thread(sim: Sim) -> None:
+def test_backward_engine_set_in_one_thread_is_seen_by_every_thread(sim: SimProcess) -> None:
     """TextGrad's setting is one per process: a worker thread's override reaches all threads."""
     first = tg.get_engine("gpt-4o", base_url=sim.base_url, api_key="sk-test")
     second = tg.get_engine("gpt-4o-mini", base_url=sim.base_url, api_key="sk-test")
@@ -307,7 +245,7 @@ async def _current_backward_engine() -> asynctg.ChatEngine:
     return runtime.get_backward_engine()
 
 
-def test_one_engine_across_event_loops_leaks_no_session(sim: Sim) -> None:
+def test_one_engine_across_event_loops_leaks_no_session(sim: SimProcess) -> None:
     """An engine used from two asyncio.run calls, then the compat loop, closes each old session."""
     import gc
     import warnings
@@ -327,7 +265,7 @@ def test_one_engine_across_event_loops_leaks_no_session(sim: Sim) -> None:
 # --- concurrency ------------------------------------------------------------------------------
 
 
-def test_blocking_calls_from_16_threads_at_once(sim: Sim, engine: tg.Engine) -> None:
+def test_blocking_calls_from_16_threads_at_once(sim: SimProcess, engine: tg.Engine) -> None:
     """16 threads calling model(x), eval_fn(...) and engine(...) at once each get their answer."""
     model = tg.BlackboxLLM(engine, STARTING_PROMPT)
     eval_fn = _loss_fn()
@@ -360,7 +298,7 @@ def test_blocking_calls_from_16_threads_at_once(sim: Sim, engine: tg.Engine) -> 
     assert elapsed < 12 * LATENCY
 
 
-def test_backward_of_a_batch_of_8_takes_two_latencies(sim: Sim, engine: tg.Engine) -> None:
+def test_backward_of_a_batch_of_8_takes_two_latencies(sim: SimProcess, engine: tg.Engine) -> None:
     """B=8: the 16 feedback calls run as two concurrent levels (~2 x latency, not 16 x)."""
     tg.set_backward_engine(engine, override=True)
     system_prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
@@ -381,7 +319,7 @@ def test_backward_of_a_batch_of_8_takes_two_latencies(sim: Sim, engine: tg.Engin
     assert len(system_prompt.gradients) == 8
 
 
-def test_a_plain_forward_loop_runs_its_calls_together(sim: Sim, engine: tg.Engine) -> None:
+def test_a_plain_forward_loop_runs_its_calls_together(sim: SimProcess, engine: tg.Engine) -> None:
     """The script's one-sample-at-a-time forward loop returns at once; its 8 calls overlap."""
     system_prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
     model = tg.BlackboxLLM(engine, system_prompt)
@@ -397,7 +335,7 @@ def test_a_plain_forward_loop_runs_its_calls_together(sim: Sim, engine: tg.Engin
     assert stats["ok"] == 8 and stats["max_in_flight"] == 8
 
 
-def test_a_failed_deferred_call_raises_where_its_result_is_read(sim: Sim) -> None:
+def test_a_failed_deferred_call_raises_where_its_result_is_read(sim: SimProcess) -> None:
     """A provider error in a deferred call is raised on reading, typed; dependants raise it too."""
     from asynctg.engine import RetryPolicy
 
@@ -428,7 +366,7 @@ def test_bad_arguments_still_raise_at_the_call(engine: tg.Engine) -> None:
         call(inputs={"question": tg.Variable("x", requires_grad=False, role_description="q")})
 
 
-def test_step_updates_all_parameters_concurrently(sim: Sim, engine: tg.Engine) -> None:
+def test_step_updates_all_parameters_concurrently(sim: SimProcess, engine: tg.Engine) -> None:
     """optimizer.step() with 4 parameters makes its 4 calls at once (~1 x latency, not 4 x)."""
     tg.set_backward_engine(engine, override=True)
     prompts = [
@@ -459,7 +397,7 @@ def test_step_updates_all_parameters_concurrently(sim: Sim, engine: tg.Engine) -
 
 
 async def test_blocking_calls_inside_a_running_loop_raise_config_error(
-    sim: Sim, engine: tg.Engine
+    sim: SimProcess, engine: tg.Engine
 ) -> None:
     """In `async def`, every blocking call raises ConfigError pointing to `import asynctg`."""
     prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
@@ -520,7 +458,7 @@ def test_string_functions_over_a_running_call_run_when_it_is_ready(engine: tg.En
     assert all(out.grad_fn is not None and out.predecessors == (response,) for out in outputs)
 
 
-def test_exceptions_from_the_loop_propagate_unchanged(sim: Sim) -> None:
+def test_exceptions_from_the_loop_propagate_unchanged(sim: SimProcess) -> None:
     """An exception raised on the loop reaches the caller as the same object and type."""
     boom = KeyError("raised on the loop")
 
@@ -540,7 +478,9 @@ def test_exceptions_from_the_loop_propagate_unchanged(sim: Sim) -> None:
     missing.close()
 
 
-def test_ctrl_c_while_blocked_cancels_the_work_on_the_loop(sim: Sim, engine: tg.Engine) -> None:
+def test_ctrl_c_while_blocked_cancels_the_work_on_the_loop(
+    sim: SimProcess, engine: tg.Engine
+) -> None:
     """KeyboardInterrupt during step() cancels the step on the loop: nothing changes later."""
     tg.set_backward_engine(engine, override=True)
     prompt = tg.Variable(STARTING_PROMPT, requires_grad=True, role_description="prompt")
@@ -584,7 +524,7 @@ def test_shutdown_stops_the_loop_and_the_next_call_starts_another(engine: tg.Eng
     assert _loop.loop() is not first
 
 
-def test_interpreter_exit_closes_everything_cleanly(sim: Sim, tmp_path: Path) -> None:
+def test_interpreter_exit_closes_everything_cleanly(sim: SimProcess, tmp_path: Path) -> None:
     """A script that never calls shutdown exits 0 with no unclosed-session or task warnings."""
     script = tmp_path / "script.py"
     script.write_text(

@@ -19,12 +19,13 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import SimProcess, message_text, request_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "compat_script.py"
@@ -46,64 +47,13 @@ _STEP_ARGS = ("--batch-size", str(B), "--steps", "1", "--val-size", "0", "--no-s
 _FEEDBACK = re.compile(r"<FEEDBACK>(.*?)</FEEDBACK>", re.DOTALL)
 
 
-class RecordingSim:
-    """``python -m asynctg sim --port 0 --record`` in a subprocess; stopped by ``close()``."""
-
-    def __init__(self, *args: str, log: Path) -> None:
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "asynctg", "sim", "--port", "0", "--record", *args],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()  # the base URL, once it is serving
-        if not line.startswith("http"):
-            self.close()
-            raise RuntimeError(f"the simulator did not start: {log.read_text()}")
-        self.base_url = line
-        self.root = line.rsplit("/v1", 1)[0]
-
-    def requests(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(self.root + "/sim/requests", timeout=10) as resp:
-            recorded: list[dict[str, Any]] = json.loads(resp.read())
-        return recorded
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-
-
-def _kind(request: dict[str, Any]) -> str:
-    text = "\n".join(_text(m.get("content")) for m in request["messages"])
-    if "<IMPROVED_VARIABLE>" in text:
-        return "optimizer"
-    if "<OBJECTIVE_FUNCTION>" in text:
-        return "backward"
-    return "forward"
-
-
 def _message(request: dict[str, Any], role: str) -> str:
-    return "\n".join(_text(m["content"]) for m in request["messages"] if m["role"] == role)
+    return "\n".join(message_text(m["content"]) for m in request["messages"] if m["role"] == role)
 
 
 def _run(module: str, workdir: Path) -> dict[str, Any]:
     workdir.mkdir()
-    sim = RecordingSim("--latency", "0", log=workdir / "sim.log")
+    sim = SimProcess("--latency", "0", "--record", log=workdir / "sim.log")
     try:
         env = {
             **os.environ,
@@ -146,7 +96,7 @@ def first_batch() -> list[str]:
 @pytest.mark.parametrize("module", MODULES)
 def test_a_step_makes_3b_plus_1_calls(runs: dict[str, dict[str, Any]], module: str) -> None:
     """One step with B=4 makes 3B+1 = 13 calls: B forward, 2B backward, 1 optimizer."""
-    kinds = [_kind(r) for r in runs[module]["requests"]]
+    kinds = [request_kind(r) for r in runs[module]["requests"]]
     assert len(kinds) == 3 * B + 1
     assert kinds.count("forward") == B
     assert kinds.count("backward") == 2 * B
@@ -162,7 +112,7 @@ def test_forward_calls_send_the_variable_as_system_prompt(
     The compat layer sends them concurrently, so they reach the server in any order.
     """
     run = runs[module]
-    forward = [r for r in run["requests"] if _kind(r) == "forward"]
+    forward = [r for r in run["requests"] if request_kind(r) == "forward"]
     assert [_message(r, "system") for r in forward] == [run["initial_prompt"]] * B
     assert sorted(_message(r, "user") for r in forward) == sorted(first_batch)
 
@@ -172,7 +122,7 @@ def test_backward_calls_carry_the_feedback_tags(
     runs: dict[str, dict[str, Any]], module: str
 ) -> None:
     """Each of the 2B backward calls marks <ROLE>, <VARIABLE> and <OBJECTIVE_FUNCTION>."""
-    backward = [r for r in runs[module]["requests"] if _kind(r) == "backward"]
+    backward = [r for r in runs[module]["requests"] if request_kind(r) == "backward"]
     assert len(backward) == 2 * B
     for request in backward:
         user = _message(request, "user")
@@ -185,7 +135,7 @@ def test_the_optimizer_call_has_one_feedback_block_per_sample(
     runs: dict[str, dict[str, Any]], module: str
 ) -> None:
     """The optimizer's prompt holds B <FEEDBACK>...</FEEDBACK> blocks, one per sample."""
-    (optimizer,) = [r for r in runs[module]["requests"] if _kind(r) == "optimizer"]
+    (optimizer,) = [r for r in runs[module]["requests"] if request_kind(r) == "optimizer"]
     user = _message(optimizer, "user")
     assert user.count("</FEEDBACK>") == B
     assert len(_FEEDBACK.findall(user)) == B
@@ -194,17 +144,13 @@ def test_the_optimizer_call_has_one_feedback_block_per_sample(
 
 def test_both_libraries_make_the_same_calls(runs: dict[str, dict[str, Any]]) -> None:
     """Per-kind call counts are equal, and the forward calls are identical, across libraries."""
-    counts = {
-        m: {k: [_kind(r) for r in runs[m]["requests"]].count(k) for k in ("forward", "backward")}
-        | {"optimizer": [_kind(r) for r in runs[m]["requests"]].count("optimizer")}
-        for m in MODULES
-    }
+    counts = {m: Counter(request_kind(r) for r in runs[m]["requests"]) for m in MODULES}
     assert counts["textgrad"] == counts["asynctg.compat"]
     forward = {  # as a multiset: compat's concurrent calls arrive in any order
         m: sorted(
             json.dumps(r["messages"], sort_keys=True)
             for r in runs[m]["requests"]
-            if _kind(r) == "forward"
+            if request_kind(r) == "forward"
         )
         for m in MODULES
     }
