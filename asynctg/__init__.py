@@ -26,6 +26,7 @@ from asynctg.errors import (
     RateLimitError,
     ResponseParseError,
     ResponseTooLargeError,
+    SandboxUnavailableError,
     ServerError,
 )
 from asynctg.graph import BlackboxLLM, Module, Variable, aggregate, sum
@@ -75,6 +76,7 @@ __all__ = [
     "ResponseParseError",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "SandboxUnavailableError",
     "ServerError",
     "TextLoss",
     "TextualGradientDescent",

@@ -238,8 +238,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "code",
         help="code optimization from test feedback (LeetCode-Hard)",
         description=(
-            "Refine a program for every problem from the results of running its tests in a "
-            "sandboxed subprocess (time and memory limits, no network), as in the TextGrad paper."
+            "Refine a program for every problem from the results of running its tests, as in "
+            "the TextGrad paper. Model-written code runs in a bubblewrap sandbox (no network, "
+            "files, keys or other processes; time, memory and process limits); without "
+            "bubblewrap the command stops before running anything."
         ),
     )
     _task_options(code, "python_basics")
@@ -249,6 +251,12 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test-timeout", type=_positive_float, default=5.0, help="seconds per test (5)")
     g.add_argument(
         "--memory-mb", type=_int_at_least(64), default=1024, help="memory per test run (1024)"
+    )
+    g.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run model-written code WITHOUT isolation (it can read your files and keys and "
+        "reach the network); only for code you would run yourself",
     )
     _endpoint_options(code)
     _run_options(code)
@@ -421,13 +429,24 @@ def _plan(args: argparse.Namespace) -> _Plan:
         task = get_task(args.task, data=args.data, data_seed=args.data_seed, limit=args.limit)
         loop_config = SolutionConfig(iterations=args.iterations, budget=budget)
     else:
+        from asynctg.apps.sandbox import probe_isolation
+
         task = get_task(args.task, data=args.data, limit=args.limit)
         loop_config = CodeConfig(
             iterations=args.iterations,
             per_test_seconds=args.test_timeout,
             memory_mb=args.memory_mb,
             budget=budget,
+            isolation="unsafe-no-sandbox" if args.unsafe_no_sandbox else "bubblewrap",
         )
+        # before any call: without a working sandbox the run stops here (exit 2)
+        isolation = probe_isolation(loop_config.isolation)
+        if args.unsafe_no_sandbox:
+            print(
+                "asynctg: WARNING: --unsafe-no-sandbox: model-written code runs without "
+                "isolation; it can read your files and keys and reach the network",
+                file=sys.stderr,
+            )
     use_sim = bool(getattr(args, "sim", False))
     base_url, model = _endpoint(args, use_sim=use_sim)
     optimizer_model = getattr(args, "optimizer_model", None) or model
@@ -474,6 +493,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         "endpoint": "built-in simulator" if use_sim else (base_url or "OpenAI"),
         **{k: v for k, v in fingerprint.items() if k not in ("command", "task", "data")},
     }
+    if command == "code":
+        plan.meta["isolation"] = isolation
     return plan
 
 

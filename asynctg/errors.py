@@ -4,6 +4,7 @@
 
     AsyncTGError
     ├── ConfigError                 (also a ValueError) bad settings or input, found before sending
+    │   └── SandboxUnavailableError the code sandbox (bubblewrap) is missing or refused here
     ├── APIError                    the provider could not give us an answer
     │   ├── APIStatusError          an HTTP error status; carries status, request_id, body
     │   │   ├── BadRequestError             400, 404, 409, 422 and other 4xx we don't name
@@ -50,6 +51,7 @@ __all__ = [
     "RateLimitError",
     "ResponseParseError",
     "ResponseTooLargeError",
+    "SandboxUnavailableError",
     "ServerError",
 ]
 
@@ -60,6 +62,11 @@ class AsyncTGError(Exception):
 
 class ConfigError(AsyncTGError, ValueError):
     """A setting or an input is wrong; raised before anything is sent."""
+
+
+class SandboxUnavailableError(ConfigError):
+    """Model-written code cannot run isolated here; nothing was run. The message says how to fix
+    it (install bubblewrap, run in a container) and names ``--unsafe-no-sandbox``."""
 
 
 def require_int(

@@ -1,6 +1,6 @@
 """``python -m bench COMMAND``: asynctg's benchmarks. Each prints a table and writes JSON.
 
-    python -m bench step|budget|overhead|scale [--quick] [options]   one benchmark
+    python -m bench step|budget|overhead|scale|sandbox [--quick] ...   one benchmark
     python -m bench all [--quick] [--check]                          all of them, then plots
     python -m bench plots                                            redraw the PNGs
     python -m bench report [--check]                                 headline + Markdown tables
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "budget": "bench.budget",
     "overhead": "bench.overhead",
     "scale": "bench.scale",
+    "sandbox": "bench.sandbox",
 }
 TOOLS = {"plots": "bench.plots", "report": "bench.report"}
 

@@ -354,63 +354,7 @@ async def test_code_loss_sees_problem_program_and_test_results(sim_factory: Any)
     assert evaluations[0]["messages"][0]["content"] == tg.prompts.CODE_EVALUATOR_SYSTEM_PROMPT
 
 
-# --- the sandbox ----------------------------------------------------------------------------
-
-
-async def test_sandbox_reports_passes_and_failures() -> None:
-    """Passing tests pass; a wrong value and an exception are explained per test."""
-    run = await apps.run_tests(
-        "def f(x):\n    print('noise')\n    return x + 1\n",
-        ["assert f(1) == 2", "assert f(2) == 4", "assert g(1) == 1"],
-    )
-    assert run.passed == (True, False, False)
-    assert "the code returned 3, expected 4" in run.outcomes[1].message
-    assert "NameError" in run.outcomes[2].message
-    assert "**Tests the code passed:**\nassert f(1) == 2" in run.feedback()
-
-
-async def test_sandbox_kills_hangs_and_caps_memory() -> None:
-    """A loop hits the per-test alarm; a hang that blocks the alarm is killed with its process
-    group; a huge allocation fails inside the memory cap."""
-    runner = apps.CodeRunner(per_test_seconds=0.3, startup_seconds=1.0, memory_mb=256)
-    looping = await runner.run("def f():\n    while True:\n        pass\n", ["assert f()"])
-    assert "no result within 0.3 s" in looping.outcomes[0].message
-    stuck = await runner.run(
-        "import signal, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n"
-        "def f():\n    time.sleep(60)\n",
-        ["assert f()", "assert f() == 1"],
-    )
-    assert stuck.timed_out and not any(stuck.passed)
-    assert "run was stopped" in stuck.outcomes[1].message
-    assert stuck.seconds < 5
-    big = await runner.run("def f():\n    return len(bytearray(2 << 30))\n", ["assert f() > 0"])
-    assert "out of memory" in big.outcomes[0].message
-
-
-@pytest.mark.parametrize("network", ["auto", "audit-hook"])
-async def test_sandbox_has_no_network_and_no_processes(network: Any, tmp_path: Path) -> None:
-    """Sockets, subprocesses and writes outside the run's folder are refused."""
-    runner = apps.CodeRunner(per_test_seconds=3, network=network)
-    outside = tmp_path / "escaped.txt"
-    code = (
-        "import socket, subprocess\n"
-        "def net():\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n    return 1\n"
-        "def spawn():\n    return subprocess.run(['true']).returncode\n"
-        f"def write():\n    open({str(outside)!r}, 'w').write('x')\n    return 1\n"
-        "def local():\n    open('ok.txt', 'w').write('x')\n    return 1\n"
-    )
-    tests = [
-        "assert net() == 1",
-        "assert spawn() == 0",
-        "assert write() == 1",
-        "assert local() == 1",
-    ]
-    run = await runner.run(code, tests)
-    assert run.passed == (False, False, False, True)
-    assert "not allowed" in run.outcomes[0].message
-    assert not outside.exists()
-    if network == "audit-hook":
-        assert run.network == "audit-hook"
+# --- code extraction ------------------------------------------------------------------------
 
 
 def test_extract_code_from_replies() -> None:

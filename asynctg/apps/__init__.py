@@ -5,7 +5,7 @@
 - ``optimize_solutions``: solution optimization at test time (MMLU, GPQA): refine each answer
   with a test-time loss, majority vote over the iterates.
 - ``optimize_code``: code optimization (LeetCode-Hard): refine each program from the results of
-  running its tests in a sandboxed subprocess.
+  running its tests in a bubblewrap sandbox (see ``asynctg.apps.sandbox``).
 
 Each takes a task from ``asynctg.tasks``, an engine, an optional ``Checkpoint`` (resumable
 runs) and an optional event listener (e.g. ``Progress``), and returns a result with

@@ -23,7 +23,7 @@ from typing import Any
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import Budget, EventSink, ItemRun
-from asynctg.apps.sandbox import CodeRunner, TestRun, extract_code
+from asynctg.apps.sandbox import CodeRunner, Isolation, TestRun, extract_code
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import require_int
 from asynctg.graph.function import Module
@@ -78,12 +78,15 @@ class CodeTestTimeLoss(Module):
 @dataclass(frozen=True)
 class CodeConfig:
     """Settings: up to ``1 + iterations`` refinement rounds per problem (the paper: 4);
-    each test may run ``per_test_seconds``, in ``memory_mb`` of memory."""
+    each test may run ``per_test_seconds``, in ``memory_mb`` of memory. ``isolation`` is the
+    sandbox (see ``asynctg.apps.sandbox``): "bubblewrap", or "unsafe-no-sandbox" to run
+    model-written code without one."""
 
     iterations: int = 4
     per_test_seconds: float = 5.0
     memory_mb: int = 1024
     budget: Budget = field(default_factory=Budget)
+    isolation: Isolation = "bubblewrap"
 
     def __post_init__(self) -> None:
         require_int("iterations", self.iterations, 0)
@@ -110,6 +113,7 @@ class CodeResult:
     failed: int
     usage: dict[str, Any]
     config: dict[str, Any]
+    isolation: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,7 +125,7 @@ def _run_record(code: str, run: TestRun) -> dict[str, Any]:
         "passed": list(run.passed),
         "all_passed": run.all_passed,
         "feedback": run.feedback(),
-        "network": run.network,
+        "isolation": run.isolation,
     }
 
 
@@ -198,15 +202,20 @@ async def optimize_code(
 ) -> CodeResult:
     """Refine a program for every problem of ``task``; see the module docstring.
 
-    ``runner`` runs the tests (default: a ``CodeRunner`` with the config's limits). With
+    ``runner`` runs the tests (default: a ``CodeRunner`` with the config's limits and
+    isolation); where its isolation does not work, ``SandboxUnavailableError`` is raised before
+    any call is made or any code runs. With
     ``checkpoint``, each finished problem is saved and a resumed run skips it; the calls of
     unfinished problems are replayed from the journal. A problem whose calls fail for good is
     recorded with its error and the others go on.
     """
     config = config or CodeConfig()
     runner = runner or CodeRunner(
-        per_test_seconds=config.per_test_seconds, memory_mb=config.memory_mb
+        per_test_seconds=config.per_test_seconds,
+        memory_mb=config.memory_mb,
+        isolation=config.isolation,
     )
+    isolation = await runner.ensure_ready()
     run = ItemRun(
         engine,
         noun="problems",
@@ -221,7 +230,7 @@ async def optimize_code(
     run.emit(
         "start",
         f"refining programs for {run.total} problems of {task.name}, up to "
-        f"{config.iterations + 1} rounds each{done}",
+        f"{config.iterations + 1} rounds each{done}; tests run in {isolation}",
         progress=run.progress(),
     )
 
@@ -260,4 +269,5 @@ async def optimize_code(
         failed=sum(1 for r in ordered if "error" in r),
         usage=run.meter.total(),
         config=config.fingerprint_fields(),
+        isolation=isolation,
     )

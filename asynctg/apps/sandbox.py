@@ -1,54 +1,95 @@
-"""Running model-written code against its tests: a child process with limits, killed on timeout.
+"""Running model-written code against its tests, inside bubblewrap, with verdicts decided here.
 
-Each run starts a fresh ``python -I`` (isolated: no user site, no environment variables read)
-in a new, empty temporary folder with a minimal environment, as the leader of a new process
-group, and feeds it the code and the tests. The child (``asynctg/apps/_harness.py``):
+Everything a model writes is untrusted: whoever can steer the provider's output chooses the code.
+So each program runs in a fresh `bubblewrap <https://github.com/containers/bubblewrap>`_ sandbox
+(the one Flatpak uses):
 
-- sets ``RLIMIT_AS`` (memory), ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_FSIZE`` (file size) and
-  no core dumps;
-- installs an audit hook that refuses sockets, starting processes, signalling other processes,
-  loading native libraries through ctypes, and writing files outside its folder;
-- runs each test with its own wall-clock alarm, and reports one line per test as it goes.
+- new user, PID, IPC, UTS, cgroup, mount and network namespaces (``--unshare-all``; the network
+  has only its own loopback), no further user namespaces (``--disable-userns``), all
+  capabilities dropped, ``--die-with-parent`` and ``--new-session`` (no terminal injection);
+- an empty root with only ``/usr`` (and the ``/lib*``/``/bin`` links), the Python installation
+  and the dynamic linker's cache mounted read-only; a private ``/tmp`` tmpfs of fixed size is
+  the only writable place; no home, no checkout, no virtualenv, no ``/etc``, no host sockets, and
+  a ``/proc`` that shows only the sandbox's own processes;
+- ``--clearenv`` and a three-variable environment; the parent starts bubblewrap itself with a
+  minimal environment, so no key of the user's is anywhere in the sandbox;
+- ``python -I -S`` (no site-packages, no ``.pth`` files, no environment variables read);
+- hard resource limits set before the code runs (address space, CPU seconds, file size,
+  processes, open files, no core files): soft and hard are equal, so the code cannot raise them.
+  As root the kernel does not apply the process limit, so a ``pids`` cgroup caps the sandbox
+  instead (and is used to kill every process it holds).
 
-No network: where unprivileged user namespaces work (most Linux systems), the child also runs
-under ``unshare --user --net``, in a network namespace with no interfaces, so even code that
-slips past the audit hook cannot reach the network. Where they do not, the audit hook is the
-only guard. The parent kills the whole process group with SIGKILL when the run exceeds its
-time limit, and every test without a result is reported as timed out.
+The child (``asynctg/apps/_harness.py``) only reports what each test expression *evaluated to*, as
+plain, type-tagged data; this module compares those values with the test's expected side, which
+never enters the sandbox. An object that claims to equal everything is not plain data and fails;
+writing fake lines to the result channel is detected (every line must be the next check's, once)
+and fails the whole run. What the child sends is read up to ``max_output_bytes``; more fails the
+remaining tests with "output too large". At the end of every run, not only on timeout, the
+sandbox's process group is killed (bubblewrap's PID namespace takes every process in it along),
+and its ``/tmp`` goes with the mount namespace: no process and no file outlives the run.
 
-This keeps honest-but-buggy code from hanging the loop, eating the machine's memory or
-touching the network; it is not a security boundary against code written to escape (Python's
-audit hooks are not one). Run untrusted code in a container or VM.
+Where bubblewrap is missing or refused (Docker's default seccomp profile, Ubuntu's AppArmor rule
+for unprivileged user namespaces, macOS), :class:`SandboxUnavailableError` says so before
+anything runs; there is no silent fallback. ``isolation="unsafe-no-sandbox"`` (the CLI's
+``--unsafe-no-sandbox``) runs the same harness as a plain child process with the same limits and
+an audit-hook tripwire, which code written to escape gets past; it logs a warning every time a
+runner is made. docs/applications.md has the threat model.
 
->>> # result = await run_tests("def f(x):\\n    return x + 1", ["assert f(1) == 2"])
->>> # result.all_passed -> True
+>>> # run = await CodeRunner().run("def f(x):\\n    return x + 1", ["assert f(1) == 2"])
+>>> # run.all_passed -> True
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import collections
 import contextlib
+import functools
 import json
+import logging
 import math
+import operator
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from asynctg import prompts
-from asynctg.errors import ConfigError
+from asynctg.errors import ConfigError, SandboxUnavailableError, require_int
 
-__all__ = ["CodeRunner", "TestOutcome", "TestRun", "extract_code", "run_tests"]
+__all__ = [
+    "CodeRunner",
+    "TestOutcome",
+    "TestRun",
+    "extract_code",
+    "probe_isolation",
+    "run_tests",
+]
 
+log = logging.getLogger("asynctg.sandbox")
+
+Isolation = Literal["bubblewrap", "unsafe-no-sandbox"]
 HARNESS = Path(__file__).with_name("_harness.py")
-_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent"}
-_unshare_works: bool | None = None
+_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+_INSTALL_HINT = (
+    "Install it (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`), "
+    "or run asynctg inside a container or VM that allows it; `--unsafe-no-sandbox` "
+    "(CodeRunner(isolation='unsafe-no-sandbox')) runs model-written code without isolation."
+)
+_FEEDBACK_CHARS = 8000  # the test report sent back to the model
+_LINE_CHARS = 600  # one test's line in that report
+_UNSAFE_WARNING = (
+    "model-written code runs WITHOUT a sandbox (--unsafe-no-sandbox): it can read your files "
+    "and keys and reach the network"
+)
 
 
 @dataclass(frozen=True)
@@ -62,19 +103,20 @@ class TestOutcome:
     message: str = ""
 
     def line(self) -> str:
-        return self.test if self.passed else f"{self.test}  # fails: {self.message}"
+        text = self.test if self.passed else f"{self.test}  # fails: {self.message}"
+        return text if len(text) <= _LINE_CHARS else text[: _LINE_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True)
 class TestRun:
-    """The outcome of running code against its tests."""
+    """The outcome of running code against its tests, and the isolation it ran under."""
 
     __test__ = False
 
     outcomes: tuple[TestOutcome, ...]
     seconds: float
     timed_out: bool
-    network: Literal["namespace", "audit-hook"]
+    isolation: str
 
     @property
     def passed(self) -> tuple[bool, ...]:
@@ -85,11 +127,21 @@ class TestRun:
         return all(self.passed) and bool(self.outcomes)
 
     def feedback(self) -> str:
-        """The test results as the code evaluator reads them."""
-        return prompts.unit_test_report(
-            [o.line() for o in self.outcomes if o.passed],
-            [o.line() for o in self.outcomes if not o.passed],
-        )
+        """The test results as the code evaluator reads them, at most about 8,000 characters."""
+        passed = _capped([o.line() for o in self.outcomes if o.passed], _FEEDBACK_CHARS // 2)
+        failed = _capped([o.line() for o in self.outcomes if not o.passed], _FEEDBACK_CHARS // 2)
+        return prompts.unit_test_report(passed, failed)
+
+
+def _capped(lines: list[str], budget: int) -> list[str]:
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if budget - len(line) < 0:
+            kept.append(f"... and {len(lines) - i} more")
+            break
+        budget -= len(line) + 1
+        kept.append(line)
+    return kept
 
 
 def extract_code(text: str) -> str:
@@ -109,36 +161,373 @@ def extract_code(text: str) -> str:
     return text.strip()
 
 
-async def _can_unshare() -> bool:
-    global _unshare_works
-    if _unshare_works is None:
-        path = shutil.which("unshare")
-        ok = False
-        if path is not None and sys.platform.startswith("linux"):
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    path,
-                    "--user",
-                    "--net",
-                    "true",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
+# --- tests: what the child evaluates, what stays here ----------------------------------------
+
+_OPS: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], Any]]] = {
+    ast.Eq: ("==", operator.eq),
+    ast.NotEq: ("!=", operator.ne),
+    ast.Lt: ("<", operator.lt),
+    ast.LtE: ("<=", operator.le),
+    ast.Gt: (">", operator.gt),
+    ast.GtE: (">=", operator.ge),
+    ast.In: ("in", lambda a, b: a in b),
+    ast.NotIn: ("not in", lambda a, b: a not in b),
+    ast.Is: ("is", operator.is_),
+    ast.IsNot: ("is not", operator.is_not),
+}
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one test is judged. ``send`` goes to the child; the rest stays in the parent."""
+
+    send: dict[str, Any] | None  # None: decided here without running (the test is broken)
+    op: str = ""  # "" for a truth test or a statement
+    expected: Any = _MISSING  # a literal right-hand side: never sent to the child
+    expected_text: str = ""
+    problem: str = ""
+
+
+def _plan(test: str) -> _Plan:
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError) as exc:
+        return _Plan(None, problem=f"the test does not compile: {exc}")
+    body = tree.body
+    if len(body) != 1 or not isinstance(body[0], ast.Assert):
+        return _Plan({"stmt": test})
+    check = body[0].test
+    if isinstance(check, ast.Compare) and len(check.ops) == 1 and type(check.ops[0]) in _OPS:
+        left = ast.unparse(check.left)
+        right = check.comparators[0]
+        op = _OPS[type(check.ops[0])][0]
+        text = ast.get_source_segment(test, right) or ast.unparse(right)
+        try:
+            expected = ast.literal_eval(right)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            # both sides come from the child, as plain data, and are compared here
+            return _Plan({"exprs": [left, ast.unparse(right)]}, op=op, expected_text=text)
+        return _Plan({"exprs": [left]}, op=op, expected=expected, expected_text=text)
+    return _Plan({"exprs": [ast.unparse(check)]})
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _decode(node: Any, depth: int = 0) -> Any:
+    """A tagged plain value from the child back into Python; _Malformed for anything else."""
+    if depth > 120:
+        raise _Malformed
+    if node is None or type(node) in (bool, int, float, str):
+        return node
+    if type(node) is list:
+        return [_decode(x, depth + 1) for x in node]
+    if type(node) is not dict or len(node) != 1:
+        raise _Malformed
+    ((tag, inner),) = node.items()
+    try:
+        if tag == "int":
+            return int(inner)
+        if tag == "float" and inner in ("nan", "inf", "-inf"):
+            return float(inner)
+        if tag == "bytes":
+            return bytes.fromhex(inner)
+        items = [_decode(x, depth + 1) for x in inner] if type(inner) is list else None
+        if items is None:
+            raise _Malformed
+        if tag == "tuple":
+            return tuple(items)
+        if tag == "set":
+            return set(items)
+        if tag == "frozenset":
+            return frozenset(items)
+        if tag == "deque":
+            return collections.deque(items)
+        if tag == "complex" and len(items) == 2:
+            return complex(items[0], items[1])
+        if tag == "dict" and all(type(p) is list and len(p) == 2 for p in items):
+            return {k: v for k, v in items}
+    except (TypeError, ValueError, OverflowError) as exc:  # unhashable key, bad hex, ...
+        raise _Malformed from exc
+    raise _Malformed
+
+
+def _short(value: Any, n: int = 300) -> str:
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int past the digit limit, a cycle cannot happen
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _judge(test: str, plan: _Plan, record: dict[str, Any]) -> TestOutcome:
+    if "error" in record:
+        return TestOutcome(test, False, str(record["error"])[:400])
+    if "done" in record:
+        return TestOutcome(test, True)
+    values = [_decode(v) for v in record["values"]]
+    if not plan.op:
+        holds = bool(values[0])
+        return TestOutcome(test, holds, "" if holds else "the assertion does not hold")
+    actual = values[0]
+    expected = plan.expected if plan.expected is not _MISSING else values[1]
+    compare = next(fn for symbol, fn in _OPS.values() if symbol == plan.op)
+    try:
+        holds = bool(compare(actual, expected))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return TestOutcome(test, False, f"the code returned {_short(actual)}, which fails: {exc}")
+    if holds:
+        return TestOutcome(test, True)
+    wanted = plan.expected_text
+    wanted = wanted if len(wanted) <= 300 else wanted[:297] + "..."
+    if plan.op == "==":
+        return TestOutcome(test, False, f"the code returned {_short(actual)}, expected {wanted}")
+    return TestOutcome(
+        test, False, f"the code returned {_short(actual)}; the test needs it {plan.op} {wanted}"
+    )
+
+
+def _outcomes(
+    tests: list[str], plans: list[_Plan], raw: bytes, why_missing: str
+) -> tuple[TestOutcome, ...]:
+    """Pair the child's lines with the tests; any line out of place voids the whole run."""
+    sent = [i for i, plan in enumerate(plans) if plan.send is not None]
+    records: dict[int, dict[str, Any]] = {}
+    lines = raw.split(b"\n")
+    complete, _ = lines[:-1], lines[-1]  # a cut-off last line is simply missing
+    try:
+        for n, line in enumerate(complete):
+            record = json.loads(line)
+            if (
+                type(record) is not dict
+                or n >= len(sent)
+                or record.get("i") != n
+                or type(record.get("i")) is not int
+                or len(record) != 2
+                or not (
+                    type(record.get("error")) is str
+                    or record.get("done") is True
+                    or (
+                        type(record.get("values")) is list
+                        and len(record["values"]) == len(plans[sent[n]].send["exprs"])  # type: ignore[index]
+                    )
                 )
-                ok = await asyncio.wait_for(proc.wait(), 10) == 0
-            except (OSError, TimeoutError):
-                ok = False
-        _unshare_works = ok
-    return _unshare_works
+            ):
+                raise _Malformed
+            records[sent[n]] = record
+        out = []
+        for i, (test, plan) in enumerate(zip(tests, plans, strict=True)):
+            if plan.send is None:
+                out.append(TestOutcome(test, False, plan.problem))
+            elif i in records:
+                out.append(_judge(test, plan, records[i]))
+            else:
+                out.append(TestOutcome(test, False, why_missing))
+        return tuple(out)
+    except (_Malformed, ValueError, KeyError, TypeError, RecursionError):
+        tampered = (
+            "no result: the program wrote to the test harness's result channel, so none of its "
+            "results count"
+        )
+        return tuple(TestOutcome(test, False, tampered) for test in tests)
+
+
+# --- the sandbox ------------------------------------------------------------------------------
+
+
+@functools.cache
+def _harness_source() -> str:
+    return HARNESS.read_text(encoding="utf-8")
+
+
+def _python() -> str:
+    """The base interpreter (a virtualenv's ``python`` is a link to it or a copy of it)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (
+        os.path.realpath(sys.executable),
+        os.path.join(sys.base_prefix, "bin", version),
+    ):
+        if os.path.isfile(candidate) and not candidate.startswith(
+            os.path.realpath(sys.prefix) + os.sep
+        ):
+            return candidate
+    return os.path.join(sys.base_prefix, "bin", version)
+
+
+def _pids_cgroup_root() -> Path | None:
+    """A pids-controller folder this process may create cgroups in (root only), or None."""
+    v1 = Path("/sys/fs/cgroup/pids")
+    if (v1 / "cgroup.procs").exists() and os.access(v1, os.W_OK):
+        return v1
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        controllers = (v2 / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        return None
+    return v2 if "pids" in controllers and os.access(v2, os.W_OK) else None
+
+
+@dataclass(frozen=True)
+class _Bubblewrap:
+    bwrap: str
+    version: str
+    python: str
+    options: tuple[str, ...]  # everything before the command
+    cgroups: Path | None  # where to make a pids cgroup per run (root only)
+
+    def describe(self) -> str:
+        limit = "pids cgroup" if self.cgroups else "RLIMIT_NPROC"
+        return f"bubblewrap {self.version} (process limit: {limit})"
+
+
+def _bwrap_options(bwrap_help: str, tmp_bytes: int) -> list[str]:
+    options = ["--unshare-all", "--unshare-user"]
+    if "--disable-userns" in bwrap_help:
+        options.append("--disable-userns")
+    options += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
+    options += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
+    options += ["--setenv", "LANG", "C.UTF-8"]
+    if os.geteuid() == 0:
+        options += ["--cap-drop", "ALL"]
+    options += ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            options += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            options += ["--ro-bind", top, top]
+    if os.path.isfile("/etc/ld.so.cache"):
+        options += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    python = _python()
+    roots = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)}
+    roots.add(os.path.dirname(os.path.dirname(python)))
+    for root in sorted(roots):
+        if root != "/usr" and not root.startswith("/usr/") and os.path.isdir(root):
+            options += ["--ro-bind", root, root]
+    options += ["--proc", "/proc", "--dev", "/dev"]
+    if "--size" in bwrap_help:
+        options += ["--size", str(tmp_bytes)]
+    options += ["--tmpfs", "/tmp", "--chdir", "/tmp"]
+    return options
+
+
+_TMP_BYTES = 64 << 20
+
+
+@functools.cache
+def _bubblewrap() -> _Bubblewrap:
+    """Find bubblewrap and prove it works here, once per process; SandboxUnavailableError if not."""
+    if not sys.platform.startswith("linux"):
+        raise SandboxUnavailableError(
+            f"the code sandbox needs Linux (bubblewrap); this is {sys.platform}. {_INSTALL_HINT}"
+        )
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailableError(
+            f"the code sandbox needs bubblewrap (`bwrap`), which is not installed. {_INSTALL_HINT}"
+        )
+    try:
+        version = subprocess.run(
+            [bwrap, "--version"], capture_output=True, text=True, timeout=10, env=_ENV
+        ).stdout.split()[-1]
+        help_text = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=10, env=_ENV
+        ).stdout
+    except (OSError, subprocess.SubprocessError, IndexError) as exc:
+        raise SandboxUnavailableError(f"bubblewrap at {bwrap} does not run: {exc}") from exc
+    cgroups = None
+    if os.geteuid() == 0:
+        # The kernel never applies RLIMIT_NPROC to root, user namespace or not.
+        cgroups = _pids_cgroup_root()
+        if cgroups is None:
+            raise SandboxUnavailableError(
+                "running as root, the code sandbox limits the number of processes with a pids "
+                "cgroup, and none is writable here (/sys/fs/cgroup/pids or a cgroup v2 root with "
+                "the pids controller). Run asynctg as a regular user, or in a container that "
+                "delegates a cgroup. " + _INSTALL_HINT
+            )
+    box = _Bubblewrap(
+        bwrap, version, _python(), tuple(_bwrap_options(help_text, _TMP_BYTES)), cgroups
+    )
+    try:
+        proc = subprocess.run(
+            [bwrap, *box.options, "--", box.python, "-I", "-S", "-c", "print(6 * 7)"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=_ENV,
+            cwd="/",
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SandboxUnavailableError(f"bubblewrap could not start: {exc}") from exc
+    if proc.returncode != 0 or proc.stdout.strip() != "42":
+        reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise SandboxUnavailableError(
+            f"bubblewrap is installed but refused to start the sandbox here ({reason[:300]}); "
+            "unprivileged user namespaces may be blocked (Docker's default seccomp profile, "
+            "Ubuntu's kernel.apparmor_restrict_unprivileged_userns). " + _INSTALL_HINT
+        )
+    return box
+
+
+def probe_isolation(isolation: Isolation = "bubblewrap") -> str:
+    """Check that ``isolation`` works on this machine and describe it; raise if it does not.
+
+    Blocking (it may start bubblewrap once); the result is cached for the process.
+    """
+    if isolation == "unsafe-no-sandbox":
+        return "none (--unsafe-no-sandbox)"
+    if isolation != "bubblewrap":
+        raise ConfigError(
+            f"isolation must be 'bubblewrap' or 'unsafe-no-sandbox', got {isolation!r}"
+        )
+    return _bubblewrap().describe()
+
+
+class _Cgroup:
+    """One run's pids cgroup (root only): caps the process count and names every process."""
+
+    def __init__(self, root: Path, limit: int) -> None:
+        self.path = root / f"asynctg-{os.getpid()}-{time.monotonic_ns()}"
+        self.path.mkdir()
+        (self.path / "pids.max").write_text(str(limit))
+
+    def kill_all(self) -> bool:
+        """SIGKILL everything in it; True once it is empty."""
+        try:
+            pids = (self.path / "cgroup.procs").read_text().split()
+        except OSError:
+            return True
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        return not pids
+
+    async def remove(self) -> None:
+        for _ in range(400):  # a killed process leaves the cgroup when it is reaped
+            if self.kill_all():
+                try:
+                    self.path.rmdir()
+                    return
+                except OSError:
+                    pass
+            await asyncio.sleep(0.005)
+        log.warning("could not remove %s: processes are still leaving it", self.path)
 
 
 class CodeRunner:
-    """Runs code against tests in child processes; at most ``max_parallel`` at a time.
+    """Runs code against assert-line tests in sandboxes; at most ``max_parallel`` at a time.
 
     ``per_test_seconds`` is each test's wall-clock limit; the whole run gets
-    ``per_test_seconds * tests + startup_seconds`` before the process group is killed.
-    ``memory_mb`` caps the child's address space. ``network="auto"`` uses a network namespace
-    when the system allows it, ``"audit-hook"`` never tries.
+    ``per_test_seconds * tests + startup_seconds`` before it is killed. ``memory_mb`` caps each
+    process's address space, ``max_processes`` the processes and threads, ``max_output_bytes``
+    what is read from the child. ``isolation="bubblewrap"`` (the default) refuses to run where
+    bubblewrap does not work; ``"unsafe-no-sandbox"`` runs without isolation and warns.
+
+    ``run`` never raises for anything the code does: crashes, floods, forks, hangs, forged results
+    and harness failures all become failed tests. It raises only ``SandboxUnavailableError``
+    (before starting anything) and cancellation.
     """
 
     def __init__(
@@ -148,114 +537,180 @@ class CodeRunner:
         memory_mb: int = 1024,
         startup_seconds: float = 5.0,
         max_parallel: int | None = None,
-        network: Literal["auto", "audit-hook"] = "auto",
+        max_processes: int = 16,
+        max_output_bytes: int = 1 << 20,
+        isolation: Isolation = "bubblewrap",
     ) -> None:
-        if not per_test_seconds > 0:
+        if not (isinstance(per_test_seconds, int | float) and 0 < per_test_seconds < math.inf):
             raise ConfigError(f"per_test_seconds must be > 0, got {per_test_seconds!r}")
-        if not isinstance(memory_mb, int) or memory_mb < 64:
-            raise ConfigError(f"memory_mb must be an integer >= 64, got {memory_mb!r}")
-        if network not in ("auto", "audit-hook"):
-            raise ConfigError("network must be 'auto' or 'audit-hook'")
+        require_int("memory_mb", memory_mb, 64)
+        require_int("max_processes", max_processes, 4)
+        require_int("max_output_bytes", max_output_bytes, 1024)
+        if isolation not in ("bubblewrap", "unsafe-no-sandbox"):
+            raise ConfigError(
+                f"isolation must be 'bubblewrap' or 'unsafe-no-sandbox', got {isolation!r}"
+            )
         self.per_test_seconds = float(per_test_seconds)
         self.memory_mb = memory_mb
         self.startup_seconds = startup_seconds
-        self.network = network
+        self.max_processes = max_processes
+        self.max_output_bytes = max_output_bytes
+        self.isolation: Isolation = isolation
         self._slots = asyncio.Semaphore(max_parallel or os.cpu_count() or 2)
+        if isolation == "unsafe-no-sandbox":
+            log.warning(_UNSAFE_WARNING)
+
+    async def ensure_ready(self) -> str:
+        """Check the isolation works here (SandboxUnavailableError if not) and describe it."""
+        return await asyncio.to_thread(probe_isolation, self.isolation)
 
     async def run(self, code: str, tests: Sequence[str]) -> TestRun:
         """Run ``code`` against ``tests``; never raises for anything the code does."""
+        tests = [str(t) for t in tests]
+        await self.ensure_ready()  # once per process; SandboxUnavailableError before anything
+        box = _bubblewrap() if self.isolation == "bubblewrap" else None
         async with self._slots:
-            return await self._run(code, list(tests))
+            started = time.monotonic()
+            try:
+                return await self._run(box, code, tests, started)
+            except (OSError, ValueError, RuntimeError) as exc:
+                # our side failed (no fds or processes left, ...): the tests fail, the run goes on
+                message = f"no result: the test run could not be started ({exc})"
+                return TestRun(
+                    tuple(TestOutcome(t, False, message) for t in tests),
+                    round(time.monotonic() - started, 3),
+                    False,
+                    self._describe(box),
+                )
 
-    async def _run(self, code: str, tests: list[str]) -> TestRun:
-        isolate = self.network == "auto" and await _can_unshare()
+    def _describe(self, box: _Bubblewrap | None) -> str:
+        return box.describe() if box is not None else "none (--unsafe-no-sandbox)"
+
+    async def _run(
+        self, box: _Bubblewrap | None, code: str, tests: list[str], started: float
+    ) -> TestRun:
+        plans = [_plan(t) for t in tests]
+        checks = [p.send for p in plans if p.send is not None]
         limit = self.per_test_seconds * max(1, len(tests)) + self.startup_seconds
         payload = json.dumps(
             {
                 "code": code,
-                "tests": tests,
+                "checks": checks,
                 "per_test_seconds": self.per_test_seconds,
-                "memory_bytes": self.memory_mb << 20,
-                "cpu_seconds": math.ceil(limit) + 1,
-                "file_bytes": 16 << 20,
+                "tripwire": box is None,
+                "limits": {
+                    "memory_bytes": self.memory_mb << 20,
+                    "cpu_seconds": math.ceil(limit) + 1,
+                    "file_bytes": 16 << 20,
+                    "processes": self.max_processes,
+                    "open_files": 256,
+                    "core_bytes": 0,
+                },
             }
-        ).encode()
-        command = [sys.executable, "-I", str(HARNESS)]
-        if isolate:
-            command = ["unshare", "--user", "--net", *command]
-        started = time.monotonic()
-        lines: list[dict[str, Any]] = []
-        timed_out = False
-        with tempfile.TemporaryDirectory(prefix="asynctg-run-") as workdir:
-            proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                cwd=workdir,
-                env=_ENV,
-                start_new_session=True,  # its own process group, killed as a whole
-            )
-            try:
-                timed_out = not await _collect(proc, payload, lines, limit)
-            finally:
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    await proc.wait()
-        outcomes = []
-        for i, test in enumerate(tests):
-            if i < len(lines) and lines[i].get("test") == test:
-                outcomes.append(
-                    TestOutcome(test, bool(lines[i]["passed"]), str(lines[i].get("message", "")))
-                )
-            elif timed_out:
-                outcomes.append(
-                    TestOutcome(test, False, f"no result: the run was stopped after {limit:g} s")
-                )
+        ).encode("utf-8", "surrogatepass")
+        command = [_python(), "-I", "-S", "-c", _harness_source()]
+        cgroup: _Cgroup | None = None
+        with contextlib.ExitStack() as stack:
+            if box is None:
+                cwd = stack.enter_context(tempfile.TemporaryDirectory(prefix="asynctg-run-"))
             else:
-                outcomes.append(
-                    TestOutcome(
-                        test,
-                        False,
-                        f"no result: the process ended early (exit status {proc.returncode}; "
-                        "out of memory or CPU time?)",
-                    )
-                )
+                cwd = "/"
+                command = [box.bwrap, *box.options, "--", box.python, *command[1:]]
+                if box.cgroups is not None:
+                    cgroup = _Cgroup(box.cgroups, self.max_processes + 4)
+                    # the shell joins the cgroup, then becomes bubblewrap: nothing escapes it
+                    command = [
+                        "/bin/sh",
+                        "-c",
+                        'echo $$ > "$0" && exec "$@"',
+                        str(cgroup.path / "cgroup.procs"),
+                        *command,
+                    ]
+            try:
+                raw, state, returncode = await self._talk(command, cwd, payload, limit)
+            finally:
+                if cgroup is not None:
+                    await cgroup.remove()
+        if state == "overflow":
+            why = (
+                f"no result: output too large (the program wrote more than "
+                f"{self.max_output_bytes} bytes to the test harness)"
+            )
+        elif state == "timeout":
+            why = f"no result: the run was stopped after {limit:g} s"
+        else:
+            why = (
+                f"no result: the process ended early (exit status {returncode}; out of memory, "
+                "CPU time or processes?)"
+            )
         return TestRun(
-            tuple(outcomes),
+            _outcomes(tests, plans, raw, why),
             round(time.monotonic() - started, 3),
-            timed_out,
-            "namespace" if isolate else "audit-hook",
+            state == "timeout",
+            self._describe(box),
         )
 
+    async def _talk(
+        self, command: list[str], cwd: str, payload: bytes, limit: float
+    ) -> tuple[bytes, str, int | None]:
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=cwd,
+            env=_ENV,
+            start_new_session=True,  # its own process group, killed as a whole
+        )
+        chunks: list[bytes] = []
+        state = "done"
+        try:
+            try:
+                async with asyncio.timeout(limit):
+                    if not await _exchange(proc, payload, chunks, self.max_output_bytes):
+                        state = "overflow"
+                    else:
+                        await proc.wait()
+            except TimeoutError:
+                state = "timeout"
+        finally:
+            # always, not only on timeout: whatever the code left running goes too
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(_reap(proc))
+        return b"".join(chunks), state, proc.returncode
 
-async def _collect(
-    proc: asyncio.subprocess.Process,
-    payload: bytes,
-    lines: list[dict[str, Any]],
-    limit: float,
+
+async def _exchange(
+    proc: asyncio.subprocess.Process, payload: bytes, chunks: list[bytes], cap: int
 ) -> bool:
-    """Feed the payload and read result lines; False if the time limit ran out first."""
+    """Feed the payload, read at most ``cap`` bytes until EOF; False when the cap was hit."""
     assert proc.stdin is not None and proc.stdout is not None
-    stdout = proc.stdout
-
-    async def talk() -> None:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(payload)
-            await proc.stdin.drain()
-            proc.stdin.close()
-        while raw := await stdout.readline():
-            with contextlib.suppress(json.JSONDecodeError):
-                lines.append(json.loads(raw))
-        await proc.wait()
-
-    try:
-        await asyncio.wait_for(talk(), limit)
-    except TimeoutError:
-        return False
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        proc.stdin.write(payload)
+        await proc.stdin.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        proc.stdin.close()
+    total = 0
+    while chunk := await proc.stdout.read(1 << 16):
+        total += len(chunk)
+        if total > cap:
+            chunks.append(chunk[: len(chunk) - (total - cap)])
+            return False
+        chunks.append(chunk)
     return True
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Wait for the killed sandbox and read its pipe to the end, so the transport closes."""
+    assert proc.stdout is not None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):  # every writer is dead: only buffered bytes remain
+            while await proc.stdout.read(1 << 16):
+                pass
+    await proc.wait()
 
 
 async def run_tests(
@@ -264,6 +719,8 @@ async def run_tests(
     *,
     per_test_seconds: float = 5.0,
     memory_mb: int = 1024,
+    isolation: Isolation = "bubblewrap",
 ) -> TestRun:
     """Run ``code`` against assert-line ``tests`` once (see ``CodeRunner``)."""
-    return await CodeRunner(per_test_seconds=per_test_seconds, memory_mb=memory_mb).run(code, tests)
+    runner = CodeRunner(per_test_seconds=per_test_seconds, memory_mb=memory_mb, isolation=isolation)
+    return await runner.run(code, tests)
