@@ -16,6 +16,7 @@ from asynctg.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
+    ContextBudgetError,
     ContextLengthError,
     EvaluationParseError,
     GraphError,
@@ -29,7 +30,7 @@ from asynctg.errors import (
     SandboxUnavailableError,
     ServerError,
 )
-from asynctg.graph import BlackboxLLM, Module, Variable, aggregate, sum
+from asynctg.graph import BlackboxLLM, Module, Variable, sum
 from asynctg.loss import (
     ImageQALoss,
     MultiChoiceTestTime,
@@ -43,6 +44,7 @@ from asynctg.optim import (
     TextualGradientDescent,
     TextualGradientDescentwithMomentum,
 )
+from asynctg.optim.aggregation import aggregate
 from asynctg.runtime import get_backward_engine, run, set_backward_engine
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "ChatRequest",
     "ChatResult",
     "ConfigError",
+    "ContextBudgetError",
     "ContextLengthError",
     "EvaluationParseError",
     "GraphError",

@@ -6,7 +6,6 @@
 """
 
 from asynctg.graph import (
-    Aggregate,
     BackwardContext,
     FormattedLLMCall,
     Function,
@@ -16,10 +15,10 @@ from asynctg.graph import (
     OrderedFieldsMultimodalLLMCall,
     StringBasedFunction,
     Sum,
-    aggregate,
     compute_gradients,
     sum,
 )
+from asynctg.optim.aggregation import Aggregate, aggregate
 
 __all__ = [
     "Aggregate",

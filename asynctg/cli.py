@@ -121,6 +121,12 @@ def _endpoint_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
         type=_price,
         help="PROMPT,COMPLETION dollars per million tokens, for models not in the price table",
     )
+    g.add_argument(
+        "--context-window",
+        type=_int_at_least(16),
+        help="the model's context window in tokens (default: the model table, else learned "
+        "from the provider's first context-length error)",
+    )
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -201,6 +207,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--no-test", action="store_true", help="do not evaluate the test set after each step"
+    )
+    g.add_argument(
+        "--aggregation",
+        choices=("auto", "concat", "tree"),
+        default="auto",
+        help="how a minibatch's feedback reaches the optimizer: every feedback in its own block "
+        "(concat, the paper), reduced by a tree of concurrent LLM calls (tree), or concat "
+        "while it fits the context window (auto, the default)",
     )
     g.add_argument("--train-size", type=_count, help="training examples (generated, or a cap)")
     g.add_argument("--val-size", type=_count, help="validation examples (generated, or a cap)")
@@ -422,6 +436,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
             evaluate_test=not args.no_test,
             seed=args.seed,
             budget=budget,
+            aggregation=args.aggregation,
         )
         if args.validate and not getattr(task, "val", None):
             raise ConfigError("--validate needs validation examples; raise --val-size")
@@ -532,6 +547,8 @@ def _engines(
     }
     if args.price is not None:
         options["price"] = args.price
+    if getattr(args, "context_window", None) is not None:
+        options["context_window"] = args.context_window
     engine = get_engine(model, transport=transports[0], **options)
     if optimizer_model == model:
         return engine, engine, transports

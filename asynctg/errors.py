@@ -9,6 +9,7 @@
     │   ├── APIStatusError          an HTTP error status; carries status, request_id, body
     │   │   ├── BadRequestError             400, 404, 409, 422 and other 4xx we don't name
     │   │   │   └── ContextLengthError      the prompt does not fit the model's context window
+    │   │   │       └── ContextBudgetError  ... found before sending: nothing was sent (status 0)
     │   │   ├── AuthenticationError         401
     │   │   ├── PermissionDeniedError       403
     │   │   ├── RateLimitError              429 (retried; raised when retries run out)
@@ -26,10 +27,17 @@
 Lower-layer exceptions (aiohttp, msgspec, OSError) are re-raised as one of these ``from`` the
 original, so ``except asynctg.AsyncTGError`` catches every failure of ours and the cause is still
 in the traceback. Cancellation is never turned into one of these.
+
+Errors leave a task group one way (``first_error``): the first failure is raised as itself, not
+as an ``ExceptionGroup``, with a note counting the others (several calls of one fan-out often
+fail for one reason, such as an exhausted quota); a ``KeyboardInterrupt`` or ``SystemExit``
+among them wins.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
+    "ContextBudgetError",
     "ContextLengthError",
     "EvaluationParseError",
     "GraphError",
@@ -67,6 +76,27 @@ class ConfigError(AsyncTGError, ValueError):
 class SandboxUnavailableError(ConfigError):
     """Model-written code cannot run isolated here; nothing was run. The message says how to fix
     it (install bubblewrap, run in a container) and names ``--unsafe-no-sandbox``."""
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+@contextlib.contextmanager
+def first_error() -> Iterator[None]:
+    """Around ``async with TaskGroup()``: re-raise the first failure itself (see the module)."""
+    try:
+        yield
+    except BaseExceptionGroup as eg:
+        leaves = list(_leaves(eg))
+        first = next((e for e in leaves if not isinstance(e, Exception)), leaves[0])
+        if len(leaves) > 1:
+            first.add_note(f"({len(leaves) - 1} more error(s) in the same task group)")
+        raise first from None
 
 
 def require_int(
@@ -135,6 +165,29 @@ class BadRequestError(APIStatusError):
 
 class ContextLengthError(BadRequestError):
     """The prompt (plus max_tokens) does not fit the model's context window."""
+
+
+class ContextBudgetError(ContextLengthError):
+    """A request measured before sending does not fit the model's context window; nothing was
+    sent (``status`` is 0). ``tokens`` is the estimated prompt plus the reply's reserve,
+    ``window`` the context window, ``variable`` the role of the variable it was built for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tokens: int | None = None,
+        window: int | None = None,
+        variable: str | None = None,
+        status: int = 0,
+        request_id: str | None = None,
+        body: str = "",
+        code: str | None = "context_budget",
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id, body=body, code=code)
+        self.tokens = tokens
+        self.window = window
+        self.variable = variable
 
 
 class AuthenticationError(APIStatusError):

@@ -212,7 +212,7 @@ def sum_feedback(role: str, combined: str) -> str:
     )
 
 
-# --- reduce: summarising many gradients into one (tg.aggregate) ----------------------------
+# --- reduce: many feedbacks into one (tg.aggregate, the optimizer's "tree") -----------------
 
 REDUCE_SYSTEM_PROMPT = (
     "You are part of an optimization system that improves a piece of text (the variable). Your "
@@ -222,10 +222,42 @@ REDUCE_SYSTEM_PROMPT = (
     "critically combined; do not propose a new version of the variable."
 )
 
+_REDUCE_HEAD = (
+    "Below are {n} pieces of feedback on the {role}, from {samples} samples in all; a piece "
+    "marked (from K samples) was given identically by K of them.{twice}\n\n"
+)
+_REDUCE_TWICE = (
+    " Each sample's feedback was shown to two such merges, so counts of samples in other "
+    "summaries overlap."
+)
+_REDUCE_TASK = (
+    "\n\nMerge them into one summary of criticism. Keep every distinct criticism, once, with "
+    "the evidence given for it (the input and output it concerns, briefly), and say how many of "
+    "the samples raised it; put the criticisms from failing samples, and the most frequent, "
+    "first. Merge points that say the same thing; drop praise that asks for no change. Do not "
+    "write a new version of the {role}."
+)
 
-def reduce_prompt(feedback: Sequence[str]) -> str:
-    """One ``<FEEDBACK>`` block per gradient to merge."""
-    return "\n".join(f"<FEEDBACK>{text}</FEEDBACK>" for text in feedback)
+
+def reduce_prompt(
+    feedback: Sequence[tuple[str, int]],
+    *,
+    role: str = "variable",
+    samples: int | None = None,
+    twice: bool = False,
+) -> str:
+    """The reduce request: one ``<FEEDBACK>`` block per (text, samples it stands for)."""
+    blocks = "\n".join(
+        f"<FEEDBACK>{f'(from {k} samples) ' if k > 1 else ''}{text}</FEEDBACK>"
+        for text, k in feedback
+    )
+    head = _REDUCE_HEAD.format(
+        n=len(feedback),
+        role=role,
+        samples=samples if samples is not None else sum(k for _, k in feedback),
+        twice=_REDUCE_TWICE if twice else "",
+    )
+    return head + blocks + _REDUCE_TASK.format(role=role)
 
 
 # --- optimizer: rewriting the variable from its feedback -----------------------------------

@@ -1,6 +1,7 @@
 """``python -m bench COMMAND``: asynctg's benchmarks. Each prints a table and writes JSON.
 
-    python -m bench step|budget|overhead|scale|sandbox [--quick] ...   one benchmark
+    python -m bench step|budget|overhead|scale|sandbox|aggregation [--quick] ...  one
+    python -m bench batchsize [--base-url URL --model M] ...   accuracy vs B per strategy
     python -m bench all [--quick] [--check]                          all of them, then plots
     python -m bench plots                                            redraw the PNGs
     python -m bench report [--check]                                 headline + Markdown tables
@@ -23,8 +24,9 @@ BENCHMARKS = {
     "overhead": "bench.overhead",
     "scale": "bench.scale",
     "sandbox": "bench.sandbox",
+    "aggregation": "bench.aggregation",
 }
-TOOLS = {"plots": "bench.plots", "report": "bench.report"}
+TOOLS = {"plots": "bench.plots", "report": "bench.report", "batchsize": "bench.batchsize"}
 
 
 def _main_of(module: str) -> Any:

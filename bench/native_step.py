@@ -29,19 +29,35 @@ from bench.compat_script import (
 from bench.questions import questions
 
 
-async def step(base_url: str, batch: int, loss: str, max_concurrency: int) -> dict[str, Any]:
-    """Run one step; return its timings and counters."""
+async def step(
+    base_url: str,
+    batch: int,
+    loss: str,
+    max_concurrency: int,
+    aggregation: str = "auto",
+    context_window: int | None = None,
+) -> dict[str, Any]:
+    """Run one step; return its timings and counters (and the optimizer's aggregation)."""
     import asynctg as tg
 
+    options = {} if context_window is None else {"context_window": context_window}
     async with tg.get_engine(
-        "gpt-4o", base_url=base_url, api_key="sk-bench", max_concurrency=max_concurrency
+        "gpt-4o",
+        base_url=base_url,
+        api_key="sk-bench",
+        max_concurrency=max_concurrency,
+        **options,
     ) as engine:
         tg.set_backward_engine(engine, override=True)
         system_prompt = tg.Variable(
             STARTING_SYSTEM_PROMPT, requires_grad=True, role_description=SYSTEM_PROMPT_ROLE
         )
         model = tg.BlackboxLLM(engine, system_prompt)
-        optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
+        optimizer = tg.TextualGradientDescent(
+            engine=engine,
+            parameters=[system_prompt],
+            aggregation=aggregation,  # type: ignore[arg-type]
+        )
         check = tg.autograd.StringBasedFunction(
             string_based_equality_fn, function_purpose=LOSS_PURPOSE
         )
@@ -66,11 +82,21 @@ async def step(base_url: str, batch: int, loss: str, max_concurrency: int) -> di
         t1 = time.perf_counter()
         await total.backward()
         t2 = time.perf_counter()
-        await optimizer.step()
+        report: dict[str, Any] = {}
+        try:
+            (done,) = await optimizer.step()
+            report = done.to_json()
+        except tg.ContextBudgetError as exc:  # concat past the window: measured, not sent
+            report = {
+                "strategy": aggregation,
+                "error": "context_budget",
+                "prompt_tokens": exc.tokens,
+            }
         t3 = time.perf_counter()
         cpu = time.process_time() - cpu0
         requests = engine.stats()["requests"]
     return {
+        "aggregation": report,
         "forward_s": t1 - t0,
         "backward_s": t2 - t1,
         "optimizer_s": t3 - t2,
@@ -87,10 +113,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--loss", choices=["string", "judge"], default="string")
     parser.add_argument("--max-concurrency", type=int, default=64)
+    parser.add_argument("--aggregation", choices=["auto", "concat", "tree"], default="auto")
+    parser.add_argument("--context-window", type=int, default=None)
     args = parser.parse_args(argv)
     import asynctg as tg
 
-    out = tg.run(step(args.base_url, args.batch_size, args.loss, args.max_concurrency))
+    out = tg.run(
+        step(
+            args.base_url,
+            args.batch_size,
+            args.loss,
+            args.max_concurrency,
+            args.aggregation,
+            args.context_window,
+        )
+    )
     print(json.dumps({**out, "peak_rss_kib": peak_rss_kib()}), flush=True)
 
 

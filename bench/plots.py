@@ -22,6 +22,7 @@ FILES = {
     "budget": "budget_rate.png",
     "overhead": "overhead_cpu.png",
     "scale": "scale.png",
+    "aggregation": "aggregation.png",
 }
 VARIANTS = {
     "asynctg": ("asynctg (native)", "o-"),
@@ -201,11 +202,50 @@ def _scale(plt: Any, data: dict[str, Any]) -> Any:
     return fig
 
 
+def _aggregation(plt: Any, data: dict[str, Any]) -> Any:
+    res = data["results"]
+    rows = res["rows"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for strategy in sorted({r["strategy"] for r in rows}):
+        mine = [r for r in rows if r["strategy"] == strategy]
+        ran = [r for r in mine if r["ran"] != "refused"]
+        xs = [r["B"] for r in ran]
+        axes[0].plot(xs, [r["step_s"] for r in ran], "o-", label=strategy)
+        axes[1].plot(xs, [r["calls"] for r in ran], "o-", label=strategy)
+        refused = len(ran) < len(mine)
+        axes[2].plot(
+            [r["B"] for r in mine],
+            [r["optimizer_prompt_tokens"] for r in mine],
+            "o-",
+            label=f"{strategy} (refused, unsent, past the window)" if refused else strategy,
+        )
+    tree = [r for r in rows if r["ran"] == "tree"]
+    axes[0].plot([r["B"] for r in tree], [r["bound_s"] for r in tree], "k--", label="tree bound")
+    axes[2].axhline(res["context_window"], color="red", ls="--", label="context window")
+    titles = ("step time (s)", "calls per step", "optimizer prompt (tokens)")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        _plain_log_ticks(ax)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"One step on the simulator: {res['latency_s'] * 1000:.0f} ms per call, "
+        f"{res['context_window']}-token window, ~{res['feedback_tokens']}-token feedback, "
+        f"{res['max_concurrency']} in flight"
+    )
+    fig.tight_layout()
+    return fig
+
+
 _DRAWERS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
     "step": _step,
     "budget": _budget,
     "overhead": _overhead,
     "scale": _scale,
+    "aggregation": _aggregation,
 }
 
 

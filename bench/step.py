@@ -61,11 +61,11 @@ def concurrency_bound(loss: str, latency: float, calls: int, concurrency: int) -
     return max(depth_bound(loss, latency), math.ceil(calls / concurrency) * latency)
 
 
-def run_native(url: str, batch: int, loss: str, concurrency: int) -> dict[str, Any]:
-    """asynctg's native step in a fresh process."""
+def run_native(url: str, batch: int, loss: str, concurrency: int, *extra: str) -> dict[str, Any]:
+    """asynctg's native step in a fresh process (``extra``: more native_step options)."""
     cmd = python_child("-m", "bench.native_step", "--base-url", url)
     cmd += ["--batch-size", str(batch), "--loss", loss, "--max-concurrency", str(concurrency)]
-    return run_child(cmd).json_line()
+    return run_child([*cmd, *extra]).json_line()
 
 
 def run_script(url: str, module: str, batch: int, loss: str, scratch: Path) -> dict[str, Any]:

@@ -46,10 +46,13 @@ def _handler(request: HTTPRequest) -> HTTPResponse:
     return _reply(f"The answer to '{question[:30]}' is {len(question) % 7}.")
 
 
-async def optimizer_request(**tgd: Any) -> dict[str, Any]:
+async def optimizer_request(context_window: int | None = None, **tgd: Any) -> dict[str, Any]:
     """Run one B=4 step on a scripted provider; return the optimizer request's body."""
     transport = MockTransport(_handler)
-    engine = tg.get_engine("m", base_url="http://127.0.0.1:9/v1", api_key="k", transport=transport)
+    options = {} if context_window is None else {"context_window": context_window}
+    engine = tg.get_engine(
+        "m", base_url="http://127.0.0.1:9/v1", api_key="k", transport=transport, **options
+    )
     prompt = tg.Variable(
         "You answer counting questions.",
         requires_grad=True,

@@ -597,3 +597,23 @@ async def test_backward_of_a_non_variable_is_a_graph_error() -> None:
     engine = engine_with(MockTransport(answer))
     with pytest.raises(tg.GraphError, match="needs a Variable"):
         await compute_gradients("loss", engine)  # type: ignore[arg-type]
+
+
+async def test_several_failures_in_one_backward_leave_as_the_first_error() -> None:
+    """When many feedback calls fail at once (an exhausted quota), backward raises one typed
+    error with a note counting the others, never an ExceptionGroup."""
+    from support import scripted
+
+    transport = scripted([ok("answer")] * 6, then=error(429, "quota", code="insufficient_quota"))
+    engine = engine_with(transport)
+    prompt = tg.Variable("p", requires_grad=True, role_description="system prompt")
+    model = tg.BlackboxLLM(engine, prompt)
+    losses = [
+        await tg.TextLoss("Judge it.", engine=engine)(
+            await model(tg.Variable(f"q{i}", requires_grad=False, role_description="query"))
+        )
+        for i in range(3)
+    ]
+    with pytest.raises(tg.InsufficientQuotaError) as caught:
+        await tg.sum(losses).backward(engine)
+    assert any("more error" in note for note in getattr(caught.value, "__notes__", []))

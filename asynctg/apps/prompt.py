@@ -29,12 +29,21 @@ from typing import Any
 
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import Budget, EventSink, Meter, RunEvent, gather
+from asynctg.apps.run import (
+    EVALUATION_WINDOW,
+    Budget,
+    EventSink,
+    Meter,
+    RunEvent,
+    count_bounded,
+    gather,
+)
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import ConfigError, OptimizerParseError, require_int
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.ops import sum as tg_sum
 from asynctg.graph.variable import Variable
+from asynctg.optim.aggregation import Strategy, check_strategy
 from asynctg.optim.tgd import TextualGradientDescent
 from asynctg.tasks.evaluation import make_evaluator
 from asynctg.tasks.loader import DataLoader
@@ -52,7 +61,9 @@ class PromptConfig:
 
     ``steps_per_epoch`` caps the minibatches of one pass over the training set (None: all of
     them); ``validate`` keeps a new prompt only if validation accuracy does not drop;
-    ``evaluate_test`` evaluates the test set before training and after every step.
+    ``evaluate_test`` evaluates the test set before training and after every step;
+    ``aggregation`` is how a minibatch's feedback reaches the optimizer ("auto", "concat",
+    "tree": see ``asynctg.optim.aggregation``).
     """
 
     batch_size: int = 3
@@ -62,8 +73,10 @@ class PromptConfig:
     evaluate_test: bool = True
     seed: int = 42
     budget: Budget = field(default_factory=Budget)
+    aggregation: Strategy = "auto"
 
     def __post_init__(self) -> None:
+        check_strategy(self.aggregation)
         require_int("batch_size", self.batch_size, 1)
         require_int("epochs", self.epochs, 1)
         require_int("steps_per_epoch", self.steps_per_epoch, 1, optional=True)
@@ -76,6 +89,7 @@ class PromptConfig:
             "validate": self.validate,
             "evaluate_test": self.evaluate_test,
             "seed": self.seed,
+            "aggregation": self.aggregation,
         }
 
 
@@ -131,10 +145,13 @@ class _PromptRun:
         )
         self.model = BlackboxLLM(engine, self.system_prompt)
         self.optimizer = TextualGradientDescent(
-            engine=backward_engine, parameters=[self.system_prompt]
+            engine=backward_engine,
+            parameters=[self.system_prompt],
+            aggregation=config.aggregation,
         )
         self.loader = DataLoader(task.train, batch_size=config.batch_size, seed=config.seed)
         self.history: list[dict[str, Any]] = []
+        self.aggregation: dict[str, Any] | None = None  # the last step's, for its history row
         self.epoch = 0  # passes completed
         self.step_in_epoch = 0
         previous = checkpoint.state.get("usage") if checkpoint and checkpoint.state else None
@@ -181,11 +198,12 @@ class _PromptRun:
         return self.evaluator.score(await self.evaluator.loss(x, y, response))
 
     async def evaluate(self, split: str, examples: Sequence[QA]) -> float | None:
-        """Accuracy of the current prompt on ``examples``: one concurrent fan-out."""
+        """Accuracy of the current prompt on ``examples``: a concurrent fan-out that keeps at
+        most ``EVALUATION_WINDOW`` examples in flight, so memory stays flat in the split's size."""
         if not examples:
             return None
-        scores = await gather(self._score(e) for e in examples)
-        accuracy = _accuracy(scores)
+        correct = await count_bounded((self._score(e) for e in examples), EVALUATION_WINDOW)
+        accuracy = round(correct / len(examples), 6)
         self.emit(
             "evaluated",
             f"{split} accuracy {accuracy:.3f} on {len(examples)} examples",
@@ -211,8 +229,10 @@ class _PromptRun:
         train_accuracy = _accuracy([self.evaluator.score(loss) for loss in losses])
         total = tg_sum(losses)
         await total.backward(self.backward)
+        self.aggregation = None
         try:
-            await self.optimizer.step()
+            reports = await self.optimizer.step()
+            self.aggregation = reports[0].to_json() if reports else None
         except OptimizerParseError as exc:
             # A model that will not answer inside the tags (small local models often do not)
             # costs this step its update, not the run: the prompt is unchanged (steps are
@@ -260,6 +280,8 @@ class _PromptRun:
             "total_tokens": usage["total_tokens"],
             "cost_usd": usage["cost_usd"],
         }
+        if step > 0:
+            row["aggregation"] = self.aggregation
         self.history.append(row)
         shown = test_acc if test_acc is not None else val_acc if val_acc is not None else train_acc
         if step == 0:

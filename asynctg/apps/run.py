@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import AsyncTGError, ConfigError, require_int
+from asynctg.errors import AsyncTGError, ConfigError, first_error, require_int
 
 if TYPE_CHECKING:
     from asynctg.apps.checkpoint import Checkpoint
@@ -162,13 +162,40 @@ async def gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     async def run(aw: Awaitable[T]) -> T:
         return await aw
 
-    try:
+    with first_error():
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(run(aw)) for aw in awaitables]
-    except BaseExceptionGroup as eg:
-        first = _first_leaf(eg)
-        raise first from None
     return [t.result() for t in tasks]
+
+
+#: Examples an evaluation keeps in flight: more than an engine sends at once, few enough that
+#: memory stays flat whatever the split's size.
+EVALUATION_WINDOW = 512
+
+
+async def count_bounded(awaitables: Iterable[Awaitable[int]], window: int) -> int:
+    """The sum of the results, at most ``window`` awaited at once, pulled lazily.
+
+    A finished task is dropped at once, so memory depends on ``window``, not on how many there
+    are. The first failure cancels the rest and is raised as itself.
+    """
+    total = 0
+    slots = asyncio.Semaphore(window)
+
+    async def run(aw: Awaitable[int]) -> None:
+        nonlocal total
+        try:
+            value = await aw  # not `total += await aw`: that reads total before awaiting
+            total += value
+        finally:
+            slots.release()
+
+    with first_error():
+        async with asyncio.TaskGroup() as group:
+            for aw in awaitables:
+                await slots.acquire()
+                group.create_task(run(aw))
+    return total
 
 
 async def run_all(
@@ -176,11 +203,9 @@ async def run_all(
 ) -> None:
     """Run ``coroutines`` as tasks of one task group, appending each task to ``tasks`` (so a
     coroutine may cancel its siblings); the first failure is raised as itself."""
-    try:
+    with first_error():
         async with asyncio.TaskGroup() as group:
             tasks.extend(group.create_task(c) for c in coroutines)
-    except BaseExceptionGroup as eg:
-        raise _first_leaf(eg) from None
 
 
 def unpriced_error(models: Iterable[str]) -> ConfigError:
@@ -189,13 +214,6 @@ def unpriced_error(models: Iterable[str]) -> ConfigError:
         f"--max-cost needs a price for {', '.join(models)}, which is not in the price table; "
         "pass --price PROMPT,COMPLETION (dollars per million tokens)"
     )
-
-
-def _first_leaf(eg: BaseExceptionGroup[Any]) -> BaseException:
-    exc: BaseException = eg
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 class ItemRun:

@@ -93,7 +93,7 @@ class Pending(Variable):
     grad_fn = _slot_property("grad_fn")
     gradients = _slot_property("gradients")
     gradients_context = _slot_property("gradients_context")
-    _reduce_meta = _slot_property("_reduce_meta")
+    _merges = _slot_property("_merges")
 
     def __repr__(self) -> str:
         done = _future(self)

@@ -30,8 +30,8 @@ from asynctg.graph import MultimodalLLMCall as NativeMultimodalLLMCall
 from asynctg.graph import OrderedFieldsMultimodalLLMCall as NativeOrderedFieldsMultimodalLLMCall
 from asynctg.graph import StringBasedFunction as NativeStringBasedFunction
 from asynctg.graph import Variable as NativeVariable
-from asynctg.graph import aggregate as native_aggregate
 from asynctg.graph import sum as native_sum
+from asynctg.optim.aggregation import aggregate as native_aggregate
 
 __all__ = [
     "FormattedLLMCall",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -21,6 +22,7 @@ import msgspec
 from asynctg._version import __version__
 from asynctg.engine.cache import ResponseCache
 from asynctg.engine.clock import Clock, LoopClock
+from asynctg.engine.models import context_window_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
 from asynctg.engine.scheduler import Scheduler
 from asynctg.engine.types import (
@@ -41,12 +43,14 @@ from asynctg.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
+    ContextBudgetError,
     ContextLengthError,
     InsufficientQuotaError,
     PermissionDeniedError,
     RateLimitError,
     ResponseParseError,
     ServerError,
+    require_int,
 )
 from asynctg.transport import AiohttpTransport, HTTPRequest, HTTPResponse, Transport
 
@@ -70,6 +74,9 @@ _CONTEXT_HINTS = (
     "n_ctx",
     "prompt is too long",
 )
+
+#: "This model's maximum context length is 8192 tokens" (OpenAI, vLLM and the simulator).
+_WINDOW_IN_MESSAGE = re.compile(r"(?:maximum context length|context window) (?:is|of) (\d+)")
 
 _SAMPLING_KEYS = frozenset(
     {"temperature", "top_p", "max_tokens", "seed", "stop", "n", "response_format"}
@@ -119,6 +126,7 @@ class ChatEngine:
         seed: int | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        context_window: int | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("model must be a non-empty string, e.g. get_engine('gpt-4o')")
@@ -131,6 +139,7 @@ class ChatEngine:
             raise ConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
+        require_int("context_window", context_window, 16, optional=True)
         if price is not None and (len(price) != 2 or min(price) < 0):
             raise ConfigError("price must be (dollars per 1M prompt tokens, per 1M completion)")
         self.model = model
@@ -162,6 +171,11 @@ class ChatEngine:
             self.cache = ResponseCache(cache)
         self.cache_sampled = cache_sampled
         self.usage = UsageStats(price if price is not None else price_for(model))
+        #: Tokens a request (prompt and reply) may use: given, from the model table, or learned
+        #: from the provider's first context-length error that names it; None: unknown.
+        self.context_window: int | None = (
+            context_window if context_window is not None else context_window_for(model)
+        )
         self._shared: dict[str, _Shared] = {}
         self._completion_estimate = float(_INITIAL_COMPLETION_ESTIMATE)
         self._rng = random.Random()
@@ -225,8 +239,35 @@ class ChatEngine:
     def _cacheable(self, request: ChatRequest) -> bool:
         return request.temperature == 0 or self.cache_sampled
 
+    def request_tokens(self, request: ChatRequest) -> int:
+        """The estimated prompt tokens of ``request`` plus the reply tokens it reserves."""
+        return estimate_tokens(request.messages) + (request.max_tokens or 0) * (request.n or 1)
+
+    def check_fits(self, request: ChatRequest, *, variable: str | None = None) -> None:
+        """``ContextBudgetError`` if ``request`` cannot fit the known context window."""
+        window = self.context_window
+        if window is None:
+            return
+        tokens = self.request_tokens(request)
+        if tokens > window:
+            what = f" for {variable!r}" if variable else ""
+            raise ContextBudgetError(
+                f"{self.model}: a request{what} of about {tokens} tokens (prompt and reply "
+                f"reserve) does not fit the {window}-token context window; it was not sent. "
+                "Shorten the inputs, lower max_tokens, or let the optimizer aggregate feedback "
+                "(aggregation='auto' or 'tree').",
+                tokens=tokens,
+                window=window,
+                variable=variable,
+            )
+
     async def send(self, request: ChatRequest, *, priority: int = 0) -> ChatResult:
-        """Send a built request (see ``request``); higher ``priority`` is admitted first."""
+        """Send a built request (see ``request``); higher ``priority`` is admitted first.
+
+        A request that cannot fit the model's known context window raises
+        ``ContextBudgetError`` without being sent.
+        """
+        self.check_fits(request)
         if not self._cacheable(request):
             return await self._send(request, priority)
         key = request_key(request)
@@ -420,6 +461,11 @@ class ChatEngine:
             return ServerError(f"{where}: {message or 'server error'}", **kwargs)
         lowered = f"{code or ''} {message}".lower()
         if status in (400, 413) and any(h in lowered for h in _CONTEXT_HINTS):
+            learned = _WINDOW_IN_MESSAGE.search(message)
+            if learned is not None:
+                window = int(learned.group(1))
+                if 16 <= window and (self.context_window is None or window < self.context_window):
+                    self.context_window = window
             return ContextLengthError(
                 f"{where}: the prompt does not fit the model's context window ({message}). "
                 "Shorten the inputs or lower max_tokens.",
@@ -526,7 +572,8 @@ def get_engine(
     learned from rate-limit headers and 429s); ``max_concurrency`` caps requests in flight.
     Other options: ``timeout``, ``retry`` (a ``RetryPolicy``), ``cache`` (a path or a
     ``ResponseCache``), ``cache_sampled``, ``price``, ``temperature`` (default 0),
-    ``max_tokens``, ``seed``, ``transport``, ``clock``.
+    ``max_tokens``, ``seed``, ``transport``, ``clock``, ``context_window`` (tokens; default:
+    the model table, else learned from the provider's first context-length error).
 
     >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
     """

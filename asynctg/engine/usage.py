@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from asynctg.engine.models import lookup
+
 __all__ = ["PRICES", "UsageStats", "price_for"]
 
 #: US dollars per million (prompt, completion) tokens, from the providers' public price pages.
@@ -22,13 +24,7 @@ PRICES: dict[str, tuple[float, float]] = {
 
 def price_for(model: str) -> tuple[float, float] | None:
     """The price entry for ``model``, matching dated snapshots (``gpt-4o-2024-08-06``) too."""
-    if model in PRICES:
-        return PRICES[model]
-    best = None
-    for name in PRICES:
-        if model.startswith(name + "-") and (best is None or len(name) > len(best)):
-            best = name
-    return PRICES[best] if best is not None else None
+    return lookup(PRICES, model)
 
 
 class UsageStats:

@@ -1,9 +1,8 @@
 """The graph layer: variables, differentiable functions and the concurrent backward executor."""
 
 from asynctg.graph.executor import backward, compute_gradients, post_order
-from asynctg.graph.function import BackwardContext, Function, GradientPlan, Module, ReduceGroup
+from asynctg.graph.function import BackwardContext, Function, GradientMerge, GradientPlan, Module
 from asynctg.graph.ops import (
-    Aggregate,
     BlackboxLLM,
     FormattedLLMCall,
     LLMCall,
@@ -11,27 +10,24 @@ from asynctg.graph.ops import (
     OrderedFieldsMultimodalLLMCall,
     StringBasedFunction,
     Sum,
-    aggregate,
     sum,
 )
 from asynctg.graph.variable import Variable
 
 __all__ = [
-    "Aggregate",
     "BackwardContext",
     "BlackboxLLM",
     "FormattedLLMCall",
     "Function",
+    "GradientMerge",
     "GradientPlan",
     "LLMCall",
     "Module",
     "MultimodalLLMCall",
     "OrderedFieldsMultimodalLLMCall",
-    "ReduceGroup",
     "StringBasedFunction",
     "Sum",
     "Variable",
-    "aggregate",
     "backward",
     "compute_gradients",
     "post_order",

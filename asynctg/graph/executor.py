@@ -7,10 +7,12 @@
 2. Walking consumers before producers, it finds the nodes feedback will reach (through
    predecessors that require gradients) and counts, for each, the consumers that will deliver
    to it. Nothing else is visited, so frozen branches cost no call.
-3. Inside one task group, a node runs when its last consumer has delivered: it merges
-   aggregated gradients if needed (a reduce call), asks its backward rule for plans, and sends
-   each plan's request through the engine, which schedules it with every other call in flight.
-   Each delivery counts down the target's counter; the target starts when it reaches zero.
+3. Inside one task group, a node runs when its last consumer has delivered: it hands gradients
+   that descend from a merge point (``tg.aggregate``) to that point's ``GradientMerge`` hook,
+   asks its backward rule for plans, and sends each plan's request through the engine, which
+   schedules it with every other call in flight. Each delivery counts down the target's
+   counter; the target starts when it reaches zero. How feedback is merged is not decided here:
+   the hooks live in ``asynctg.optim.aggregation``.
 
 Gradients are ordered by (the consumer's post-order position, the argument position), not by
 completion time, so the same graph yields byte-identical prompts on every run. They are
@@ -28,10 +30,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asynctg import prompts
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import GraphError
-from asynctg.graph.function import GradientPlan, ReduceGroup
+from asynctg.errors import GraphError, first_error
+from asynctg.graph.function import GradientMerge, GradientPlan
 from asynctg.graph.variable import GradientContext, Variable
 from asynctg.runtime import get_backward_engine
 
@@ -45,7 +46,7 @@ class GradientEntry:
     key: tuple[int, int, int]
     gradient: Variable
     context: GradientContext | None
-    groups: tuple[ReduceGroup, ...] = ()
+    merges: tuple[GradientMerge, ...] = ()  # merge points this gradient descends from
 
 
 @dataclass(eq=False)
@@ -125,11 +126,11 @@ def _feedback_text(entries: Iterable[GradientEntry]) -> str:
     return "\n".join(str(e.gradient.value) for e in entries)
 
 
-def _new_gradient(target: Variable, text: str, groups: tuple[ReduceGroup, ...]) -> Variable:
+def _new_gradient(target: Variable, text: str, merges: tuple[GradientMerge, ...]) -> Variable:
     g = Variable(
         text, requires_grad=False, role_description=f"feedback to {target.role_description}"
     )
-    g._reduce_meta = list(groups)
+    g._merges = merges
     return g
 
 
@@ -144,17 +145,11 @@ class _Pass:
         self.final: dict[int, list[GradientEntry]] = {}
         self.snapshot: dict[int, set[int]] = {}  # id(v) -> ids of the gradients v had at start
         self.group: asyncio.TaskGroup | None = None
-        self.calls = 0
 
     def existing(self, v: Variable) -> list[GradientEntry]:
         self.snapshot[id(v)] = {id(g) for g in v.gradients}
         return [
-            GradientEntry(
-                (-1, i, 0),
-                g,
-                v.gradients_context.get(g),
-                tuple(x for x in g._reduce_meta if isinstance(x, ReduceGroup)),
-            )
+            GradientEntry((-1, i, 0), g, v.gradients_context.get(g), tuple(g._merges))
             for i, g in enumerate(v.gradients)
         ]
 
@@ -164,13 +159,13 @@ class _Pass:
 
     async def run(self, v: Variable) -> None:
         entries = self.existing(v) + sorted(self.entries.get(id(v), []), key=lambda e: e.key)
-        entries = await self.reduce(v, entries)
+        entries = await self.merge(v, entries)
         self.final[id(v)] = entries
         targets = self.plan.targets[id(v)]
         if not targets:
             return
         assert v.grad_fn is not None
-        groups = tuple(dict.fromkeys(g for e in entries for g in e.groups))
+        merges = tuple(dict.fromkeys(m for e in entries for m in e.merges))
         plans = v.grad_fn.plans(v, _feedback_text(entries), self.engine)
         by_target: dict[int, list[GradientPlan]] = {}
         for p in plans:
@@ -186,7 +181,7 @@ class _Pass:
         assert self.group is not None
         for pos, target in targets:
             self.group.create_task(
-                self.deliver(me, pos, target, by_target.get(id(target), []), groups)
+                self.deliver(me, pos, target, by_target.get(id(target), []), merges)
             )
 
     async def deliver(
@@ -195,19 +190,16 @@ class _Pass:
         pos: int,
         target: Variable,
         plans: list[GradientPlan],
-        groups: tuple[ReduceGroup, ...],
+        merges: tuple[GradientMerge, ...],
     ) -> None:
         priority = self.plan.height[id(target)] + 1
         texts = await asyncio.gather(*(self.resolve(p, priority) for p in plans))
         bucket = self.entries.setdefault(id(target), [])
         for i, (p, text) in enumerate(zip(plans, texts, strict=True)):
-            all_groups = tuple(dict.fromkeys((*p.reduce, *groups)))
+            marks = tuple(dict.fromkeys((p.merge, *merges) if p.merge else merges))
             bucket.append(
                 GradientEntry(
-                    (consumer, pos, i),
-                    _new_gradient(target, text, all_groups),
-                    p.context,
-                    all_groups,
+                    (consumer, pos, i), _new_gradient(target, text, marks), p.context, marks
                 )
             )
         self.pending[id(target)] -= 1
@@ -217,50 +209,33 @@ class _Pass:
     async def resolve(self, plan: GradientPlan, priority: int) -> str:
         if plan.request is None:
             return plan.value
-        self.calls += 1
         result = await self.engine.send(plan.request, priority=priority)
         return result.text
 
-    async def reduce(self, v: Variable, entries: list[GradientEntry]) -> list[GradientEntry]:
-        """Merge gradients that share an aggregation group into one, by an LLM call each."""
+    async def merge(self, v: Variable, entries: list[GradientEntry]) -> list[GradientEntry]:
+        """Hand each merge point's two or more gradients of ``v`` to its hook, concurrently."""
         if len(entries) < 2:
             return entries
-        members: dict[ReduceGroup, list[GradientEntry]] = {}
+        members: dict[GradientMerge, list[GradientEntry]] = {}
         for e in entries:
-            for g in e.groups:
-                members.setdefault(g, []).append(e)
-        # A group whose feedback is all blank has nothing to merge: an LLM asked to summarise
-        # nothing would invent feedback and send the next backward down the wrong branch.
-        todo = {
-            g: es
-            for g, es in members.items()
-            if len(es) > 1 and any(str(e.gradient.value).strip() for e in es)
-        }
+            for m in e.merges:
+                members.setdefault(m, []).append(e)
+        todo = [(m, es) for m, es in members.items() if len(es) > 1]
         if not todo:
             return entries
         priority = self.plan.height[id(v)] + 1
-
-        async def merge(es: list[GradientEntry]) -> str:
-            request = self.engine.request(
-                [
-                    {"role": "system", "content": prompts.REDUCE_SYSTEM_PROMPT},
-                    {
-                        "role": "user",
-                        "content": prompts.reduce_prompt([str(e.gradient.value) for e in es]),
-                    },
-                ]
+        merged = await asyncio.gather(
+            *(
+                m.merge(v, [(e.gradient, e.context) for e in es], self.engine, priority)
+                for m, es in todo
             )
-            self.calls += 1
-            return (await self.engine.send(request, priority=priority)).text
-
-        groups = list(todo)
-        texts = await asyncio.gather(*(merge(todo[g]) for g in groups))
-        merged_ids = {id(e) for es in todo.values() for e in es}
-        out = [e for e in entries if id(e) not in merged_ids]
-        for g, text in zip(groups, texts, strict=True):
-            es = todo[g]
-            roles = ", ".join(dict.fromkeys(e.gradient.role_description for e in es))
-            gradient = Variable(text, requires_grad=False, role_description=roles)
+        )
+        out = list(entries)
+        for (_, es), gradient in zip(todo, merged, strict=True):
+            if gradient is None:
+                continue
+            gone = {id(e) for e in es}
+            out = [e for e in out if id(e) not in gone]
             out.append(GradientEntry(min(e.key for e in es), gradient, None, ()))
         out.sort(key=lambda e: e.key)
         return out
@@ -288,14 +263,10 @@ async def _run(root: Variable, engine: ChatEngine | None) -> _Pass:
     chosen = get_backward_engine(engine)
     state = _Pass(plan_backward(root), chosen)
     try:
-        async with asyncio.TaskGroup() as group:
-            state.group = group
-            state.start(root)
-    except BaseExceptionGroup as eg:
-        # One failure (the usual case: the group cancels the rest) is raised as itself.
-        if len(eg.exceptions) == 1:
-            raise eg.exceptions[0] from None
-        raise
+        with first_error():
+            async with asyncio.TaskGroup() as group:
+                state.group = group
+                state.start(root)
     finally:
         state.group = None
     return state
@@ -309,13 +280,9 @@ async def backward(root: Variable, engine: ChatEngine | None = None) -> None:
         if entries is None:
             continue
         # Another pass may have added gradients since this one read them: keep those, and
-        # replace only what this pass started from (which a reduce may have merged).
+        # replace only what this pass started from (which a merge hook may have combined).
         seen = state.snapshot.get(id(v), set())
         others = [g for g in v.gradients if id(g) not in seen]
         contexts = {g: v.gradients_context.get(g) for g in others}
         v.gradients = [e.gradient for e in entries] + others
         v.gradients_context = {e.gradient: e.context for e in entries} | contexts
-        for e in entries:
-            for g in e.groups:
-                if g not in v._reduce_meta:
-                    v._reduce_meta.append(g)

@@ -9,9 +9,9 @@ sends the requests (concurrently, through the engine's scheduler) and records th
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asynctg.engine.types import ChatRequest
 from asynctg.graph.variable import GradientContext, Variable
@@ -19,14 +19,28 @@ from asynctg.graph.variable import GradientContext, Variable
 if TYPE_CHECKING:
     from asynctg.engine.client import ChatEngine
 
-__all__ = ["BackwardContext", "Function", "GradientPlan", "Module", "ReduceGroup"]
+__all__ = ["BackwardContext", "Function", "GradientMerge", "GradientPlan", "Module"]
 
 
-@dataclass(frozen=True, eq=False)
-class ReduceGroup:
-    """Gradients tagged with the same group are merged into one by an LLM call (``aggregate``)."""
+class GradientMerge(Protocol):
+    """A point of the graph whose descendants' gradients are combined before use.
 
-    name: str
+    A backward rule may mark its plans with one (``tg.aggregate`` does); every gradient that
+    descends from them carries it, and when a variable holds two or more such gradients, the
+    executor hands them to ``merge`` before the variable's own backward runs. What merging
+    means (prompts, budgets, strategy) is the hook's business: it lives in
+    ``asynctg.optim.aggregation``; the executor only calls it.
+    """
+
+    async def merge(
+        self,
+        target: Variable,
+        gradients: Sequence[tuple[Variable, GradientContext | None]],
+        engine: ChatEngine,
+        priority: int,
+    ) -> Variable | None:
+        """One gradient standing for ``gradients`` (None: keep them as they are)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -34,14 +48,15 @@ class GradientPlan:
     """How one predecessor (``target``) gets its feedback from one backward rule.
 
     Exactly one of ``request`` (an LLM call whose answer is the feedback) and ``value`` (the
-    feedback itself) is used. ``context`` is stored with the gradient for the optimizer.
+    feedback itself) is used. ``context`` is stored with the gradient for the optimizer;
+    ``merge`` marks the gradient (and what descends from it) for a ``GradientMerge``.
     """
 
     target: Variable
     request: ChatRequest | None = None
     value: str = ""
     context: GradientContext | None = None
-    reduce: tuple[ReduceGroup, ...] = ()
+    merge: GradientMerge | None = None
 
 
 @dataclass(eq=False)

@@ -7,7 +7,6 @@ backward rule (``backward``, which plans feedback and never calls anything itsel
 from __future__ import annotations
 
 import inspect
-import itertools
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -15,12 +14,11 @@ from typing import Any
 from asynctg import prompts
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import ConfigError
-from asynctg.graph.function import Function, GradientPlan, Module, ReduceGroup
+from asynctg.graph.function import Function, GradientPlan, Module
 from asynctg.graph.variable import Variable
 from asynctg.runtime import get_backward_engine
 
 __all__ = [
-    "Aggregate",
     "BlackboxLLM",
     "FormattedLLMCall",
     "LLMCall",
@@ -28,7 +26,6 @@ __all__ = [
     "OrderedFieldsMultimodalLLMCall",
     "StringBasedFunction",
     "Sum",
-    "aggregate",
     "sum",
 ]
 
@@ -485,45 +482,9 @@ class Sum(Function):
         ]
 
 
-_groups = itertools.count()
-
-
-class Aggregate(Sum):
-    """``tg.aggregate``: like ``sum``, and the feedback that flows back through it is merged.
-
-    Every summand receives the feedback (TextGrad 0.1.8 gives it to one summand only). Further
-    down, a variable that receives several gradients descending from the same aggregation has
-    them merged into one by a "reduce" LLM call before its own backward runs and before the
-    optimizer sees them: the mean of a minibatch's feedback.
-    """
-
-    def __call__(self, variables: Sequence[Variable]) -> Variable:
-        value, roles = _concat(variables, "aggregate")
-        total = Variable(
-            value,
-            requires_grad=any(v.requires_grad for v in variables),
-            predecessors=variables,
-            role_description=f"a combination of the following variables: {roles}.",
-        )
-        return self.attach(total, group=ReduceGroup(f"aggregate-{next(_groups)}"))
-
-    def backward(  # type: ignore[override]
-        self, output: Variable, feedback: str, engine: ChatEngine, *, group: ReduceGroup
-    ) -> list[GradientPlan]:
-        plans = super().backward(output, feedback, engine)
-        for plan in plans:
-            plan.reduce = (group,)
-        return plans
-
-
 def sum(variables: Sequence[Variable]) -> Variable:
     """Concatenate variables into one; its feedback reaches each of them (no LLM call)."""
     return Sum()(variables)
-
-
-def aggregate(variables: Sequence[Variable]) -> Variable:
-    """Like ``sum``, but feedback flowing back through it is merged into one by an LLM call."""
-    return Aggregate()(variables)
 
 
 class BlackboxLLM(Module):

@@ -48,7 +48,7 @@ class Variable:
     __slots__ = (
         "__weakref__",
         "_id",
-        "_reduce_meta",
+        "_merges",
         "grad_fn",
         "gradients",
         "gradients_context",
@@ -122,7 +122,8 @@ class Variable:
         self.grad_fn: BackwardContext | None = None
         self.gradients: list[Variable] = []
         self.gradients_context: dict[Variable, GradientContext | None] = {}
-        self._reduce_meta: list[Any] = []
+        #: the merge hooks (``GradientMerge``) this variable, as a gradient, descends from
+        self._merges: tuple[Any, ...] = ()
         self._id = next(_ids)
 
     # --- TextGrad-style accessors -------------------------------------------------------------
@@ -167,7 +168,6 @@ class Variable:
     def reset_gradients(self) -> None:
         self.gradients = []
         self.gradients_context = {}
-        self._reduce_meta = []
 
     # --- the backward pass --------------------------------------------------------------------
 

@@ -14,8 +14,21 @@ from typing import Any
 
 from asynctg import prompts
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError, OptimizerParseError
+from asynctg.errors import (
+    ConfigError,
+    ContextBudgetError,
+    ContextLengthError,
+    OptimizerParseError,
+    first_error,
+)
 from asynctg.graph.variable import Variable
+from asynctg.optim.aggregation import (
+    AggregationReport,
+    Strategy,
+    check_strategy,
+    gradient_parts,
+    optimizer_content,
+)
 from asynctg.runtime import get_backward_engine
 
 __all__ = [
@@ -49,36 +62,6 @@ def extract_new_value(reply: str, tags: Sequence[str]) -> str | None:
         return None
     value = reply[i + len(start) : j].strip()
     return value or None
-
-
-def _gradient_parts(variable: Variable) -> list[str | bytes]:
-    """Every gradient of ``variable`` as the optimizer sees it: context, then <FEEDBACK>."""
-    parts: list[str | bytes] = []
-    for g in variable.gradients:
-        ctx = variable.gradients_context.get(g)
-        feedback = str(g.value)
-        if ctx is None:
-            parts.append(prompts.gradient_block(feedback))
-        elif isinstance(ctx["context"], str):
-            parts.append(
-                prompts.gradient_block(
-                    feedback,
-                    context=ctx["context"],
-                    response_role=ctx["response_desc"],
-                    variable_role=ctx["variable_desc"],
-                )
-            )
-        else:
-            parts.extend(ctx["context"])
-            parts.append(
-                prompts.gradient_block(
-                    feedback,
-                    response_role=ctx["response_desc"],
-                    variable_role=ctx["variable_desc"],
-                    after_parts=True,
-                )
-            )
-    return parts
 
 
 class Optimizer:
@@ -125,6 +108,11 @@ class TextualGradientDescent(Optimizer):
     asked again up to ``format_retries`` times, then ``OptimizerParseError`` is raised and no
     parameter changes. Parameters without any feedback are left alone (no call).
     ``verbose`` logs each new value at INFO level on the ``asynctg.optim`` logger.
+
+    ``aggregation`` says how many feedbacks reach the optimizer (``asynctg.optim.aggregation``):
+    ``"concat"`` (the paper: one ``<FEEDBACK>`` block each), ``"tree"`` (reduced by concurrent
+    LLM calls first) or ``"auto"`` (concat while it fits the context budget). ``step()``
+    returns one ``AggregationReport`` per parameter changed, also kept in ``last_step``.
     """
 
     def __init__(
@@ -139,8 +127,11 @@ class TextualGradientDescent(Optimizer):
         gradient_memory: int = 0,
         *,
         format_retries: int = DEFAULT_FORMAT_RETRIES,
+        aggregation: Strategy = "auto",
     ) -> None:
         super().__init__(parameters)
+        self.aggregation: Strategy = check_strategy(aggregation)
+        self.last_step: list[AggregationReport] = []
         if engine is not None and not isinstance(engine, ChatEngine):
             raise ConfigError(f"engine must come from tg.get_engine(), got {type(engine).__name__}")
         tags = tuple(new_variable_tags or prompts.DEFAULT_NEW_VARIABLE_TAGS)
@@ -178,11 +169,18 @@ class TextualGradientDescent(Optimizer):
         return {"memory": memory}
 
     def update_prompt(self, variable: Variable) -> str | list[str | bytes]:
-        """The optimizer's user prompt for ``variable`` as it stands now."""
+        """The optimizer's user prompt for ``variable`` as it stands now, every feedback in its
+        own block (the "concat" strategy)."""
+        return self.render_prompt(variable, gradient_parts(variable))
+
+    def render_prompt(
+        self, variable: Variable, gradients: Sequence[str | bytes]
+    ) -> str | list[str | bytes]:
+        """The optimizer's user prompt for ``variable`` with ``gradients`` as its context."""
         return prompts.optimizer_prompt(
             role=variable.role_description,
             value=str(variable.value),
-            gradients=_gradient_parts(variable),
+            gradients=gradients,
             tags=self.new_variable_tags,
             constraints=self.constraints,
             examples=self.in_context_examples,
@@ -191,14 +189,53 @@ class TextualGradientDescent(Optimizer):
 
     # --- the step -----------------------------------------------------------------------------
 
-    async def _new_value(self, engine: ChatEngine, variable: Variable) -> str:
+    async def _content(
+        self, engine: ChatEngine, variable: Variable, strategy: Strategy
+    ) -> tuple[str | list[str | bytes], AggregationReport]:
+        return await optimizer_content(
+            engine,
+            variable,
+            lambda gradients: self.render_prompt(variable, gradients),
+            self.optimizer_system_prompt,
+            strategy=strategy,
+            priority=OPTIMIZER_PRIORITY,
+        )
+
+    async def _new_value(
+        self, engine: ChatEngine, variable: Variable
+    ) -> tuple[str, AggregationReport]:
+        content, report = await self._content(engine, variable, self.aggregation)
+        try:
+            return await self._ask(engine, variable, content, report), report
+        except ContextLengthError as exc:
+            # The window was unknown and the provider's error named it: reduce, then ask again.
+            if (
+                isinstance(exc, ContextBudgetError)
+                or self.aggregation != "auto"
+                or report.strategy != "concat"
+                or engine.context_window is None
+            ):
+                raise
+            content, report = await self._content(engine, variable, "tree")
+            return await self._ask(engine, variable, content, report), report
+
+    async def _ask(
+        self,
+        engine: ChatEngine,
+        variable: Variable,
+        content: str | list[str | bytes],
+        report: AggregationReport,
+    ) -> str:
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.optimizer_system_prompt},
-            {"role": "user", "content": self.update_prompt(variable)},
+            {"role": "user", "content": content},
         ]
         reply = ""
         for attempt in range(self.format_retries + 1):
-            result = await engine.send(engine.request(messages), priority=OPTIMIZER_PRIORITY)
+            request = engine.request(messages)
+            engine.check_fits(request, variable=variable.role_description)
+            report.calls += 1
+            result = await engine.send(request, priority=OPTIMIZER_PRIORITY)
             reply = result.text
             value = extract_new_value(reply, self.new_variable_tags)
             if value is not None:
@@ -218,25 +255,27 @@ class TextualGradientDescent(Optimizer):
             variable=variable.role_description,
         )
 
-    async def step(self) -> None:
-        """Rewrite every parameter that has feedback, all at once; all change, or none does."""
+    async def step(self) -> list[AggregationReport]:
+        """Rewrite every parameter that has feedback, all at once; all change, or none does.
+
+        Returns what each changed parameter's aggregation did (also in ``last_step``).
+        """
         engine = get_backward_engine(self.engine)
         todo = [p for p in self.parameters if p.gradients]
-        try:
+        with first_error():
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._new_value(engine, p)) for p in todo]
-        except BaseExceptionGroup as eg:
-            if len(eg.exceptions) == 1:
-                raise eg.exceptions[0] from None
-            raise
-        new_values = [t.result() for t in tasks]
+        results = [t.result() for t in tasks]
+        new_values = [value for value, _ in results]
         # Every reply is in and parsed: only now does anything change.
+        self.last_step = [report for _, report in results]
         for p, value in zip(todo, new_values, strict=True):
             self._remember(p)
             p.set_value(value)
             if self.verbose:
                 logger.info("new value of %s:\n%s", p.role_description, value)
         self.steps += 1
+        return self.last_step
 
     def _remember(self, variable: Variable) -> None:
         if self.gradient_memory:
@@ -284,6 +323,7 @@ class TextualGradientDescentwithMomentum(TextualGradientDescent):
         gradient_memory: int = 0,
         *,
         format_retries: int = DEFAULT_FORMAT_RETRIES,
+        aggregation: Strategy = "auto",
     ) -> None:
         super().__init__(
             parameters,
@@ -295,6 +335,7 @@ class TextualGradientDescentwithMomentum(TextualGradientDescent):
             in_context_examples=in_context_examples,
             gradient_memory=gradient_memory,
             format_retries=format_retries,
+            aggregation=aggregation,
         )
         if not isinstance(momentum_window, int) or momentum_window < 0:
             raise ConfigError("momentum_window must be an integer >= 0")

@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context-window", type=int, default=None, help="largest accepted prompt, in tokens"
     )
+    parser.add_argument(
+        "--feedback-tokens",
+        type=int,
+        default=300,
+        help="rough length of feedback (backward) replies, in tokens (default 300; 0: 2-3 "
+        "sentences)",
+    )
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     parser.add_argument(
         "--no-rate-limit-headers",
@@ -111,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         seed=args.seed,
         quota_tokens=args.quota_tokens,
         context_window=args.context_window,
+        feedback_tokens=getattr(args, "feedback_tokens", 300) or None,
         api_key=args.api_key,
         rate_limit_headers=not args.no_rate_limit_headers,
         record=args.record,

@@ -9,8 +9,11 @@ whole optimization loop runs end to end against it. The rules, first match wins:
    request's ``<VARIABLE>`` block and the tip is a prompt-engineering sentence the value does not
    already contain, so every step visibly changes the prompt.
 2. Backward request (contains ``<OBJECTIVE_FUNCTION>``): two or three sentences of critical
-   feedback, no tags. (Checked before the judge rule: a backward request about a judge call
-   quotes the judge's ``<ACCURACY>`` instruction.)
+   feedback, no tags, then (with ``feedback_tokens``) elaborating sentences up to about that many
+   tokens, as real models write. (Checked before the judge rule: a backward request about a
+   judge call quotes the judge's ``<ACCURACY>`` instruction.)
+2b. Reduce request (``<FEEDBACK>`` blocks, neither tag above): every distinct feedback sentence
+   found in the blocks, once, with how many blocks raised it.
 3. LLM-judge request (contains ``<ACCURACY>``): a short evaluation, then
    ``<ACCURACY> 1 </ACCURACY>`` or ``<ACCURACY> 0 </ACCURACY>``. When the request labels its
    fields the way multi-field evaluations do (``**ground truth answer**: ...`` and
@@ -77,6 +80,20 @@ FEEDBACK_SENTENCES: tuple[str, ...] = (
     "It does not warn the model about distractor items that should be ignored.",
     "A short worked example would make the expected behaviour clearer.",
     "The response repeats the question instead of addressing the error in it.",
+)
+
+#: Sentences that lengthen simulated feedback to a realistic size (``feedback_tokens``).
+ELABORATIONS: tuple[str, ...] = (
+    "In this sample the response reached its answer without showing the intermediate steps.",
+    "A reader cannot tell from the response which of the listed items were counted.",
+    "The instruction could name the exact output format, for example a final line with a number.",
+    "Ambiguous phrasing in the question was resolved silently instead of explicitly.",
+    "The model would benefit from being told to re-read the question before answering.",
+    "Nothing in the variable asks for a check of the result against the question.",
+    "The answer format differs from the one the evaluation expects.",
+    "The response spends words on restating the task rather than solving it.",
+    "A rule about how to treat plural and collective nouns would remove a source of error.",
+    "The variable could ask the model to list its assumptions before the final answer.",
 )
 
 _EVALUATIONS: tuple[str, ...] = (
@@ -381,11 +398,31 @@ def _code_answer(user: str) -> str:
     return f"```python\nfrom typing import *\n\n{body}\n```"
 
 
-def default_answer(request: Mapping[str, Any], rng: Random) -> str:
+def _feedback(rng: Random, tokens: int | None) -> str:
+    sentences = rng.sample(FEEDBACK_SENTENCES, rng.choice((2, 3)))
+    size = sum(len(x) + 1 for x in sentences)
+    while tokens is not None and size < 4 * tokens:
+        extra = rng.choice(ELABORATIONS)
+        sentences.append(extra)
+        size += len(extra) + 1
+    return " ".join(sentences)
+
+
+def _merged(text: str) -> str:
+    blocks = text.count("<FEEDBACK>")
+    counts = [(s, text.count(s)) for s in (*FEEDBACK_SENTENCES, *ELABORATIONS)]
+    raised = [f"- {s} (raised in {n} of {blocks})" for s, n in counts if n]
+    return f"Merged feedback from {blocks} sources:\n" + "\n".join(raised or ["- No criticism."])
+
+
+def default_answer(
+    request: Mapping[str, Any], rng: Random, *, feedback_tokens: int | None = None
+) -> str:
     """The simulated model's reply to a decoded chat-completions request body.
 
     Pure: depends only on ``request`` and on draws from ``rng`` (see the module docstring for
-    the rules).
+    the rules). ``feedback_tokens`` is the rough length of backward replies (None: 2-3
+    sentences).
 
     >>> default_answer({"messages": [{"role": "user", "content": "Hi"}]}, Random(0))[:9]
     'Simulated'
@@ -394,7 +431,9 @@ def default_answer(request: Mapping[str, Any], rng: Random) -> str:
     if "<IMPROVED_VARIABLE>" in text:
         return _improved(text, "IMPROVED_VARIABLE", rng)
     if "<OBJECTIVE_FUNCTION>" in text:
-        return " ".join(rng.sample(FEEDBACK_SENTENCES, rng.choice((2, 3))))
+        return _feedback(rng, feedback_tokens)
+    if "<FEEDBACK>" in text:
+        return _merged(text)
     if "<ACCURACY>" in text:
         return _judge(text, rng)
     tag = _new_value_tag(text)

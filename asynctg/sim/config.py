@@ -219,6 +219,8 @@ class SimConfig:
     seed: int = 0
     quota_tokens: int | None = None
     context_window: int | None = None
+    #: rough length of backward (feedback) replies in tokens; real models write a few hundred
+    feedback_tokens: int | None = 300
     api_key: str | None = None
     rate_limit_headers: bool = True
     record: bool = False
@@ -242,6 +244,7 @@ class SimConfig:
         _check_limit("tpm", self.tpm)
         _check_limit("quota_tokens", self.quota_tokens)
         _check_limit("context_window", self.context_window)
+        _check_limit("feedback_tokens", self.feedback_tokens)
         if (
             isinstance(self.fault_rate, bool)
             or not isinstance(self.fault_rate, int | float)

@@ -99,6 +99,7 @@ class _Counters:
         "faults",
         "in_flight",
         "max_in_flight",
+        "max_prompt_tokens",
         "ok",
         "prompt_tokens",
         "quota_exceeded",
@@ -121,6 +122,7 @@ class _Counters:
         self.unauthorized = 0
         self.faults: dict[str, int] = {}
         self.prompt_tokens = 0
+        self.max_prompt_tokens = 0
         self.completion_tokens = 0
         # requests still being served survive a reset, so the gauge never goes negative
         self.in_flight = in_flight
@@ -321,6 +323,7 @@ class SimServer:
             "faults": dict(c.faults),
             "faults_total": sum(c.faults.values()),
             "prompt_tokens": c.prompt_tokens,
+            "max_prompt_tokens": c.max_prompt_tokens,
             "completion_tokens": c.completion_tokens,
             "total_tokens": c.prompt_tokens + c.completion_tokens,
             "quota_used": self._quota_used,
@@ -510,7 +513,7 @@ class SimServer:
         for index in range(n):
             text = responder(req) if responder is not None else None
             if text is None:
-                text = default_answer(req, rng)
+                text = default_answer(req, rng, feedback_tokens=cfg.feedback_tokens)
             finish = "stop"
             if limit_chars is not None and len(text) > limit_chars:
                 text = text[:limit_chars]
@@ -538,6 +541,7 @@ class SimServer:
         if fault is None or fault == "slow":
             c.ok += 1
             c.prompt_tokens += ptoks
+            c.max_prompt_tokens = max(c.max_prompt_tokens, ptoks)
             c.completion_tokens += ctoks
             self._quota_used += total
             row = self._tick()
