@@ -166,6 +166,19 @@ def _usage_section(usage: Mapping[str, Any]) -> str:
     return "<h2>Usage and cost</h2>" + _table(rows)
 
 
+def _aggregation_cell(report: Mapping[str, Any] | None) -> str:
+    """How a step's feedback reached the optimizer, in a few words."""
+    if not report:
+        return ""
+    how = (
+        f"{report['feedbacks_in']} blocks"
+        if report.get("strategy") == "concat"
+        else f"{report['feedbacks_in']} reduced in {report['levels']} levels "
+        f"({report['calls'] - 1} calls)"
+    )
+    return f"{how}; prompt ~{report['prompt_tokens']} tokens"
+
+
 def _prompt_sections(result: Mapping[str, Any]) -> str:
     history = result.get("history", [])
     labels = [str(row["step"]) for row in history]
@@ -184,10 +197,12 @@ def _prompt_sections(result: Mapping[str, Any]) -> str:
             row.get("validation_accuracy"),
             row.get("test_accuracy"),
             "yes" if row.get("reverted") else "",
+            _aggregation_cell(row.get("aggregation")),
         )
         for row in history
     ]
-    out.append(_table(rows, ("step", "train batch", "validation", "test", "rejected")))
+    header = ("step", "train batch", "validation", "test", "rejected", "feedback to optimizer")
+    out.append(_table(rows, header))
     out.append("<h2>The prompt, step by step</h2>")
     if history:
         out.append(f"<h3>Step 0 (start)</h3><pre>{html.escape(str(history[0]['prompt']))}</pre>")

@@ -460,17 +460,24 @@ class Sum(Function):
     summand gets it once.
     """
 
+    name = "sum"
+    role = "a combination of the following: {roles}"
+
     def __call__(self, variables: Sequence[Variable]) -> Variable:
-        value, roles = _concat(variables, "sum")
+        value, roles = _concat(variables, self.name)
         total = Variable(
             value,
             requires_grad=any(v.requires_grad for v in variables),
             predecessors=variables,
-            role_description=f"a combination of the following: {roles}",
+            role_description=self.role.format(roles=roles),
         )
-        return self.attach(total)
+        return self.attach(total, **self.saved())
 
     forward = __call__
+
+    def saved(self) -> dict[str, Any]:
+        """What the backward rule of this node needs (subclasses add to it)."""
+        return {}
 
     def backward(
         self, output: Variable, feedback: str, engine: ChatEngine, **saved: Any

@@ -40,7 +40,7 @@ from asynctg import prompts
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.types import estimate_tokens
 from asynctg.errors import ConfigError, ContextBudgetError
-from asynctg.graph.ops import Sum, _concat
+from asynctg.graph.ops import Sum
 from asynctg.graph.variable import GradientContext, Variable
 
 __all__ = [
@@ -446,17 +446,11 @@ class Aggregate(Sum):
     sees them: the mean of a minibatch's feedback.
     """
 
-    def __call__(self, variables: Sequence[Variable]) -> Variable:
-        value, roles = _concat(variables, "aggregate")
-        total = Variable(
-            value,
-            requires_grad=any(v.requires_grad for v in variables),
-            predecessors=variables,
-            role_description=f"a combination of the following variables: {roles}.",
-        )
-        return self.attach(total, merge=_BatchMerge())
+    name = "aggregate"
+    role = "a combination of the following variables: {roles}."
 
-    forward = __call__
+    def saved(self) -> dict[str, Any]:
+        return {"merge": _BatchMerge()}
 
     def backward(  # type: ignore[override]
         self, output: Variable, feedback: str, engine: ChatEngine, *, merge: _BatchMerge
