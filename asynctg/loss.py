@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.protocol import Engine
 from asynctg.errors import ConfigError, EvaluationParseError
 from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall, LLMCall, OrderedFieldsMultimodalLLMCall
@@ -37,7 +37,7 @@ class TextLoss(Module):
     >>> # loss = await tg.TextLoss("Evaluate the answer; be critical.", engine=engine)(response)
     """
 
-    def __init__(self, eval_system_prompt: Variable | str, engine: ChatEngine | None = None):
+    def __init__(self, eval_system_prompt: Variable | str, engine: Engine | None = None):
         self.eval_system_prompt = _frozen(eval_system_prompt, "system prompt for the evaluation")
         self.engine = engine
         self.llm_call = LLMCall(engine, self.eval_system_prompt)
@@ -60,7 +60,7 @@ class MultiFieldEvaluation(Module):
         self,
         evaluation_instruction: Variable | str,
         role_descriptions: Sequence[str],
-        engine: ChatEngine | None = None,
+        engine: Engine | None = None,
         system_prompt: Variable | None = None,
     ):
         self.evaluation_instruction = _frozen(
@@ -143,7 +143,7 @@ class MultiFieldTokenParsedEvaluation(MultiFieldEvaluation):
         self,
         evaluation_instruction: Variable | str,
         role_descriptions: Sequence[str],
-        engine: ChatEngine | None = None,
+        engine: Engine | None = None,
         system_prompt: Variable | None = None,
         parse_tags: Sequence[str] | None = None,
     ):
@@ -173,7 +173,7 @@ class MultiChoiceTestTime(Module):
     def __init__(
         self,
         evaluation_instruction: str,
-        engine: ChatEngine | None = None,
+        engine: Engine | None = None,
         system_prompt: Variable | None = None,
     ):
         self.tt_system_prompt = system_prompt or Variable(
@@ -214,7 +214,7 @@ class ImageQALoss(Module):
     def __init__(
         self,
         evaluation_instruction: str,
-        engine: ChatEngine | None = None,
+        engine: Engine | None = None,
         system_prompt: Variable | None = None,
     ):
         self.evaluation_instruction = Variable(

@@ -7,7 +7,8 @@ import contextvars
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.adapters import as_engine
+from asynctg.engine.protocol import Engine
 from asynctg.errors import ConfigError
 
 __all__ = [
@@ -41,15 +42,15 @@ def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
         return runner.run(main)
 
 
-_backward_engine: contextvars.ContextVar[ChatEngine | None] = contextvars.ContextVar(
+_backward_engine: contextvars.ContextVar[Engine | None] = contextvars.ContextVar(
     "asynctg_backward_engine", default=None
 )
 # The process-wide fallback, for code that sets the engine once at start-up and then starts
 # tasks from a context copied before that (every asyncio task copies the context it starts in).
-_global_backward_engine: ChatEngine | None = None
+_global_backward_engine: Engine | None = None
 
 
-def set_backward_engine(engine: ChatEngine, override: bool = False) -> None:
+def set_backward_engine(engine: Engine | Any, override: bool = False) -> None:
     """Use ``engine`` for backward passes and optimizer steps that are not given one.
 
     The setting is held in a context variable, so concurrent tasks may each set their own
@@ -58,7 +59,7 @@ def set_backward_engine(engine: ChatEngine, override: bool = False) -> None:
     call, other threads, the compat layer's loop). Setting it again needs ``override=True``, as
     in TextGrad.
     """
-    _check_engine(engine)
+    engine = _check_engine(engine)
     current = _backward_engine.get() or _global_backward_engine
     if current is not None and current is not engine and not override:
         raise ConfigError("a backward engine is already set; pass override=True to replace it")
@@ -66,34 +67,36 @@ def set_backward_engine(engine: ChatEngine, override: bool = False) -> None:
     _set_process_default(engine)
 
 
-def set_process_backward_engine(engine: ChatEngine, override: bool = False) -> None:
+def set_process_backward_engine(engine: Engine | Any, override: bool = False) -> None:
     """Set only the process default (TextGrad's global setting; what ``asynctg.compat`` uses).
 
     Contexts that set their own engine with ``set_backward_engine`` keep it.
     """
-    _check_engine(engine)
+    engine = _check_engine(engine)
     if _global_backward_engine not in (None, engine) and not override:
         raise ConfigError("a backward engine is already set; pass override=True to replace it")
     _set_process_default(engine)
 
 
-def _check_engine(engine: object) -> None:
-    if not isinstance(engine, ChatEngine):
+def _check_engine(engine: object) -> Engine:
+    if engine is None or isinstance(engine, str):
         raise ConfigError(
-            f"set_backward_engine needs an engine from asynctg.get_engine(), got "
-            f"{type(engine).__name__}"
+            "set_backward_engine needs an engine: asynctg.get_engine(model, ...) or an object "
+            f"with a generate(prompt, system_prompt=None) method, got {engine!r}"
         )
+    return as_engine(engine)
 
 
-def _set_process_default(engine: ChatEngine) -> None:
+def _set_process_default(engine: Engine) -> None:
     global _global_backward_engine
     _global_backward_engine = engine
 
 
-def get_backward_engine(engine: ChatEngine | None = None) -> ChatEngine:
-    """``engine`` if given, else the one set with ``set_backward_engine``; else ConfigError."""
+def get_backward_engine(engine: Engine | Any | None = None) -> Engine:
+    """``engine`` if given (a custom one wrapped by ``as_engine``), else the one set with
+    ``set_backward_engine``; else ConfigError."""
     if engine is not None:
-        return engine
+        return as_engine(engine)
     found = _backward_engine.get() or _global_backward_engine
     if found is None:
         raise ConfigError(

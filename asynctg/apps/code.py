@@ -24,6 +24,7 @@ from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import Budget, EventSink, ItemRun
 from asynctg.apps.sandbox import CodeRunner, Isolation, TestRun, extract_code
+from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import require_int
 from asynctg.graph.function import Module
@@ -210,6 +211,7 @@ async def optimize_code(
     recorded with its error and the others go on.
     """
     config = config or CodeConfig()
+    engine = as_chat_engine(engine)
     runner = runner or CodeRunner(
         per_test_seconds=config.per_test_seconds,
         memory_mb=config.memory_mb,

@@ -38,6 +38,7 @@ from asynctg.apps.run import (
     count_bounded,
     gather,
 )
+from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import ConfigError, OptimizerParseError, require_int
 from asynctg.graph.ops import BlackboxLLM
@@ -409,6 +410,8 @@ async def optimize_prompt(
     is resumed from it. ``on_event`` receives progress events.
     """
     config = config or PromptConfig()
+    engine = as_chat_engine(engine)
+    backward_engine = as_chat_engine(backward_engine) if backward_engine is not None else None
     if config.validate and not task.val:
         raise ConfigError("validation needs a validation split; raise the validation size")
     if checkpoint is not None:

@@ -22,6 +22,7 @@ from typing import Any
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import Budget, EventSink, ItemRun
+from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import require_int
 from asynctg.graph.ops import BlackboxLLM
@@ -139,6 +140,7 @@ async def optimize_solutions(
     reply) is recorded with its error and the others go on; ``failed`` counts them.
     """
     config = config or SolutionConfig()
+    engine = as_chat_engine(engine)
     run = ItemRun(
         engine,
         noun="questions",

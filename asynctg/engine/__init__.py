@@ -4,9 +4,11 @@
 >>> engine = tg.get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600, tpm=200_000)
 """
 
+from asynctg.engine.adapters import as_engine
 from asynctg.engine.cache import ResponseCache
 from asynctg.engine.client import DEFAULT_TIMEOUT, ChatEngine, get_engine
 from asynctg.engine.clock import Clock, FakeClock, LoopClock
+from asynctg.engine.protocol import Engine
 from asynctg.engine.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from asynctg.engine.scheduler import Scheduler, TokenBucket
 from asynctg.engine.types import (
@@ -19,9 +21,6 @@ from asynctg.engine.types import (
     validate_messages,
 )
 from asynctg.engine.usage import PRICES, UsageStats
-
-#: What the graph layer accepts as an engine.
-Engine = ChatEngine
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -41,6 +40,7 @@ __all__ = [
     "TokenBucket",
     "Usage",
     "UsageStats",
+    "as_engine",
     "estimate_tokens",
     "get_engine",
     "image_part",

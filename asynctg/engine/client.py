@@ -179,6 +179,8 @@ class ChatEngine:
         self._shared: dict[str, _Shared] = {}
         self._completion_estimate = float(_INITIAL_COMPLETION_ESTIMATE)
         self._rng = random.Random()
+        #: Whether image parts may be sent (custom engines say so with ``is_multimodal``).
+        self.multimodal = True
 
     # --- TextGrad-compatible names -------------------------------------------------------------
 
@@ -186,6 +188,11 @@ class ChatEngine:
     def model_string(self) -> str:
         """TextGrad's name for the model."""
         return self.model
+
+    @property
+    def is_multimodal(self) -> bool:
+        """Whether this engine takes image parts (TextGrad's ``engine.is_multimodal``)."""
+        return self.multimodal
 
     def __repr__(self) -> str:
         return f"<ChatEngine {self.model!r} at {self.base_url}>"

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.protocol import Engine
 from asynctg.errors import GraphError, first_error
 from asynctg.graph.function import GradientMerge, GradientPlan
 from asynctg.graph.variable import GradientContext, Variable
@@ -137,7 +137,7 @@ def _new_gradient(target: Variable, text: str, merges: tuple[GradientMerge, ...]
 class _Pass:
     """One backward pass in progress."""
 
-    def __init__(self, plan: BackwardPlan, engine: ChatEngine) -> None:
+    def __init__(self, plan: BackwardPlan, engine: Engine) -> None:
         self.plan = plan
         self.engine = engine
         self.pending = dict(plan.pending)
@@ -242,7 +242,7 @@ class _Pass:
 
 
 async def compute_gradients(
-    root: Variable, engine: ChatEngine | None = None
+    root: Variable, engine: Engine | None = None
 ) -> dict[Variable, list[Variable]]:
     """Run a backward pass and return each reached variable's full gradient list, unapplied.
 
@@ -257,7 +257,7 @@ async def compute_gradients(
     }
 
 
-async def _run(root: Variable, engine: ChatEngine | None) -> _Pass:
+async def _run(root: Variable, engine: Engine | None) -> _Pass:
     if not isinstance(root, Variable):
         raise GraphError(f"backward needs a Variable, got {type(root).__name__}")
     chosen = get_backward_engine(engine)
@@ -272,7 +272,7 @@ async def _run(root: Variable, engine: ChatEngine | None) -> _Pass:
     return state
 
 
-async def backward(root: Variable, engine: ChatEngine | None = None) -> None:
+async def backward(root: Variable, engine: Engine | None = None) -> None:
     """``await root.backward(engine)``: compute feedback, then add it to the variables."""
     state = await _run(root, engine)
     for v in state.plan.reached:

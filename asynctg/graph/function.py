@@ -17,7 +17,7 @@ from asynctg.engine.types import ChatRequest
 from asynctg.graph.variable import GradientContext, Variable
 
 if TYPE_CHECKING:
-    from asynctg.engine.client import ChatEngine
+    from asynctg.engine.protocol import Engine
 
 __all__ = ["BackwardContext", "Function", "GradientMerge", "GradientPlan", "Module"]
 
@@ -36,7 +36,7 @@ class GradientMerge(Protocol):
         self,
         target: Variable,
         gradients: Sequence[tuple[Variable, GradientContext | None]],
-        engine: ChatEngine,
+        engine: Engine,
         priority: int,
     ) -> Variable | None:
         """One gradient standing for ``gradients`` (None: keep them as they are)."""
@@ -66,7 +66,7 @@ class BackwardContext:
     function: Function
     saved: dict[str, Any] = field(default_factory=dict)
 
-    def plans(self, output: Variable, feedback: str, engine: ChatEngine) -> list[GradientPlan]:
+    def plans(self, output: Variable, feedback: str, engine: Engine) -> list[GradientPlan]:
         return self.function.backward(output, feedback, engine, **self.saved)
 
     @property

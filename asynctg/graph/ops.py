@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from asynctg import prompts
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.protocol import Engine
 from asynctg.errors import ConfigError
 from asynctg.graph.function import Function, GradientPlan, Module
 from asynctg.graph.variable import Variable
@@ -32,11 +32,8 @@ __all__ = [
 _NO_SYSTEM_PROMPT = "(none)"
 
 
-def _engine(engine: ChatEngine | None) -> ChatEngine:
-    if engine is not None and not isinstance(engine, ChatEngine):
-        raise ConfigError(
-            f"engine must come from asynctg.get_engine(...), got {type(engine).__name__}"
-        )
+def _engine(engine: Engine | Any | None) -> Engine:
+    """The engine to call: ``engine`` (a custom one wrapped), else the backward engine."""
     return get_backward_engine(engine)
 
 
@@ -60,7 +57,7 @@ def _check_variable(value: Any, what: str) -> Variable:
     return value
 
 
-def _feedback_request(engine: ChatEngine, content: str | list[Any]) -> Any:
+def _feedback_request(engine: Engine, content: str | list[Any]) -> Any:
     return engine.request(
         [
             {"role": "system", "content": prompts.BACKWARD_SYSTEM_PROMPT},
@@ -80,7 +77,7 @@ class LLMCall(Function):
 
     def __init__(
         self,
-        engine: ChatEngine | None = None,
+        engine: Engine | None = None,
         system_prompt: Variable | None = None,
         *,
         feedback_examples: Sequence[str] = (),
@@ -139,7 +136,7 @@ class LLMCall(Function):
         self,
         output: Variable,
         feedback: str,
-        engine: ChatEngine,
+        engine: Engine,
         *,
         prompt: str,
         system_prompt: str,
@@ -182,7 +179,7 @@ class FormattedLLMCall(LLMCall):
 
     def __init__(
         self,
-        engine: ChatEngine | None,
+        engine: Engine | None,
         format_string: str,
         fields: Mapping[str, Any] | Sequence[str],
         system_prompt: Variable | None = None,
@@ -272,7 +269,7 @@ class MultimodalLLMCall(LLMCall):
         self,
         output: Variable,
         feedback: str,
-        engine: ChatEngine,
+        engine: Engine,
         *,
         content: list[str | bytes],
         system_prompt: str,
@@ -308,7 +305,7 @@ class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
 
     def __init__(
         self,
-        engine: ChatEngine | None,
+        engine: Engine | None,
         fields: Sequence[str],
         system_prompt: Variable | None = None,
     ):
@@ -407,7 +404,7 @@ class StringBasedFunction(Function):
         self,
         output: Variable,
         feedback: str,
-        engine: ChatEngine,
+        engine: Engine,
         *,
         inputs: dict[str, Variable],
     ) -> list[GradientPlan]:
@@ -480,7 +477,7 @@ class Sum(Function):
         return {}
 
     def backward(
-        self, output: Variable, feedback: str, engine: ChatEngine, **saved: Any
+        self, output: Variable, feedback: str, engine: Engine, **saved: Any
     ) -> list[GradientPlan]:
         return [
             GradientPlan(v, value=prompts.sum_feedback(v.role_description, feedback))
@@ -501,9 +498,7 @@ class BlackboxLLM(Module):
     >>> # response = await model(question)
     """
 
-    def __init__(
-        self, engine: ChatEngine | None = None, system_prompt: Variable | str | None = None
-    ):
+    def __init__(self, engine: Engine | None = None, system_prompt: Variable | str | None = None):
         if isinstance(system_prompt, str):
             system_prompt = Variable(
                 system_prompt,

@@ -11,7 +11,7 @@ from asynctg.engine.types import sniff_image
 from asynctg.errors import ConfigError, GraphError
 
 if TYPE_CHECKING:
-    from asynctg.engine.client import ChatEngine
+    from asynctg.engine.protocol import Engine
     from asynctg.graph.function import BackwardContext
 
 __all__ = ["GradientContext", "Variable"]
@@ -171,7 +171,7 @@ class Variable:
 
     # --- the backward pass --------------------------------------------------------------------
 
-    async def backward(self, engine: ChatEngine | None = None) -> None:
+    async def backward(self, engine: Engine | None = None) -> None:
         """Compute feedback for every variable this one depends on that requires it.
 
         LLM calls run concurrently, each as soon as what it needs is ready, through ``engine``

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from asynctg import prompts
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.protocol import Engine
 from asynctg.engine.types import estimate_tokens
 from asynctg.errors import ConfigError, ContextBudgetError
 from asynctg.graph.ops import Sum
@@ -171,7 +171,7 @@ def pieces_of(variable: Variable) -> list[Piece]:
 # --- budgets -----------------------------------------------------------------------------------
 
 
-def reply_reserve(engine: ChatEngine) -> int:
+def reply_reserve(engine: Engine) -> int:
     cap = engine.defaults.get("max_tokens")
     if isinstance(cap, int) and cap > 0:
         return cap
@@ -179,7 +179,7 @@ def reply_reserve(engine: ChatEngine) -> int:
     return min(DEFAULT_REPLY_RESERVE, window // 4)
 
 
-def prompt_budget(engine: ChatEngine) -> int | None:
+def prompt_budget(engine: Engine) -> int | None:
     """Prompt tokens a request may be planned with (None: the window is unknown)."""
     window = engine.context_window
     if window is None:
@@ -244,7 +244,7 @@ def _fits(group: Sequence[Piece], budget: int, overhead: int) -> bool:
 class _Reducer:
     def __init__(
         self,
-        engine: ChatEngine,
+        engine: Engine,
         role: str,
         samples: int,
         priority: int,
@@ -287,7 +287,7 @@ class _Reducer:
 
 
 async def reduce_feedback(
-    engine: ChatEngine,
+    engine: Engine,
     pieces: Sequence[Piece],
     *,
     role: str,
@@ -340,7 +340,7 @@ async def reduce_feedback(
 
 
 async def optimizer_content(
-    engine: ChatEngine,
+    engine: Engine,
     variable: Variable,
     render: Callable[[Sequence[str | bytes]], str | list[str | bytes]],
     system_prompt: str,
@@ -416,7 +416,7 @@ class _BatchMerge:
         self,
         target: Variable,
         gradients: Sequence[tuple[Variable, GradientContext | None]],
-        engine: ChatEngine,
+        engine: Engine,
         priority: int,
     ) -> Variable | None:
         # All-blank feedback has nothing to merge: a model asked to summarise nothing would
@@ -453,7 +453,7 @@ class Aggregate(Sum):
         return {"merge": _BatchMerge()}
 
     def backward(  # type: ignore[override]
-        self, output: Variable, feedback: str, engine: ChatEngine, *, merge: _BatchMerge
+        self, output: Variable, feedback: str, engine: Engine, *, merge: _BatchMerge
     ) -> list[Any]:
         plans = super().backward(output, feedback, engine)
         for plan in plans:

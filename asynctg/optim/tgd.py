@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from asynctg import prompts
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.adapters import as_engine
+from asynctg.engine.protocol import Engine
 from asynctg.errors import (
     ConfigError,
     ContextBudgetError,
@@ -119,7 +120,7 @@ class TextualGradientDescent(Optimizer):
         self,
         parameters: Sequence[Variable],
         verbose: int = 0,
-        engine: ChatEngine | None = None,
+        engine: Engine | None = None,
         constraints: Sequence[str] | None = None,
         new_variable_tags: Sequence[str] | None = None,
         optimizer_system_prompt: str = prompts.OPTIMIZER_SYSTEM_PROMPT,
@@ -132,8 +133,8 @@ class TextualGradientDescent(Optimizer):
         super().__init__(parameters)
         self.aggregation: Strategy = check_strategy(aggregation)
         self.last_step: list[AggregationReport] = []
-        if engine is not None and not isinstance(engine, ChatEngine):
-            raise ConfigError(f"engine must come from tg.get_engine(), got {type(engine).__name__}")
+        if engine is not None:
+            engine = as_engine(engine)  # a custom engine (anything with generate) is wrapped
         tags = tuple(new_variable_tags or prompts.DEFAULT_NEW_VARIABLE_TAGS)
         if len(tags) != 2 or not all(isinstance(t, str) and t for t in tags):
             raise ConfigError("new_variable_tags must be [start_tag, end_tag]")
@@ -190,7 +191,7 @@ class TextualGradientDescent(Optimizer):
     # --- the step -----------------------------------------------------------------------------
 
     async def _content(
-        self, engine: ChatEngine, variable: Variable, strategy: Strategy
+        self, engine: Engine, variable: Variable, strategy: Strategy
     ) -> tuple[str | list[str | bytes], AggregationReport]:
         return await optimizer_content(
             engine,
@@ -201,9 +202,7 @@ class TextualGradientDescent(Optimizer):
             priority=OPTIMIZER_PRIORITY,
         )
 
-    async def _new_value(
-        self, engine: ChatEngine, variable: Variable
-    ) -> tuple[str, AggregationReport]:
+    async def _new_value(self, engine: Engine, variable: Variable) -> tuple[str, AggregationReport]:
         content, report = await self._content(engine, variable, self.aggregation)
         try:
             return await self._ask(engine, variable, content, report), report
@@ -221,7 +220,7 @@ class TextualGradientDescent(Optimizer):
 
     async def _ask(
         self,
-        engine: ChatEngine,
+        engine: Engine,
         variable: Variable,
         content: str | list[str | bytes],
         report: AggregationReport,
@@ -312,7 +311,7 @@ class TextualGradientDescentwithMomentum(TextualGradientDescent):
 
     def __init__(
         self,
-        engine: ChatEngine | None = None,
+        engine: Engine | None = None,
         parameters: Sequence[Variable] = (),
         momentum_window: int = 0,
         constraints: Sequence[str] | None = None,

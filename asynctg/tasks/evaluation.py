@@ -17,7 +17,7 @@ from statistics import multimode
 from typing import Protocol
 
 from asynctg import prompts
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.protocol import Engine
 from asynctg.errors import ConfigError, EvaluationParseError
 from asynctg.graph.ops import StringBasedFunction
 from asynctg.graph.variable import Variable
@@ -165,7 +165,7 @@ class JudgeEvaluator:
 
     kind: Evaluation = "judge"
 
-    def __init__(self, engine: ChatEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         instruction = Variable(
             prompts.judge_instruction(),
             requires_grad=False,
@@ -194,7 +194,7 @@ class JudgeEvaluator:
         return int(verdict)
 
 
-def make_evaluator(kind: Evaluation, engine: ChatEngine) -> StringEvaluator | JudgeEvaluator:
+def make_evaluator(kind: Evaluation, engine: Engine) -> StringEvaluator | JudgeEvaluator:
     """The evaluator for ``kind``; the judge calls ``engine``."""
     if kind == "judge":
         return JudgeEvaluator(engine)
