@@ -4,7 +4,9 @@
 
     AsyncTGError
     ├── ConfigError                 (also a ValueError) bad settings or input, found before sending
-    │   └── SandboxUnavailableError the code sandbox (bubblewrap) is missing or refused here
+    │   ├── SandboxUnavailableError the code sandbox (bubblewrap) is missing or refused here
+    │   ├── NotAVariableError       (also TypeError, AttributeError) a Variable was expected
+    │   └── BadValueError           (also AssertionError) a Variable's value of the wrong type
     ├── APIError                    the provider could not give us an answer
     │   ├── APIStatusError          an HTTP error status; carries status, request_id, body
     │   │   ├── BadRequestError             400, 404, 409, 422 and other 4xx we don't name
@@ -48,12 +50,14 @@ __all__ = [
     "AsyncTGError",
     "AuthenticationError",
     "BadRequestError",
+    "BadValueError",
     "ConfigError",
     "ContextBudgetError",
     "ContextLengthError",
     "EvaluationParseError",
     "GraphError",
     "InsufficientQuotaError",
+    "NotAVariableError",
     "OptimizerError",
     "OptimizerParseError",
     "PermissionDeniedError",
@@ -71,6 +75,16 @@ class AsyncTGError(Exception):
 
 class ConfigError(AsyncTGError, ValueError):
     """A setting or an input is wrong; raised before anything is sent."""
+
+
+class NotAVariableError(ConfigError, TypeError, AttributeError):
+    """Something else was given where a ``Variable`` is needed. Also a ``TypeError`` and an
+    ``AttributeError``: what TextGrad code (and its tests) catch for the same mistake."""
+
+
+class BadValueError(ConfigError, AssertionError):
+    """A ``Variable`` value that is not text, an int or image bytes. Also an
+    ``AssertionError``: what TextGrad raises for it."""
 
 
 class SandboxUnavailableError(ConfigError):

@@ -92,6 +92,11 @@ def _set_process_default(engine: Engine) -> None:
     _global_backward_engine = engine
 
 
+def process_backward_engine() -> Engine | None:
+    """The process-wide backward engine (TextGrad's global setting), or None."""
+    return _global_backward_engine
+
+
 def get_backward_engine(engine: Engine | Any | None = None) -> Engine:
     """``engine`` if given (a custom one wrapped by ``as_engine``), else the one set with
     ``set_backward_engine``; else ConfigError."""

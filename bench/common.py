@@ -163,7 +163,8 @@ def textgrad_env(scratch: Path, base_url: str) -> dict[str, str]:
     """Environment for a process that imports TextGrad 0.1.8, pointed at the simulator.
 
     TextGrad writes logs on import and keeps a disk cache of answers under the user cache
-    folder: both go to ``scratch`` (fresh per run, so no answer is a cache hit). litellm,
+    folder, and so does ``asynctg.compat``: all go to ``scratch`` (fresh per run, so no answer
+    is a cache hit). litellm,
     which TextGrad imports, would fetch a price list from the network unless told not to.
     """
     return {
@@ -173,6 +174,7 @@ def textgrad_env(scratch: Path, base_url: str) -> dict[str, str]:
         "OPENAI_API_KEY": "sk-bench",
         "TEXTGRAD_LOG_DIR": str(scratch / "logs"),
         "XDG_CACHE_HOME": str(scratch / "cache"),
+        "ASYNCTG_CACHE_DIR": str(scratch / "asynctg-cache"),  # compat caches as TextGrad does
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
 

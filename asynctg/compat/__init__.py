@@ -36,10 +36,21 @@ from __future__ import annotations
 
 import logging
 
-from asynctg.compat import autograd, engine, loss, model, optimizer, tasks, variable
+from asynctg.compat import (
+    autograd,
+    config,
+    engine,
+    engine_experimental,
+    loss,
+    model,
+    optimizer,
+    tasks,
+    variable,
+)
 from asynctg.compat._loop import shutdown
 from asynctg.compat.autograd import aggregate, sum
-from asynctg.compat.engine import Engine, EngineLM, get_engine, set_backward_engine
+from asynctg.compat.config import set_backward_engine
+from asynctg.compat.engine import Engine, EngineLM, get_engine
 from asynctg.compat.loss import TextLoss
 from asynctg.compat.model import BlackboxLLM
 from asynctg.compat.optimizer import TGD, TextualGradientDescent
@@ -47,6 +58,8 @@ from asynctg.compat.variable import Variable
 
 #: TextGrad exposes a logger at ``tg.logger``; this one writes nowhere unless configured.
 logger = logging.getLogger("asynctg.compat")
+#: The TextGrad API version this layer follows (asynctg's own is ``asynctg.__version__``).
+__version__ = "0.1.8"
 
 __all__ = [
     "TGD",
@@ -56,9 +69,12 @@ __all__ = [
     "TextLoss",
     "TextualGradientDescent",
     "Variable",
+    "__version__",
     "aggregate",
     "autograd",
+    "config",
     "engine",
+    "engine_experimental",
     "get_engine",
     "logger",
     "loss",

@@ -16,6 +16,12 @@ call's result (``.value``, ``.predecessors``, ``str(v)``, ...) blocks the readin
 is there, and raises the call's exception if the call failed. Backward first waits for every
 pending variable in the graph; downstream compat calls wait for their pending inputs on the loop.
 
+The call sees what TextGrad's would have seen at the moment it was made: the values of its
+inputs and of the module's own variables (a system prompt) are read at the call, and a
+pending input's value is the one its call produced, whatever the script changes afterwards
+(``q.set_value(w)`` in a loop, a new system prompt before the replies are in). The forward
+rules read them through ``asynctg.graph.variable.read_value``.
+
 Where TextGrad raises at the call (a bad argument type, a malformed ``inputs`` mapping), the
 compat call still does: the arguments are checked before anything is deferred. Failures of the
 call itself (a provider error after retries) surface where the result is first read.
@@ -25,14 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from asynctg.compat import _loop
 from asynctg.compat.variable import Variable
-from asynctg.errors import ConfigError
+from asynctg.errors import ConfigError, NotAVariableError
 from asynctg.graph import Variable as NativeVariable
 from asynctg.graph import variable as _variable_module
+from asynctg.graph.variable import frozen_values
 
 __all__ = ["Pending", "defer", "is_pending", "resolve_graph", "resolved"]
 
@@ -46,7 +54,7 @@ _DONE = _SLOT["grad_fn"]
 _COPIED = [n for n in _SLOT if n not in ("_id", "grad_fn")] + ["grad_fn"]
 
 
-def _future(variable: object) -> concurrent.futures.Future[None] | None:
+def _future(variable: object) -> concurrent.futures.Future[Any] | None:
     """The future of ``variable``'s call while it runs (or failed); None once it is a value."""
     if type(variable) is not Pending:
         return None
@@ -96,15 +104,19 @@ class Pending(Variable):
     _merges = _slot_property("_merges")
 
     def __repr__(self) -> str:
+        # As TextGrad's (eager) variables do, show the value: wait for it. A failed call shows
+        # its error instead of raising from repr().
         done = _future(self)
-        if done is not None:
-            if not done.done():
-                return "<compat Variable, call still running>"
+        if done is not None and not _loop.on_loop_thread():
+            with contextlib.suppress(BaseException):
+                _loop.wait(done, cancel_on_exit=False)
             if done.cancelled():
                 return "<compat Variable, call cancelled>"
-            error = done.exception()
+            error = done.exception() if done.done() else None
             if error is not None:
-                return f"<compat Variable, call failed: {type(error).__name__}>"
+                return f"<compat Variable, call failed: {type(error).__name__}: {error}>"
+        elif done is not None:
+            return "<compat Variable, call still running>"
         return super().__repr__()
 
 
@@ -134,21 +146,51 @@ async def resolve_graph(root: NativeVariable) -> None:
         stack.extend(variable.predecessors)
 
 
-def defer(make: Callable[[], Awaitable[NativeVariable]], inputs: Iterable[object] = ()) -> Variable:
+def reads_of(module: object) -> list[NativeVariable]:
+    """The variables a module reads in its forward rule besides its inputs (system prompts,
+    evaluation instructions), one level into the calls it holds."""
+    found: list[NativeVariable] = []
+    for value in getattr(module, "__dict__", {}).values():
+        if isinstance(value, NativeVariable):
+            found.append(value)
+        elif hasattr(value, "forward") and hasattr(value, "__dict__"):
+            found.extend(v for v in vars(value).values() if isinstance(v, NativeVariable))
+    return found
+
+
+def defer(
+    make: Callable[[], Awaitable[NativeVariable]],
+    inputs: Iterable[object] = (),
+    *,
+    reads: Iterable[NativeVariable] = (),
+) -> Variable:
     """A pending variable for the native output ``make()`` builds, once ``inputs`` are ready.
 
-    ``make`` is called on the compat loop after every pending input has finished; the native
-    output it returns is then copied into the pending variable, which becomes a ``Variable``.
-    An input that is not a variable is a ``ConfigError`` here, at the call, as in TextGrad.
+    ``make`` is called on the compat loop after every pending input has finished, with the
+    values of ``inputs`` and ``reads`` frozen as they were now (a pending input: as its call
+    produced it); the native output it returns is then copied into the pending variable, which
+    becomes a ``Variable``. An input that is not a variable is a ``ConfigError`` here, at the
+    call, as in TextGrad.
     """
     waiting_on = list(inputs)
     for value in waiting_on:
         if not isinstance(value, NativeVariable):
-            raise ConfigError(
+            raise NotAVariableError(
                 f"expected a tg.Variable, got {type(value).__name__}; wrap it: "
                 "tg.Variable(value, requires_grad=False, role_description='...')"
             )
-    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+    watched: list[NativeVariable] = list(
+        {id(v): v for v in [*waiting_on, *reads] if isinstance(v, NativeVariable)}.values()
+    )
+    now: list[tuple[NativeVariable, str | bytes]] = []
+    later: list[tuple[NativeVariable, concurrent.futures.Future[Any]]] = []
+    for v in watched:
+        fut = _future(v)
+        if fut is None:
+            now.append((v, v.value))
+        else:
+            later.append((v, fut))
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
     pending = Pending.__new__(Pending)
     _SLOT["_id"].__set__(pending, next(_variable_module._ids))
     _DONE.__set__(pending, done)
@@ -156,9 +198,12 @@ def defer(make: Callable[[], Awaitable[NativeVariable]], inputs: Iterable[object
     async def work() -> None:
         try:
             await resolved(waiting_on)
-            output = await make()
+            frozen = now + [(v, await asyncio.wrap_future(fut)) for v, fut in later]
+            with frozen_values(frozen):
+                output = await make()
             if not isinstance(output, NativeVariable):
                 raise ConfigError(f"a compat call produced {type(output).__name__}, not a Variable")
+            produced = _SLOT["value"].__get__(output)
             _become(pending, output)
         except asyncio.CancelledError:
             done.cancel()
@@ -166,7 +211,7 @@ def defer(make: Callable[[], Awaitable[NativeVariable]], inputs: Iterable[object
         except BaseException as exc:  # kept for whoever reads the variable
             done.set_exception(exc)
         else:
-            done.set_result(None)
+            done.set_result(produced)  # what downstream calls made before any change will see
 
     _loop.submit(work())
     return pending

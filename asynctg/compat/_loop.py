@@ -8,9 +8,11 @@ threads call in: a thread pool's forward calls and a backward pass's fan-out sha
 provider's limits instead of each thread running a loop (and a session) of its own.
 
 The loop starts on first use (uvloop when installed), is restarted in a forked child, and at
-interpreter exit closes the engines that ran on it and stops (``atexit``). Calling the blocking
-API from a thread that is running an event loop raises ``ConfigError``: blocking there would
-stall that loop, and, on this loop's own thread, wait forever for itself.
+interpreter exit closes the engines that ran on it and stops (``atexit``). The blocking API
+works from a thread that runs an event loop of its own (a Jupyter cell, an async function):
+that loop waits, as it would for TextGrad's blocking calls, while the private loop does the
+work. Only the private loop's own thread is refused (``ConfigError``): it would wait for
+itself forever.
 """
 
 from __future__ import annotations
@@ -163,24 +165,22 @@ class _LoopThread:
         with self._lock:  # WeakSet is not safe to grow while shutdown copies it
             self._engines.add(engine)
 
-    def _refuse_inside_a_loop(self, coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return  # the normal case: a plain thread, with no loop running in it
+    def _refuse_on_own_loop(self, coro: Coroutine[Any, Any, Any]) -> None:
+        # Blocking from another thread's running loop (a Jupyter cell, an async function) is
+        # what TextGrad's blocking calls do too: that loop waits, the private loop does the
+        # work, nothing deadlocks. Only this loop's own thread may never wait for itself.
+        if threading.current_thread() is not self._thread:
+            return
         what = getattr(coro, "__qualname__", "this call")
         coro.close()  # never started, so no "was never awaited" warning
         raise ConfigError(
-            f"asynctg.compat is TextGrad's blocking API, and {what} was called from a thread "
-            "that is running an event loop (inside `async def`, or a notebook cell): "
-            "blocking there would stall that loop. Use the async API instead: "
-            "`import asynctg as tg` and await the call (`await model(x)`, "
-            "`await loss.backward()`, `await optimizer.step()`)."
+            f"{what} was called on the asynctg.compat loop's own thread (from a coroutine the "
+            "compat layer runs): it would wait for itself forever. Await the native API there."
         )
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Start ``coro`` on the private loop and return at once with its future."""
-        self._refuse_inside_a_loop(coro)
+        self._refuse_on_own_loop(coro)
         try:
             loop, _ = self.get()
             return asyncio.run_coroutine_threadsafe(coro, loop)
@@ -239,14 +239,13 @@ if hasattr(os, "register_at_fork"):
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the compat loop; block until done; its exception propagates unchanged.
 
-    Raises ``ConfigError`` (and closes ``coro`` unstarted) when called from a thread that is
-    running an event loop.
+    Raises ``ConfigError`` (and closes ``coro`` unstarted) on the compat loop's own thread.
     """
     return _runner.run(coro)
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Start ``coro`` on the compat loop without waiting; ``ConfigError`` inside a running loop."""
+    """Start ``coro`` on the compat loop without waiting; ``ConfigError`` on its own thread."""
     return _runner.submit(coro)
 
 

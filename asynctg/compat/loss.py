@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from asynctg import loss as native
-from asynctg.compat._lazy import defer
+from asynctg.compat._lazy import defer, reads_of
 from asynctg.compat.engine import Engine, native_engine
 from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
@@ -38,7 +38,7 @@ class TextLoss(native.TextLoss):
         super().__init__(eval_system_prompt, native_engine(engine))
 
     def __call__(self, instance: NativeVariable) -> Variable:  # type: ignore[override]
-        return defer(partial(super().__call__, instance), [instance])
+        return defer(partial(super().__call__, instance), [instance], reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -58,7 +58,7 @@ class MultiFieldEvaluation(native.MultiFieldEvaluation):
         )
 
     def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
-        return defer(partial(super().__call__, inputs), inputs)
+        return defer(partial(super().__call__, inputs), inputs, reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -83,7 +83,7 @@ class MultiFieldTokenParsedEvaluation(native.MultiFieldTokenParsedEvaluation):
         )
 
     def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
-        return defer(partial(super().__call__, inputs), inputs)
+        return defer(partial(super().__call__, inputs), inputs, reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -100,7 +100,8 @@ class MultiChoiceTestTime(native.MultiChoiceTestTime):
         super().__init__(evaluation_instruction, native_engine(engine), system_prompt)
 
     def __call__(self, question: str, prediction: NativeVariable) -> Variable:  # type: ignore[override]
-        return defer(partial(super().__call__, question, prediction), [prediction])
+        call = partial(super().__call__, question, prediction)
+        return defer(call, [prediction], reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -119,8 +120,7 @@ class ImageQALoss(native.ImageQALoss):
     def __call__(  # type: ignore[override]
         self, image: NativeVariable, question: NativeVariable, response: NativeVariable
     ) -> Variable:
-        return defer(
-            partial(super().__call__, image, question, response), [image, question, response]
-        )
+        call = partial(super().__call__, image, question, response)
+        return defer(call, [image, question, response], reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]

@@ -37,6 +37,7 @@ class BlackboxLLM(NativeBlackboxLLM):
         x: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        return defer(partial(super().__call__, x, response_role_description), [x])
+        call = partial(super().__call__, x, response_role_description)
+        return defer(call, [x], reads=[self.system_prompt] if self.system_prompt else [])
 
     forward = __call__  # type: ignore[assignment]

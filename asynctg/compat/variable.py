@@ -1,24 +1,41 @@
-"""TextGrad's ``Variable``: the native one, with TextGrad's argument order and a blocking backward.
+"""TextGrad's ``Variable``: the native one, with TextGrad's signature and a blocking backward.
 
 The compat ``Variable`` is a slot-less subclass of ``asynctg.Variable``: values, gradients,
 ``gradients_context``, ``get_gradient_text()``, ``set_value()`` and the rest are the native
-ones. Only construction (TextGrad's positional order, ints accepted) and ``backward()`` (blocking)
-differ. Outputs of compat calls are adopted into this class, so ``loss.backward()`` blocks on
-whatever variable a compat call returned.
+ones. What follows TextGrad here: the constructor (``value, image_path, predecessors,
+requires_grad``, then a required keyword ``role_description``, whose absence is a
+``TypeError``; ints become text; an ``image_path`` may be a URL), ``a + b`` (the values joined
+as they are, roles joined with "and"), ``generate_graph()`` and a blocking ``backward()``.
+Outputs of compat calls are adopted into this class, so ``loss.backward()`` blocks on whatever
+variable a compat call returned. ``gradients`` is an ordered list with the set methods
+(``add``), so prompts are reproducible where TextGrad's set is not.
 """
 
 from __future__ import annotations
 
+import html
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from asynctg.compat._loop import run
-from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.engine import native_engine
 from asynctg.engine.client import ChatEngine
+from asynctg.errors import BadValueError, ConfigError
+from asynctg.graph import Sum
 from asynctg.graph import Variable as NativeVariable
 
 __all__ = ["Variable", "adopt"]
+
+
+def _fetch(url: str) -> bytes:
+    """An image behind a URL, as TextGrad fetches it (with httpx)."""
+    try:
+        import httpx
+    except ImportError as exc:  # pragma: no cover - httpx comes with the compat extra
+        raise ConfigError("reading an image_path URL needs httpx: pip install httpx") from exc
+    return bytes(httpx.get(url).content)
 
 
 class Variable(NativeVariable):
@@ -28,9 +45,6 @@ class Variable(NativeVariable):
     >>> x = tg.Variable(3, requires_grad=False, role_description="number of items")
     >>> x.value
     '3'
-
-    Positional arguments follow TextGrad: ``value, image_path, predecessors, requires_grad``;
-    ``role_description`` is keyword-only. ``gradients`` is an ordered list (TextGrad: a set).
     """
 
     __slots__ = ()  # same layout as the native class, so native outputs can be adopted
@@ -42,20 +56,33 @@ class Variable(NativeVariable):
         predecessors: Iterable[NativeVariable] | None = None,
         requires_grad: bool = True,
         *,
-        role_description: str | None = None,
+        role_description: str,
     ) -> None:
-        # TextGrad turns ints into text (BBH answers arrive as ints); bool is not a count.
+        if hasattr(value, "item") and not isinstance(value, str | bytes):
+            value = value.item()  # numpy scalars, as TextGrad converts them
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             value = str(int(value))
+        if not isinstance(value, str | bytes):
+            raise BadValueError(
+                f"Value must be a string, int, or image (bytes). Got: {type(value).__name__}"
+            )
+        if (
+            image_path
+            and isinstance(image_path, str)
+            and image_path.startswith(("http://", "https://"))
+        ):
+            if value not in ("", b""):
+                raise ConfigError("give either a value or an image_path, not both")
+            value, image_path = _fetch(image_path), None
         super().__init__(
-            value,  # type: ignore[arg-type]  # anything else is refused by the native check
+            value,
             requires_grad,
             role_description=role_description,
             predecessors=predecessors,
             image_path=image_path or None,
         )
 
-    def backward(self, engine: Engine | ChatEngine | str | None = None) -> None:  # type: ignore[override]
+    def backward(self, engine: Any = None) -> None:  # type: ignore[override]
         """Compute feedback for everything this variable depends on; blocks until done.
 
         The feedback calls run concurrently on the compat loop, each as soon as what it needs
@@ -64,12 +91,64 @@ class Variable(NativeVariable):
         run(_backward(self, native_engine(engine)))
 
     def __add__(self, other: NativeVariable) -> Variable:
-        """``a + b`` is ``tg.sum([a, b])``, as in TextGrad."""
+        """``a + b`` as in TextGrad: the values joined as they are, the roles with "and";
+        feedback on the total reaches both."""
         if not isinstance(other, NativeVariable):
             return NotImplemented
-        from asynctg.compat.autograd import sum as compat_sum
+        return _Add()([self, other])
 
-        return compat_sum([self, other])
+    def generate_graph(self, print_gradients: bool = False) -> Any:
+        """The computation graph behind this variable, as a ``graphviz`` graph (TextGrad's).
+
+        Needs the ``graphviz`` Python package (and its ``dot`` program to render); without the
+        package, an object showing the Graphviz source in a notebook is returned.
+        """
+        dot = self.to_dot(show_gradients=print_gradients)
+        try:
+            import graphviz  # type: ignore[import-untyped]
+        except ImportError:
+            return _DotText(dot)
+        return graphviz.Source(dot)
+
+    def __repr__(self) -> str:
+        grads = {str(g.value) for g in self.gradients}
+        return f"Variable(value={self.value!s}, role={self.role_description}, grads={grads})"
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<b>Variable</b> ({html.escape(self.role_description)}):<pre>"
+            f"{html.escape(str(self))}</pre>"
+        )
+
+
+class _DotText:
+    """Graphviz source that shows itself in a notebook when graphviz is not installed."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.source)}</pre>"
+
+    def __str__(self) -> str:
+        return self.source
+
+
+class _Add(Sum):
+    """``a + b``: TextGrad joins the values without a separator and the roles with "and"."""
+
+    name = "add"
+
+    def __call__(self, variables: Sequence[NativeVariable]) -> Variable:
+        a, b = variables
+        total = NativeVariable(
+            str(a.value) + str(b.value),
+            requires_grad=a.requires_grad or b.requires_grad,
+            predecessors=[a, b],
+            role_description=f"{a.role_description} and {b.role_description}",
+        )
+        self.attach(total, **self.saved())
+        return adopt(total)
 
 
 async def _backward(root: NativeVariable, engine: ChatEngine | None) -> None:

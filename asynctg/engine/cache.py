@@ -13,13 +13,25 @@ import os
 import struct
 import threading
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
 from asynctg.engine.types import ChatResult
 from asynctg.errors import ConfigError
 
-__all__ = ["ResponseCache"]
+__all__ = ["ResponseCache", "ResponseStore"]
+
+
+class ResponseStore(Protocol):
+    """What an engine needs of a cache: ``ResponseCache``, or e.g. a ``diskcache`` adapter."""
+
+    def get(self, key: str) -> ChatResult | None: ...
+
+    def put(self, key: str, result: ChatResult) -> None: ...
+
+    def close(self) -> None: ...
+
 
 _HEADER = struct.Struct("<I")
 _MAGIC = b"asynctg-cache-v1\n"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from asynctg._version import __version__
-from asynctg.engine.cache import ResponseCache
+from asynctg.engine.cache import ResponseCache, ResponseStore
 from asynctg.engine.clock import Clock, LoopClock
 from asynctg.engine.models import context_window_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
@@ -118,7 +118,7 @@ class ChatEngine:
         max_concurrency: int = 64,
         timeout: float | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy = DEFAULT_RETRY,
-        cache: ResponseCache | str | os.PathLike[str] | None = None,
+        cache: ResponseStore | str | os.PathLike[str] | None = None,
         cache_sampled: bool = False,
         price: tuple[float, float] | None = None,
         temperature: float | None = 0.0,
@@ -165,10 +165,11 @@ class ChatEngine:
         )
         self._learn = rpm is None or tpm is None
         self.transport: Transport = transport or AiohttpTransport()
-        if cache is None or isinstance(cache, ResponseCache):
-            self.cache = cache
+        self.cache: ResponseStore | None
+        if cache is None or isinstance(cache, str | os.PathLike):
+            self.cache = None if cache is None else ResponseCache(cache)
         else:
-            self.cache = ResponseCache(cache)
+            self.cache = cache  # ResponseCache, or any store with get / put / close
         self.cache_sampled = cache_sampled
         self.usage = UsageStats(price if price is not None else price_for(model))
         #: Tokens a request (prompt and reply) may use: given, from the model table, or learned

@@ -33,7 +33,7 @@ from typing import Any
 from asynctg.engine.protocol import Engine
 from asynctg.errors import GraphError, first_error
 from asynctg.graph.function import GradientMerge, GradientPlan
-from asynctg.graph.variable import GradientContext, Variable
+from asynctg.graph.variable import GradientContext, GradientList, Variable
 from asynctg.runtime import get_backward_engine
 
 __all__ = ["BackwardPlan", "GradientEntry", "backward", "compute_gradients", "post_order"]
@@ -284,5 +284,5 @@ async def backward(root: Variable, engine: Engine | None = None) -> None:
         seen = state.snapshot.get(id(v), set())
         others = [g for g in v.gradients if id(g) not in seen]
         contexts = {g: v.gradients_context.get(g) for g in others}
-        v.gradients = [e.gradient for e in entries] + others
+        v.gradients = GradientList([e.gradient for e in entries] + others)
         v.gradients_context = {e.gradient: e.context for e in entries} | contexts

@@ -13,9 +13,9 @@ from typing import Any
 
 from asynctg import prompts
 from asynctg.engine.protocol import Engine
-from asynctg.errors import ConfigError
+from asynctg.errors import ConfigError, NotAVariableError
 from asynctg.graph.function import Function, GradientPlan, Module
-from asynctg.graph.variable import Variable
+from asynctg.graph.variable import Variable, read_value
 from asynctg.runtime import get_backward_engine
 
 __all__ = [
@@ -50,7 +50,7 @@ def _unique(variables: Sequence[Variable]) -> list[tuple[int, Variable]]:
 
 def _check_variable(value: Any, what: str) -> Variable:
     if not isinstance(value, Variable):
-        raise ConfigError(
+        raise NotAVariableError(
             f"{what} must be a tg.Variable, got {type(value).__name__}; wrap it: "
             f"tg.Variable(value, requires_grad=False, role_description='...')"
         )
@@ -96,7 +96,7 @@ class LLMCall(Function):
     def _messages(self, content: str | list[Any]) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         if self.system_prompt is not None:
-            messages.append({"role": "system", "content": self.system_prompt.value})
+            messages.append({"role": "system", "content": read_value(self.system_prompt)})
         messages.append({"role": "user", "content": content})
         return messages
 
@@ -108,7 +108,7 @@ class LLMCall(Function):
     def _system_text(self) -> str:
         if self.system_prompt is None:
             return _NO_SYSTEM_PROMPT
-        return str(self.system_prompt.value)
+        return str(read_value(self.system_prompt))
 
     async def __call__(
         self,
@@ -118,14 +118,15 @@ class LLMCall(Function):
         _check_variable(input_variable, "the input")
         if input_variable.is_image:
             raise ConfigError("LLMCall takes text; use MultimodalLLMCall for images")
-        text = await self._complete(str(input_variable.value))
+        prompt = str(read_value(input_variable))
+        text = await self._complete(prompt)
         preds = (
             [input_variable] if self.system_prompt is None else [self.system_prompt, input_variable]
         )
         response = Variable(text, predecessors=preds, role_description=response_role_description)
         return self.attach(
             response,
-            prompt=str(input_variable.value),
+            prompt=prompt,
             system_prompt=self._system_text(),
             examples=self.feedback_examples,
         )
@@ -228,7 +229,7 @@ class FormattedLLMCall(LLMCall):
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         self._check_fields(inputs)
-        prompt = self.format_string.format(**{k: inputs[k].value for k in self.fields})
+        prompt = self.format_string.format(**{k: read_value(inputs[k]) for k in self.fields})
         text = await self._complete(prompt)
         values = [inputs[k] for k in self.fields]
         preds = values if self.system_prompt is None else [self.system_prompt, *values]
@@ -252,7 +253,7 @@ class MultimodalLLMCall(LLMCall):
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         variables = [_check_variable(v, "each input") for v in inputs]
-        content = [v.value for v in variables]
+        content = [read_value(v) for v in variables]
         return await self._finish(variables, content, response_role_description)
 
     forward = __call__  # type: ignore[assignment]
@@ -329,8 +330,8 @@ class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
         self._check_fields(inputs)
         variables = [inputs[f] for f in self.fields]
         content: list[str | bytes] = [
-            v.value if isinstance(v.value, bytes) else f"{f}: {v.value}"
-            for f, v in zip(self.fields, variables, strict=True)
+            value if isinstance(value, bytes) else f"{f}: {value}"
+            for f, value in zip(self.fields, map(read_value, variables), strict=True)
         ]
         return await self._finish(variables, content, response_role_description)
 
@@ -444,7 +445,7 @@ def _concat(variables: Sequence[Variable], what: str) -> tuple[str, str]:
         raise ConfigError(f"tg.{what} takes a non-empty list of Variables")
     for v in variables:
         _check_variable(v, f"each item given to tg.{what}")
-    values = "\n".join(str(v.value) for v in variables)
+    values = "\n".join(str(read_value(v)) for v in variables)
     roles = ", ".join(dict.fromkeys(v.role_description for v in variables))
     return values, roles
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from asynctg.engine.types import sniff_image
@@ -14,13 +16,60 @@ if TYPE_CHECKING:
     from asynctg.engine.protocol import Engine
     from asynctg.graph.function import BackwardContext
 
-__all__ = ["GradientContext", "Variable"]
+__all__ = ["GradientContext", "GradientList", "Variable", "frozen_values", "read_value"]
 
 #: Context stored with a gradient: the conversation it was computed from (text, or a list of
 #: text and image parts), the role of the call's output, and the role of the variable.
 GradientContext = dict[str, Any]
 
 _ids = itertools.count()
+
+
+class GradientList(list["Variable"]):
+    """A variable's gradients: an ordered list (so prompts are reproducible) that also has the
+    set methods TextGrad code calls (``add``, ``update``, ``discard``)."""
+
+    def add(self, gradient: Variable) -> None:
+        """Append ``gradient`` unless this very object is already here."""
+        if not any(g is gradient for g in self):
+            self.append(gradient)
+
+    def update(self, gradients: Iterable[Variable]) -> None:
+        for g in gradients:
+            self.add(g)
+
+    def discard(self, gradient: Variable) -> None:
+        self[:] = [g for g in self if g is not gradient]
+
+
+#: Values forward rules read instead of the variables' current ones (see ``frozen_values``).
+_FROZEN: contextvars.ContextVar[Mapping[int, tuple[Variable, str | bytes]] | None] = (
+    contextvars.ContextVar("asynctg_frozen_values", default=None)
+)
+
+
+def read_value(variable: Variable) -> str | bytes:
+    """``variable.value``, or the value frozen for it by ``frozen_values`` in this context.
+
+    Forward rules read their inputs through this, so a call that runs later than it was made
+    (``asynctg.compat`` defers calls) sees the values its inputs had when it was made.
+    """
+    frozen = _FROZEN.get()
+    if frozen is not None:
+        hit = frozen.get(id(variable))
+        if hit is not None and hit[0] is variable:
+            return hit[1]
+    return variable.value
+
+
+@contextlib.contextmanager
+def frozen_values(values: Iterable[tuple[Variable, str | bytes]]) -> Iterator[None]:
+    """Within the block (this task's context), forward rules read these values instead."""
+    token = _FROZEN.set({id(v): (v, value) for v, value in values})
+    try:
+        yield
+    finally:
+        _FROZEN.reset(token)
 
 
 class Variable:
@@ -120,7 +169,7 @@ class Variable:
         self.role_description = role_description
         self.predecessors = preds
         self.grad_fn: BackwardContext | None = None
-        self.gradients: list[Variable] = []
+        self.gradients: list[Variable] = GradientList()
         self.gradients_context: dict[Variable, GradientContext | None] = {}
         #: the merge hooks (``GradientMerge``) this variable, as a gradient, descends from
         self._merges: tuple[Any, ...] = ()
@@ -166,7 +215,7 @@ class Variable:
         return "\n".join(str(g.value) for g in self.gradients)
 
     def reset_gradients(self) -> None:
-        self.gradients = []
+        self.gradients = GradientList()
         self.gradients_context = {}
 
     # --- the backward pass --------------------------------------------------------------------

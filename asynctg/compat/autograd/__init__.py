@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from asynctg import prompts
-from asynctg.compat._lazy import defer, is_pending
+from asynctg.compat._lazy import defer, is_pending, reads_of
 from asynctg.compat._loop import run
 from asynctg.compat.engine import Engine, native_engine
 from asynctg.compat.variable import Variable, adopt
@@ -31,6 +31,7 @@ from asynctg.graph import OrderedFieldsMultimodalLLMCall as NativeOrderedFieldsM
 from asynctg.graph import StringBasedFunction as NativeStringBasedFunction
 from asynctg.graph import Variable as NativeVariable
 from asynctg.graph import sum as native_sum
+from asynctg.graph.variable import read_value
 from asynctg.optim.aggregation import aggregate as native_aggregate
 
 __all__ = [
@@ -69,6 +70,16 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+def _as_it_was(variable: NativeVariable) -> NativeVariable:
+    """``variable`` itself, or a stand-in holding the value it had when the call was made."""
+    value = read_value(variable)
+    if value == variable.value:
+        return variable
+    return adopt(
+        NativeVariable(value, requires_grad=False, role_description=variable.role_description)
+    )
+
+
 class Module(NativeModule):
     """TextGrad's ``Module``: ``parameters()`` plus a ``forward`` that calling the module runs."""
 
@@ -92,7 +103,7 @@ class LLMCall(NativeLLMCall):
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         call = partial(super().__call__, input_variable, response_role_description)
-        return defer(call, [input_variable])
+        return defer(call, [input_variable], reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -119,7 +130,8 @@ class FormattedLLMCall(NativeFormattedLLMCall):
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         self._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
-        return defer(partial(super().__call__, inputs, response_role_description), inputs.values())
+        call = partial(super().__call__, inputs, response_role_description)
+        return defer(call, inputs.values(), reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -135,7 +147,8 @@ class MultimodalLLMCall(NativeMultimodalLLMCall):
         inputs: Sequence[NativeVariable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        return defer(partial(super().__call__, inputs, response_role_description), inputs)
+        call = partial(super().__call__, inputs, response_role_description)
+        return defer(call, inputs, reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -157,7 +170,8 @@ class OrderedFieldsMultimodalLLMCall(NativeOrderedFieldsMultimodalLLMCall):
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         self._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
-        return defer(partial(super().__call__, inputs, response_role_description), inputs.values())
+        call = partial(super().__call__, inputs, response_role_description)
+        return defer(call, inputs.values(), reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 
@@ -196,10 +210,12 @@ class StringBasedFunction(NativeStringBasedFunction):
     async def _later(
         self, inputs: Mapping[str, NativeVariable], response_role_description: str | None
     ) -> NativeVariable:
+        # The function sees its inputs as they were at the call (TextGrad ran it then).
+        seen = {k: _as_it_was(v) for k, v in inputs.items()}
         if inspect.iscoroutinefunction(self.fn):
-            result = await self.fn(**inputs)
+            result = await self.fn(**seen)
         else:  # the user's blocking code: in a worker thread, never on the loop
-            result = await asyncio.to_thread(self.fn, **inputs)
+            result = await asyncio.to_thread(self.fn, **seen)
         if inspect.isawaitable(result):
             result = await result
         return self._output(inputs, result, response_role_description)

@@ -1,0 +1,30 @@
+"""Fixtures and settings every test gets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Compat engines cache replies on disk by default (as TextGrad's do): never in the user's cache
+# folder. Set at import, so engines made by module- and session-scoped fixtures see it too.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="asynctg-test-cache-")
+os.environ["ASYNCTG_CACHE_DIR"] = _SESSION_CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Each test's engines cache in a folder of its own: no test sees another's replies."""
+    folder = tmp_path_factory.mktemp("asynctg-cache")
+    monkeypatch.setenv("ASYNCTG_CACHE_DIR", str(folder))
+    yield folder
