@@ -117,7 +117,7 @@ class Pending(Variable):
                 return f"<compat Variable, call failed: {type(error).__name__}: {error}>"
         elif done is not None:
             return "<compat Variable, call still running>"
-        return super().__repr__()
+        return Variable.__repr__(self)  # self is a plain Variable by now (not a Pending)
 
 
 def is_pending(variable: object) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import numbers
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -100,10 +101,12 @@ class Variable(NativeVariable):
     def generate_graph(self, print_gradients: bool = False) -> Any:
         """The computation graph behind this variable, as a ``graphviz`` graph (TextGrad's).
 
-        Needs the ``graphviz`` Python package (and its ``dot`` program to render); without the
-        package, an object showing the Graphviz source in a notebook is returned.
+        With the ``graphviz`` package and its ``dot`` program a ``graphviz.Source`` (drawn in a
+        notebook); without them (TextGrad fails there), an object showing the Graphviz source.
         """
         dot = self.to_dot(show_gradients=print_gradients)
+        if shutil.which("dot") is None:
+            return _DotText(dot)
         try:
             import graphviz  # type: ignore[import-untyped]
         except ImportError:
