@@ -6,7 +6,15 @@
 
 from asynctg import autograd, loss, prompts
 from asynctg._version import __version__
-from asynctg.engine import ChatEngine, ChatRequest, ChatResult, RetryPolicy, get_engine
+from asynctg.engine import (
+    ChatEngine,
+    ChatRequest,
+    ChatResult,
+    Engine,
+    RetryPolicy,
+    as_engine,
+    get_engine,
+)
 from asynctg.errors import (
     APIConnectionError,
     APIError,
@@ -63,6 +71,7 @@ __all__ = [
     "ConfigError",
     "ContextBudgetError",
     "ContextLengthError",
+    "Engine",
     "EvaluationParseError",
     "GraphError",
     "ImageQALoss",
@@ -87,6 +96,7 @@ __all__ = [
     "Variable",
     "__version__",
     "aggregate",
+    "as_engine",
     "autograd",
     "get_backward_engine",
     "get_engine",

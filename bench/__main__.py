@@ -27,6 +27,8 @@ BENCHMARKS = {
     "aggregation": "bench.aggregation",
 }
 TOOLS = {"plots": "bench.plots", "report": "bench.report", "batchsize": "bench.batchsize"}
+#: Run on their own (they drive TextGrad's tutorial or custom engines, not the suite's targets).
+EXTRA = {"tutorial": "bench.tutorial", "custom_engine": "bench.custom_engine"}
 
 
 def _main_of(module: str) -> Any:
@@ -52,7 +54,7 @@ def run_all(rest: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    names = [*BENCHMARKS, "all", *TOOLS]
+    names = [*BENCHMARKS, "all", *TOOLS, *EXTRA]
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
@@ -62,6 +64,9 @@ def main(argv: list[str]) -> int:
     if name in TOOLS:
         status: int = _main_of(TOOLS[name])(rest)
         return status
+    if name in EXTRA:
+        _main_of(EXTRA[name])(rest)
+        return 0
     if name not in BENCHMARKS:
         print(f"unknown command {name!r}; choose from {', '.join(names)}", file=sys.stderr)
         return 2

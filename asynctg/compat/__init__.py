@@ -15,21 +15,10 @@
 Every blocking call runs its native coroutine on one private event loop in a daemon thread
 (see ``asynctg.compat._loop``), so ``backward()`` and ``step()`` fan out concurrently inside,
 and calls from many threads at once (a ``ThreadPoolExecutor`` evaluating a dataset) share one
-scheduler and one connection pool. Calling the blocking API from a running event loop raises
-``asynctg.ConfigError``: in async code, use ``import asynctg`` and ``await``.
-
-Documented deviations from TextGrad 0.1.8:
-
-- ``variable.gradients`` is an ordered list (TextGrad: a set), so prompts are reproducible.
-- An optimizer reply without the new-variable tags raises ``asynctg.OptimizerParseError``
-  after re-asking (TextGrad: ``IndexError``); a token-parsed evaluation without its tags raises
-  ``asynctg.EvaluationParseError`` (TextGrad: ``IndexError``).
-- ``tg.get_engine`` serves any OpenAI-compatible endpoint (``OPENAI_BASE_URL``); TextGrad's
-  routing prefixes are not interpreted, and an engine has no default system prompt.
-- ``tg.tasks.DataLoader`` yields lists, not numpy arrays, for non-tuple items.
-- Importing writes no log files, and nothing is cached unless the engine is given a cache.
-- Exceptions raised inside the loop reach the caller unchanged (``asynctg.APIError`` and
-  friends for provider failures, after asynctg's retry policy).
+scheduler and one connection pool. Calls made from a thread running its own loop (a Jupyter
+cell) work too. A call returns a pending variable at once and runs in the background, seeing
+its inputs as they were when it was made. The remaining differences from TextGrad are listed in
+docs/textgrad-deviations.md.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ binds, the calls on the longest remaining path go first.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +168,8 @@ class _Pass:
         assert v.grad_fn is not None
         merges = tuple(dict.fromkeys(m for e in entries for m in e.merges))
         plans = v.grad_fn.plans(v, _feedback_text(entries), self.engine)
+        if inspect.isawaitable(plans):  # a rule that must wait (asynctg.compat's TextGrad-style)
+            plans = await plans
         by_target: dict[int, list[GradientPlan]] = {}
         for p in plans:
             by_target.setdefault(id(p.target), []).append(p)

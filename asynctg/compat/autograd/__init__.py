@@ -81,7 +81,11 @@ def _as_it_was(variable: NativeVariable) -> NativeVariable:
 
 
 class Module(NativeModule):
-    """TextGrad's ``Module``: ``parameters()`` plus a ``forward`` that calling the module runs."""
+    """TextGrad's ``Module``: a ``forward`` that calling the module runs; ``parameters()``
+    returns none unless overridden (TextGrad does not require it)."""
+
+    def parameters(self) -> list[NativeVariable]:
+        return []
 
     @abc.abstractmethod
     def forward(self, *args: Any, **kwargs: Any) -> Any:
