@@ -57,8 +57,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -96,6 +96,13 @@ def _endpoint_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
         + ("; without it the demo runs on the built-in simulator" if demo else ""),
     )
     g.add_argument("--model", help="model answering the task (default: $ASYNCTG_MODEL)")
+    g.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (default: OPENAI_API_KEY); the key "
+        "itself is never taken on the command line, where other users could read it",
+    )
     if not demo:
         g.add_argument(
             "--sim",
@@ -150,13 +157,35 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress display")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for mistyped options (as Python 3.14's suggest_on_error)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        import difflib
+        import re
+
+        wrong = re.findall(r"unrecognized arguments: (.*)", message)
+        if wrong:
+            parsers = [self]
+            for action in self._actions:  # the subcommands' options too
+                if isinstance(action, argparse._SubParsersAction):
+                    parsers.extend(action.choices.values())
+            known = sorted({o for p in parsers for a in p._actions for o in a.option_strings})
+            for word in wrong[0].split():
+                if word.startswith("--"):
+                    close = difflib.get_close_matches(word.split("=")[0], known, n=1)
+                    if close:
+                        message += f" (did you mean {close[0]}?)"
+        return super().error(message)
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="asynctg",
         description="TextGrad as an async, high-throughput runtime.",
     )
     parser.add_argument("--version", action="version", version=f"asynctg {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     demo = sub.add_parser(
@@ -260,7 +289,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _task_options(code, "python_basics")
     g = code.add_argument_group("code optimization")
-    g.add_argument("--iterations", type=_count, default=4, help="rewrites after the first (4)")
+    g.add_argument(
+        "--iterations",
+        type=_count,
+        default=4,
+        help="refinement rounds after the first (default 4: up to 5 rounds per problem, as "
+        "in the paper; the report shows the first program and each round)",
+    )
     g.add_argument("--limit", type=_count, help="use only the first N problems")
     g.add_argument("--test-timeout", type=_positive_float, default=5.0, help="seconds per test (5)")
     g.add_argument(
@@ -301,10 +336,21 @@ def _task_options(p: argparse.ArgumentParser, default: str) -> None:
 # --- entry point ------------------------------------------------------------------------------
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # SIGTERM (a CI runner's cancel, `kill`) ends a run the way Ctrl-C does: cleanly, with the
+    # checkpoint kept and the same message.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asynctg`` console script."""
+    import signal
+
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("optimize", "solve", "code", "demo"):
+        with contextlib.suppress(ValueError):  # not in the main thread: leave it alone
+            signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "sim":
             from asynctg import sim as sim_module
@@ -324,11 +370,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asynctg: error: {exc}", file=sys.stderr)
         return 2
     except AsyncTGError as exc:
-        print(f"asynctg: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"asynctg: {type(exc).__name__}: {_cli_message(exc, args)}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"asynctg: {note}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("asynctg: interrupted", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    folder = getattr(args, "checkpoint", None)
+    if folder:
+        return (
+            f"asynctg: interrupted; {folder} holds the last completed step: rerun the same "
+            "command with --resume to continue"
+        )
+    return "asynctg: interrupted (run with --checkpoint DIR to be able to --resume)"
+
+
+def _cli_message(exc: AsyncTGError, args: argparse.Namespace) -> str:
+    """The error's text, with what to do on the command line instead of in Python."""
+    from asynctg.errors import AuthenticationError
+
+    text = str(exc)
+    if isinstance(exc, AuthenticationError):
+        key_env = getattr(args, "api_key_env", "OPENAI_API_KEY") or "OPENAI_API_KEY"
+        text = text.split("; pass api_key")[0].split("; check the key")[0]
+        text += (
+            f"; set the key in ${key_env} (or name another variable with --api-key-env), "
+            "and check --base-url"
+        )
+    from asynctg.apps.progress import printable
+
+    return printable(text)
 
 
 def _list_tasks() -> int:
@@ -391,7 +466,8 @@ def _endpoint(args: argparse.Namespace, *, use_sim: bool) -> tuple[str | None, s
     if use_sim:
         return None, args.model or "sim-1"
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
-    if base_url is None and not os.environ.get("OPENAI_API_KEY"):
+    key_env = getattr(args, "api_key_env", "OPENAI_API_KEY") or "OPENAI_API_KEY"
+    if base_url is None and not os.environ.get(key_env):
         raise ConfigError(
             "no endpoint: pass --base-url URL (any OpenAI-compatible server) or set "
             "OPENAI_BASE_URL or OPENAI_API_KEY; or add --sim to try it on the built-in simulator"
@@ -547,6 +623,9 @@ def _engines(
     }
     if args.price is not None:
         options["price"] = args.price
+    key_env = getattr(args, "api_key_env", "OPENAI_API_KEY") or "OPENAI_API_KEY"
+    if os.environ.get(key_env):
+        options["api_key"] = os.environ[key_env]
     if getattr(args, "context_window", None) is not None:
         options["context_window"] = args.context_window
     engine = get_engine(model, transport=transports[0], **options)
@@ -676,7 +755,9 @@ def _print_result(plan: _Plan, data: dict[str, Any]) -> None:
 
 
 def _one_line(text: str, n: int) -> str:
-    flat = " ".join(text.split())
+    from asynctg.apps.progress import printable
+
+    flat = " ".join(printable(text).split())
     return flat if len(flat) <= n else flat[: n - 3] + "..."
 
 

@@ -9,16 +9,18 @@
     │   └── BadValueError           (also AssertionError) a Variable's value of the wrong type
     ├── APIError                    the provider could not give us an answer
     │   ├── APIStatusError          an HTTP error status; carries status, request_id, body
-    │   │   ├── BadRequestError             400, 404, 409, 422 and other 4xx we don't name
+    │   │   ├── BadRequestError             400, 404, 422 and other 4xx we don't name
     │   │   │   └── ContextLengthError      the prompt does not fit the model's context window
     │   │   │       └── ContextBudgetError  ... found before sending: nothing was sent (status 0)
     │   │   ├── AuthenticationError         401
     │   │   ├── PermissionDeniedError       403
     │   │   ├── RateLimitError              429 (retried; raised when retries run out)
     │   │   │   └── InsufficientQuotaError  429 insufficient_quota (never retried)
-    │   │   └── ServerError                 5xx (retried; raised when retries run out)
+    │   │   └── ServerError                 5xx, 408 and 409 (retried; raised when retries run out)
     │   ├── APIConnectionError      the connection failed or dropped (retried)
-    │   │   └── APITimeoutError     no answer in time (retried)
+    │   │   └── APITimeoutError     no answer (or no connection) in time (retried)
+    │   │       └── BudgetTimeoutError  the engine's own budget held a request past
+    │   │                               RetryPolicy.max_total_seconds (never sent; not retried)
     │   ├── ResponseParseError      an answer arrived but is not a usable completion (retried)
     │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
     ├── GraphError                  a computation graph that cannot be built or differentiated
@@ -51,6 +53,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BadValueError",
+    "BudgetTimeoutError",
     "ConfigError",
     "ContextBudgetError",
     "ContextLengthError",
@@ -174,7 +177,7 @@ def _rebuild_status_error(
 
 
 class BadRequestError(APIStatusError):
-    """The provider rejected the request itself (a 4xx other than 401, 403 and 429)."""
+    """The provider rejected the request itself (a 4xx other than 401, 403, 408, 409, 429)."""
 
 
 class ContextLengthError(BadRequestError):
@@ -221,7 +224,7 @@ class InsufficientQuotaError(RateLimitError):
 
 
 class ServerError(APIStatusError):
-    """5xx: the provider failed; raised only when retries ran out."""
+    """5xx (and 408/409, which mean "try again"): raised only when retries ran out."""
 
 
 class APIConnectionError(APIError):
@@ -230,6 +233,11 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """No full answer arrived within the request timeout."""
+
+
+class BudgetTimeoutError(APITimeoutError):
+    """A request waited for the engine's budget (rate limits, in-flight cap, a cool-down) past
+    ``RetryPolicy.max_total_seconds``; it was never sent and is not retried."""
 
 
 class ResponseTooLargeError(APIError):

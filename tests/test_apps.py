@@ -426,7 +426,7 @@ def test_progress_plain_tty_and_quiet() -> None:
     apps.Progress(usage, stream=plain)(event)
     line = plain.getvalue()
     assert line.count("\n") == 1 and "step 1/3: test 0.500" in line and "7 calls" in line
-    assert "1 x 429" in line and "\r" not in line
+    assert "1x429" in line and "\r" not in line
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -213,7 +213,7 @@ def test_tasks_lists_every_task(capsys: pytest.CaptureFixture[str]) -> None:
         (["optimize", "--sim", "--validate", "--val-size", "0"], "--validate needs"),
         (["optimize", "--sim", "--max-cost", "1"], "--price"),
         (["demo", "--steps", "0"], "expected a number >= 1"),
-        (["demo", "--rpm", "-5"], "expected a number > 0"),
+        (["demo", "--rpm", "-5"], "expected a finite number > 0"),
         (["demo", "--latency", "soon"], "latency"),
         (["demo", "--fault-rate", "2"], "--fault-rate"),
         (["demo", "--base-url", "http://127.0.0.1:9/v1"], "--model is required"),

@@ -2,14 +2,19 @@
 otherwise, nothing when quiet. No dependency beyond the standard library.
 
 On a terminal, each event prints as a line, and below the last one a status line is redrawn in
-place a few times a second: progress (step or items), calls done and in flight, tokens, cost,
-429s, the current accuracy and the elapsed time. Elsewhere (a pipe, a log file, CI), each event
-is one line carrying the same counters, and nothing is redrawn.
+place a few times a second: the elapsed time, progress (step or items), the current accuracy,
+then calls answered by the provider (and from the cache), in flight, tokens, cost, 429s and
+retries; it is cut to the terminal's width, so what matters most comes first (80 columns show
+it all for a typical run). Elsewhere (a pipe, a log file, CI), each event is one line carrying
+the same counters, and nothing is redrawn. Text that came from a model (an event message may
+quote a prompt or a reply) is stripped of terminal control sequences before it is shown: an
+answer must not retitle the window, move the cursor or write the clipboard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 import time
@@ -18,21 +23,49 @@ from typing import Any, TextIO
 
 from asynctg.apps.run import RunEvent
 
-__all__ = ["Progress", "format_counters"]
+__all__ = ["Progress", "format_counters", "printable"]
+
+# ESC sequences (CSI, OSC up to BEL or ST, two-byte ones) and the other C0/C1 controls but
+# newline and tab.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: cursor, colours, clear screen
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window title, clipboard, links
+    r"|\x1b[@-_]"  # other two-byte escapes
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"  # remaining C0/C1 controls
+)
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal control sequences (safe to print to a terminal)."""
+    return _CONTROL.sub("", text)
+
+
+def _short_number(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e4:
+        return f"{n / 1e3:.0f}k"
+    return str(int(n))
+
 
 UsageFn = Callable[[], Mapping[str, Any]]
 
 
 def format_counters(usage: Mapping[str, Any]) -> str:
-    """``calls``/``in flight``/tokens/cost/429s of a usage snapshot, on one line."""
+    """Calls (answered by the provider, as in the run's summary; replayed from the cache in
+    brackets), in flight, tokens, cost, 429s and retries of a usage snapshot, on one line."""
+    calls = usage.get("provider_calls", usage.get("calls", 0))
+    replayed = usage.get("cache_hits", 0) + usage.get("coalesced", 0)
     cost = usage.get("cost_usd")
     parts = [
-        f"{usage.get('calls', 0)} calls",
+        f"{calls} calls" + (f" (+{replayed} cached)" if replayed else ""),
         f"{usage.get('in_flight', 0)} in flight",
-        f"{usage.get('total_tokens', 0)} tokens",
+        f"{_short_number(usage.get('total_tokens', 0))} tok",
         f"${cost:.4f}" if isinstance(cost, int | float) else "cost n/a",
-        f"{usage.get('rate_limited', 0)} x 429",
+        f"{usage.get('rate_limited', 0)}x429",
     ]
+    if usage.get("retries"):
+        parts.append(f"{usage['retries']} retries")
     return "  ".join(parts)
 
 
@@ -62,12 +95,12 @@ class Progress:
         self._status_shown = False
 
     def _elapsed(self) -> str:
-        return f"{time.monotonic() - self.started:6.1f} s"
+        return f"{time.monotonic() - self.started:.1f} s"
 
     def status_line(self) -> str:
         acc = f"acc {self.accuracy:.3f}" if self.accuracy is not None else "acc -"
-        parts = [self.progress or "starting", format_counters(self.usage()), acc, self._elapsed()]
-        return "  ".join(parts)
+        parts = [self._elapsed(), self.progress or "starting", acc, format_counters(self.usage())]
+        return printable("  ".join(parts))
 
     def __call__(self, event: RunEvent) -> None:
         if "progress" in event.data:
@@ -80,16 +113,17 @@ class Progress:
             return
         if self.tty:
             # the event goes above the status line, which is then drawn again
-            self.stream.write("\r\x1b[K" + event.message + "\n")
+            self.stream.write("\r\x1b[K" + printable(event.message) + "\n")
             self._draw()
         else:
-            line = f"[{self._elapsed().strip()}] {event.message}  | {format_counters(self.usage())}"
+            message = printable(event.message)
+            line = f"[{self._elapsed()}] {message}  | {format_counters(self.usage())}"
             self.stream.write(line + "\n")
         self.stream.flush()
 
     def _draw(self) -> None:
         # one screen line at most: a wrapped line could not be redrawn in place with \r
-        width = shutil.get_terminal_size((100, 24)).columns - 1
+        width = shutil.get_terminal_size((80, 24)).columns - 1
         self.stream.write("\r\x1b[K" + self.status_line()[: max(20, width)])
         self.stream.flush()
         self._status_shown = True

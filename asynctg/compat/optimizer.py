@@ -37,6 +37,8 @@ class TextualGradientDescent(native.TextualGradientDescent):
     >>> # loss.backward(); optimizer.step(); optimizer.zero_grad()
     """
 
+    require_feedback = False  # TextGrad's step() with no feedback does not complain
+
     def __init__(
         self,
         parameters: Sequence[NativeVariable],

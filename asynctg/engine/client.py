@@ -24,7 +24,7 @@ from asynctg.engine.cache import ResponseCache, ResponseStore
 from asynctg.engine.clock import Clock, LoopClock
 from asynctg.engine.models import context_window_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
-from asynctg.engine.scheduler import Scheduler
+from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
@@ -42,6 +42,7 @@ from asynctg.errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    BudgetTimeoutError,
     ConfigError,
     ContextBudgetError,
     ContextLengthError,
@@ -81,6 +82,17 @@ _WINDOW_IN_MESSAGE = re.compile(r"(?:maximum context length|context window) (?:i
 _SAMPLING_KEYS = frozenset(
     {"temperature", "top_p", "max_tokens", "seed", "stop", "n", "response_format"}
 )
+
+
+class _SecretHeaders(dict[str, str]):
+    """Request headers whose ``authorization`` never shows (``repr``, ``vars(engine)``, logs)
+    and never pickles: a copied or pickled engine has no key, not a leaked one."""
+
+    def __repr__(self) -> str:
+        return repr({k: ("***" if k == "authorization" else v) for k, v in self.items()})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_SecretHeaders, ({k: v for k, v in self.items() if k != "authorization"},))
 
 
 class _Shared:
@@ -154,7 +166,9 @@ class ChatEngine:
             self.defaults["max_tokens"] = max_tokens
         if seed is not None:
             self.defaults["seed"] = seed
-        headers = {"content-type": "application/json", "user-agent": f"asynctg/{__version__}"}
+        headers = _SecretHeaders(
+            {"content-type": "application/json", "user-agent": f"asynctg/{__version__}"}
+        )
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._headers = headers
@@ -335,7 +349,17 @@ class ChatEngine:
         attempts = 0
         rate_limited = 0
         while True:
-            await scheduler.acquire(tokens, priority)
+            left = policy.max_total_seconds - (clock.now() - started)
+            try:
+                await scheduler.acquire(tokens, priority, max_wait=left)
+            except QueueTimeout as exc:
+                usage.failures += 1
+                raise BudgetTimeoutError(
+                    f"{self.model}: waited {clock.now() - started:.1f} s for the engine's "
+                    f"budget (rpm/tpm, in-flight cap, cool-downs) without being sent; the limit "
+                    f"is RetryPolicy.max_total_seconds ({policy.max_total_seconds:g} s). Raise "
+                    "it, or lower the load (fewer calls at once, a larger rpm/tpm if allowed)."
+                ) from exc
             sent_at = clock.now()
             actual: int | None = None
             try:
@@ -372,6 +396,8 @@ class ChatEngine:
             elif _retryable(error):
                 attempts += 1
                 usage.faults += 1
+                if isinstance(error, APIConnectionError):
+                    usage.connection_errors += 1
                 exhausted = attempts >= policy.max_attempts
                 delay = wait if wait is not None else policy.backoff(attempts, self._rng)
             else:
@@ -409,9 +435,14 @@ class ChatEngine:
                 )
             texts.append(choice.message.content)
             reasons.append(choice.finish_reason)
+        usage = completion.usage or Usage()
+        if min(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) < 0:
+            raise ResponseParseError(
+                "the server's answer reports negative token usage", body=response.text()[:2000]
+            )
         return ChatResult(
             texts=tuple(texts),
-            usage=completion.usage or Usage(),
+            usage=usage,
             model=completion.model,
             finish_reasons=tuple(reasons),
             request_id=response.headers.get("x-request-id"),

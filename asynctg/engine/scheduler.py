@@ -27,12 +27,20 @@ from typing import Any
 
 from asynctg.engine.clock import Clock, LoopClock, TimerHandle
 
-__all__ = ["Scheduler", "TokenBucket"]
+__all__ = ["QueueTimeout", "Scheduler", "TokenBucket"]
 
 #: Fraction of a learned limit we aim for: headroom for clock skew between us and the provider.
 LEARNED_LIMIT_HEADROOM = 0.97
 #: A bucket holds this many seconds of its rate (the grain providers enforce limits on).
 BUCKET_SECONDS = 1.0
+#: Learned limits outside these ranges (per minute) are a provider's mistake, not a budget:
+#: ignored, as ``1e-300`` requests a minute would otherwise hold the next call for 6e301 s.
+LEARNED_RPM_RANGE = (1.0, 1e8)
+LEARNED_TPM_RANGE = (100.0, 1e11)
+
+
+class QueueTimeout(Exception):
+    """A waiter was not admitted within its time bound (``acquire(timeout=...)``)."""
 
 
 class TokenBucket:
@@ -164,20 +172,41 @@ class Scheduler:
         if self._in_flight > self.max_in_flight:
             self.max_in_flight = self._in_flight
 
-    async def acquire(self, tokens: int = 0, priority: int = 0) -> None:
-        """Wait until a request estimated at ``tokens`` may be sent; higher priority first."""
+    async def acquire(
+        self, tokens: int = 0, priority: int = 0, *, max_wait: float | None = None
+    ) -> None:
+        """Wait until a request estimated at ``tokens`` may be sent; higher priority first.
+
+        ``max_wait`` (seconds on the scheduler's clock, which may be a fake one in tests: hence
+        not ``asyncio.timeout``) bounds the wait: past it, ``QueueTimeout`` is raised and
+        nothing was admitted.
+        """
         if not self._heap and self._in_flight < self._limit:
             if self._wait_time(tokens, self.clock.now()) <= 0:
                 self._admit(tokens)
                 return
+        if max_wait is not None and max_wait <= 0:
+            raise QueueTimeout(f"no capacity now and no time left to wait ({max_wait:g} s)")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(fut, tokens)
         heapq.heappush(self._heap, (-priority, next(self._seq), waiter))
+        deadline = None
+        if max_wait is not None:
+
+            def expire() -> None:
+                if not fut.done():
+                    fut.set_exception(QueueTimeout(f"not admitted within {max_wait:g} s"))
+                    self._drop_cancelled()
+                    self._pump()
+
+            deadline = self.clock.call_at(self.clock.now() + max_wait, expire)
         self._pump()
         try:
             await fut
+        except QueueTimeout:
+            raise
         except BaseException:
-            if fut.done() and not fut.cancelled():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Admitted and cancelled in the same instant: hand the slot back.
                 self.release(tokens, tokens, admitted=True)
             else:
@@ -185,6 +214,9 @@ class Scheduler:
                 self._drop_cancelled()
                 self._pump()  # a cancelled head of line may have been blocking others
             raise
+        finally:
+            if deadline is not None:
+                deadline.cancel()
 
     def release(self, estimated: int, actual: int | None = None, *, admitted: bool = True) -> None:
         """A request finished (any outcome): free its slot, correct its token charge."""
@@ -281,8 +313,8 @@ class Scheduler:
     def learn_limits(self, headers: Mapping[str, str]) -> None:
         """Adopt ``x-ratelimit-limit-requests/-tokens`` when no budget was given."""
         if not self._rpm_given:
-            limit = _header_number(headers, "x-ratelimit-limit-requests")
-            if limit is not None and limit > 0 and limit != self.learned_rpm:
+            limit = _sane(_header_number(headers, "x-ratelimit-limit-requests"), LEARNED_RPM_RANGE)
+            if limit is not None and limit != self.learned_rpm:
                 self.learned_rpm = limit
                 self._rpm_value = limit * LEARNED_LIMIT_HEADROOM
                 remaining = _header_number(headers, "x-ratelimit-remaining-requests")
@@ -290,8 +322,8 @@ class Scheduler:
                 # With a known budget, pacing replaces the 429-driven concurrency guess.
                 self._limit = float(self.max_concurrency)
         if not self._tpm_given:
-            limit = _header_number(headers, "x-ratelimit-limit-tokens")
-            if limit is not None and limit > 0 and limit != self.learned_tpm:
+            limit = _sane(_header_number(headers, "x-ratelimit-limit-tokens"), LEARNED_TPM_RANGE)
+            if limit is not None and limit != self.learned_tpm:
                 self.learned_tpm = limit
                 self._tpm_value = limit * LEARNED_LIMIT_HEADROOM
                 remaining = _header_number(headers, "x-ratelimit-remaining-tokens")
@@ -350,6 +382,14 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
     if raw is None:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
+
+
+def _sane(value: float | None, bounds: tuple[float, float]) -> float | None:
+    """``value`` if it lies in ``bounds``, else None (a header no budget can be built on)."""
+    if value is None or not bounds[0] <= value <= bounds[1]:
+        return None
+    return value

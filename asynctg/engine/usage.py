@@ -35,6 +35,7 @@ class UsageStats:
         "calls",
         "coalesced",
         "completion_tokens",
+        "connection_errors",
         "failures",
         "faults",
         "price",
@@ -51,6 +52,7 @@ class UsageStats:
         self.retries = 0
         self.rate_limited = 0  # 429s received
         self.faults = 0  # other retryable failures received (5xx, connection, timeout, body)
+        self.connection_errors = 0  # of which: no connection, a dropped one, or no answer in time
         self.failures = 0  # calls that raised
         self.cache_hits = 0
         self.coalesced = 0  # calls answered by an identical request already in flight
@@ -71,6 +73,7 @@ class UsageStats:
             "retries": self.retries,
             "rate_limited": self.rate_limited,
             "faults": self.faults,
+            "connection_errors": self.connection_errors,
             "failures": self.failures,
             "cache_hits": self.cache_hits,
             "coalesced": self.coalesced,

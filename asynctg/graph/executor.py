@@ -33,6 +33,7 @@ from typing import Any
 
 from asynctg.engine.protocol import Engine
 from asynctg.errors import GraphError, first_error
+from asynctg.fanout import gather
 from asynctg.graph.function import GradientMerge, GradientPlan
 from asynctg.graph.variable import GradientContext, GradientList, Variable
 from asynctg.runtime import get_backward_engine
@@ -196,7 +197,7 @@ class _Pass:
         merges: tuple[GradientMerge, ...],
     ) -> None:
         priority = self.plan.height[id(target)] + 1
-        texts = await asyncio.gather(*(self.resolve(p, priority) for p in plans))
+        texts = await gather(self.resolve(p, priority) for p in plans)
         bucket = self.entries.setdefault(id(target), [])
         for i, (p, text) in enumerate(zip(plans, texts, strict=True)):
             marks = tuple(dict.fromkeys((p.merge, *merges) if p.merge else merges))
@@ -227,11 +228,9 @@ class _Pass:
         if not todo:
             return entries
         priority = self.plan.height[id(v)] + 1
-        merged = await asyncio.gather(
-            *(
-                m.merge(v, [(e.gradient, e.context) for e in es], self.engine, priority)
-                for m, es in todo
-            )
+        merged = await gather(
+            m.merge(v, [(e.gradient, e.context) for e in es], self.engine, priority)
+            for m, es in todo
         )
         out = list(entries)
         for (_, es), gradient in zip(todo, merged, strict=True):

@@ -6,6 +6,7 @@ backward rule (``backward``, which plans feedback and never calls anything itsel
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -49,6 +50,11 @@ def _unique(variables: Sequence[Variable]) -> list[tuple[int, Variable]]:
 
 
 def _check_variable(value: Any, what: str) -> Variable:
+    if inspect.iscoroutine(value) or isinstance(value, asyncio.Future):
+        raise NotAVariableError(
+            f"{what} is a coroutine, not a tg.Variable: await the call that made it, e.g. "
+            "`response = await model(x)` (every LLM-bound call of the native API is awaited)"
+        )
     if not isinstance(value, Variable):
         raise NotAVariableError(
             f"{what} must be a tg.Variable, got {type(value).__name__}; wrap it: "

@@ -28,7 +28,6 @@ optimizer prompt's estimated size.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import math
 import re
@@ -40,6 +39,7 @@ from asynctg import prompts
 from asynctg.engine.protocol import Engine
 from asynctg.engine.types import estimate_tokens
 from asynctg.errors import ConfigError, ContextBudgetError
+from asynctg.fanout import gather
 from asynctg.graph.ops import Sum
 from asynctg.graph.variable import GradientContext, Variable
 
@@ -283,7 +283,7 @@ class _Reducer:
         self.report.levels = level
         self.report.groups.append(len(groups))
         self.report.calls += len(groups)
-        return list(await asyncio.gather(*(self.call(g, level) for g in groups)))
+        return await gather(self.call(g, level) for g in groups)
 
 
 async def reduce_feedback(

@@ -19,6 +19,7 @@ from asynctg.errors import (
     ConfigError,
     ContextBudgetError,
     ContextLengthError,
+    OptimizerError,
     OptimizerParseError,
     first_error,
 )
@@ -98,6 +99,8 @@ class Optimizer:
 
 
 class TextualGradientDescent(Optimizer):
+    require_feedback = True
+
     """Textual gradient descent (TGD): ``await optimizer.step()`` rewrites every parameter.
 
     >>> # optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
@@ -109,6 +112,10 @@ class TextualGradientDescent(Optimizer):
     asked again up to ``format_retries`` times, then ``OptimizerParseError`` is raised and no
     parameter changes. Parameters without any feedback are left alone (no call).
     ``verbose`` logs each new value at INFO level on the ``asynctg.optim`` logger.
+
+    ``step()`` with no feedback on any parameter raises ``OptimizerError`` (a forgotten
+    ``await loss.backward()`` would otherwise pass silently); ``require_feedback = False`` on a
+    subclass turns that off.
 
     ``aggregation`` says how many feedbacks reach the optimizer (``asynctg.optim.aggregation``):
     ``"concat"`` (the paper: one ``<FEEDBACK>`` block each), ``"tree"`` (reduced by concurrent
@@ -261,6 +268,12 @@ class TextualGradientDescent(Optimizer):
         """
         engine = get_backward_engine(self.engine)
         todo = [p for p in self.parameters if p.gradients]
+        if not todo and self.require_feedback:
+            raise OptimizerError(
+                f"optimizer.step(): none of the {len(self.parameters)} parameter(s) has feedback, "
+                "so nothing would change. Run `await loss.backward()` first: a backward called "
+                "without `await` does nothing."
+            )
         with first_error():
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._new_value(engine, p)) for p in todo]

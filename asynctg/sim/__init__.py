@@ -71,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--faults",
-        default="500,503,drop,malformed,slow",
-        help=f"comma-separated fault kinds among {','.join(FAULT_KINDS)}",
+        default="500,503,drop,malformed",
+        help=f"comma-separated fault kinds among {','.join(FAULT_KINDS)} (default: the fast "
+        "ones; add slow for responses held --slow-seconds)",
     )
     parser.add_argument(
         "--slow-seconds", type=float, default=30.0, help='delay of a "slow" fault (default 30)'

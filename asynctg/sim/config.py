@@ -214,7 +214,8 @@ class SimConfig:
     tpm: int | None = None
     fault_rate: float = 0.0
     #: any sequence of kinds, or one comma-separated string; stored as a tuple
-    faults: Sequence[str] = ("500", "503", "drop", "malformed", "slow")
+    #: fast faults by default; add "slow" (a response held for slow_seconds) to test timeouts
+    faults: Sequence[str] = ("500", "503", "drop", "malformed")
     slow_seconds: float = 30.0
     seed: int = 0
     quota_tokens: int | None = None

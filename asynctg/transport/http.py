@@ -1,9 +1,19 @@
-"""The production transport: one aiohttp session, opened lazily inside the running loop."""
+"""The production transport: one aiohttp session per event loop, opened lazily inside it.
+
+An aiohttp session belongs to the loop it was opened in. An engine may outlive that loop (a
+script calls ``asyncio.run`` twice; the compat layer runs its own loop in a thread), so the
+session is tied to its loop with public asyncio machinery only: an async generator started
+in the loop when the session opens. ``asyncio.run`` (and the compat loop) finalise every live
+async generator before closing the loop (``loop.shutdown_asyncgens()``), and the generator's
+``finally`` closes the session there, on its own loop. A session left on a loop still running
+in another thread is closed on that loop (``run_coroutine_threadsafe``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
+from collections.abc import AsyncGenerator
 
 import aiohttp
 
@@ -14,7 +24,10 @@ __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AiohttpTransport"]
 
 #: A chat completion is a few KiB; anything past this is a misbehaving server, not an answer.
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+#: Seconds to open a connection: an unreachable host fails in this, not in the whole timeout.
+DEFAULT_CONNECT_TIMEOUT = 10.0
 _CHUNK = 1 << 16
+_log = logging.getLogger("asynctg.transport")
 
 
 class AiohttpTransport:
@@ -25,41 +38,59 @@ class AiohttpTransport:
     scheduler decides how many requests are in flight.
     """
 
-    __slots__ = ("_loop", "_max_bytes", "_session", "_timeouts")
+    __slots__ = ("_connect", "_guard", "_loop", "_max_bytes", "_session", "_timeouts")
 
-    def __init__(self, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
         if max_response_bytes <= 0:
             raise ConfigError(f"max_response_bytes must be positive, got {max_response_bytes}")
+        if not 0 < connect_timeout < float("inf"):
+            raise ConfigError(f"connect_timeout must be positive seconds, got {connect_timeout}")
         self._max_bytes = max_response_bytes
+        self._connect = connect_timeout
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
-    def _get_session(self) -> aiohttp.ClientSession:
+    async def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         session = self._session
-        if session is None or session.closed or self._loop is not loop:
-            # A session belongs to the loop it was made in; a new loop (a new asyncio.run, the
-            # compat layer's thread) needs its own, and the old one is closed, not leaked.
-            if session is not None and not session.closed and self._loop is not None:
-                _retire(session, self._loop)
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                auto_decompress=True,
-                raise_for_status=False,
-            )
-            self._session = session
-            self._loop = loop
+        if session is not None and not session.closed and self._loop is loop:
+            return session
+        if session is not None and not session.closed and self._loop is not None:
+            _retire(session, self._loop)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            auto_decompress=True,
+            raise_for_status=False,
+        )
+        guard = _close_with_loop(session)
+        await guard.__anext__()  # now tracked by this loop: closed when the loop shuts down
+        self._session, self._loop, self._guard = session, loop, guard
         return session
 
     def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+            connect = self._connect if seconds is None else min(self._connect, seconds)
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(
+                total=seconds, sock_connect=connect
+            )
         return timeout
 
     async def send(self, request: HTTPRequest) -> HTTPResponse:
-        session = self._get_session()
+        """Send ``request``; the whole response body is read before returning.
+
+        Raises ``APIConnectionError`` (no connection, or it broke), ``APITimeoutError`` (no
+        full answer within ``request.timeout``, or no connection within the connect timeout)
+        and ``ResponseTooLargeError`` (a body over ``max_response_bytes``).
+        """
+        session = await self._get_session()
         try:
             async with session.request(
                 request.method,
@@ -105,11 +136,14 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
+        guard, self._guard = self._guard, None
         if session is None or session.closed:
             return
         if self._loop is asyncio.get_running_loop() or self._loop is None:
             await session.close()
-        else:  # opened in another loop: close it there, or drop it if that loop has ended
+            if guard is not None:
+                await guard.aclose()
+        else:  # opened in another loop: close it there
             _retire(session, self._loop)
 
     def __repr__(self) -> str:
@@ -117,30 +151,28 @@ class AiohttpTransport:
         return f"<AiohttpTransport {state}>"
 
 
+async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Suspended until its loop shuts down (or the transport closes), then closes ``session``."""
+    try:
+        yield
+    finally:
+        if not session.closed:
+            await session.close()
+
+
 def _retire(session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop) -> None:
-    """Close a session left over from another event loop, from outside that loop."""
+    """Close a session left on another event loop, from outside that loop."""
     if loop.is_running() and not loop.is_closed():
-        # Still serving (another thread's loop): close it there, where it belongs.
         asyncio.run_coroutine_threadsafe(session.close(), loop)
         return
-    # The loop has ended (a finished asyncio.run without ``aclose()``): nothing can be awaited
-    # on it any more, and a closed loop can no longer close its transports, so the pooled
-    # sockets are closed here directly, then the session is marked closed.
-    connector = session.connector
+    # That loop stopped without finalising its async generators (a hand-made loop closed with
+    # loop.close()): nothing can run on it any more. Detach the session so it does not warn;
+    # its sockets close when they are collected.
+    _log.warning(
+        "an asynctg engine's HTTP session outlived its event loop, which was closed without "
+        "shutdown_asyncgens(); close engines with `await engine.aclose()` before the loop ends"
+    )
     session.detach()
-    if connector is None:
-        return
-    protocols = [p for pooled in connector._conns.values() for p, _ in pooled]
-    protocols.extend(connector._acquired)
-    for protocol in protocols:
-        transport = getattr(protocol, "transport", None)
-        # asyncio's own last step of closing a transport, which a closed loop cannot schedule
-        # (uvloop's transports have no such step; their sockets go with the loop).
-        finish = getattr(transport, "_call_connection_lost", None)
-        if finish is not None and transport is not None and not transport.is_closing():
-            with contextlib.suppress(Exception):
-                finish(None)
-    connector._close()
 
 
 def _lower(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
