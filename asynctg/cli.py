@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asynctg._version import __version__
-from asynctg.errors import AsyncTGError, ConfigError
+from asynctg.errors import AsyncTGError, BudgetExceededError, ConfigError
 
 __all__ = ["main"]
 
@@ -127,6 +127,11 @@ def _endpoint_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
         "--price",
         type=_price,
         help="PROMPT,COMPLETION dollars per million tokens, for models not in the price table",
+    )
+    g.add_argument(
+        "--redis-url",
+        help="share rpm/tpm, 429 cool-downs and --max-cost with every process using this "
+        "Redis (redis://host:port/db; needs the redis extra)",
     )
     g.add_argument(
         "--context-window",
@@ -369,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # e.g. the simulator's own settings
         print(f"asynctg: error: {exc}", file=sys.stderr)
         return 2
+    except BudgetExceededError as exc:
+        # Not a failure: the cap did its job mid-step (between steps the run stops by itself).
+        folder = getattr(args, "checkpoint", None)
+        kept = f"; {folder} holds the last completed step" if folder else ""
+        print(f"asynctg: stopped: --max-cost reached ({exc}){kept}", file=sys.stderr)
+        return 0
     except AsyncTGError as exc:
         print(f"asynctg: {type(exc).__name__}: {_cli_message(exc, args)}", file=sys.stderr)
         for note in getattr(exc, "__notes__", ()):
@@ -628,6 +639,14 @@ def _engines(
         options["api_key"] = os.environ[key_env]
     if getattr(args, "context_window", None) is not None:
         options["context_window"] = args.context_window
+    if getattr(args, "redis_url", None):
+        options["redis_url"] = args.redis_url
+    if getattr(args, "max_cost", None) is not None:
+        from asynctg.engine.shared import CostCap
+
+        # A hard cap on the engines too (the run's Budget stops between steps; this one never
+        # lets a call past the cap): one cap for both engines, or Redis's for every process.
+        options["max_cost"] = args.max_cost if args.redis_url else CostCap(args.max_cost)
     engine = get_engine(model, transport=transports[0], **options)
     if optimizer_model == model:
         return engine, engine, transports

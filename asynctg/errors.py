@@ -23,6 +23,7 @@
     │   │                               RetryPolicy.max_total_seconds (never sent; not retried)
     │   ├── ResponseParseError      an answer arrived but is not a usable completion (retried)
     │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
+    ├── BudgetExceededError         a call would take spending past max_cost; it was not sent
     ├── GraphError                  a computation graph that cannot be built or differentiated
     ├── EvaluationParseError        (also a ValueError) an evaluator's reply lacks its tags
     └── OptimizerError              an optimizer step that could not be applied
@@ -53,6 +54,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BadValueError",
+    "BudgetExceededError",
     "BudgetTimeoutError",
     "ConfigError",
     "ContextBudgetError",
@@ -253,6 +255,16 @@ class ResponseParseError(APIError):
     def __init__(self, message: str, *, body: str = "") -> None:
         super().__init__(message)
         self.body = body
+
+
+class BudgetExceededError(AsyncTGError):
+    """Sending a call could take spending past ``max_cost``; it was not sent. ``cap`` and
+    ``spent`` are in dollars (``spent``: settled so far, by every process sharing the cap)."""
+
+    def __init__(self, message: str, *, cap: float = 0.0, spent: float = 0.0) -> None:
+        super().__init__(message)
+        self.cap = cap
+        self.spent = spent
 
 
 class GraphError(AsyncTGError):

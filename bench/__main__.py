@@ -28,7 +28,11 @@ BENCHMARKS = {
 }
 TOOLS = {"plots": "bench.plots", "report": "bench.report", "batchsize": "bench.batchsize"}
 #: Run on their own (they drive TextGrad's tutorial or custom engines, not the suite's targets).
-EXTRA = {"tutorial": "bench.tutorial", "custom_engine": "bench.custom_engine"}
+EXTRA = {
+    "tutorial": "bench.tutorial",
+    "custom_engine": "bench.custom_engine",
+    "shared": "bench.shared",
+}
 
 
 def _main_of(module: str) -> Any:

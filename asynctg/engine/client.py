@@ -25,6 +25,7 @@ from asynctg.engine.clock import Clock, LoopClock
 from asynctg.engine.models import context_window_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
+from asynctg.engine.shared import CostCap, Reservation, SharedBudget
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
@@ -61,6 +62,9 @@ __all__ = ["DEFAULT_TIMEOUT", "ChatEngine", "get_engine"]
 DEFAULT_TIMEOUT = 120.0
 #: The OpenAI API, used when a key is known but no base URL is.
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: Reply cap an engine with ``max_cost`` puts on requests that set none (a call's worst-case
+#: price must be bounded to be reserved).
+DEFAULT_CAPPED_REPLY_TOKENS = 4096
 #: Completion size assumed for the token budget before any answer has been seen.
 _INITIAL_COMPLETION_ESTIMATE = 64
 
@@ -139,6 +143,10 @@ class ChatEngine:
         transport: Transport | None = None,
         clock: Clock | None = None,
         context_window: int | None = None,
+        max_cost: float | CostCap | None = None,
+        redis_url: str | None = None,
+        redis_namespace: str = "asynctg",
+        reservation_ttl: float | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("model must be a non-empty string, e.g. get_engine('gpt-4o')")
@@ -174,8 +182,11 @@ class ChatEngine:
         self._headers = headers
         self._has_key = bool(api_key)
         self.clock: Clock = clock or LoopClock()
+        # With a shared budget, Redis paces rpm/tpm for every process; locally only the
+        # in-flight cap (and 429-driven concurrency) apply.
+        local_rpm, local_tpm = (None, None) if redis_url else (rpm, tpm)
         self.scheduler = Scheduler(
-            rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, clock=self.clock
+            rpm=local_rpm, tpm=local_tpm, max_concurrency=max_concurrency, clock=self.clock
         )
         self._learn = rpm is None or tpm is None
         self.transport: Transport = transport or AiohttpTransport()
@@ -191,6 +202,30 @@ class ChatEngine:
         self.context_window: int | None = (
             context_window if context_window is not None else context_window_for(model)
         )
+        self._cost_cap: CostCap | None = None
+        self.shared: SharedBudget | None = None
+        if max_cost is not None:
+            if self.usage.price is None:
+                raise ConfigError(
+                    f"max_cost needs a price for {model!r}: pass price=(dollars per 1M prompt "
+                    "tokens, per 1M completion tokens) to get_engine()"
+                )
+            # A call's worst case must be bounded to be reserved: cap replies unless told.
+            self.defaults.setdefault("max_tokens", DEFAULT_CAPPED_REPLY_TOKENS)
+        if redis_url is not None:
+            self.shared = SharedBudget(
+                redis_url,
+                model=model,
+                clock=self.clock,
+                rpm=rpm,
+                tpm=tpm,
+                max_cost=max_cost.cap / 1e9 if isinstance(max_cost, CostCap) else max_cost,
+                namespace=redis_namespace,
+                reservation_ttl=reservation_ttl or max(900.0, self.retry.max_total_seconds + 60),
+            )
+        elif max_cost is not None:
+            # A CostCap given by the caller is shared with its other engines (one run's cap).
+            self._cost_cap = max_cost if isinstance(max_cost, CostCap) else CostCap(max_cost)
         self._shared: dict[str, _Shared] = {}
         self._completion_estimate = float(_INITIAL_COMPLETION_ESTIMATE)
         self._rng = random.Random()
@@ -360,8 +395,16 @@ class ChatEngine:
                     f"is RetryPolicy.max_total_seconds ({policy.max_total_seconds:g} s). Raise "
                     "it, or lower the load (fewer calls at once, a larger rpm/tpm if allowed)."
                 ) from exc
+            reservation = None
+            if self.shared is not None or self._cost_cap is not None:
+                try:
+                    reservation = await self._reserve(request, tokens, started)
+                except BaseException:
+                    scheduler.release(tokens, None)
+                    raise
             sent_at = clock.now()
             actual: int | None = None
+            settled = False
             try:
                 usage.requests += 1
                 try:
@@ -381,12 +424,17 @@ class ChatEngine:
                             actual = result.usage.total_tokens or None
                             scheduler.on_success()
                             self._account(result)
+                            if reservation is not None:
+                                settled = True
+                                await self._settle(reservation, tokens, result)
                             return result
                     else:
                         error = self._status_error(response)
                         wait = retry_after_seconds(response.headers)
             finally:
                 scheduler.release(tokens, actual)
+                if reservation is not None and not settled:
+                    await asyncio.shield(self._settle(reservation, tokens, None))
 
             if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
                 rate_limited += 1
@@ -411,8 +459,55 @@ class ChatEngine:
                 # The budget is shared: everyone waits, not only the request that was told.
                 scheduler.cool_down(delay)
                 scheduler.on_rate_limited(sent_at)
+                if self.shared is not None:
+                    await self.shared.cool_down(delay)
             elif delay > 0:
                 await clock.sleep(delay)
+
+    def _worst_case_nano(self, request: ChatRequest) -> int:
+        """A call's highest possible price in nano-dollars: every prompt character a token (no
+        tokenizer does worse on text), the reply at its cap."""
+        price = self.usage.price
+        if price is None:
+            return 0
+        prompt = len(request.text()) + 8 * len(request.messages)
+        reply = (request.max_tokens or DEFAULT_CAPPED_REPLY_TOKENS) * (request.n or 1)
+        return int((prompt * price[0] + reply * price[1]) * 1000) + 1
+
+    async def _reserve(self, request: ChatRequest, tokens: int, started: float) -> Reservation:
+        nano = self._worst_case_nano(request)
+        if self.shared is None:
+            assert self._cost_cap is not None
+            self._cost_cap.reserve(nano, self.model)
+            return Reservation(tokens, nano)
+        left = self.retry.max_total_seconds - (self.clock.now() - started)
+        try:
+            return await self.shared.reserve(tokens, nano, left)
+        except QueueTimeout as exc:
+            self.usage.failures += 1
+            raise BudgetTimeoutError(
+                f"{self.model}: the shared budget held this call past "
+                f"RetryPolicy.max_total_seconds ({self.retry.max_total_seconds:g} s): {exc}"
+            ) from exc
+
+    async def _settle(
+        self, reservation: Reservation, tokens: int, result: ChatResult | None
+    ) -> None:
+        spent = 0
+        price = self.usage.price
+        if result is not None and price is not None:
+            u = result.usage
+            spent = int((u.prompt_tokens * price[0] + u.completion_tokens * price[1]) * 1000)
+        if self.shared is None:
+            if self._cost_cap is not None:
+                self._cost_cap.settle(reservation.nano, spent)
+            return
+        await self.shared.settle(reservation, spent if result is not None else None)
+        if result is not None:
+            await self.shared.adjust_tokens(tokens, result.usage.total_tokens or None)
+            stats = self.scheduler.statistics()
+            if stats["learned_rpm"] or stats["learned_tpm"]:
+                await self.shared.publish_limits(stats["learned_rpm"], stats["learned_tpm"])
 
     def _parse(self, response: HTTPResponse) -> ChatResult:
         try:
@@ -532,6 +627,8 @@ class ChatEngine:
     async def aclose(self) -> None:
         """Close the HTTP session and the cache file; both reopen if the engine is used again."""
         await self.transport.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
         if self.cache is not None:
             self.cache.close()
 
@@ -612,7 +709,11 @@ def get_engine(
     Other options: ``timeout``, ``retry`` (a ``RetryPolicy``), ``cache`` (a path or a
     ``ResponseCache``), ``cache_sampled``, ``price``, ``temperature`` (default 0),
     ``max_tokens``, ``seed``, ``transport``, ``clock``, ``context_window`` (tokens; default:
-    the model table, else learned from the provider's first context-length error).
+    the model table, else learned from the provider's first context-length error),
+    ``max_cost`` (dollars, or a ``CostCap`` shared by several engines: each call's worst-case
+    price is reserved before it is sent, so spending never passes it; ``BudgetExceededError``),
+    ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm, cool-downs and
+    the dollar cap with every process on that Redis: ``asynctg.engine.shared``).
 
     >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
     """

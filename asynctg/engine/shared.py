@@ -1,0 +1,458 @@
+"""Budgets shared by every process and host that uses one Redis: rpm, tpm, cool-downs, dollars.
+
+``get_engine(model, rpm=..., tpm=..., max_cost=..., redis_url="redis://host:port/db")``: all
+engines with the same Redis URL, namespace and model draw from one requests-per-minute and one
+tokens-per-minute budget, honour one cool-down after a 429, publish the limits they learn from
+``x-ratelimit-*`` headers to each other, and share one dollar cap. Accounting is atomic on the
+server (Lua scripts):
+
+- rpm/tpm are token buckets holding one second's worth, as the local scheduler's are (providers
+  enforce per-minute limits on that grain). A request takes one request and its estimated
+  tokens (prompt + the reply's cap) before it is sent; when the answer reports its usage the
+  difference is given back (or taken). A process killed mid-call leaks nothing: a bucket only
+  refills.
+- The dollar cap is reserved per call at its worst case (the estimate at the model's price)
+  before sending, and settled with the real cost after. Reservations live in a sorted set with
+  an expiry, so a killed process's reservations lapse after ``reservation_ttl`` seconds. When a
+  call would take spending past the cap it is not sent: ``BudgetExceededError``.
+- A 429 anywhere sets one cool-down key (``PX`` expiry) every process waits out.
+
+Keys (all under ``{namespace}:{model}:``, each with an expiry so nothing lingers): ``rpm`` and
+``tpm`` (bucket state, 2 min), ``cool`` (the cool-down), ``limits`` (learned limits, 1 h),
+``live`` (a heartbeat of the participating processes, 1 min); and, for every model of the
+namespace together, ``{namespace}:cost:spent`` and ``{namespace}:cost:reserved`` (the dollar
+cap, 1 day after the last call).
+
+If Redis becomes unreachable mid-run, the engine goes on with a local share of the budget (the
+limit divided by the number of processes last seen live; for the dollar cap, its share of what
+was left), logs one warning, and rejoins when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from asynctg.engine.clock import Clock
+from asynctg.engine.scheduler import TokenBucket
+from asynctg.errors import BudgetExceededError, ConfigError
+
+__all__ = ["CostCap", "SharedBudget"]
+
+log = logging.getLogger("asynctg.shared")
+
+#: Money is counted in nano-dollars on the server: integers, so sums never drift.
+_NANO = 1_000_000_000
+
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local cool = redis.call('PTTL', KEYS[3])
+if cool > 0 then return cool end
+local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function level(key, rate)
+  local cap = math.max(1, rate)
+  local v = redis.call('HMGET', key, 'level', 'ts')
+  local l = tonumber(v[1]) or cap
+  local ts = tonumber(v[2]) or now
+  if now > ts then l = math.min(cap, l + (now - ts) * rate) end
+  return l, cap
+end
+local wait = 0
+local l1, c1, l2, c2
+if rpm > 0 then
+  l1, c1 = level(KEYS[1], rpm)
+  if l1 < 1 - 1e-9 then wait = math.max(wait, (1 - l1) / rpm) end
+end
+if tpm > 0 then
+  l2, c2 = level(KEYS[2], tpm)
+  local need = math.min(tokens, c2)
+  if l2 < need - 1e-9 then wait = math.max(wait, (need - l2) / tpm) end
+end
+if wait > 0 then return math.max(1, math.ceil(wait * 1000)) end
+if rpm > 0 then
+  redis.call('HSET', KEYS[1], 'level', tostring(l1 - 1), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[1], 120000)
+end
+if tpm > 0 then
+  redis.call('HSET', KEYS[2], 'level', tostring(l2 - tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[2], 120000)
+end
+return 0
+"""
+
+_ADJUST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cap = math.max(1, rate)
+local v = redis.call('HMGET', KEYS[1], 'level', 'ts')
+local l = tonumber(v[1]) or cap
+local ts = tonumber(v[2]) or now
+if now > ts then l = math.min(cap, l + (now - ts) * rate) end
+l = math.min(cap, l + delta)
+redis.call('HSET', KEYS[1], 'level', tostring(l), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 120000)
+return 0
+"""
+
+_COOL = """
+local ms = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
+return 0
+"""
+
+_COST_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local reserved = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  reserved = reserved + tonumber(string.match(m, ':(%d+)$'))
+end
+local cap, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
+if spent + reserved + amount > cap then return {0, spent, reserved} end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3] .. ':' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[2], 86400000)
+return {1, spent, reserved}
+"""
+
+_COST_SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+local spent = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return spent
+"""
+
+
+@dataclass
+class Reservation:
+    """What one call took: tokens from the tpm bucket, dollars from the cap (nano-dollars)."""
+
+    tokens: int
+    nano: int
+    member: str = ""
+
+
+class CostCap:
+    """A dollar cap in one process: reserve a call's worst case, settle the real cost."""
+
+    def __init__(self, max_cost: float) -> None:
+        if not (isinstance(max_cost, int | float) and 0 < max_cost < math.inf):
+            raise ConfigError(f"max_cost must be a positive number of dollars, got {max_cost!r}")
+        self.cap = int(max_cost * _NANO)
+        self.spent = 0
+        self.reserved = 0
+
+    def reserve(self, nano: int, model: str) -> None:
+        if self.spent + self.reserved + nano > self.cap:
+            raise _exceeded(model, self.cap, self.spent, self.reserved, nano)
+        self.reserved += nano
+
+    def settle(self, reserved: int, actual: int) -> None:
+        self.reserved -= reserved
+        self.spent += actual
+
+    @property
+    def spent_usd(self) -> float:
+        return self.spent / _NANO
+
+
+def _exceeded(model: str, cap: int, spent: int, reserved: int, nano: int) -> BudgetExceededError:
+    return BudgetExceededError(
+        f"{model}: this call could cost up to ${nano / _NANO:.6f}, and ${spent / _NANO:.6f} is "
+        f"spent and ${reserved / _NANO:.6f} reserved of the ${cap / _NANO:.6f} cap (max_cost); "
+        "it was not sent. Raise max_cost to go on.",
+        cap=cap / _NANO,
+        spent=spent / _NANO,
+    )
+
+
+class SharedBudget:
+    """The budget of one model shared through Redis (see the module)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str,
+        clock: Clock,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_cost: float | None = None,
+        namespace: str = "asynctg",
+        reservation_ttl: float = 900.0,
+    ) -> None:
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "redis_url needs the redis package: pip install 'asynctg[redis]'"
+            ) from exc
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"redis_url must be redis://host:port/db, got {url!r}")
+        self.url = url
+        self.model = model
+        self.clock = clock
+        self.rpm = rpm
+        self.tpm = tpm
+        self.cap = None if max_cost is None else CostCap(max_cost).cap
+        self.prefix = f"{namespace}:{model}:"
+        # One dollar cap per namespace, whatever the model: a run's engines share it.
+        self.cost_prefix = f"{namespace}:cost:"
+        self.ttl_ms = int(reservation_ttl * 1000)
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scripts: dict[str, Any] = {}
+        self._learned: tuple[float | None, float | None] = (None, None)
+        self._learned_at = -math.inf
+        self._beat_at = -math.inf
+        self._live = 1
+        # When Redis is away: a local share, and when to try Redis again.
+        self._offline_since: float | None = None
+        self._retry_at = 0.0
+        self._local: dict[str, TokenBucket] = {}
+        self._local_cap: CostCap | None = None
+        self._last_spent = 0
+        self.redis_errors = 0
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _redis(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            import redis.asyncio as aioredis
+
+            self._client = aioredis.Redis.from_url(
+                self.url, socket_timeout=1.0, socket_connect_timeout=1.0, retry_on_timeout=False
+            )
+            self._loop = loop
+            self._scripts = {
+                name: self._client.register_script(text)
+                for name, text in (
+                    ("reserve", _RESERVE),
+                    ("adjust", _ADJUST),
+                    ("cool", _COOL),
+                    ("cost_reserve", _COST_RESERVE),
+                    ("cost_settle", _COST_SETTLE),
+                )
+            }
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _online(self) -> bool:
+        return self._offline_since is None or self.clock.now() >= self._retry_at
+
+    def _went_offline(self, exc: BaseException) -> None:
+        self.redis_errors += 1
+        now = self.clock.now()
+        if self._offline_since is None:
+            self._offline_since = now
+            log.warning(
+                "Redis at %s is unreachable (%s): going on with this process's share (1/%d) of "
+                "the budget until it answers again",
+                self.url,
+                type(exc).__name__,
+                self._live,
+            )
+        self._retry_at = now + 1.0
+
+    def _came_back(self) -> None:
+        if self._offline_since is not None:
+            log.warning("Redis at %s answers again: the budget is shared again", self.url)
+        self._offline_since = None
+        self._local.clear()
+        self._local_cap = None
+
+    # --- rpm / tpm ----------------------------------------------------------------------------
+
+    async def _rates(self, client: Any) -> tuple[float, float]:
+        now = self.clock.now()
+        if (self.rpm is None or self.tpm is None) and now - self._learned_at > 5.0:
+            raw = await client.hmget(self._key("limits"), "rpm", "tpm")
+            self._learned = tuple(float(v) if v is not None else None for v in raw)  # type: ignore[assignment]
+            self._learned_at = now
+        rpm = self.rpm if self.rpm is not None else self._learned[0]
+        tpm = self.tpm if self.tpm is not None else self._learned[1]
+        return (rpm or 0.0) / 60.0, (tpm or 0.0) / 60.0
+
+    async def _heartbeat(self, client: Any) -> None:
+        now = self.clock.now()
+        if now - self._beat_at < 2.0:
+            return
+        self._beat_at = now
+        key = self._key("live")
+        server = await client.time()
+        seconds = float(server[0]) + server[1] / 1e6
+        pipe = client.pipeline(transaction=False)
+        pipe.zadd(key, {self.id: seconds})
+        pipe.zremrangebyscore(key, "-inf", seconds - 10)
+        pipe.zcard(key)
+        pipe.expire(key, 60)
+        results = await pipe.execute()
+        self._live = max(1, int(results[2]))
+
+    async def reserve(self, tokens: int, nano: int, max_wait: float) -> Reservation:
+        """Wait for one request and ``tokens`` from the shared buckets and take ``nano``
+        dollars from the cap; ``BudgetExceededError`` or ``QueueTimeout``-style errors when
+        that cannot be."""
+        from asynctg.engine.scheduler import QueueTimeout
+
+        deadline = self.clock.now() + max_wait
+        reservation = Reservation(tokens, 0)
+        if self.cap is not None and nano > 0:
+            await self._reserve_cost(reservation, nano)
+        try:
+            while True:
+                wait = await self._take(tokens)
+                if wait <= 0:
+                    return reservation
+                if self.clock.now() + wait > deadline:
+                    raise QueueTimeout(f"the shared budget needs {wait:.1f} s more")
+                await self.clock.sleep(wait)
+        except BaseException:
+            if reservation.nano:
+                await self.settle(reservation, None)
+            raise
+
+    async def _take(self, tokens: int) -> float:
+        """Seconds to wait (0: taken)."""
+        if self._online():
+            try:
+                client = self._redis()
+                await self._heartbeat(client)
+                rpm, tpm = await self._rates(client)
+                keys = [self._key("rpm"), self._key("tpm"), self._key("cool")]
+                ms = await self._scripts["reserve"](keys=keys, args=[rpm, tpm, tokens])
+                self._came_back()
+                return int(ms) / 1000.0
+            except (TimeoutError, OSError, _redis_errors()) as exc:
+                self._went_offline(exc)
+        return self._take_locally(tokens)
+
+    def _take_locally(self, tokens: int) -> float:
+        now = self.clock.now()
+        share = max(1, self._live)
+        wait = 0.0
+        for name, limit, amount in (("rpm", self.rpm, 1), ("tpm", self.tpm, tokens)):
+            if limit is None:
+                continue
+            bucket = self._local.get(name)
+            if bucket is None:
+                bucket = self._local[name] = TokenBucket(limit / share, now)
+            wait = max(wait, bucket.wait_time(amount, now))
+        if wait > 0:
+            return wait
+        for name, amount in (("rpm", 1), ("tpm", tokens)):
+            if name in self._local:
+                self._local[name].take(amount)
+        return 0.0
+
+    async def adjust_tokens(self, estimated: int, actual: int | None) -> None:
+        """The answer reported ``actual`` tokens: give back (or take) the difference."""
+        if actual is None or actual == estimated or (self.tpm is None and self._learned[1] is None):
+            return
+        delta = estimated - actual
+        if self._offline_since is not None:
+            bucket = self._local.get("tpm")
+            if bucket is not None:
+                bucket.give_back(delta) if delta > 0 else bucket.take(-delta)
+            return
+        try:
+            client = self._redis()
+            _, tpm = await self._rates(client)
+            if tpm > 0:
+                await self._scripts["adjust"](keys=[self._key("tpm")], args=[tpm, delta])
+        except (TimeoutError, OSError, _redis_errors()) as exc:
+            self._went_offline(exc)
+
+    async def cool_down(self, seconds: float) -> None:
+        """Every process holds its requests for ``seconds`` (a 429 told one of them so)."""
+        if seconds <= 0 or self._offline_since is not None:
+            return
+        try:
+            self._redis()
+            await self._scripts["cool"](keys=[self._key("cool")], args=[int(seconds * 1000)])
+        except (TimeoutError, OSError, _redis_errors()) as exc:
+            self._went_offline(exc)
+
+    async def publish_limits(self, rpm: float | None, tpm: float | None) -> None:
+        """Share limits learned from ``x-ratelimit-*`` headers with every process."""
+        values = {k: v for k, v in (("rpm", rpm), ("tpm", tpm)) if v is not None}
+        if not values or self._offline_since is not None:
+            return
+        try:
+            client = self._redis()
+            await client.hset(self._key("limits"), mapping=values)
+            await client.expire(self._key("limits"), 3600)
+        except (TimeoutError, OSError, _redis_errors()) as exc:
+            self._went_offline(exc)
+
+    # --- dollars ------------------------------------------------------------------------------
+
+    async def _reserve_cost(self, reservation: Reservation, nano: int) -> None:
+        assert self.cap is not None
+        member = f"{self.id}-{uuid.uuid4().hex[:8]}"
+        if self._online():
+            try:
+                self._redis()
+                keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
+                ok, spent, reserved = await self._scripts["cost_reserve"](
+                    keys=keys, args=[self.cap, nano, member, self.ttl_ms]
+                )
+                self._came_back()
+                self._last_spent = int(spent) + int(reserved)
+                if not int(ok):
+                    raise _exceeded(self.model, self.cap, int(spent), int(reserved), nano)
+                reservation.nano, reservation.member = nano, f"{member}:{nano}"
+                return
+            except (TimeoutError, OSError, _redis_errors()) as exc:
+                self._went_offline(exc)
+        if self._local_cap is None:
+            # Offline: this process may spend its share of what was left when last seen.
+            left = max(0, self.cap - self._last_spent) // max(1, self._live)
+            self._local_cap = CostCap(max(left, 1) / _NANO)
+        self._local_cap.reserve(nano, self.model)
+        reservation.nano = nano
+
+    async def settle(self, reservation: Reservation, actual_nano: int | None) -> None:
+        """Release ``reservation`` and count ``actual_nano`` (None: nothing was spent)."""
+        if not reservation.nano:
+            return
+        spent = actual_nano or 0
+        if not reservation.member or self._offline_since is not None:
+            if self._local_cap is not None:
+                self._local_cap.settle(reservation.nano, spent)
+            if not reservation.member:
+                return
+        try:
+            self._redis()
+            keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
+            await self._scripts["cost_settle"](keys=keys, args=[reservation.member, spent])
+        except (TimeoutError, OSError, _redis_errors()) as exc:
+            self._went_offline(exc)
+
+    async def spent_usd(self) -> float:
+        """Dollars spent so far by every process (from Redis)."""
+        client = self._redis()
+        return int(await client.get(self.cost_prefix + "spent") or 0) / _NANO
+
+
+def _redis_errors() -> type[BaseException]:
+    import redis.exceptions
+
+    return redis.exceptions.RedisError  # type: ignore[no-any-return]
