@@ -33,7 +33,8 @@ async def main() -> None:
         assert isinstance(task, tasks.PromptTask)
         config = apps.PromptConfig(batch_size=4, epochs=1, steps_per_epoch=3, validate=True)
         fingerprint = {"task": task.name, "data": task.source, "model": args.model}
-        checkpoint = apps.Checkpoint(f"{args.out}/checkpoint", fingerprint, resume=True)
+        folder = f"{args.out}/checkpoint"
+        checkpoint = apps.Checkpoint(folder, fingerprint, resume=apps.Checkpoint.exists(folder))
         checkpoint.open()
         stack.callback(checkpoint.close)
         result = await apps.optimize_prompt(

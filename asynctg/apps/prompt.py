@@ -186,9 +186,10 @@ class _PromptRun:
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = list(state["history"])
 
-    def save(self, status: str, stop_reason: str | None = None) -> None:
+    async def save(self, status: str, stop_reason: str | None = None) -> None:
+        # the state is built now, before any await; the fsync runs in a worker thread
         if self.checkpoint is not None:
-            self.checkpoint.save(self.state(status, stop_reason))
+            await self.checkpoint.asave(self.state(status, stop_reason))
 
     # --- evaluation -----------------------------------------------------------------------
 
@@ -319,7 +320,7 @@ class _PromptRun:
             )
         if not self.history:
             await self.initial()
-            self.save("running")
+            await self.save("running")
         stop_reason = config.budget.exceeded(self.meter.total())
         steps_per_epoch = config.steps_per_epoch or len(self.loader)
         while stop_reason is None and self.epoch < config.epochs:
@@ -357,10 +358,10 @@ class _PromptRun:
                 started=started,
                 unusable=not usable,
             )
-            self.save("running")
+            await self.save("running")
             stop_reason = config.budget.exceeded(self.meter.total())
         status = "stopped" if stop_reason else "completed"
-        self.save(status, stop_reason)
+        await self.save(status, stop_reason)
         if stop_reason:
             limit = stop_reason.replace("_", "-")
             self.emit("stopped", f"stopped: --{limit} reached", reason=stop_reason)

@@ -10,8 +10,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from asynctg.apps.checkpoint import JournalView
 from asynctg.engine.client import ChatEngine
+from asynctg.engine.usage import UsageStats
 from asynctg.errors import AsyncTGError, ConfigError, first_error, require_int
+from asynctg.fanout import gather
 
 if TYPE_CHECKING:
     from asynctg.apps.checkpoint import Checkpoint
@@ -85,7 +88,11 @@ class Meter:
     """Usage of a run's engines, plus what earlier sessions of the same run used.
 
     ``session()`` is this process's usage; ``total()`` adds the usage saved in the checkpoint
-    by earlier sessions (a resumed run's budget counts everything the run has spent).
+    by earlier sessions (a resumed run's budget counts everything the run has spent) and
+    ``recovered()``: the calls an earlier session paid for after its last save, which this one
+    replays from the journal. Each is counted as paid on its first replay, with the tokens its
+    journal record holds, so a resumed run's totals equal an uninterrupted run's (the rule is
+    in ``asynctg.apps.checkpoint``).
     """
 
     def __init__(
@@ -106,14 +113,33 @@ class Meter:
         usage["seconds"] = round(time.monotonic() - self.started, 3)
         return usage
 
+    def recovered(self) -> list[dict[str, Any]]:
+        """Per engine, the usage of the journal replays counted as paid (see the class)."""
+        parts = []
+        for engine in self.engines:
+            view = engine.cache
+            if isinstance(view, JournalView) and view.recovered_calls:
+                paid = UsageStats(engine.usage.price)
+                paid.requests = view.recovered_calls
+                # the engine counted these calls (as cache hits): they become provider calls
+                paid.cache_hits = -view.recovered_calls
+                paid.prompt_tokens = view.recovered_prompt_tokens
+                paid.completion_tokens = view.recovered_completion_tokens
+                parts.append(paid.snapshot())
+        return parts
+
     def total(self) -> dict[str, Any]:
         session = self.session()
-        if not self.previous:
+        parts = [session, *self.recovered()]
+        if self.previous:
+            parts.append(self.previous)
+        if len(parts) == 1:
             return session
-        total = merge_usage([session, self.previous])
+        total = merge_usage(parts)
         total["in_flight"] = session["in_flight"]
         total["queued"] = session["queued"]
-        total["seconds"] = round(session["seconds"] + float(self.previous.get("seconds", 0)), 3)
+        earlier = float(self.previous.get("seconds", 0)) if self.previous else 0.0
+        total["seconds"] = round(session["seconds"] + earlier, 3)
         return total
 
     def priced(self) -> bool:
@@ -126,7 +152,8 @@ class Budget:
 
     ``max_cost`` is in US dollars and needs a price for every model (the built-in table or
     ``price=`` on the engine); ``max_calls`` counts calls answered by the provider (replays
-    from a checkpoint's journal are free and not counted).
+    of calls a saved state already counts are free; calls an earlier session paid for after
+    its last save count on their first replay).
     """
 
     max_cost: float | None = None
@@ -150,22 +177,6 @@ class Budget:
         if self.max_calls is not None and usage.get("provider_calls", 0) >= self.max_calls:
             return "max_calls"
         return None
-
-
-async def gather(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all at once inside one task group; results in order.
-
-    If any fails the others are cancelled and the first failure is raised as itself (not as an
-    ``ExceptionGroup``), so callers and the CLI see a plain, typed error.
-    """
-
-    async def run(aw: Awaitable[T]) -> T:
-        return await aw
-
-    with first_error():
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(run(aw)) for aw in awaitables]
-    return [t.result() for t in tasks]
 
 
 #: Examples an evaluation keeps in flight: more than an engine sends at once, few enough that
@@ -256,9 +267,10 @@ class ItemRun:
     def progress(self) -> str:
         return f"{len(self.records)}/{self.total} {self.noun}"
 
-    def save(self, status: str) -> None:
+    async def save(self, status: str) -> None:
+        """Save the state to the checkpoint, the disk write off the event loop."""
         if self.checkpoint is not None:
-            self.checkpoint.save(
+            await self.checkpoint.asave(
                 {
                     "status": status,
                     "stop_reason": self.stop_reason,
@@ -293,19 +305,20 @@ class ItemRun:
             self.records[i] = record
             message, data = describe(i, record)
             self.emit("item", message, progress=self.progress(), index=i, **data)
-            self.save("running")
+            # checked before the save's await, so no sibling sends a call past the cap meanwhile
             reason = self.budget.exceeded(self.meter.total())
             if reason is not None and self.stop_reason is None:
                 self.stop_reason = reason
                 for t in tasks:
                     if t is not asyncio.current_task():
                         t.cancel()
+            await self.save("running")
 
         if self.stop_reason is None:
             todo = [i for i in range(self.total) if i not in self.records]
             await run_all(tasks, (one(i) for i in todo))
         status = "stopped" if self.stop_reason else "completed"
-        self.save(status)
+        await self.save(status)
         if self.stop_reason:
             limit = self.stop_reason.replace("_", "-")
             self.emit("stopped", f"stopped: --{limit} reached", reason=self.stop_reason)

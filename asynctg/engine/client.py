@@ -144,6 +144,8 @@ class ChatEngine:
         clock: Clock | None = None,
         context_window: int | None = None,
         max_cost: float | CostCap | None = None,
+        input_tpm: float | None = None,
+        output_tpm: float | None = None,
         redis_url: str | None = None,
         redis_namespace: str = "asynctg",
         reservation_ttl: float | None = None,
@@ -185,9 +187,16 @@ class ChatEngine:
         # With a shared budget, Redis paces rpm/tpm for every process; locally only the
         # in-flight cap (and 429-driven concurrency) apply.
         local_rpm, local_tpm = (None, None) if redis_url else (rpm, tpm)
+        local_split = (None, None) if redis_url else (input_tpm, output_tpm)
         self.scheduler = Scheduler(
-            rpm=local_rpm, tpm=local_tpm, max_concurrency=max_concurrency, clock=self.clock
+            rpm=local_rpm,
+            tpm=local_tpm,
+            max_concurrency=max_concurrency,
+            clock=self.clock,
+            input_tpm=local_split[0],
+            output_tpm=local_split[1],
         )
+        self._split = input_tpm is not None or output_tpm is not None
         self._learn = rpm is None or tpm is None
         self.transport: Transport = transport or AiohttpTransport()
         self.cache: ResponseStore | None
@@ -222,6 +231,8 @@ class ChatEngine:
                 max_cost=max_cost.cap / 1e9 if isinstance(max_cost, CostCap) else max_cost,
                 namespace=redis_namespace,
                 reservation_ttl=reservation_ttl or max(900.0, self.retry.max_total_seconds + 60),
+                input_tpm=input_tpm,
+                output_tpm=output_tpm,
             )
         elif max_cost is not None:
             # A CostCap given by the caller is shared with its other engines (one run's cap).
@@ -375,7 +386,9 @@ class ChatEngine:
             "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
         )
         completion = request.max_tokens or int(self._completion_estimate)
-        tokens = estimate_tokens(request.messages) + completion * (request.n or 1)
+        prompt_estimate = estimate_tokens(request.messages)
+        tokens = prompt_estimate + completion * (request.n or 1)
+        parts = (prompt_estimate, completion * (request.n or 1)) if self._split else None
         scheduler = self.scheduler
         clock = self.clock
         usage = self.usage
@@ -386,7 +399,7 @@ class ChatEngine:
         while True:
             left = policy.max_total_seconds - (clock.now() - started)
             try:
-                await scheduler.acquire(tokens, priority, max_wait=left)
+                await scheduler.acquire(tokens, priority, max_wait=left, parts=parts)
             except QueueTimeout as exc:
                 usage.failures += 1
                 raise BudgetTimeoutError(
@@ -398,12 +411,13 @@ class ChatEngine:
             reservation = None
             if self.shared is not None or self._cost_cap is not None:
                 try:
-                    reservation = await self._reserve(request, tokens, started)
+                    reservation = await self._reserve(request, tokens, started, parts)
                 except BaseException:
-                    scheduler.release(tokens, None)
+                    scheduler.release(tokens, None, parts=parts)
                     raise
             sent_at = clock.now()
             actual: int | None = None
+            actual_parts: tuple[int, int] | None = None
             settled = False
             try:
                 usage.requests += 1
@@ -422,19 +436,22 @@ class ChatEngine:
                             error, wait = exc, None
                         else:
                             actual = result.usage.total_tokens or None
+                            if actual is not None:
+                                u = result.usage
+                                actual_parts = (u.prompt_tokens, u.completion_tokens)
                             scheduler.on_success()
                             self._account(result)
                             if reservation is not None:
                                 settled = True
-                                await self._settle(reservation, tokens, result)
+                                await self._settle(reservation, tokens, result, parts)
                             return result
                     else:
                         error = self._status_error(response)
                         wait = retry_after_seconds(response.headers)
             finally:
-                scheduler.release(tokens, actual)
+                scheduler.release(tokens, actual, parts=parts, actual_parts=actual_parts)
                 if reservation is not None and not settled:
-                    await asyncio.shield(self._settle(reservation, tokens, None))
+                    await asyncio.shield(self._settle(reservation, tokens, None, parts))
 
             if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
                 rate_limited += 1
@@ -474,7 +491,13 @@ class ChatEngine:
         reply = (request.max_tokens or DEFAULT_CAPPED_REPLY_TOKENS) * (request.n or 1)
         return int((prompt * price[0] + reply * price[1]) * 1000) + 1
 
-    async def _reserve(self, request: ChatRequest, tokens: int, started: float) -> Reservation:
+    async def _reserve(
+        self,
+        request: ChatRequest,
+        tokens: int,
+        started: float,
+        parts: tuple[int, int] | None,
+    ) -> Reservation:
         nano = self._worst_case_nano(request)
         if self.shared is None:
             assert self._cost_cap is not None
@@ -482,7 +505,7 @@ class ChatEngine:
             return Reservation(tokens, nano)
         left = self.retry.max_total_seconds - (self.clock.now() - started)
         try:
-            return await self.shared.reserve(tokens, nano, left)
+            return await self.shared.reserve(tokens, nano, left, parts or (0, 0))
         except QueueTimeout as exc:
             self.usage.failures += 1
             raise BudgetTimeoutError(
@@ -491,7 +514,11 @@ class ChatEngine:
             ) from exc
 
     async def _settle(
-        self, reservation: Reservation, tokens: int, result: ChatResult | None
+        self,
+        reservation: Reservation,
+        tokens: int,
+        result: ChatResult | None,
+        parts: tuple[int, int] | None = None,
     ) -> None:
         spent = 0
         price = self.usage.price
@@ -504,7 +531,13 @@ class ChatEngine:
             return
         await self.shared.settle(reservation, spent if result is not None else None)
         if result is not None:
-            await self.shared.adjust_tokens(tokens, result.usage.total_tokens or None)
+            u = result.usage
+            await self.shared.adjust_tokens(
+                tokens,
+                u.total_tokens or None,
+                parts or (0, 0),
+                (u.prompt_tokens, u.completion_tokens) if parts and u.total_tokens else None,
+            )
             stats = self.scheduler.statistics()
             if stats["learned_rpm"] or stats["learned_tpm"]:
                 await self.shared.publish_limits(stats["learned_rpm"], stats["learned_tpm"])
@@ -712,8 +745,10 @@ def get_engine(
     the model table, else learned from the provider's first context-length error),
     ``max_cost`` (dollars, or a ``CostCap`` shared by several engines: each call's worst-case
     price is reserved before it is sent, so spending never passes it; ``BudgetExceededError``),
-    ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm, cool-downs and
-    the dollar cap with every process on that Redis: ``asynctg.engine.shared``).
+    ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
+    that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
+    cool-downs and the dollar cap with every process on that Redis:
+    ``asynctg.engine.shared``).
 
     >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
     """

@@ -87,17 +87,22 @@ class TokenBucket:
 
 
 class _Waiter:
-    __slots__ = ("fut", "tokens")
+    __slots__ = ("fut", "parts", "tokens")
 
-    def __init__(self, fut: asyncio.Future[None], tokens: int) -> None:
+    def __init__(
+        self, fut: asyncio.Future[None], tokens: int, parts: tuple[int, int] | None
+    ) -> None:
         self.fut = fut
         self.tokens = tokens
+        self.parts = parts
 
 
 class Scheduler:
     """Admits requests within the concurrency limit and the rpm/tpm budgets, by priority.
 
     ``rpm``/``tpm`` are the provider's budgets (None: learn them from response headers);
+    ``input_tpm``/``output_tpm`` are separate input- and output-token budgets, for providers
+    that have them (a request's ``parts`` = (input, output) estimate is charged to each);
     ``max_concurrency`` caps requests in flight. Use::
 
         await scheduler.acquire(tokens, priority)
@@ -115,8 +120,12 @@ class Scheduler:
         max_concurrency: int = 64,
         clock: Clock | None = None,
         adaptive: bool = True,
+        input_tpm: float | None = None,
+        output_tpm: float | None = None,
     ) -> None:
         self.clock: Clock = clock or LoopClock()
+        self._split_values = (input_tpm, output_tpm)
+        self._split: list[TokenBucket | None] | None = None
         self.max_concurrency = max_concurrency
         self._rpm_given = rpm is not None
         self._tpm_given = tpm is not None
@@ -152,7 +161,14 @@ class Scheduler:
             self._tpm = TokenBucket(self._tpm_value, now)
         return self._rpm, self._tpm
 
-    def _wait_time(self, tokens: int, now: float) -> float:
+    def _split_buckets(self, now: float) -> list[TokenBucket | None]:
+        if self._split is None:
+            self._split = [
+                TokenBucket(v, now) if v is not None else None for v in self._split_values
+            ]
+        return self._split
+
+    def _wait_time(self, tokens: int, now: float, parts: tuple[int, int] | None = None) -> float:
         """Seconds until a request of ``tokens`` may go (0: now); ignores the in-flight cap."""
         wait = self._cool_until - now
         rpm, tpm = self._buckets(now)
@@ -160,20 +176,33 @@ class Scheduler:
             wait = max(wait, rpm.wait_time(1, now))
         if tpm is not None:
             wait = max(wait, tpm.wait_time(tokens, now))
+        if parts is not None:
+            for bucket, amount in zip(self._split_buckets(now), parts, strict=True):
+                if bucket is not None:
+                    wait = max(wait, bucket.wait_time(amount, now))
         return wait
 
-    def _admit(self, tokens: int) -> None:
+    def _admit(self, tokens: int, parts: tuple[int, int] | None = None) -> None:
         if self._rpm is not None:
             self._rpm.take(1)
         if self._tpm is not None:
             self._tpm.take(tokens)
+        if parts is not None and self._split is not None:
+            for bucket, amount in zip(self._split, parts, strict=True):
+                if bucket is not None:
+                    bucket.take(amount)
         self._in_flight += 1
         self.admitted += 1
         if self._in_flight > self.max_in_flight:
             self.max_in_flight = self._in_flight
 
     async def acquire(
-        self, tokens: int = 0, priority: int = 0, *, max_wait: float | None = None
+        self,
+        tokens: int = 0,
+        priority: int = 0,
+        *,
+        max_wait: float | None = None,
+        parts: tuple[int, int] | None = None,
     ) -> None:
         """Wait until a request estimated at ``tokens`` may be sent; higher priority first.
 
@@ -182,13 +211,13 @@ class Scheduler:
         nothing was admitted.
         """
         if not self._heap and self._in_flight < self._limit:
-            if self._wait_time(tokens, self.clock.now()) <= 0:
-                self._admit(tokens)
+            if self._wait_time(tokens, self.clock.now(), parts) <= 0:
+                self._admit(tokens, parts)
                 return
         if max_wait is not None and max_wait <= 0:
             raise QueueTimeout(f"no capacity now and no time left to wait ({max_wait:g} s)")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(fut, tokens)
+        waiter = _Waiter(fut, tokens, parts)
         heapq.heappush(self._heap, (-priority, next(self._seq), waiter))
         deadline = None
         if max_wait is not None:
@@ -218,10 +247,24 @@ class Scheduler:
             if deadline is not None:
                 deadline.cancel()
 
-    def release(self, estimated: int, actual: int | None = None, *, admitted: bool = True) -> None:
-        """A request finished (any outcome): free its slot, correct its token charge."""
+    def release(
+        self,
+        estimated: int,
+        actual: int | None = None,
+        *,
+        admitted: bool = True,
+        parts: tuple[int, int] | None = None,
+        actual_parts: tuple[int, int] | None = None,
+    ) -> None:
+        """A request finished (any outcome): free its slot, correct its token charges."""
         if admitted:
             self._in_flight -= 1
+        if parts is not None and actual_parts is not None and self._split is not None:
+            now = self.clock.now()
+            for bucket, est, got in zip(self._split, parts, actual_parts, strict=True):
+                if bucket is not None and got != est:
+                    bucket.refill(now)
+                    bucket.take(got - est) if got > est else bucket.give_back(est - got)
         if actual is not None and self._tpm is not None and actual != estimated:
             self._tpm.refill(self.clock.now())
             if actual > estimated:
@@ -255,12 +298,12 @@ class Scheduler:
                 continue
             if self._in_flight >= self._limit:
                 return  # a release will pump again
-            wait = self._wait_time(waiter.tokens, now)
+            wait = self._wait_time(waiter.tokens, now, waiter.parts)
             if wait > 0:
                 self._set_timer(now + wait)
                 return
             heapq.heappop(heap)
-            self._admit(waiter.tokens)
+            self._admit(waiter.tokens, waiter.parts)
             waiter.fut.set_result(None)
 
     def _set_timer(self, when: float) -> None:

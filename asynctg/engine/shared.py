@@ -6,11 +6,12 @@ tokens-per-minute budget, honour one cool-down after a 429, publish the limits t
 ``x-ratelimit-*`` headers to each other, and share one dollar cap. Accounting is atomic on the
 server (Lua scripts):
 
-- rpm/tpm are token buckets holding one second's worth, as the local scheduler's are (providers
-  enforce per-minute limits on that grain). A request takes one request and its estimated
-  tokens (prompt + the reply's cap) before it is sent; when the answer reports its usage the
-  difference is given back (or taken). A process killed mid-call leaks nothing: a bucket only
-  refills.
+- rpm/tpm (and separate input/output token limits, ``input_tpm`` / ``output_tpm``, for
+  providers that have them) are token buckets holding one second's worth, as the local
+  scheduler's are (providers enforce per-minute limits on that grain). A request takes one
+  request and its estimated tokens (prompt + the reply's cap) before it is sent; when the
+  answer reports its usage the difference is given back (or taken). A process killed
+  mid-call leaks nothing: a bucket only refills.
 - The dollar cap is reserved per call at its worst case (the estimate at the model's price)
   before sending, and settled with the real cost after. Reservations live in a sorted set with
   an expiry, so a killed process's reservations lapse after ``reservation_ttl`` seconds. When a
@@ -50,38 +51,33 @@ log = logging.getLogger("asynctg.shared")
 _NANO = 1_000_000_000
 
 _RESERVE = """
+-- KEYS[1]: the cool-down; KEYS[2..]: buckets; ARGV: rate per second, amount, for each bucket
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local cool = redis.call('PTTL', KEYS[3])
+local cool = redis.call('PTTL', KEYS[1])
 if cool > 0 then return cool end
-local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local function level(key, rate)
-  local cap = math.max(1, rate)
-  local v = redis.call('HMGET', key, 'level', 'ts')
-  local l = tonumber(v[1]) or cap
-  local ts = tonumber(v[2]) or now
-  if now > ts then l = math.min(cap, l + (now - ts) * rate) end
-  return l, cap
-end
+local levels = {}
 local wait = 0
-local l1, c1, l2, c2
-if rpm > 0 then
-  l1, c1 = level(KEYS[1], rpm)
-  if l1 < 1 - 1e-9 then wait = math.max(wait, (1 - l1) / rpm) end
-end
-if tpm > 0 then
-  l2, c2 = level(KEYS[2], tpm)
-  local need = math.min(tokens, c2)
-  if l2 < need - 1e-9 then wait = math.max(wait, (need - l2) / tpm) end
+for i = 2, #KEYS do
+  local rate, amount = tonumber(ARGV[2 * i - 3]), tonumber(ARGV[2 * i - 2])
+  if rate > 0 then
+    local cap = math.max(1, rate)
+    local v = redis.call('HMGET', KEYS[i], 'level', 'ts')
+    local l = tonumber(v[1]) or cap
+    local ts = tonumber(v[2]) or now
+    if now > ts then l = math.min(cap, l + (now - ts) * rate) end
+    levels[i] = l
+    local need = math.min(amount, cap)
+    if l < need - 1e-9 then wait = math.max(wait, (need - l) / rate) end
+  end
 end
 if wait > 0 then return math.max(1, math.ceil(wait * 1000)) end
-if rpm > 0 then
-  redis.call('HSET', KEYS[1], 'level', tostring(l1 - 1), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[1], 120000)
-end
-if tpm > 0 then
-  redis.call('HSET', KEYS[2], 'level', tostring(l2 - tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[2], 120000)
+for i = 2, #KEYS do
+  if levels[i] ~= nil then
+    local amount = tonumber(ARGV[2 * i - 2])
+    redis.call('HSET', KEYS[i], 'level', tostring(levels[i] - amount), 'ts', tostring(now))
+    redis.call('PEXPIRE', KEYS[i], 120000)
+  end
 end
 return 0
 """
@@ -188,6 +184,8 @@ class SharedBudget:
         max_cost: float | None = None,
         namespace: str = "asynctg",
         reservation_ttl: float = 900.0,
+        input_tpm: float | None = None,
+        output_tpm: float | None = None,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401
@@ -202,6 +200,8 @@ class SharedBudget:
         self.clock = clock
         self.rpm = rpm
         self.tpm = tpm
+        self.input_tpm = input_tpm
+        self.output_tpm = output_tpm
         self.cap = None if max_cost is None else CostCap(max_cost).cap
         self.prefix = f"{namespace}:{model}:"
         # One dollar cap per namespace, whatever the model: a run's engines share it.
@@ -306,7 +306,9 @@ class SharedBudget:
         results = await pipe.execute()
         self._live = max(1, int(results[2]))
 
-    async def reserve(self, tokens: int, nano: int, max_wait: float) -> Reservation:
+    async def reserve(
+        self, tokens: int, nano: int, max_wait: float, parts: tuple[int, int] = (0, 0)
+    ) -> Reservation:
         """Wait for one request and ``tokens`` from the shared buckets and take ``nano``
         dollars from the cap; ``BudgetExceededError`` or ``QueueTimeout``-style errors when
         that cannot be."""
@@ -318,7 +320,7 @@ class SharedBudget:
             await self._reserve_cost(reservation, nano)
         try:
             while True:
-                wait = await self._take(tokens)
+                wait = await self._take(tokens, parts)
                 if wait <= 0:
                     return reservation
                 if self.clock.now() + wait > deadline:
@@ -329,26 +331,36 @@ class SharedBudget:
                 await self.settle(reservation, None)
             raise
 
-    async def _take(self, tokens: int) -> float:
+    async def _take(self, tokens: int, parts: tuple[int, int]) -> float:
         """Seconds to wait (0: taken)."""
         if self._online():
             try:
                 client = self._redis()
                 await self._heartbeat(client)
                 rpm, tpm = await self._rates(client)
-                keys = [self._key("rpm"), self._key("tpm"), self._key("cool")]
-                ms = await self._scripts["reserve"](keys=keys, args=[rpm, tpm, tokens])
+                itpm, otpm = ((v or 0.0) / 60.0 for v in (self.input_tpm, self.output_tpm))
+                keys = [self._key(n) for n in ("cool", "rpm", "tpm", "itpm", "otpm")]
+                args = [rpm, 1, tpm, tokens, itpm, parts[0], otpm, parts[1]]
+                ms = await self._scripts["reserve"](keys=keys, args=args)
                 self._came_back()
                 return int(ms) / 1000.0
             except (TimeoutError, OSError, _redis_errors()) as exc:
                 self._went_offline(exc)
-        return self._take_locally(tokens)
+        return self._take_locally(tokens, parts)
 
-    def _take_locally(self, tokens: int) -> float:
+    def _limits(self, tokens: int, parts: tuple[int, int]) -> list[tuple[str, float | None, int]]:
+        return [
+            ("rpm", self.rpm, 1),
+            ("tpm", self.tpm, tokens),
+            ("itpm", self.input_tpm, parts[0]),
+            ("otpm", self.output_tpm, parts[1]),
+        ]
+
+    def _take_locally(self, tokens: int, parts: tuple[int, int]) -> float:
         now = self.clock.now()
         share = max(1, self._live)
         wait = 0.0
-        for name, limit, amount in (("rpm", self.rpm, 1), ("tpm", self.tpm, tokens)):
+        for name, limit, amount in self._limits(tokens, parts):
             if limit is None:
                 continue
             bucket = self._local.get(name)
@@ -357,26 +369,44 @@ class SharedBudget:
             wait = max(wait, bucket.wait_time(amount, now))
         if wait > 0:
             return wait
-        for name, amount in (("rpm", 1), ("tpm", tokens)):
+        for name, _, amount in self._limits(tokens, parts):
             if name in self._local:
                 self._local[name].take(amount)
         return 0.0
 
-    async def adjust_tokens(self, estimated: int, actual: int | None) -> None:
-        """The answer reported ``actual`` tokens: give back (or take) the difference."""
-        if actual is None or actual == estimated or (self.tpm is None and self._learned[1] is None):
+    async def adjust_tokens(
+        self,
+        estimated: int,
+        actual: int | None,
+        parts: tuple[int, int] = (0, 0),
+        actual_parts: tuple[int, int] | None = None,
+    ) -> None:
+        """The answer reported its usage: give back (or take) the differences."""
+        corrections: list[tuple[str, float | None, int]] = []
+        if actual is not None and actual != estimated:
+            corrections.append(("tpm", self.tpm, estimated - actual))
+        if actual_parts is not None:
+            corrections.append(("itpm", self.input_tpm, parts[0] - actual_parts[0]))
+            corrections.append(("otpm", self.output_tpm, parts[1] - actual_parts[1]))
+        corrections = [c for c in corrections if c[2]]
+        if not corrections:
             return
-        delta = estimated - actual
         if self._offline_since is not None:
-            bucket = self._local.get("tpm")
-            if bucket is not None:
-                bucket.give_back(delta) if delta > 0 else bucket.take(-delta)
+            for name, _, delta in corrections:
+                bucket = self._local.get(name)
+                if bucket is not None:
+                    bucket.give_back(delta) if delta > 0 else bucket.take(-delta)
             return
         try:
             client = self._redis()
-            _, tpm = await self._rates(client)
-            if tpm > 0:
-                await self._scripts["adjust"](keys=[self._key("tpm")], args=[tpm, delta])
+            _, learned_tpm = await self._rates(client)
+            for name, limit, delta in corrections:
+                if limit is not None:
+                    rate = limit / 60.0
+                else:
+                    rate = learned_tpm if name == "tpm" else 0.0
+                if rate > 0:
+                    await self._scripts["adjust"](keys=[self._key(name)], args=[rate, delta])
         except (TimeoutError, OSError, _redis_errors()) as exc:
             self._went_offline(exc)
 
