@@ -232,3 +232,21 @@ async def test_a_local_cap_is_never_passed_under_concurrency() -> None:
     assert sent + refused == 64 and 0 < sent < 64
     spent = (engine.usage.prompt_tokens * 1.0 + engine.usage.completion_tokens * 2.0) / 1e6
     assert spent <= 0.0003
+
+
+async def test_separate_output_token_budget_paces_requests() -> None:
+    """An output-token budget (providers that limit input and output apart) charges each
+    request its reply cap before sending, corrected by the reported usage; the next waits."""
+    from support import engine_with, ok, scripted
+
+    from asynctg.engine import FakeClock
+
+    clock = FakeClock()
+    transport = scripted([], then=ok())  # each reply reports 2 completion tokens
+    engine = engine_with(transport, clock=clock, output_tpm=60, max_tokens=10)
+    await clock.drive(engine.generate("a"))
+    assert clock.now() == 0.0
+    await clock.drive(engine.generate("b"))
+    # 1 token/s: the first call took 10 (debt), its usage gave 8 back; the second waits 2 s
+    assert clock.now() == pytest.approx(2.0)
+    assert len(transport.requests) == 2
