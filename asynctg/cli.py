@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asynctg._version import __version__
@@ -150,6 +151,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", metavar="DIR", help="save the run after every step in DIR")
     g.add_argument(
         "--resume", action="store_true", help="continue the run saved in --checkpoint DIR"
+    )
+    g.add_argument(
+        "--replay",
+        metavar="DIR",
+        help="run again from the journal of a finished run's --checkpoint DIR, sending nothing "
+        "(same arguments as that run; a request it does not hold is an error)",
     )
     g.add_argument("--report", metavar="DIR", help="write report.json and report.html in DIR")
     g.add_argument(
@@ -473,6 +480,10 @@ class _Plan:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+#: Where a replayed run's engines "send": never contacted (every answer is in the journal).
+_REPLAY_URL = "http://replay.invalid/v1"
+
+
 def _endpoint(args: argparse.Namespace, *, use_sim: bool) -> tuple[str | None, str]:
     if use_sim:
         return None, args.model or "sim-1"
@@ -504,6 +515,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         raise ConfigError(f"{args.task!r} is a task for `asynctg {right}`, not `asynctg {command}`")
     if args.resume and not args.checkpoint:
         raise ConfigError("--resume needs --checkpoint DIR (the folder of the run to continue)")
+    if args.replay and args.checkpoint:
+        raise ConfigError("--replay DIR reads another run's journal: drop --checkpoint")
     budget = Budget(max_cost=args.max_cost, max_calls=args.max_calls)
     if command == "optimize":
         task = get_task(
@@ -549,8 +562,13 @@ def _plan(args: argparse.Namespace) -> _Plan:
                 "isolation; it can read your files and keys and reach the network",
                 file=sys.stderr,
             )
-    use_sim = bool(getattr(args, "sim", False))
-    base_url, model = _endpoint(args, use_sim=use_sim)
+    use_sim = bool(getattr(args, "sim", False)) and not args.replay
+    base_url: str | None
+    if args.replay:  # nothing is sent: no endpoint needed
+        base_url = _REPLAY_URL
+        model = args.model or os.environ.get("ASYNCTG_MODEL") or "sim-1"
+    else:
+        base_url, model = _endpoint(args, use_sim=use_sim)
     optimizer_model = getattr(args, "optimizer_model", None) or model
     if args.max_cost is not None and args.price is None:
         from asynctg.engine.usage import price_for
@@ -587,6 +605,11 @@ def _plan(args: argparse.Namespace) -> _Plan:
         plan.report = prepare_report_dir(args.report)
     if args.checkpoint:
         plan.checkpoint = Checkpoint(args.checkpoint, fingerprint, resume=args.resume)
+    if args.replay:
+        # Reading it checks it is a run of this very configuration (ConfigError otherwise).
+        Checkpoint(args.replay, fingerprint, resume=True)
+        if not (Path(args.replay) / "journal.bin").exists():
+            raise ConfigError(f"--replay {args.replay}: no journal.bin there to replay")
     plan.meta = {
         "task": task.name,
         "data": task.source,
@@ -641,6 +664,10 @@ def _engines(
         options["context_window"] = args.context_window
     if getattr(args, "redis_url", None):
         options["redis_url"] = args.redis_url
+    if getattr(args, "replay", None):
+        options["cache"] = str(Path(args.replay) / "journal.bin")
+        options["cache_mode"] = "replay"
+        options["cache_sampled"] = True
     if getattr(args, "max_cost", None) is not None:
         from asynctg.engine.shared import CostCap
 

@@ -24,6 +24,7 @@
     │   ├── ResponseParseError      an answer arrived but is not a usable completion (retried)
     │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
     ├── BudgetExceededError         a call would take spending past max_cost; it was not sent
+    ├── ReplayMissError             a replayed run made a request its journal does not hold
     ├── GraphError                  a computation graph that cannot be built or differentiated
     ├── EvaluationParseError        (also a ValueError) an evaluator's reply lacks its tags
     └── OptimizerError              an optimizer step that could not be applied
@@ -67,6 +68,7 @@ __all__ = [
     "OptimizerParseError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ReplayMissError",
     "ResponseParseError",
     "ResponseTooLargeError",
     "SandboxUnavailableError",
@@ -265,6 +267,15 @@ class BudgetExceededError(AsyncTGError):
         super().__init__(message)
         self.cap = cap
         self.spent = spent
+
+
+class ReplayMissError(AsyncTGError):
+    """An engine in ``cache_mode="replay"`` got a request its journal does not hold (``key``:
+    the request's hash). Nothing was sent."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class GraphError(AsyncTGError):

@@ -333,6 +333,10 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def keys(self) -> list[str]:
+        """The request keys held, in the order they were first recorded."""
+        return list(self._entries)
+
     def put(self, key: str, result: ChatResult) -> None:
         """Record ``result``; written to the file before this returns."""
         record = _frame(_encode(_Record(key, msgspec.structs.replace(result, cached=False))))

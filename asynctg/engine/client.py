@@ -50,6 +50,7 @@ from asynctg.errors import (
     InsufficientQuotaError,
     PermissionDeniedError,
     RateLimitError,
+    ReplayMissError,
     ResponseParseError,
     ServerError,
     require_int,
@@ -62,6 +63,8 @@ __all__ = ["DEFAULT_TIMEOUT", "ChatEngine", "get_engine"]
 DEFAULT_TIMEOUT = 120.0
 #: The OpenAI API, used when a key is known but no base URL is.
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: What ``cache_mode`` may be (see ``ChatEngine.cache_mode``).
+CACHE_MODES = ("readwrite", "record", "replay")
 #: Reply cap an engine with ``max_cost`` puts on requests that set none (a call's worst-case
 #: price must be bounded to be reserved).
 DEFAULT_CAPPED_REPLY_TOKENS = 4096
@@ -143,6 +146,7 @@ class ChatEngine:
         transport: Transport | None = None,
         clock: Clock | None = None,
         context_window: int | None = None,
+        cache_mode: str = "readwrite",
         max_cost: float | CostCap | None = None,
         input_tpm: float | None = None,
         output_tpm: float | None = None,
@@ -204,7 +208,25 @@ class ChatEngine:
             self.cache = None if cache is None else ResponseCache(cache)
         else:
             self.cache = cache  # ResponseCache, or any store with get / put / close
-        self.cache_sampled = cache_sampled
+        if cache_mode not in CACHE_MODES:
+            raise ConfigError(
+                f"cache_mode must be one of {', '.join(CACHE_MODES)}, got {cache_mode!r}"
+            )
+        if cache_mode != "readwrite" and self.cache is None:
+            raise ConfigError(f"cache_mode={cache_mode!r} needs cache=PATH (the journal)")
+        if (
+            cache_mode == "replay"
+            and isinstance(cache, str | os.PathLike)
+            and not len(
+                self.cache  # type: ignore[arg-type]
+            )
+        ):
+            raise ConfigError(f"cache_mode='replay': the journal {cache} holds no call to replay")
+        #: "readwrite": answer from the cache at temperature 0 (or always, with cache_sampled)
+        #: and store new answers; "record": send every call and store every answer; "replay":
+        #: answer every call from the cache, never send, ``ReplayMissError`` on a miss.
+        self.cache_mode = cache_mode
+        self.cache_sampled = cache_sampled or cache_mode == "record"
         self.usage = UsageStats(price if price is not None else price_for(model))
         #: Tokens a request (prompt and reply) may use: given, from the model table, or learned
         #: from the provider's first context-length error that names it; None: unknown.
@@ -336,10 +358,12 @@ class ChatEngine:
         ``ContextBudgetError`` without being sent.
         """
         self.check_fits(request)
+        if self.cache_mode == "replay":
+            return self._replay(request)
         if not self._cacheable(request):
             return await self._send(request, priority)
         key = request_key(request)
-        if self.cache is not None:
+        if self.cache is not None and self.cache_mode == "readwrite":
             hit = self.cache.get(key)
             if hit is not None:
                 self.usage.cache_hits += 1
@@ -361,6 +385,24 @@ class ChatEngine:
             if shared.error is not None:
                 raise shared.error
             # The request's owner was cancelled before an answer: try again ourselves.
+
+    def _replay(self, request: ChatRequest) -> ChatResult:
+        assert self.cache is not None
+        key = request_key(request)
+        hit = self.cache.get(key)
+        if hit is None:
+            self.usage.failures += 1
+            last = request.messages[-1].get("content") if request.messages else ""
+            text = last if isinstance(last, str) else str(last)[:200]
+            raise ReplayMissError(
+                f"{self.model}: no journaled answer for request {key[:16]}... (last message: "
+                f"{' '.join(text.split())[:120]!r}); a replay sends nothing, so the run's "
+                "requests must be exactly the recorded ones (same configuration, same data)",
+                key=key,
+            )
+        self.usage.cache_hits += 1
+        self.usage.calls += 1
+        return msgspec.structs.replace(hit, cached=True)
 
     async def _lead(self, key: str, request: ChatRequest, priority: int) -> ChatResult:
         shared = self._shared[key] = _Shared()
@@ -743,6 +785,8 @@ def get_engine(
     ``ResponseCache``), ``cache_sampled``, ``price``, ``temperature`` (default 0),
     ``max_tokens``, ``seed``, ``transport``, ``clock``, ``context_window`` (tokens; default:
     the model table, else learned from the provider's first context-length error),
+    ``cache_mode`` ("readwrite", "record": send everything and journal it, "replay": answer
+    everything from ``cache``, send nothing, ``ReplayMissError`` on a miss),
     ``max_cost`` (dollars, or a ``CostCap`` shared by several engines: each call's worst-case
     price is reserved before it is sent, so spending never passes it; ``BudgetExceededError``),
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
