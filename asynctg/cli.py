@@ -165,6 +165,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-calls", type=_positive_int, help="stop cleanly after this many provider calls"
     )
+    g.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces and metrics over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "needs opentelemetry-sdk and opentelemetry-exporter-otlp)",
+    )
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     g.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -627,6 +633,10 @@ def _run_command(args: argparse.Namespace) -> int:
     from asynctg.runtime import run
 
     plan = _plan(args)
+    if getattr(args, "otel", False):
+        from asynctg import telemetry
+
+        telemetry.configure_otlp(f"asynctg-{args.command}")
     return run(_execute(args, plan))
 
 

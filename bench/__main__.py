@@ -32,6 +32,7 @@ EXTRA = {
     "tutorial": "bench.tutorial",
     "custom_engine": "bench.custom_engine",
     "shared": "bench.shared",
+    "telemetry": "bench.telemetry",
 }
 
 

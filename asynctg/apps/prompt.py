@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from asynctg import prompts
+from asynctg import prompts, telemetry
 from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.run import (
     EVALUATION_WINDOW,
@@ -204,7 +204,8 @@ class _PromptRun:
         most ``EVALUATION_WINDOW`` examples in flight, so memory stays flat in the split's size."""
         if not examples:
             return None
-        correct = await count_bounded((self._score(e) for e in examples), EVALUATION_WINDOW)
+        with telemetry.span(f"evaluate {split}", asynctg__evaluate__examples=len(examples)):
+            correct = await count_bounded((self._score(e) for e in examples), EVALUATION_WINDOW)
         accuracy = round(correct / len(examples), 6)
         self.emit(
             "evaluated",
@@ -417,6 +418,7 @@ async def optimize_prompt(
         raise ConfigError("validation needs a validation split; raise the validation size")
     if checkpoint is not None:
         checkpoint.attach(engine, backward_engine or engine)
-    return await _PromptRun(
-        task, engine, backward_engine or engine, config, checkpoint, on_event
-    ).run()
+    with telemetry.span(f"optimize {task.name}", asynctg__batch_size=config.batch_size):
+        return await _PromptRun(
+            task, engine, backward_engine or engine, config, checkpoint, on_event
+        ).run()

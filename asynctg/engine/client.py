@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from asynctg import telemetry
 from asynctg._version import __version__
 from asynctg.engine.cache import ResponseCache, ResponseStore
 from asynctg.engine.clock import Clock, LoopClock
@@ -262,6 +263,10 @@ class ChatEngine:
         self._shared: dict[str, _Shared] = {}
         self._completion_estimate = float(_INITIAL_COMPLETION_ESTIMATE)
         self._rng = random.Random()
+        host = urlsplit(self.base_url).hostname or ""
+        #: gen_ai.provider.name: "openai" for OpenAI's API, else the server's host name.
+        self._provider_name = "openai" if host == "api.openai.com" else host
+        telemetry.track(self)
         #: Whether image parts may be sent (custom engines say so with ``is_multimodal``).
         self.multimodal = True
 
@@ -368,6 +373,7 @@ class ChatEngine:
             if hit is not None:
                 self.usage.cache_hits += 1
                 self.usage.calls += 1
+                telemetry.cache_hit(self.model)
                 return msgspec.structs.replace(hit, cached=True)
         while True:
             shared = self._shared.get(key)
@@ -423,6 +429,26 @@ class ChatEngine:
             shared.done.set()
 
     async def _send(self, request: ChatRequest, priority: int) -> ChatResult:
+        """One call to the provider (retries included), inside its telemetry span if any."""
+        rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
+        if rspan is None:
+            return await self._attempts(request, priority, None)
+        try:
+            result = await self._attempts(request, priority, rspan)
+        except BaseException as exc:
+            rspan.finish(error=exc)
+            raise
+        price = self.usage.price
+        cost = 0.0
+        if price is not None:
+            u = result.usage
+            cost = (u.prompt_tokens * price[0] + u.completion_tokens * price[1]) / 1e6
+        rspan.finish(result, cost=cost)
+        return result
+
+    async def _attempts(
+        self, request: ChatRequest, priority: int, rspan: telemetry.RequestSpan | None
+    ) -> ChatResult:
         body = request.body()
         http = HTTPRequest(
             "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
@@ -514,6 +540,11 @@ class ChatEngine:
                 usage.failures += 1
                 raise error
             usage.retries += 1
+            if rspan is not None:
+                kind = (
+                    "asynctg.rate_limited" if isinstance(error, RateLimitError) else "asynctg.retry"
+                )
+                rspan.event(kind, delay_s=delay, error__type=type(error).__name__)
             if isinstance(error, RateLimitError):
                 # The budget is shared: everyone waits, not only the request that was told.
                 scheduler.cool_down(delay)

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asynctg import telemetry
 from asynctg.engine.protocol import Engine
 from asynctg.errors import GraphError, first_error
 from asynctg.fanout import gather
@@ -147,6 +148,7 @@ class _Pass:
         self.final: dict[int, list[GradientEntry]] = {}
         self.snapshot: dict[int, set[int]] = {}  # id(v) -> ids of the gradients v had at start
         self.group: asyncio.TaskGroup | None = None
+        self.requests = 0  # feedback requests made (for the backward span)
 
     def existing(self, v: Variable) -> list[GradientEntry]:
         self.snapshot[id(v)] = {id(g) for g in v.gradients}
@@ -213,6 +215,7 @@ class _Pass:
     async def resolve(self, plan: GradientPlan, priority: int) -> str:
         if plan.request is None:
             return plan.value
+        self.requests += 1
         result = await self.engine.send(plan.request, priority=priority)
         return result.text
 
@@ -264,13 +267,17 @@ async def _run(root: Variable, engine: Engine | None) -> _Pass:
         raise GraphError(f"backward needs a Variable, got {type(root).__name__}")
     chosen = get_backward_engine(engine)
     state = _Pass(plan_backward(root), chosen)
-    try:
-        with first_error():
-            async with asyncio.TaskGroup() as group:
-                state.group = group
-                state.start(root)
-    finally:
-        state.group = None
+    depth = state.plan.height.get(id(root), 0)
+    with telemetry.span("backward", asynctg__backward__depth=depth) as span:
+        try:
+            with first_error():
+                async with asyncio.TaskGroup() as group:
+                    state.group = group
+                    state.start(root)
+        finally:
+            state.group = None
+            if span is not None:
+                span.set_attribute("asynctg.backward.requests", state.requests)
     return state
 
 

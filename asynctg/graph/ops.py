@@ -12,7 +12,7 @@ import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from asynctg import prompts
+from asynctg import prompts, telemetry
 from asynctg.engine.protocol import Engine
 from asynctg.errors import ConfigError, NotAVariableError
 from asynctg.graph.function import Function, GradientPlan, Module
@@ -108,7 +108,9 @@ class LLMCall(Function):
 
     async def _complete(self, content: str | list[Any]) -> str:
         engine = _engine(self.engine)
-        result = await engine.send(engine.request(self._messages(content)))
+        request = engine.request(self._messages(content))
+        with telemetry.span(f"forward {type(self).__name__}"):
+            result = await engine.send(request)
         return result.text
 
     def _system_text(self) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from asynctg import prompts
+from asynctg import prompts, telemetry
 from asynctg.engine.protocol import Engine
 from asynctg.engine.types import estimate_tokens
 from asynctg.errors import ConfigError, ContextBudgetError
@@ -283,7 +283,8 @@ class _Reducer:
         self.report.levels = level
         self.report.groups.append(len(groups))
         self.report.calls += len(groups)
-        return await gather(self.call(g, level) for g in groups)
+        with telemetry.span(f"aggregate level {level}", asynctg__aggregate__groups=len(groups)):
+            return await gather(self.call(g, level) for g in groups)
 
 
 async def reduce_feedback(

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from asynctg import prompts
+from asynctg import prompts, telemetry
 from asynctg.engine.adapters import as_engine
 from asynctg.engine.protocol import Engine
 from asynctg.errors import (
@@ -274,7 +274,7 @@ class TextualGradientDescent(Optimizer):
                 "so nothing would change. Run `await loss.backward()` first: a backward called "
                 "without `await` does nothing."
             )
-        with first_error():
+        with telemetry.span("step", asynctg__step__parameters=len(todo)), first_error():
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._new_value(engine, p)) for p in todo]
         results = [t.result() for t in tasks]

@@ -1,0 +1,81 @@
+"""What tracing costs per call: asynctg's engine CPU with OpenTelemetry absent, present without
+an SDK, and recording every span and metric into a no-op exporter.
+
+    python -m bench telemetry [--quick] [--calls 2000] [--rounds 3]
+
+Each measurement is a fresh process making ``--calls`` calls (64 in flight) to a zero-latency
+simulator in its own process; CPU is the client's ``process_time`` over the calls (after a
+warm-up), the median over ``--rounds``. "absent" hides the ``opentelemetry`` package from the
+process (as if the extra were not installed); "api" has the API but no SDK (spans are no-ops);
+"sdk" records every span (SimpleSpanProcessor) and metric into exporters that drop them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from typing import Any
+
+from bench.common import ROOT, run_child, sim_reset, simulator, table, write_result
+
+CHILD = r"""
+import asyncio, json, sys, time
+MODE, URL, CALLS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if MODE == "absent":
+    sys.modules["opentelemetry"] = None  # the import fails: asynctg takes its no-op path
+import asynctg as tg
+if MODE == "sdk":
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    class Drop(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(Drop()))
+    tg.telemetry.configure(tracer_provider=tp, meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+async def main():
+    async with tg.get_engine("m", base_url=URL, api_key="k", max_concurrency=64) as engine:
+        await asyncio.gather(*(engine.generate(f"warm {i}") for i in range(100)))
+        cpu = time.process_time()
+        await asyncio.gather(*(engine.generate(f"call {i}") for i in range(CALLS)))
+        return time.process_time() - cpu
+print(json.dumps({"cpu_us_per_call": 1e6 * tg.run(main()) / CALLS}))
+"""
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench telemetry")
+    parser.add_argument("--quick", action="store_true", help="1,000 calls x 3 rounds")
+    parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    calls = args.calls or (1000 if args.quick else 2000)
+    samples: dict[str, list[float]] = {"absent": [], "api": [], "sdk": []}
+    with simulator("--latency", "0") as url:
+        for _ in range(args.rounds):
+            for mode in samples:
+                sim_reset(url)
+                child = run_child(
+                    [sys.executable, "-c", CHILD, mode, url, str(calls)],
+                    env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                )
+                if child.returncode != 0:
+                    raise RuntimeError(child.stderr[-2000:])
+                samples[mode].append(json.loads(child.stdout)["cpu_us_per_call"])
+    base = statistics.median(samples["absent"])
+    rows = [
+        {
+            "opentelemetry": mode,
+            "cpu_us_per_call": round(statistics.median(values), 1),
+            "vs_absent": round(statistics.median(values) / base, 3),
+        }
+        for mode, values in samples.items()
+    ]
+    print(table(rows, ["opentelemetry", "cpu_us_per_call", "vs_absent"]))
+    results = {"rows": rows, "calls": calls, "rounds": args.rounds, "samples": samples}
+    write_result("telemetry", vars(args), results)
+    return results
