@@ -36,7 +36,8 @@ if MODE == "sdk":
             return SpanExportResult.SUCCESS
     tp = TracerProvider()
     tp.add_span_processor(SimpleSpanProcessor(Drop()))
-    tg.telemetry.configure(tracer_provider=tp, meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    tg.telemetry.configure(tracer_provider=tp, meter_provider=mp)
 async def main():
     async with tg.get_engine("m", base_url=URL, api_key="k", max_concurrency=64) as engine:
         await asyncio.gather(*(engine.generate(f"warm {i}") for i in range(100)))
