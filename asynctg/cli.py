@@ -166,6 +166,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--max-calls", type=_positive_int, help="stop cleanly after this many provider calls"
     )
     g.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the calls, tokens and dollars the run will spend (a dry run on a local "
+        "simulator; nothing is sent) and exit",
+    )
+    g.add_argument(
         "--otel",
         action="store_true",
         help="export OpenTelemetry traces and metrics over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT; "
@@ -231,6 +237,11 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fault-rate", type=float, default=0.02, help="simulated faults (0.02)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the calls, tokens and dollars the demo will spend, and exit",
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress display")
 
     opt = sub.add_parser(
@@ -633,6 +644,19 @@ def _run_command(args: argparse.Namespace) -> int:
     from asynctg.runtime import run
 
     plan = _plan(args)
+    if args.estimate or (args.max_cost is not None and not args.replay):
+        estimate = run(_estimate(args, plan))
+        if args.estimate:
+            if args.json:
+                print(json.dumps(estimate.to_json()))
+            else:
+                print(estimate.line())
+            return 0
+        if estimate.low_usd is not None and args.max_cost < estimate.low_usd:
+            raise ConfigError(
+                f"--max-cost ${args.max_cost:g} is below the low end of this run's estimate: "
+                f"{estimate.line()}. Raise --max-cost, or shrink the run (--steps, sizes)."
+            )
     if getattr(args, "otel", False):
         from asynctg import telemetry
 
@@ -729,6 +753,77 @@ async def _loop(plan: _Plan, engine: Any, backward: Any, checkpoint: Any, progre
     return await optimize_code(
         plan.task, engine, config=plan.loop_config, checkpoint=checkpoint, on_event=progress
     )
+
+
+async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
+    """The run's dry run on a local simulator (asynctg.apps.estimate), calibrated on the
+    checkpoint's journal when one holds real replies."""
+    from asynctg.apps import Progress
+    from asynctg.apps.estimate import dry_run
+    from asynctg.engine import get_engine
+
+    def make(model: str, base_url: str) -> Any:
+        extra = {"price": args.price} if args.price is not None else {}
+        return get_engine(
+            model,
+            base_url=base_url,
+            api_key="estimate",
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            max_concurrency=256,
+            **extra,
+        )
+
+    import dataclasses
+
+    from asynctg.apps import Budget
+
+    # The whole run is estimated: its caps would stop the dry run where they stop the real one.
+    unbounded = dataclasses.replace(
+        plan, loop_config=dataclasses.replace(plan.loop_config, budget=Budget())
+    )
+
+    async def run_loop(engines: dict[str, Any]) -> Any:
+        engine = engines[plan.model]
+        backward = engines[plan.optimizer_model]
+        return await _loop(unbounded, engine, backward, None, Progress(lambda: {}, quiet=True))
+
+    prices = {m: args.price for m in (plan.model, plan.optimizer_model)} if args.price else None
+    first = await dry_run(
+        make,
+        [plan.model, plan.optimizer_model],
+        run_loop,
+        prices=prices,
+        max_tokens=args.max_tokens,
+    )
+    scale = _journal_reply_scale(plan, first)
+    if scale is None:
+        return first
+    return await dry_run(
+        make,
+        [plan.model, plan.optimizer_model],
+        run_loop,
+        prices=prices,
+        max_tokens=args.max_tokens,
+        reply_scale=scale,
+    )
+
+
+def _journal_reply_scale(plan: _Plan, first: Any) -> float | None:
+    """Mean real reply length in the checkpoint's journal / the dry run's, if known."""
+    checkpoint = plan.checkpoint
+    if checkpoint is None or checkpoint.state is None or not first.calls:
+        return None
+    from asynctg.engine.cache import ResponseCache
+
+    journal = ResponseCache(checkpoint.path / "journal.bin")
+    try:
+        lengths = [r.usage.completion_tokens for k in journal.keys() if (r := journal.get(k))]
+    finally:
+        journal.close()
+    if not lengths or not first.completion_tokens:
+        return None
+    return float((sum(lengths) / len(lengths)) / (first.completion_tokens / first.calls))
 
 
 async def _execute(args: argparse.Namespace, plan: _Plan) -> int:
@@ -841,6 +936,24 @@ async def _demo(args: argparse.Namespace) -> int:
     config = PromptConfig(
         batch_size=args.batch_size, epochs=1, steps_per_epoch=args.steps, seed=args.seed
     )
+    if args.estimate:
+        from asynctg.apps.estimate import dry_run
+        from asynctg.engine import get_engine
+
+        name = args.model or ("sim-1" if on_sim else os.environ.get("ASYNCTG_MODEL") or "")
+
+        async def run_demo(engines: dict[str, Any]) -> Any:
+            return await optimize_prompt(task, engines[name], config=config)
+
+        estimate = await dry_run(
+            lambda model, url: get_engine(model, base_url=url, api_key="estimate"),
+            [name],
+            run_demo,
+            prices={name: args.price} if args.price else None,
+            max_tokens=args.max_tokens,
+        )
+        print(json.dumps(estimate.to_json()) if args.json else estimate.line())
+        return 0
     async with contextlib.AsyncExitStack() as stack:
         server = None
         if on_sim:

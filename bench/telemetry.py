@@ -44,7 +44,7 @@ async def main():
         cpu = time.process_time()
         await asyncio.gather(*(engine.generate(f"call {i}") for i in range(CALLS)))
         return time.process_time() - cpu
-print(json.dumps({"cpu_us_per_call": 1e6 * tg.run(main()) / CALLS}))
+print(json.dumps({"cpu_us_per_call": 1e6 * asyncio.run(main()) / CALLS}))
 """
 
 

@@ -1,0 +1,71 @@
+"""Cost estimates before a run: a dry run on a local simulator; nothing reaches the provider."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import SimProcess
+
+RUN = ["optimize", "--steps", "3", "--epochs", "1", "--model", "sim-1", "--price", "1,2"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asynctg", *RUN, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def sim() -> SimProcess:
+    server = SimProcess("--latency", "0")
+    yield server  # type: ignore[misc]
+    server.close()
+
+
+def test_the_estimate_sends_nothing_and_brackets_the_real_spend(sim: SimProcess) -> None:
+    """`--estimate` prints calls, tokens and a dollar range without one request to the
+    endpoint; the real run's cost lies in the range and within 25% of the expected value."""
+    sim.reset()
+    estimate = _cli("--base-url", sim.base_url, "--estimate", "--json")
+    assert estimate.returncode == 0, estimate.stderr
+    assert sim.stats()["requests"] == 0
+    guess = json.loads(estimate.stdout)
+    real = _cli("--base-url", sim.base_url, "--json", "--quiet")
+    assert real.returncode == 0, real.stderr
+    spent = json.loads(real.stdout)["usage"]["cost_usd"]
+    assert guess["low_usd"] <= spent <= guess["high_usd"]
+    assert abs(guess["expected_usd"] - spent) <= 0.25 * spent
+    assert guess["calls"] == json.loads(real.stdout)["usage"]["calls"]
+
+
+def test_a_max_cost_below_the_estimate_is_refused(sim: SimProcess) -> None:
+    """A run whose --max-cost is below the estimate's low end exits 2 before sending."""
+    sim.reset()
+    proc = _cli("--base-url", sim.base_url, "--max-cost", "0.0001", "--quiet")
+    assert proc.returncode == 2
+    assert "below the low end of this run's estimate" in proc.stderr
+    assert sim.stats()["requests"] == 0
+
+
+def test_a_resumed_run_calibrates_on_its_journal(sim: SimProcess, tmp_path: Path) -> None:
+    """After a first step, the estimate uses the journal's real replies (and says so)."""
+    folder = tmp_path / "run"
+    first = subprocess.run(
+        [sys.executable, "-m", "asynctg", "optimize", "--steps", "1", "--epochs", "1",
+         "--model", "sim-1", "--price", "1,2", "--base-url", sim.base_url,
+         "--checkpoint", str(folder), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(
+        [sys.executable, "-m", "asynctg", "optimize", "--steps", "1", "--epochs", "2",
+         "--model", "sim-1", "--price", "1,2", "--base-url", sim.base_url,
+         "--checkpoint", str(folder), "--resume", "--estimate"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "calibrated on the journal's real replies" in again.stdout
