@@ -40,9 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: BBH object counting, beside the repository (``../shared/data/bbh``).
+#: BBH object counting, shipped with the tests (``tests/data/bbh``, MIT).
 DEFAULT_DATA = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh" / "object_counting.json"
+    Path(__file__).resolve().parents[1] / "tests" / "data" / "bbh" / "object_counting.json"
 )
 
 STARTING_SYSTEM_PROMPT = (

@@ -1,17 +1,25 @@
-"""The engine against the simulator over loopback HTTP: faults, errors, budgets, cancellation."""
+"""The engine against the simulator over loopback HTTP: faults, errors, budgets, cancellation.
+
+No test here measures or depends on the machine's speed: pacing runs on a fake clock that both
+sides read, and cancellation waits until the simulator has the requests in hand.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import pytest
 
 import asynctg as tg
-from asynctg.engine import RetryPolicy
+from asynctg.engine import FakeClock, RetryPolicy
 from asynctg.sim import SimConfig, SimServer
+from asynctg.sim.buckets import RateLimiter
 
 FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=10)
+T = TypeVar("T")
 
 
 def _engine(sim: SimServer, **options: object) -> tg.ChatEngine:
@@ -19,14 +27,52 @@ def _engine(sim: SimServer, **options: object) -> tg.ChatEngine:
     return tg.get_engine("sim-1", base_url=sim.base_url, api_key="sk-test", **options)  # type: ignore[arg-type]
 
 
+def _arrivals(n: int) -> tuple[asyncio.Event, Callable[[Mapping[str, Any]], None]]:
+    """An event set once ``n`` requests have reached the simulator, and the responder (leaving
+    the simulator's answers as they are) that counts them."""
+    arrived = asyncio.Event()
+    count = 0
+
+    def responder(request: Mapping[str, Any]) -> None:
+        nonlocal count
+        count += 1
+        if count >= n:
+            arrived.set()
+
+    return arrived, responder
+
+
+async def _in_lockstep(clock: FakeClock, engine: tg.ChatEngine, aw: Awaitable[T]) -> T:
+    """Run ``aw``, moving ``clock`` to its next timer only while no request is in flight.
+
+    Every request then reaches the simulator at the fake instant the engine sent it, however
+    long connecting and serving take on this machine: both sides see the same times.
+    """
+    task = asyncio.ensure_future(aw)
+    try:
+        while not task.done():
+            await clock.settle()
+            deadline = clock.next_deadline()
+            if engine.scheduler.in_flight or deadline is None:
+                await asyncio.wait([task], timeout=0.005)  # a request is out: real time passes
+            else:
+                await clock.advance(max(0.0, deadline - clock.now()))
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_every_retryable_fault_kind_is_recovered_and_counted() -> None:
-    """At a 30% mix of every fault kind, all calls succeed and retries equal faults injected."""
+    """At a 30% mix of every fault kind but "slow" (next test), all calls succeed and retries
+    equal faults injected (no timeout is tight enough for a loaded machine to trip it)."""
     kinds = (
         *("500", "502", "503", "504", "drop", "malformed"),
-        *("truncated", "empty_choices", "no_content", "slow"),
+        *("truncated", "empty_choices", "no_content"),
     )
-    config = SimConfig(fault_rate=0.3, faults=kinds, slow_seconds=5.0, seed=7)
-    async with SimServer(config) as sim, _engine(sim, timeout=0.5) as engine:
+    config = SimConfig(fault_rate=0.3, faults=kinds, seed=7)
+    async with SimServer(config) as sim, _engine(sim) as engine:
         texts = await asyncio.gather(*(engine.generate(f"question {i}") for i in range(80)))
         assert all(isinstance(t, str) and t for t in texts)
         stats = sim.stats()
@@ -37,6 +83,26 @@ async def test_every_retryable_fault_kind_is_recovered_and_counted() -> None:
     assert eng["requests"] == stats["requests"]
     assert eng["calls"] == 80
     assert eng["failures"] == 0
+
+
+async def test_a_slow_answer_is_timed_out_and_retried() -> None:
+    """A reply slower than the timeout is given up on and the call retried until a reply comes
+    in time: the one slow fault injected is recovered, every request but the last retried."""
+    async with SimServer(SimConfig(fault_rate=1.0, faults=("slow",), slow_seconds=60.0)) as sim:
+
+        def only_the_first_is_slow(request: Mapping[str, Any]) -> None:
+            sim.update(fault_rate=0.0)  # read by the requests after this one
+
+        sim.update(responder=only_the_first_is_slow)
+        async with _engine(sim, timeout=1.0) as engine:
+            assert await engine.generate("question")
+            stats = sim.stats()
+            eng = engine.stats()
+    assert stats["faults"] == {"slow": 1}
+    # a loaded machine may time out a normal reply too: then that one is retried as well
+    assert eng["retries"] == stats["requests"] - 1 >= 1
+    assert eng["requests"] == stats["requests"]
+    assert (eng["calls"], eng["failures"]) == (1, 0)
 
 
 async def test_unauthorized_fails_at_once_with_a_hint() -> None:
@@ -76,11 +142,19 @@ async def test_unknown_budget_is_learned_and_all_calls_succeed() -> None:
 
 
 async def test_told_budget_earns_no_429() -> None:
-    """Told rpm=240, the engine paces 12 calls so the simulator answers no 429."""
-    async with SimServer(SimConfig(rpm=240)) as sim, _engine(sim, rpm=240) as engine:
-        await asyncio.gather(*(engine.generate(f"q{i}") for i in range(12)))
+    """Told rpm=240, the engine paces 12 calls (4 at once, then one per 0.25 s) so the
+    simulator's bucket for rpm=240, on the same clock, answers no 429."""
+    clock = FakeClock()
+    async with SimServer(SimConfig()) as sim, _engine(sim, rpm=240, clock=clock) as engine:
+        # the simulator's rpm=240 buckets, read on the engine's fake clock (no early tolerance
+        # is needed: a request arrives at the fake instant it was sent)
+        sim._limiter = RateLimiter.from_limits(240, None, clock.now)
+        calls = asyncio.gather(*(engine.generate(f"q{i}") for i in range(12)))
+        await _in_lockstep(clock, engine, calls)
+        assert sim.stats()["ok"] == 12
         assert sim.stats()["rate_limited"] == 0
         assert engine.stats()["rate_limited"] == 0
+        assert clock.now() == pytest.approx((12 - 4) * 0.25)  # paced at the rate, no slower
 
 
 async def test_single_flight_over_http_sends_one_request() -> None:
@@ -93,11 +167,14 @@ async def test_single_flight_over_http_sends_one_request() -> None:
 
 async def test_cancellation_mid_request_leaves_nothing_behind() -> None:
     """Cancelling calls in flight frees every slot; the engine works after; aclose closes all."""
-    async with SimServer(SimConfig(latency="5s")) as sim:
+    arrived, responder = _arrivals(4)
+    async with SimServer(SimConfig(latency="5s", responder=responder)) as sim:
         engine = _engine(sim, max_concurrency=4)
         tasks = [asyncio.create_task(engine.generate(f"q{i}")) for i in range(10)]
-        await asyncio.sleep(0.2)
+        await arrived.wait()  # four requests are being served
+        assert sim.stats()["in_flight"] == 4
         assert engine.scheduler.in_flight == 4
+        assert engine.scheduler.queued == 6
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -117,10 +194,14 @@ async def test_cancellation_through_anyio_cancel_scope() -> None:
     """An anyio cancel scope around a fan-out cancels it cleanly; nothing stays in flight."""
     import anyio
 
-    async with SimServer(SimConfig(latency="5s")) as sim, _engine(sim) as engine:
-        with anyio.move_on_after(0.2) as scope:
+    arrived, responder = _arrivals(5)
+    config = SimConfig(latency="5s", responder=responder)
+    async with SimServer(config) as sim, _engine(sim) as engine:
+        with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as group:
                 for i in range(5):
                     group.start_soon(engine.generate, f"q{i}")
+                await arrived.wait()  # all five are being served
+                scope.cancel()
         assert scope.cancelled_caught
         assert engine.scheduler.in_flight == 0

@@ -29,7 +29,7 @@ from support import SimProcess, message_text, request_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "compat_script.py"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh" / "object_counting.json"
+DATA = ROOT / "tests" / "data" / "bbh" / "object_counting.json"
 B = 4
 MODULES = ("textgrad", "asynctg.compat")
 
@@ -39,7 +39,6 @@ pytestmark = [
         importlib.util.find_spec("textgrad") is None,
         reason="textgrad 0.1.8 is not installed (pip install -e '.[reference]')",
     ),
-    pytest.mark.skipif(not DATA.exists(), reason=f"BBH data file not found at {DATA}"),
 ]
 
 #: One step of B, in the data file's order (both libraries then see the same questions).

@@ -6,6 +6,7 @@ import ast
 import csv
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from random import Random
@@ -16,8 +17,9 @@ import asynctg as tg
 from asynctg import tasks
 from asynctg.errors import ConfigError
 from asynctg.sim.answers import count_objects, default_answer
+from asynctg.tasks import files
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"  # small real samples: see data/README.md
 BBH_COUNTING = DATA / "bbh" / "object_counting.json"
 BBH_SORTING = DATA / "bbh" / "word_sorting.json"
 GSM8K = DATA / "gsm8k" / "test.jsonl"
@@ -99,7 +101,6 @@ def test_get_task_refuses_bad_requests(kwargs: dict[str, object], message: str) 
 # --- loaders on local files -----------------------------------------------------------------
 
 
-@pytest.mark.skipif(not BBH_COUNTING.exists(), reason="shared BBH data not present")
 def test_bbh_file_loads_with_the_papers_split() -> None:
     """BBH's JSON splits 50 / 100 / rest in file order; targets are the file's."""
     raw = json.loads(BBH_COUNTING.read_text())["examples"]
@@ -111,7 +112,6 @@ def test_bbh_file_loads_with_the_papers_split() -> None:
     assert task.source.startswith("file:sha256=")
 
 
-@pytest.mark.skipif(not BBH_SORTING.exists(), reason="shared BBH data not present")
 def test_bbh_word_sorting_file_matches_the_generated_format() -> None:
     """Real word-sorting questions have the shape the generator and the simulator use."""
     task = tasks.get_task("word_sorting", data=str(BBH_SORTING), test_size=5)
@@ -121,17 +121,27 @@ def test_bbh_word_sorting_file_matches_the_generated_format() -> None:
     assert len(task.test) == 5
 
 
-@pytest.mark.skipif(not GSM8K.exists(), reason="shared GSM8K data not present")
-def test_gsm8k_file_loads_final_answers() -> None:
+def test_gsm8k_file_loads_final_answers(tmp_path: Path) -> None:
     """GSM8K answers become the number after '#### '; one file splits 200 / 300 / rest."""
-    rows = [json.loads(line) for line in GSM8K.read_text().splitlines() if line.strip()]
+    lines = [line for line in GSM8K.read_text().splitlines() if line.strip()]
+    assert len(lines) == 200  # the sample: GSM8K's test split, first 200 lines
+    answers = {}
+    for line in lines:
+        row = json.loads(line)
+        answers[row["question"]] = row["answer"].rsplit("####", 1)[1].strip()
     task = tasks.get_task("gsm8k", data=str(GSM8K))
     assert isinstance(task, tasks.PromptTask)
-    assert task.sizes() == {"train": 200, "val": 300, "test": len(rows) - 500}
-    answers = {r["question"]: r["answer"].rsplit("####", 1)[1].strip() for r in rows}
-    for qa in task.train[:20]:
+    assert task.sizes() == {"train": 200, "val": 0, "test": 0}
+    for qa in task.train:
         assert qa.answer == answers[qa.question].replace(",", "")
         assert qa.answer.lstrip("-").isdigit()
+    # the same real lines three times over: enough for all three splits
+    tripled = tmp_path / "gsm8k.jsonl"
+    tripled.write_text("\n".join(lines * 3) + "\n")
+    task = tasks.get_task("gsm8k", data=str(tripled))
+    assert isinstance(task, tasks.PromptTask)
+    assert task.sizes() == {"train": 200, "val": 300, "test": 100}
+    assert all(qa.answer == answers[qa.question].replace(",", "") for qa in task.test)
 
 
 def test_gsm8k_folder_uses_the_dspy_split(tmp_path: Path) -> None:
@@ -222,6 +232,99 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     """A data path that does not exist names itself."""
     with pytest.raises(ConfigError, match="does not exist"):
         tasks.get_task("mmlu", data=str(tmp_path / "nope.csv"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_a_fifo_or_a_device_as_data_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """A FIFO (which would block on open) or /dev/zero (endless) is a ConfigError at once."""
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"FIFO \(named pipe\), not a regular file"):
+        tasks.get_task("gsm8k", data=str(fifo))
+    with pytest.raises(ConfigError, match="not a regular file"):
+        files.file_digest(fifo)
+    zero = Path("/dev/zero")
+    if zero.exists():
+        with pytest.raises(ConfigError, match="/dev/zero is a device, not a regular file"):
+            tasks.get_task("mmlu", data=str(zero))
+        for load in (tasks.load_bbh, tasks.load_mmlu, tasks.load_leetcode, files.file_digest):
+            with pytest.raises(ConfigError, match="not a regular file"):
+                load(zero)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
+def test_a_data_file_over_the_size_limit_is_refused_unread(tmp_path: Path, suffix: str) -> None:
+    """A file over MAX_DATA_BYTES (1 GiB; a sparse file here) is refused, naming the limit."""
+    big = tmp_path / f"big{suffix}"
+    with big.open("wb") as f:
+        f.truncate(files.MAX_DATA_BYTES + 1)  # sparse: no disk or memory is spent
+    with pytest.raises(ConfigError, match=r"over the 1 GiB limit .*MAX_DATA_BYTES"):
+        tasks.get_task("object_counting", data=str(big))
+    with pytest.raises(ConfigError, match="MAX_DATA_BYTES"):
+        files.file_digest(big)
+
+
+def test_the_size_limit_admits_a_file_of_exactly_that_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_DATA_BYTES is inclusive: a file of that many bytes loads; one byte more does not."""
+    path = tmp_path / "bbh.jsonl"
+    path.write_text('{"input": "q1", "target": "1"}\n')
+    monkeypatch.setattr(files, "MAX_DATA_BYTES", path.stat().st_size)
+    assert tasks.load_bbh(path) == [tasks.QA("q1", "1")]
+    monkeypatch.setattr(files, "MAX_DATA_BYTES", path.stat().st_size - 1)
+    with pytest.raises(ConfigError, match="over the 30 bytes limit"):
+        tasks.load_bbh(path)
+
+
+def test_reading_stops_past_the_record_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JSONL and CSV are streamed: past MAX_DATA_RECORDS reading stops with a ConfigError, before
+    the (unreadable) rest of the file is reached; JSON is counted too."""
+    monkeypatch.setattr(files, "MAX_DATA_RECORDS", 3)
+    # read whole, the file would fail on these bytes; read a line at a time, it stops before
+    unreadable = b"\n" * (1 << 18) + b"\xff\xfe not UTF-8, never decoded\n"
+    jsonl = tmp_path / "bbh.jsonl"
+    records = [b'{"input": "q%d", "target": "%d"}\n\n' % (i, i) for i in range(4)]
+    jsonl.write_bytes(b"".join(records[:3]))  # blank lines between records are not counted
+    assert len(tasks.load_bbh(jsonl)) == 3
+    jsonl.write_bytes(b"".join(records) + unreadable)
+    with pytest.raises(ConfigError, match=r"more than 3 records.*MAX_DATA_RECORDS"):
+        tasks.load_bbh(jsonl)
+    table = tmp_path / "bbh.csv"
+    table.write_bytes(b"input,target\nq0,0\nq1,1\nq2,2\n")
+    assert len(tasks.load_bbh(table)) == 3
+    table.write_bytes(b"input,target\nq0,0\nq1,1\nq2,2\nq3,3\n" + unreadable)
+    with pytest.raises(ConfigError, match="more than 3 records"):
+        tasks.load_bbh(table)
+    bare = tmp_path / "mmlu.csv"  # MMLU's header-less layout is read a second time, raw
+    bare.write_bytes(b"".join(b"%d+1?,1,2,3,4,B\n" % i for i in range(4)))
+    with pytest.raises(ConfigError, match="more than 3 records"):
+        tasks.load_mmlu(bare)
+    whole = tmp_path / "bbh.json"
+    whole.write_text(json.dumps({"examples": [{"input": "q", "target": "1"}] * 4}))
+    with pytest.raises(ConfigError, match="more than 3 records"):
+        tasks.load_bbh(whole)
+
+
+def test_loaders_read_bom_crlf_and_multiline_cells_as_before(tmp_path: Path) -> None:
+    """Streaming changed no result: a BOM is dropped, CRLF ends lines, quoted CSV cells keep
+    their line breaks, blank JSONL lines are skipped, and errors name the right line."""
+    jsonl = tmp_path / "bbh.jsonl"
+    jsonl.write_bytes(
+        b'\xef\xbb\xbf{"input": "q1", "target": "1"}\r\n\r\n{"input": "q\\n2", "target": "2"}'
+    )
+    assert tasks.load_bbh(jsonl) == [tasks.QA("q1", "1"), tasks.QA("q\n2", "2")]
+    table = tmp_path / "bbh.csv"
+    table.write_bytes(b'\xef\xbb\xbfinput,target\r\n"two\r\nlines",2\r\n\r\nq3,3\r\n')
+    assert tasks.load_bbh(table) == [tasks.QA("two\nlines", "2"), tasks.QA("q3", "3")]
+    jsonl.write_text('{"input": "q1", "target": "1"}\n\n{"input": oops}\n')
+    with pytest.raises(ConfigError, match="line 3 is not JSON"):
+        tasks.load_bbh(jsonl)
+    jsonl.write_bytes(b'{"input": "q1", "target": "1"}\n\xff\n')
+    with pytest.raises(ConfigError, match="cannot read data file"):
+        tasks.load_bbh(jsonl)
 
 
 def test_hub_loader_maps_rows(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,12 @@ LeetCode-Hard  ``task_id``, ``prompt``, ``test`` (a list of assert lines, or one
                them separated by newlines); ``entry_point`` optional
 =============  ==========================================================================
 
+A data path must be a regular file (not a folder, device, FIFO or socket) of at most
+:data:`MAX_DATA_BYTES` (1 GiB); JSON-lines and CSV files are read one line at a time and may hold
+at most :data:`MAX_DATA_RECORDS` (1,000,000) records; a ``.json`` file is parsed whole, within the
+same limits. Anything beyond them is a ``ConfigError`` naming the limit, raised before the memory
+is spent.
+
 >>> import json, pathlib, tempfile
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "bbh.json"
 >>> _ = path.write_text(json.dumps({"examples": [{"input": "q", "target": "1"}]}))
@@ -27,19 +33,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from asynctg.errors import ConfigError
 from asynctg.prompts import multiple_choice_query
 from asynctg.tasks.types import QA, CodeProblem, MultipleChoice
 
 __all__ = [
+    "MAX_DATA_BYTES",
+    "MAX_DATA_RECORDS",
     "file_digest",
     "gpqa_questions",
     "gsm8k_final_answer",
@@ -53,60 +62,196 @@ __all__ = [
 
 Row = Mapping[str, Any]
 
+#: The largest data file read, in bytes (1 GiB): a bigger one is refused before any of it is
+#: read. Pass a sample of the data set, or split it.
+MAX_DATA_BYTES = 1 << 30
+#: The most records read from one data file: reading stops with a ``ConfigError`` past this.
+MAX_DATA_RECORDS = 1_000_000
+
 _MMLU_COLUMNS = ("question", "A", "B", "C", "D", "answer")
+
+
+def _size_text(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n:,} bytes"
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _check_stat(path: Path, info: os.stat_result) -> None:
+    """ConfigError unless ``info`` is a regular file within :data:`MAX_DATA_BYTES`."""
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path} is a folder; pass the data file itself")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"{path} is {_file_kind(info.st_mode)}, not a regular file; data is read from a "
+            "file saved on disk (JSON, JSON lines or CSV)"
+        )
+    if info.st_size > MAX_DATA_BYTES:
+        raise ConfigError(
+            f"{path} is {info.st_size:,} bytes, over the {_size_text(MAX_DATA_BYTES)} limit on "
+            "data files (asynctg.tasks.files.MAX_DATA_BYTES); pass a sample of the data set"
+        )
+
+
+@contextmanager
+def _open_data(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """Open a data file for reading once it is known to be a regular file within the limits.
+
+    The path is checked before it is opened (opening a FIFO would wait for a writer) and the
+    open file again (the path may have been replaced in between). Text is UTF-8, a BOM dropped.
+    """
+    _check_path(path)
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since, opening it does not wait
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"data file {path} does not exist; pass the path of your copy") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read data file {path}: {exc}") from exc
+    try:
+        _check_stat(path, os.fstat(fd))
+        file: IO[Any] = open(fd, "rb") if binary else open(fd, encoding="utf-8-sig")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        yield file
+
+
+def _check_path(path: Path) -> None:
+    """ConfigError unless ``path`` names a regular file within the limits (not opening it)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"data file {path} does not exist; pass the path of your copy") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read data file {path}: {exc}") from exc
+    _check_stat(path, info)
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file's bytes (checkpoints use it to refuse resuming on other data)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    p = Path(path)
+    with _open_data(p, binary=True) as f:
+        try:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        except OSError as exc:
+            raise ConfigError(f"cannot read data file {p}: {exc}") from exc
     return digest.hexdigest()
 
 
-def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise ConfigError(f"data file {path} does not exist; pass the path of your copy")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; pass the data file itself")
+def _too_many(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path} holds more than {MAX_DATA_RECORDS:,} records, the most read from one data file "
+        "(asynctg.tasks.files.MAX_DATA_RECORDS); pass a sample of the data set"
+    )
+
+
+def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON-lines file, read one line at a time; blank lines are skipped."""
+    with _open_data(path) as f:
+        count = 0
+        for number, line in enumerate(_lines(f, path), 1):
+            if not line.strip():
+                continue
+            if count >= MAX_DATA_RECORDS:
+                raise _too_many(path)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}: line {number} is not JSON: {exc.msg}") from exc
+            count += 1
+            yield _object(row, path, f"line {number}")
+
+
+def _lines(f: IO[str], path: Path) -> Iterator[str]:
+    """The lines of an open text file, read errors as ConfigError."""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        yield from f
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read data file {path}: {exc}") from exc
+
+
+def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
+    """A CSV file's records keyed by its header row (``csv.DictReader``'s rules), read a line
+    at a time."""
+    with _open_data(path) as f:
+        reader = csv.DictReader(_lines(f, path))
+        try:
+            for count, row in enumerate(reader, 1):
+                if count > MAX_DATA_RECORDS:
+                    raise _too_many(path)
+                yield dict(row)
+        except csv.Error as exc:
+            raise ConfigError(f"{path}: line {reader.line_num} is not CSV: {exc}") from exc
+
+
+def _csv_rows(path: Path) -> Iterator[list[str]]:
+    """A CSV file's rows as lists of cells (no header row), read a line at a time."""
+    with _open_data(path) as f:
+        reader = csv.reader(_lines(f, path))
+        try:
+            for count, row in enumerate(reader, 1):
+                if count > MAX_DATA_RECORDS:
+                    raise _too_many(path)
+                yield row
+        except csv.Error as exc:
+            raise ConfigError(f"{path}: line {reader.line_num} is not CSV: {exc}") from exc
+
+
+def _read_json(path: Path) -> Any:
+    with _open_data(path) as f:
+        try:
+            text = f.read(MAX_DATA_BYTES + 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read data file {path}: {exc}") from exc
+    if len(text) > MAX_DATA_BYTES:  # the file grew since it was checked
+        raise ConfigError(
+            f"{path} is over the {_size_text(MAX_DATA_BYTES)} limit on data files "
+            "(asynctg.tasks.files.MAX_DATA_BYTES); pass a sample of the data set"
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}") from exc
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of a JSON (a list, or an object with ``examples``), JSONL or CSV file.
 
     The format is chosen by the suffix (``.json``, ``.jsonl``, ``.csv``); CSV cells stay text.
+    JSON-lines and CSV files are read a line at a time; every file is held to
+    :data:`MAX_DATA_BYTES` and :data:`MAX_DATA_RECORDS` (a ``ConfigError`` past either).
     """
     p = Path(path)
-    text = _read_text(p)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{p}: line {number} is not JSON: {exc.msg}") from exc
-            rows.append(_object(row, p, f"line {number}"))
-        return rows
+        return list(_json_lines(p))
     if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{p} is not JSON: {exc}") from exc
+        data = _read_json(p)
         if isinstance(data, dict) and isinstance(data.get("examples"), list):
             data = data["examples"]
         if not isinstance(data, list):
             raise ConfigError(f"{p}: expected a JSON list of records or {{'examples': [...]}}")
+        if len(data) > MAX_DATA_RECORDS:
+            raise _too_many(p)
         return [_object(row, p, f"record {i + 1}") for i, row in enumerate(data)]
     if suffix == ".csv":
-        return [dict(row) for row in csv.DictReader(io.StringIO(text))]
+        return list(_csv_records(p))
+    _check_path(p)
     raise ConfigError(f"{p}: unknown data format {suffix!r}; use .json, .jsonl or .csv")
 
 
@@ -171,7 +316,7 @@ def load_mmlu(path: str | os.PathLike[str]) -> list[MultipleChoice]:
     if p.suffix.lower() == ".csv" and rows and not {"question", "choices"} & set(rows[0]):
         if not set(_MMLU_COLUMNS) <= set(rows[0]):
             # MMLU's original CSVs have no header row: question, A, B, C, D, answer
-            raw = list(csv.reader(io.StringIO(_read_text(p))))
+            raw = list(_csv_rows(p))
             if raw and all(len(r) == 6 for r in raw):
                 rows = [dict(zip(_MMLU_COLUMNS, r, strict=True)) for r in raw]
     out = []
