@@ -10,6 +10,7 @@ import pytest
 from support import BASE_URL, completion, engine_with, error, ok, scripted
 
 import asynctg as tg
+from asynctg.apps.progress import format_counters
 from asynctg.engine import FakeClock, RetryPolicy
 from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport, http
 
@@ -50,6 +51,7 @@ async def test_connection_failures_are_counted() -> None:
     await engine.generate("x")
     stats = engine.stats()
     assert stats["connection_errors"] == 2 and stats["retries"] == 2
+    assert format_counters(stats).endswith("2 retries  2 conn err")
 
 
 def test_http_transport_has_a_connect_timeout_and_no_private_aiohttp_access() -> None:

@@ -53,7 +53,8 @@ UsageFn = Callable[[], Mapping[str, Any]]
 
 def format_counters(usage: Mapping[str, Any]) -> str:
     """Calls (answered by the provider, as in the run's summary; replayed from the cache in
-    brackets), in flight, tokens, cost, 429s and retries of a usage snapshot, on one line."""
+    brackets), in flight, tokens, cost, 429s, retries and connection failures of a usage
+    snapshot, on one line."""
     calls = usage.get("provider_calls", usage.get("calls", 0))
     replayed = usage.get("cache_hits", 0) + usage.get("coalesced", 0)
     cost = usage.get("cost_usd")
@@ -66,6 +67,8 @@ def format_counters(usage: Mapping[str, Any]) -> str:
     ]
     if usage.get("retries"):
         parts.append(f"{usage['retries']} retries")
+    if usage.get("connection_errors"):
+        parts.append(f"{usage['connection_errors']} conn err")
     return "  ".join(parts)
 
 
