@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import re
@@ -327,3 +328,33 @@ def test_batch_1024_step_runs_end_to_end_within_a_128k_window(tmp_path: Any) -> 
     forward_backward = stats["requests"] - report["calls"]
     assert forward_backward <= 3 * 1024  # identical generated questions are sent once
     assert report["calls"] == sum(report["groups"]) + 1 and report["levels"] == 2
+
+
+async def test_a_failed_reduce_call_cancels_the_rest_of_its_level() -> None:
+    """One reduce call fails for good while another is still running: the step raises that
+    error only after the running call is cancelled (nothing left in flight behind it)."""
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        if not started.is_set():
+            started.set()
+            await asyncio.sleep(30)
+            finished.append("slow")
+            return HTTPResponse(200, {}, completion("merged"))
+        await started.wait()
+        return error(400, "bad request")
+
+    engine = tg.get_engine(
+        "m",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="k",
+        transport=MockTransport(handler),
+        context_window=64_000,
+        retry=tg.RetryPolicy(testing=True),
+    )
+    v = _param([_long(i) for i in range(50)])
+    with pytest.raises(tg.BadRequestError):
+        await tg.TGD(engine=engine, parameters=[v], aggregation="tree").step()
+    assert engine.scheduler.statistics()["in_flight"] == 0
+    assert finished == [] and v.value == "Be brief."

@@ -122,3 +122,32 @@ async def test_a_coroutine_passed_as_a_variable_says_await() -> None:
     with pytest.raises(tg.ConfigError, match="await the call"):
         await model(pending)  # type: ignore[arg-type]
     await pending
+
+
+async def test_a_failed_feedback_call_cancels_its_sibling_of_the_same_node() -> None:
+    """A call with two inputs that require gradients asks for both feedbacks at once; when one
+    fails, the other is cancelled before backward raises (not left running on the loop)."""
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        text = request.body.decode()
+        if "<OBJECTIVE_FUNCTION>" not in text:
+            return ok("answer")
+        if "<ROLE> role-of-the-slow-one </ROLE>" in text:
+            started.set()
+            await asyncio.sleep(30)
+            finished.append("slow")
+            return ok("late")
+        await started.wait()
+        return error(400, "bad request")
+
+    engine = engine_with(MockTransport(handler), retry=RetryPolicy(testing=True))
+    prompt = tg.Variable("p", requires_grad=True, role_description="role-of-the-slow-one")
+    question = tg.Variable("q", requires_grad=True, role_description="role-of-the-failing-one")
+    answer = await tg.autograd.LLMCall(engine, prompt)(question)
+    answer.set_role_description("answer")
+    with pytest.raises(tg.BadRequestError):
+        await answer.backward(engine)
+    assert engine.scheduler.statistics()["in_flight"] == 0
+    assert finished == []
