@@ -572,9 +572,11 @@ def _processes_with(mark: str) -> list[int]:
     return found
 
 
-def _leftover_dirs() -> set[str]:
-    temp = {p.name for p in Path("/tmp").glob("asynctg-run-*")}
-    cgroups = {p.name for p in Path("/sys/fs/cgroup/pids").glob("asynctg-*")}
+def _leftover_dirs(tmpdir: Path, pid: int) -> set[str]:
+    """The run folders left in the child's own TMPDIR and the pids cgroups named after the
+    child (other test processes on the machine make their own: not counted)."""
+    temp = {p.name for p in tmpdir.glob("asynctg-run-*")}
+    cgroups = {p.name for p in Path("/sys/fs/cgroup/pids").glob(f"asynctg-{pid}-*")}
     return temp | cgroups
 
 
@@ -589,8 +591,10 @@ async def test_hostile_programs_fail_and_change_nothing_outside(
     data = scene.root / "hostile.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in scene.problems()))
     report, checkpoint = scene.root / "report", scene.root / "ck"
-    before = _leftover_dirs()
+    tmpdir = scene.root / "tmp"
+    tmpdir.mkdir()
     env = {
+        "TMPDIR": str(tmpdir),
         "PATH": os.environ["PATH"],
         "HOME": str(scene.home),
         "OPENAI_API_KEY": scene.canary,
@@ -664,7 +668,7 @@ async def test_hostile_programs_fail_and_change_nothing_outside(
     for secret in (scene.canary, scene.home_secret, readme_line):
         assert not any(secret in text for text in texts), secret
     assert _processes_with(scene.orphan_mark) == []
-    assert _leftover_dirs() == before
+    assert _leftover_dirs(tmpdir, proc.pid) == set()
 
 
 async def test_unsafe_flag_warns_and_the_report_says_so(tmp_path: Path) -> None:
