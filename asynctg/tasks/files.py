@@ -37,14 +37,16 @@ import json
 import os
 import random
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, TypeVar
 
 from asynctg.errors import ConfigError
 from asynctg.prompts import multiple_choice_query
 from asynctg.tasks.types import QA, CodeProblem, MultipleChoice
+
+_Row = TypeVar("_Row", covariant=True)
 
 __all__ = [
     "MAX_DATA_BYTES",
@@ -188,21 +190,30 @@ def _lines(f: IO[str], path: Path) -> Iterator[str]:
 def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
     """A CSV file's records keyed by its header row (``csv.DictReader``'s rules), read a line
     at a time."""
-    with _open_data(path) as f:
-        reader = csv.DictReader(_lines(f, path))
-        try:
-            for count, row in enumerate(reader, 1):
-                if count > MAX_DATA_RECORDS:
-                    raise _too_many(path)
-                yield dict(row)
-        except csv.Error as exc:
-            raise ConfigError(f"{path}: line {reader.line_num} is not CSV: {exc}") from exc
+    return (dict(row) for row in _csv(path, csv.DictReader))
 
 
 def _csv_rows(path: Path) -> Iterator[list[str]]:
     """A CSV file's rows as lists of cells (no header row), read a line at a time."""
+    return _csv(path, csv.reader)
+
+
+class _CSVReader(Protocol[_Row]):
+    """What ``csv.reader`` and ``csv.DictReader`` both are: rows, and the line reached."""
+
+    @property
+    def line_num(self) -> int: ...
+
+    def __iter__(self) -> Iterator[_Row]: ...
+
+    def __next__(self) -> _Row: ...
+
+
+def _csv(path: Path, make_reader: Callable[[Iterator[str]], _CSVReader[_Row]]) -> Iterator[_Row]:
+    """The rows ``make_reader`` reads from a CSV file, a line at a time, within the record cap;
+    parse errors as ConfigError naming the line."""
     with _open_data(path) as f:
-        reader = csv.reader(_lines(f, path))
+        reader = make_reader(_lines(f, path))
         try:
             for count, row in enumerate(reader, 1):
                 if count > MAX_DATA_RECORDS:
