@@ -3,6 +3,7 @@ simulator as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -77,6 +78,30 @@ def scripted(steps: Iterable[Step], then: HTTPResponse | None = None) -> MockTra
         return step
 
     return MockTransport(handler)
+
+
+def one_slow_rest_fail(
+    is_slow: Callable[[str], bool], answered: Callable[[str], bool] = lambda text: False
+) -> tuple[MockTransport, list[str]]:
+    """A provider for "a failure cancels its siblings": a request whose body is ``answered``
+    gets "answer"; the first ``is_slow`` one hangs for 30 s (and appends "slow" to the returned
+    list if it ever finishes); every other waits until that one is running, then gets a 400."""
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        text = request.body.decode()
+        if answered(text):
+            return ok("answer")
+        if is_slow(text) and not started.is_set():
+            started.set()
+            await asyncio.sleep(30)
+            finished.append("slow")
+            return ok("late")
+        await started.wait()
+        return error(400, "bad request")
+
+    return MockTransport(handler), finished
 
 
 def engine_with(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from golden_step import GOLDEN, optimizer_request
-from support import completion, error
+from support import completion, error, one_slow_rest_fail
 
 import asynctg as tg
 from asynctg import prompts, runtime
@@ -281,7 +281,6 @@ async def test_reduce_calls_are_journaled_and_replayed(tmp_path: Any) -> None:
 async def test_count_bounded_sums_everything_with_a_bounded_window() -> None:
     """The evaluation fan-out adds every result (no lost update across awaits) and never has
     more than its window in flight."""
-    import asyncio
 
     from asynctg.apps.run import count_bounded
 
@@ -333,23 +332,12 @@ def test_batch_1024_step_runs_end_to_end_within_a_128k_window(tmp_path: Any) -> 
 async def test_a_failed_reduce_call_cancels_the_rest_of_its_level() -> None:
     """One reduce call fails for good while another is still running: the step raises that
     error only after the running call is cancelled (nothing left in flight behind it)."""
-    started = asyncio.Event()
-    finished: list[str] = []
-
-    async def handler(request: HTTPRequest) -> HTTPResponse:
-        if not started.is_set():
-            started.set()
-            await asyncio.sleep(30)
-            finished.append("slow")
-            return HTTPResponse(200, {}, completion("merged"))
-        await started.wait()
-        return error(400, "bad request")
-
+    transport, finished = one_slow_rest_fail(lambda text: True)
     engine = tg.get_engine(
         "m",
         base_url="http://127.0.0.1:9/v1",
         api_key="k",
-        transport=MockTransport(handler),
+        transport=transport,
         context_window=64_000,
         retry=tg.RetryPolicy(testing=True),
     )

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import pickle
 
 import pytest
-from support import BASE_URL, completion, engine_with, error, ok, scripted
+from support import BASE_URL, completion, engine_with, ok, one_slow_rest_fail, scripted
 
 import asynctg as tg
 from asynctg.apps.progress import format_counters
 from asynctg.engine import FakeClock, RetryPolicy
-from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport, http
+from asynctg.transport import HTTPResponse, http
 
 
 async def test_absurd_rate_limit_headers_are_ignored() -> None:
@@ -85,22 +84,10 @@ def test_the_api_key_never_shows_or_pickles() -> None:
 
 async def test_a_failed_backward_leaves_no_request_running() -> None:
     """When one feedback call fails, its siblings are cancelled before backward raises."""
-    started = asyncio.Event()
-    finished: list[str] = []
-
-    async def handler(request: HTTPRequest) -> HTTPResponse:
-        text = request.body.decode()
-        if "<OBJECTIVE_FUNCTION>" not in text:
-            return ok("answer")
-        if "slow" in text:
-            started.set()
-            await asyncio.sleep(30)
-            finished.append("slow")
-            return ok("late")
-        await started.wait()
-        return error(400, "bad request")
-
-    engine = engine_with(MockTransport(handler), retry=RetryPolicy(testing=True))
+    transport, finished = one_slow_rest_fail(
+        lambda text: "slow" in text, answered=lambda text: "<OBJECTIVE_FUNCTION>" not in text
+    )
+    engine = engine_with(transport, retry=RetryPolicy(testing=True))
     prompt = tg.Variable("p", requires_grad=True, role_description="system prompt")
     model = tg.BlackboxLLM(engine, prompt)
     losses = [
@@ -127,22 +114,11 @@ async def test_a_coroutine_passed_as_a_variable_says_await() -> None:
 async def test_a_failed_feedback_call_cancels_its_sibling_of_the_same_node() -> None:
     """A call with two inputs that require gradients asks for both feedbacks at once; when one
     fails, the other is cancelled before backward raises (not left running on the loop)."""
-    started = asyncio.Event()
-    finished: list[str] = []
-
-    async def handler(request: HTTPRequest) -> HTTPResponse:
-        text = request.body.decode()
-        if "<OBJECTIVE_FUNCTION>" not in text:
-            return ok("answer")
-        if "<ROLE> role-of-the-slow-one </ROLE>" in text:
-            started.set()
-            await asyncio.sleep(30)
-            finished.append("slow")
-            return ok("late")
-        await started.wait()
-        return error(400, "bad request")
-
-    engine = engine_with(MockTransport(handler), retry=RetryPolicy(testing=True))
+    transport, finished = one_slow_rest_fail(
+        lambda text: "<ROLE> role-of-the-slow-one </ROLE>" in text,
+        answered=lambda text: "<OBJECTIVE_FUNCTION>" not in text,
+    )
+    engine = engine_with(transport, retry=RetryPolicy(testing=True))
     prompt = tg.Variable("p", requires_grad=True, role_description="role-of-the-slow-one")
     question = tg.Variable("q", requires_grad=True, role_description="role-of-the-failing-one")
     answer = await tg.autograd.LLMCall(engine, prompt)(question)
