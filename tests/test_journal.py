@@ -477,20 +477,26 @@ async def test_a_loop_stopped_mid_step_and_resumed_pays_what_an_uninterrupted_on
 # --- saving the state --------------------------------------------------------------------------
 
 
+def _record_fsync_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads ``os.fsync`` is called in from now on (it still syncs)."""
+    threads: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        threads.append(threading.get_ident())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return threads
+
+
 async def test_asave_syncs_the_state_in_a_worker_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``asave`` writes and fsyncs the state file off the event loop's thread."""
     ckpt = Checkpoint(tmp_path / "ck", {"a": 1}, resume=False)
     ckpt.open()
-    synced_in: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced_in.append(threading.get_ident())
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced_in = _record_fsync_threads(monkeypatch)
     await ckpt.asave({"step": 1})
     monkeypatch.undo()
     ckpt.close()
@@ -516,14 +522,7 @@ async def test_a_test_time_loop_saves_off_the_event_loop(
     server, _ = sim
     ckpt = Checkpoint(tmp_path / "ck", {"kind": "solution"}, resume=False)
     ckpt.open()
-    synced_in: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced_in.append(threading.get_ident())
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced_in = _record_fsync_threads(monkeypatch)
     task = tasks.get_task("arithmetic_choice", limit=3)
     assert isinstance(task, tasks.SolutionTask)
     async with _sim_engine(server) as engine:
