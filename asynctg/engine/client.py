@@ -37,7 +37,7 @@ from asynctg.engine.types import (
     request_key,
     validate_messages,
 )
-from asynctg.engine.usage import UsageStats, price_for
+from asynctg.engine.usage import UsageStats, micro_dollars, price_for
 from asynctg.errors import (
     APIConnectionError,
     APIError,
@@ -442,7 +442,7 @@ class ChatEngine:
         cost = 0.0
         if price is not None:
             u = result.usage
-            cost = (u.prompt_tokens * price[0] + u.completion_tokens * price[1]) / 1e6
+            cost = micro_dollars(price, u.prompt_tokens, u.completion_tokens) / 1e6
         rspan.finish(result, cost=cost)
         return result
 
@@ -562,7 +562,7 @@ class ChatEngine:
             return 0
         prompt = len(request.text()) + 8 * len(request.messages)
         reply = (request.max_tokens or DEFAULT_CAPPED_REPLY_TOKENS) * (request.n or 1)
-        return int((prompt * price[0] + reply * price[1]) * 1000) + 1
+        return int(micro_dollars(price, prompt, reply) * 1000) + 1
 
     async def _reserve(
         self,
@@ -597,7 +597,7 @@ class ChatEngine:
         price = self.usage.price
         if result is not None and price is not None:
             u = result.usage
-            spent = int((u.prompt_tokens * price[0] + u.completion_tokens * price[1]) * 1000)
+            spent = int(micro_dollars(price, u.prompt_tokens, u.completion_tokens) * 1000)
         if self.shared is None:
             if self._cost_cap is not None:
                 self._cost_cap.settle(reservation.nano, spent)

@@ -6,7 +6,7 @@ from typing import Any
 
 from asynctg.engine.models import lookup
 
-__all__ = ["PRICES", "UsageStats", "price_for"]
+__all__ = ["PRICES", "UsageStats", "micro_dollars", "price_for"]
 
 #: US dollars per million (prompt, completion) tokens, from the providers' public price pages.
 #: A model missing here reports no cost unless ``price=`` is given to ``get_engine``.
@@ -25,6 +25,12 @@ PRICES: dict[str, tuple[float, float]] = {
 def price_for(model: str) -> tuple[float, float] | None:
     """The price entry for ``model``, matching dated snapshots (``gpt-4o-2024-08-06``) too."""
     return lookup(PRICES, model)
+
+
+def micro_dollars(price: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> float:
+    """What the tokens cost at ``price`` (dollars per million prompt, completion tokens), in
+    millionths of a dollar."""
+    return prompt_tokens * price[0] + completion_tokens * price[1]
 
 
 class UsageStats:
@@ -63,8 +69,7 @@ class UsageStats:
     def cost(self) -> float | None:
         if self.price is None:
             return None
-        p_in, p_out = self.price
-        return (self.prompt_tokens * p_in + self.completion_tokens * p_out) / 1e6
+        return micro_dollars(self.price, self.prompt_tokens, self.completion_tokens) / 1e6
 
     def snapshot(self) -> dict[str, Any]:
         return {
