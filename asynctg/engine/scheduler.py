@@ -81,6 +81,16 @@ class TokenBucket:
     def give_back(self, amount: float) -> None:
         self.level = min(self.capacity, self.level + amount)
 
+    def correct(self, estimated: float, actual: float, now: float) -> None:
+        """Charge ``actual`` instead of the ``estimated`` taken at admission."""
+        if actual == estimated:
+            return
+        self.refill(now)
+        if actual > estimated:
+            self.take(actual - estimated)
+        else:
+            self.give_back(estimated - actual)
+
     @property
     def per_minute(self) -> float:
         return self.rate * 60.0
@@ -262,15 +272,10 @@ class Scheduler:
         if parts is not None and actual_parts is not None and self._split is not None:
             now = self.clock.now()
             for bucket, est, got in zip(self._split, parts, actual_parts, strict=True):
-                if bucket is not None and got != est:
-                    bucket.refill(now)
-                    bucket.take(got - est) if got > est else bucket.give_back(est - got)
-        if actual is not None and self._tpm is not None and actual != estimated:
-            self._tpm.refill(self.clock.now())
-            if actual > estimated:
-                self._tpm.take(actual - estimated)
-            else:
-                self._tpm.give_back(estimated - actual)
+                if bucket is not None:
+                    bucket.correct(est, got, now)
+        if actual is not None and self._tpm is not None:
+            self._tpm.correct(estimated, actual, self.clock.now())
         if self._heap:
             self._pump()
 
