@@ -32,10 +32,12 @@ was left), logs one warning, and rejoins when Redis answers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,6 +256,15 @@ class SharedBudget:
     def _key(self, name: str) -> str:
         return self.prefix + name
 
+    @contextlib.contextmanager
+    def _or_offline(self) -> Iterator[None]:
+        """Redis failing inside the block takes this process offline (it then spends its local
+        share, see ``_went_offline``) instead of raising."""
+        try:
+            yield
+        except (TimeoutError, OSError, _redis_errors()) as exc:
+            self._went_offline(exc)
+
     def _online(self) -> bool:
         return self._offline_since is None or self.clock.now() >= self._retry_at
 
@@ -334,7 +345,7 @@ class SharedBudget:
     async def _take(self, tokens: int, parts: tuple[int, int]) -> float:
         """Seconds to wait (0: taken)."""
         if self._online():
-            try:
+            with self._or_offline():
                 client = self._redis()
                 await self._heartbeat(client)
                 rpm, tpm = await self._rates(client)
@@ -344,8 +355,6 @@ class SharedBudget:
                 ms = await self._scripts["reserve"](keys=keys, args=args)
                 self._came_back()
                 return int(ms) / 1000.0
-            except (TimeoutError, OSError, _redis_errors()) as exc:
-                self._went_offline(exc)
         return self._take_locally(tokens, parts)
 
     def _limits(self, tokens: int, parts: tuple[int, int]) -> list[tuple[str, float | None, int]]:
@@ -397,7 +406,7 @@ class SharedBudget:
                 if bucket is not None:
                     bucket.give_back(delta) if delta > 0 else bucket.take(-delta)
             return
-        try:
+        with self._or_offline():
             client = self._redis()
             _, learned_tpm = await self._rates(client)
             for name, limit, delta in corrections:
@@ -407,30 +416,24 @@ class SharedBudget:
                     rate = learned_tpm if name == "tpm" else 0.0
                 if rate > 0:
                     await self._scripts["adjust"](keys=[self._key(name)], args=[rate, delta])
-        except (TimeoutError, OSError, _redis_errors()) as exc:
-            self._went_offline(exc)
 
     async def cool_down(self, seconds: float) -> None:
         """Every process holds its requests for ``seconds`` (a 429 told one of them so)."""
         if seconds <= 0 or self._offline_since is not None:
             return
-        try:
+        with self._or_offline():
             self._redis()
             await self._scripts["cool"](keys=[self._key("cool")], args=[int(seconds * 1000)])
-        except (TimeoutError, OSError, _redis_errors()) as exc:
-            self._went_offline(exc)
 
     async def publish_limits(self, rpm: float | None, tpm: float | None) -> None:
         """Share limits learned from ``x-ratelimit-*`` headers with every process."""
         values = {k: v for k, v in (("rpm", rpm), ("tpm", tpm)) if v is not None}
         if not values or self._offline_since is not None:
             return
-        try:
+        with self._or_offline():
             client = self._redis()
             await client.hset(self._key("limits"), mapping=values)
             await client.expire(self._key("limits"), 3600)
-        except (TimeoutError, OSError, _redis_errors()) as exc:
-            self._went_offline(exc)
 
     # --- dollars ------------------------------------------------------------------------------
 
@@ -438,7 +441,7 @@ class SharedBudget:
         assert self.cap is not None
         member = f"{self.id}-{uuid.uuid4().hex[:8]}"
         if self._online():
-            try:
+            with self._or_offline():
                 self._redis()
                 keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
                 ok, spent, reserved = await self._scripts["cost_reserve"](
@@ -450,8 +453,6 @@ class SharedBudget:
                     raise _exceeded(self.model, self.cap, int(spent), int(reserved), nano)
                 reservation.nano, reservation.member = nano, f"{member}:{nano}"
                 return
-            except (TimeoutError, OSError, _redis_errors()) as exc:
-                self._went_offline(exc)
         if self._local_cap is None:
             # Offline: this process may spend its share of what was left when last seen.
             left = max(0, self.cap - self._last_spent) // max(1, self._live)
@@ -469,12 +470,10 @@ class SharedBudget:
                 self._local_cap.settle(reservation.nano, spent)
             if not reservation.member:
                 return
-        try:
+        with self._or_offline():
             self._redis()
             keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
             await self._scripts["cost_settle"](keys=keys, args=[reservation.member, spent])
-        except (TimeoutError, OSError, _redis_errors()) as exc:
-            self._went_offline(exc)
 
     async def spent_usd(self) -> float:
         """Dollars spent so far by every process (from Redis)."""
