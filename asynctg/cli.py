@@ -647,10 +647,7 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.estimate or (args.max_cost is not None and not args.replay):
         estimate = run(_estimate(args, plan))
         if args.estimate:
-            if args.json:
-                print(json.dumps(estimate.to_json()))
-            else:
-                print(estimate.line())
+            print(json.dumps(estimate.to_json()) if args.json else estimate.line())
             return 0
         if estimate.low_usd is not None and args.max_cost < estimate.low_usd:
             raise ConfigError(
@@ -758,7 +755,9 @@ async def _loop(plan: _Plan, engine: Any, backward: Any, checkpoint: Any, progre
 async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
     """The run's dry run on a local simulator (asynctg.apps.estimate), calibrated on the
     checkpoint's journal when one holds real replies."""
-    from asynctg.apps import Progress
+    import dataclasses
+
+    from asynctg.apps import Budget, Progress
     from asynctg.apps.estimate import dry_run
     from asynctg.engine import get_engine
 
@@ -773,10 +772,6 @@ async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
             max_concurrency=256,
             **extra,
         )
-
-    import dataclasses
-
-    from asynctg.apps import Budget
 
     # The whole run is estimated: its caps would stop the dry run where they stop the real one.
     unbounded = dataclasses.replace(
