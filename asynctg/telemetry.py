@@ -108,11 +108,17 @@ def _meter_instruments() -> dict[str, Any] | None:
             "tokens": meter.create_histogram(
                 "gen_ai.client.token.usage", unit="{token}", description="tokens used"
             ),
-            "retries": meter.create_counter("asynctg.retries", unit="{request}"),
-            "rate_limited": meter.create_counter("asynctg.rate_limited", unit="{response}"),
-            "cache_hits": meter.create_counter("asynctg.cache_hits", unit="{call}"),
-            "cost": meter.create_counter("asynctg.cost", unit="USD"),
         }
+        # asynctg's own counters are observed at collection time from plain in-process totals:
+        # an SDK counter's add() costs about as much as a histogram record (attribute cleaning
+        # and hashing on every call), a float += next to nothing.
+        for name, field, unit in (
+            ("asynctg.retries", "retries", "{request}"),
+            ("asynctg.rate_limited", "rate_limited", "{response}"),
+            ("asynctg.cache_hits", "cache_hits", "{call}"),
+            ("asynctg.cost", "cost", "USD"),
+        ):
+            meter.create_observable_counter(name, callbacks=[_observe_totals(field)], unit=unit)
         meter.create_observable_gauge(
             "asynctg.in_flight", callbacks=[_observe("in_flight")], unit="{request}"
         )
@@ -129,6 +135,38 @@ def _observe(field: str) -> Any:
         for engine in list(_state.engines):
             stats = engine.scheduler.statistics()
             yield Observation(stats[field], {"gen_ai.request.model": engine.model})
+
+    return callback
+
+
+class _Totals:
+    """One model's running totals behind the observable counters (never reset: cumulative)."""
+
+    __slots__ = ("cache_hits", "cost", "rate_limited", "retries")
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.rate_limited = 0
+        self.cache_hits = 0
+        self.cost = 0.0
+
+
+_TOTALS: dict[str, _Totals] = {}
+
+
+def _totals(model: str) -> _Totals:
+    found = _TOTALS.get(model)
+    if found is None:
+        found = _TOTALS[model] = _Totals()
+    return found
+
+
+def _observe_totals(field: str) -> Any:
+    def callback(options: Any) -> Any:
+        from opentelemetry.metrics import Observation
+
+        for model, totals in list(_TOTALS.items()):
+            yield Observation(getattr(totals, field), {"gen_ai.request.model": model})
 
     return callback
 
@@ -180,11 +218,12 @@ class RequestSpan:
     request), its attributes and the metrics' attribute sets are made once per model.
     """
 
-    __slots__ = ("attrs", "span", "started")
+    __slots__ = ("attrs", "span", "started", "totals")
 
     def __init__(self, model: str, provider: str, messages: Any) -> None:
         self.started = time.perf_counter()
         self.attrs = _attributes(model, provider)
+        self.totals = _totals(model)
         assert _trace is not None
         self.span = _tracer().start_span(
             f"chat {model}", kind=_trace.SpanKind.CLIENT, attributes=self.attrs["span"]
@@ -194,10 +233,10 @@ class RequestSpan:
 
     def event(self, name: str, **attributes: Any) -> None:
         self.span.add_event(name, _clean(attributes))
-        instruments = _meter_instruments()
-        if instruments is not None:
-            key = "rate_limited" if name == "asynctg.rate_limited" else "retries"
-            instruments[key].add(1, self.attrs["model"])
+        if name == "asynctg.rate_limited":
+            self.totals.rate_limited += 1
+        else:
+            self.totals.retries += 1
 
     def finish(
         self, result: Any = None, error: BaseException | None = None, cost: float = 0.0
@@ -209,19 +248,18 @@ class RequestSpan:
             usage = result.usage
             span.set_attributes(
                 {
-                    "gen_ai.response.model": result.model or attrs["model"]["gen_ai.request.model"],
+                    "gen_ai.response.model": result.model or attrs["span"]["gen_ai.request.model"],
                     "gen_ai.usage.input_tokens": usage.prompt_tokens,
                     "gen_ai.usage.output_tokens": usage.completion_tokens,
                 }
             )
             if _state.record_content:
                 span.set_attribute("gen_ai.output.messages", json.dumps(list(result.texts)))
+            self.totals.cost += cost
             if instruments is not None:
                 instruments["duration"].record(time.perf_counter() - self.started, attrs["span"])
                 instruments["tokens"].record(usage.prompt_tokens, attrs["input"])
                 instruments["tokens"].record(usage.completion_tokens, attrs["output"])
-                if cost:
-                    instruments["cost"].add(cost, attrs["model"])
         if error is not None:
             kind = type(error).__name__
             span.set_attribute("error.type", kind)
@@ -250,7 +288,6 @@ def _attributes(model: str, provider: str) -> dict[str, dict[str, Any]]:
             "span": span,
             "input": {**span, "gen_ai.token.type": "input"},
             "output": {**span, "gen_ai.token.type": "output"},
-            "model": {"gen_ai.request.model": model},
         }
     return found
 
@@ -263,11 +300,8 @@ def request_span(model: str, provider: str, messages: Any) -> RequestSpan | None
 
 
 def cache_hit(model: str) -> None:
-    if not _recording():
-        return
-    instruments = _meter_instruments()
-    if instruments is not None:
-        instruments["cache_hits"].add(1, {"gen_ai.request.model": model})
+    if _recording():
+        _totals(model).cache_hits += 1
 
 
 def configure_otlp(service_name: str = "asynctg") -> None:

@@ -44,7 +44,30 @@ async def main():
         cpu = time.process_time()
         await asyncio.gather(*(engine.generate(f"call {i}") for i in range(CALLS)))
         return time.process_time() - cpu
-print(json.dumps({"cpu_us_per_call": 1e6 * asyncio.run(main()) / CALLS}))
+def sdk_floor():
+    # The SDK's own work for one request, without asynctg: one CLIENT span with the same
+    # attributes and three histogram records (duration, input and output tokens).
+    from opentelemetry.trace import SpanKind
+    tracer = tp.get_tracer("floor")
+    meter = mp.get_meter("floor")
+    duration, tokens = meter.create_histogram("d"), meter.create_histogram("t")
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "127.0.0.1",
+            "gen_ai.request.model": "m"}
+    inp, out = {**base, "gen_ai.token.type": "input"}, {**base, "gen_ai.token.type": "output"}
+    cpu = time.process_time()
+    for i in range(CALLS):
+        span = tracer.start_span("chat m", kind=SpanKind.CLIENT, attributes=base)
+        span.set_attributes({"gen_ai.response.model": "m", "gen_ai.usage.input_tokens": i,
+                             "gen_ai.usage.output_tokens": 7})
+        span.end()
+        duration.record(0.001, base)
+        tokens.record(i, inp)
+        tokens.record(7, out)
+    return time.process_time() - cpu
+out = {"cpu_us_per_call": 1e6 * asyncio.run(main()) / CALLS}
+if MODE == "sdk":
+    out["sdk_floor_us_per_call"] = 1e6 * sdk_floor() / CALLS
+print(json.dumps(out))
 """
 
 
@@ -56,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     calls = args.calls or (1000 if args.quick else 2000)
     samples: dict[str, list[float]] = {"absent": [], "api": [], "sdk": []}
+    floors: list[float] = []
     with simulator("--latency", "0") as url:
         for _ in range(args.rounds):
             for mode in samples:
@@ -66,7 +90,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
                 if child.returncode != 0:
                     raise RuntimeError(child.stderr[-2000:])
-                samples[mode].append(json.loads(child.stdout)["cpu_us_per_call"])
+                measured = json.loads(child.stdout)
+                samples[mode].append(measured["cpu_us_per_call"])
+                if "sdk_floor_us_per_call" in measured:
+                    floors.append(measured["sdk_floor_us_per_call"])
     base = statistics.median(samples["absent"])
     rows = [
         {
@@ -77,6 +104,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for mode, values in samples.items()
     ]
     print(table(rows, ["opentelemetry", "cpu_us_per_call", "vs_absent"]))
-    results = {"rows": rows, "calls": calls, "rounds": args.rounds, "samples": samples}
+    floor = statistics.median(floors)
+    added = statistics.median(samples["sdk"]) - base
+    summary = {
+        "engine_us_per_call": round(base, 1),
+        "sdk_added_us_per_call": round(added, 1),
+        "sdk_floor_us_per_call": round(floor, 1),
+        "asynctg_part_us_per_call": round(added - floor, 1),
+        "asynctg_part_vs_engine": round((added - floor) / base, 3),
+        "sdk_floor_vs_engine": round(floor / base, 3),
+    }
+    print(
+        f"tracing adds {added:.1f} us/call: the SDK's own span + 3 histogram records cost "
+        f"{floor:.1f} us ({floor / base:.0%} of the engine's {base:.1f} us) by themselves, "
+        f"asynctg's instrumentation around them {added - floor:.1f} us "
+        f"({(added - floor) / base:.0%})"
+    )
+    results = {
+        "rows": rows,
+        "summary": summary,
+        "calls": calls,
+        "rounds": args.rounds,
+        "samples": samples,
+        "sdk_floor_samples": floors,
+    }
     write_result("telemetry", vars(args), results)
     return results

@@ -98,3 +98,50 @@ async def test_text_is_recorded_only_when_asked(
     encoded = json.dumps(question)[1:41]  # as it sits in the recorded JSON
     assert any(encoded in str(s.attributes.get("gen_ai.input.messages")) for s in chats)
     assert all("gen_ai.output.messages" in s.attributes for s in chats)
+
+
+def _metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    points: dict[str, list[Any]] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
+
+
+async def test_counters_match_the_engines_own_usage(
+    otel: tuple[InMemorySpanExporter, InMemoryMetricReader], tmp_path: Any
+) -> None:
+    """asynctg.retries / cache_hits / cost (observed at collection) agree with engine.usage,
+    and the duration histogram counts one data point per request."""
+    _, reader = otel
+    model = "counted-model"  # the totals are per model and cumulative for the process
+    async with SimServer(SimConfig(fault_rate=0.3, faults=("500",), seed=5)) as sim:
+        async with tg.get_engine(
+            model,
+            base_url=sim.base_url,
+            api_key="k",
+            retry=tg.RetryPolicy(testing=True),
+            cache=tmp_path / "cache",
+            price=(2.0, 8.0),
+        ) as engine:
+            for _ in range(2):  # the second round is answered by the cache
+                for i in range(12):
+                    await engine.generate(f"question {i}")
+            usage = engine.usage
+    assert usage.retries > 0 and usage.cache_hits == 12
+    points = _metric_points(reader)
+
+    def value(name: str) -> float:
+        return sum(p.value for p in points[name] if p.attributes["gen_ai.request.model"] == model)
+
+    assert value("asynctg.retries") == usage.retries
+    assert value("asynctg.cache_hits") == 12
+    assert value("asynctg.cost") == pytest.approx(usage.cost)
+    durations = [
+        p
+        for p in points["gen_ai.client.operation.duration"]
+        if p.attributes["gen_ai.request.model"] == model
+    ]
+    assert sum(p.count for p in durations) == 12  # one per request, retries inside it
