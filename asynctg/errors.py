@@ -26,6 +26,10 @@
     ├── BudgetExceededError         a call would take spending past max_cost; it was not sent
     ├── ReplayMissError             a replayed run made a request its journal does not hold
     ├── GraphError                  a computation graph that cannot be built or differentiated
+    ├── WorkerError                 a function run in a worker pool (asynctg.workers) failed
+    │   ├── WorkerFunctionError     ... it raised; carries the worker's traceback text
+    │   ├── WorkerTimeoutError      ... it ran past the pool's timeout (the worker was stopped)
+    │   └── WorkerLostError         ... its worker died (killed, crashed) and retries ran out
     ├── EvaluationParseError        (also a ValueError) an evaluator's reply lacks its tags
     └── OptimizerError              an optimizer step that could not be applied
         └── OptimizerParseError     the optimizer LLM's reply lacks the new-variable tags
@@ -73,6 +77,10 @@ __all__ = [
     "ResponseTooLargeError",
     "SandboxUnavailableError",
     "ServerError",
+    "WorkerError",
+    "WorkerFunctionError",
+    "WorkerLostError",
+    "WorkerTimeoutError",
 ]
 
 
@@ -280,6 +288,35 @@ class ReplayMissError(AsyncTGError):
 
 class GraphError(AsyncTGError):
     """A computation graph that cannot be built or differentiated as asked."""
+
+
+class WorkerError(AsyncTGError):
+    """A function run in an ``asynctg.workers`` pool did not return a result (``function``:
+    its qualified name)."""
+
+    def __init__(self, message: str, *, function: str = "") -> None:
+        super().__init__(message)
+        self.function = function
+
+
+class WorkerFunctionError(WorkerError):
+    """The function raised in its worker; ``kind`` is the exception's type name and
+    ``remote_traceback`` the worker's traceback text."""
+
+    def __init__(
+        self, message: str, *, function: str = "", kind: str = "", remote_traceback: str = ""
+    ) -> None:
+        super().__init__(message, function=function)
+        self.kind = kind
+        self.remote_traceback = remote_traceback
+
+
+class WorkerTimeoutError(WorkerError):
+    """The function ran longer than the pool's ``timeout``; its worker was stopped."""
+
+
+class WorkerLostError(WorkerError):
+    """The worker running the function died (killed, crashed, out of memory) on every try."""
 
 
 class EvaluationParseError(AsyncTGError, ValueError):

@@ -354,21 +354,32 @@ class StringBasedFunction(Function):
     how each input that requires gradients should change, showing the function's purpose, its
     inputs and its output.
 
+    With ``pool=`` (an ``asynctg.workers`` pool: local processes or a Dask cluster) a CPU-heavy
+    ``fn`` runs in a worker instead of on the event loop, so LLM calls go on meanwhile; it then
+    receives the inputs' *values* (text), must be an importable top-level function, and its
+    results are cached by input in the pool.
+
     >>> # check = StringBasedFunction(exact_match, function_purpose="checks the answer")
     >>> # loss = await check(inputs=dict(prediction=response, ground_truth_answer=y))
+    >>> # dock = StringBasedFunction(score_smiles, "docks the molecule", pool=ProcessPool(2))
     """
 
     def __init__(
         self,
         fn: Callable[..., Any | Awaitable[Any]],
         function_purpose: str,
+        *,
+        pool: Any = None,
     ):
         if not callable(fn):
             raise ConfigError("StringBasedFunction needs a callable")
         if not isinstance(function_purpose, str) or not function_purpose.strip():
             raise ConfigError("function_purpose must say what the function does")
+        if pool is not None and not callable(getattr(pool, "run", None)):
+            raise ConfigError("pool must be an asynctg.workers pool (ProcessPool, DaskPool)")
         self.fn = fn
         self.function_purpose = function_purpose
+        self.pool = pool
 
     async def __call__(
         self,
@@ -376,6 +387,11 @@ class StringBasedFunction(Function):
         response_role_description: str | None = None,
     ) -> Variable:
         self._check_inputs(inputs)
+        if self.pool is not None:
+            values = {name: variable.value for name, variable in inputs.items()}
+            return self._output(
+                inputs, await self.pool.run(self.fn, **values), response_role_description
+            )
         result = self.fn(**inputs)
         if inspect.isawaitable(result):
             result = await result
