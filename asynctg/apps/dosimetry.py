@@ -1,0 +1,424 @@
+"""CPU-side evaluator for the treatment-planning application (TextGrad paper, section 3.5).
+
+An LLM rewrites a radiotherapy plan's *objective set* (per structure: a kind, a dose and a
+weight); this module turns one set into the numbers the loss talks about. The patient is
+pyRadPlan's AAPM TG-119 C-shape phantom (``Core``, ``OuterTarget``, ``BODY``; 50 Gy, TG-119's
+25 x 2 Gy, which the phantom's own target objective also asks for), the plan a deliberately
+coarse photon IMRT plan (5 beams, 10 mm bixels, 8 mm dose grid), so that one evaluation
+(objectives -> L-BFGS-B fluence optimization -> dose -> metrics) costs about a CPU second.
+
+The dose influence matrix does not depend on the objectives: it is computed once per plan
+geometry and, with ``cache_dir``, pickled for every other process. All functions are top-level
+and take picklable arguments, for spawned process-pool and Dask workers. Those pools should
+start workers with ``OMP_NUM_THREADS=1`` (and ``OPENBLAS_NUM_THREADS=1``) in their environment:
+thread pools cannot be capped once numpy is imported, one thread per worker is fastest when many
+evaluations run side by side, and results stay bit-identical. This module never touches
+``os.environ``. An objective set is JSON that the LLM reads and writes::
+
+    [{"structure": "OuterTarget", "kind": "squared_deviation", "dose_gy": 50, "weight": 1000},
+     {"structure": "Core", "kind": "max_dvh", "dose_gy": 25, "volume_pct": 10, "weight": 300}]
+
+pyRadPlan (and numpy) are optional and imported lazily: the parent process can parse, validate
+and seed objective sets without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+#: JSON ``kind`` -> (pyRadPlan objective class, its dose parameter, its volume parameter).
+KINDS: dict[str, tuple[str, str, str | None]] = {
+    "squared_deviation": ("SquaredDeviation", "d_ref", None),
+    "squared_overdose": ("SquaredOverdosing", "d_max", None),
+    "squared_underdose": ("SquaredUnderdosing", "d_min", None),
+    "mean_dose": ("MeanDose", "d_ref", None),
+    "max_dvh": ("MaxDVH", "d", "v_max"),
+    "min_dvh": ("MinDVH", "d", "v_min"),
+}
+_PUSHES_DOSE = ("squared_deviation", "squared_underdose", "min_dvh")  # what a target needs
+_FIELDS = {"structure", "kind", "dose_gy", "weight", "volume_pct"}
+_MAX_OBJECTIVES = 20
+_DVH_POINTS = 60
+_CACHE_FORMAT = 1  # bump when the pickled payload changes
+# Spelled here, not read from the phantom, so the parent never needs pyRadPlan to validate;
+# tests/test_dosimetry.py checks them against what pyRadPlan reports.
+_STRUCTURES = ("Core", "OuterTarget", "BODY")
+_TARGETS = ("OuterTarget",)
+_METRIC_PREFIX = {"OuterTarget": "ptv", "Core": "core", "BODY": "body"}
+_INSTALL = (
+    "pip install 'asynctg[radiotherapy]' && pip install --no-deps pyradplan==0.5.0"
+    " (its own metadata would pull in pydantic-ai and some eighty more packages)"
+)
+
+
+class ObjectiveError(ValueError):
+    """The text holds no readable objective set; the message says how to write one."""
+
+
+@dataclass(frozen=True)
+class PlanSetup:
+    """Plan geometry and optimizer settings. One dose matrix per geometry, cached on disk."""
+
+    bixel_width_mm: float = 10.0
+    dose_grid_mm: float = 8.0
+    gantry_angles: tuple[float, ...] = (0.0, 72.0, 144.0, 216.0, 288.0)
+    prescription_gy: float = 50.0
+    num_fractions: int = 25
+    max_iterations: int = 500  # L-BFGS-B converges after 100-250 on TG-119
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        # Normalized so that equal setups compare, hash and key equally whatever was passed.
+        object.__setattr__(self, "gantry_angles", tuple(float(a) for a in self.gantry_angles))
+        for name in ("bixel_width_mm", "dose_grid_mm", "prescription_gy"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PlanSetup.{name} must be positive")
+        if not self.gantry_angles or self.max_iterations < 1 or self.num_fractions < 1:
+            raise ValueError("PlanSetup needs beams, max_iterations >= 1 and num_fractions >= 1")
+
+    def key(self) -> str:
+        """Short stable key of all that changes results (not where the cache lives)."""
+        fields = dataclasses.asdict(self)
+        del fields["cache_dir"]
+        return _digest([fields, _pyradplan_version()])[:16]
+
+    def geometry_key(self) -> str:
+        """Key of all the dose matrix depends on: names its cache file and in-process state."""
+        geometry = [self.bixel_width_mm, self.dose_grid_mm, self.gantry_angles, _CACHE_FORMAT]
+        return _digest([geometry, _pyradplan_version()])[:20]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+@functools.cache
+def _pyradplan_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyradplan")
+    except PackageNotFoundError:
+        return "missing"
+
+
+def available() -> str | None:
+    """None when the evaluator can run here, else a message saying what to install."""
+    try:
+        _import_pyradplan()
+    except ImportError as exc:
+        return f"the treatment-planning app needs pyRadPlan ({exc}); run: {_INSTALL}"
+    return None
+
+
+def _import_pyradplan() -> Any:
+    # numpydantic warns (DeprecationWarning) as pyRadPlan defines its models, and pyRadPlan warns
+    # about some OpenBLAS builds: nothing to act on here, and the tests make warnings errors.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pyRadPlan  # type: ignore[import-untyped]
+        import pyRadPlan.optimization.objectives  # type: ignore[import-untyped]
+    return pyRadPlan
+
+
+def structures(setup: PlanSetup | None = None) -> list[str]:
+    """The phantom's structure names, spelled as pyRadPlan reports them."""
+    return list(_STRUCTURES)
+
+
+def default_objectives(setup: PlanSetup | None = None) -> list[dict[str, Any]]:
+    """The phantom's own objective set (doses scaled to the prescription): the first plan."""
+    return starting_points(1, setup)[0]
+
+
+def starting_points(k: int, setup: PlanSetup | None = None) -> list[list[dict[str, Any]]]:
+    """``k`` (up to 144) distinct, deterministic objective sets; the first is the default.
+
+    They differ in what the trade-off turns on: how hard the core is protected (weight and
+    limit together, so neighbours differ in both) and, past 36, the body's weight.
+    """
+    rx = (setup or PlanSetup()).prescription_gy
+    core_weights, core_limits = (300, 1000, 100, 3000, 30, 10000), (0.5, 0.4, 0.6, 0.3, 0.7, 0.2)
+    body_weights = (100, 300, 30, 1000)
+    if not 0 <= k <= 144:
+        raise ValueError(f"starting_points: k must be in 0..144, got {k}")
+    sets = []
+    for i in range(k):
+        limit, weight = rx * core_limits[(i + i // 6) % 6], core_weights[i % 6]
+        sets.append([_obj("OuterTarget", "squared_deviation", rx, 1000)])
+        sets[-1].append(_obj("Core", "squared_overdose", limit, weight))
+        sets[-1].append(_obj("BODY", "squared_overdose", 0.6 * rx, body_weights[i // 36]))
+    return sets
+
+
+def _obj(structure: str, kind: str, dose: float, weight: float) -> dict[str, Any]:
+    return {"structure": structure, "kind": kind, "dose_gy": round(dose, 2), "weight": weight}
+
+
+def parse_objectives(text_or_obj: Any) -> list[dict[str, Any]]:
+    """Read an objective set: a list, ``{"objectives": [...]}``, or text holding a JSON array.
+
+    In text, the first JSON array of objects counts, wherever it is (prose and code fences
+    around it are fine; trailing commas are forgiven). Raises :class:`ObjectiveError` with a
+    message an LLM can act on.
+    """
+    value = text_or_obj
+    if isinstance(value, str):
+        value = _first_json_array(value)
+    if isinstance(value, dict) and isinstance(value.get("objectives"), list):
+        value = value["objectives"]
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        example = json.dumps(default_objectives()[:1])
+        raise ObjectiveError(f"an objective set must be a JSON array of objects like {example}")
+    return [dict(item) for item in value]
+
+
+def _first_json_array(text: str) -> Any:
+    decoder = json.JSONDecoder()
+    fenced = re.findall(r"```(?:json|JSON)?\s*(.*?)```", text, flags=re.DOTALL)
+    for chunk in [*fenced, text]:
+        for attempt in (chunk, re.sub(r",\s*([\]}])", r"\1", chunk)):  # then without ",]"
+            for match in re.finditer(r"\[", attempt):
+                with contextlib.suppress(json.JSONDecodeError):
+                    value, _ = decoder.raw_decode(attempt, match.start())
+                    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                        return value
+    example = json.dumps(default_objectives()[:2])
+    raise ObjectiveError(
+        f"no JSON array of objectives found; answer with a JSON list like {example}"
+    )
+
+
+def validate_objectives(objs: list[dict[str, Any]], setup: PlanSetup | None = None) -> list[str]:
+    """Everything wrong with an objective set, as sentences for the LLM (empty: usable)."""
+    rx = (setup or PlanSetup()).prescription_gy
+    if not objs:
+        return ["the objective set is empty; give at least one objective on the target"]
+    problems = []
+    if len(objs) > _MAX_OBJECTIVES:
+        problems.append(f"{len(objs)} objectives are too many; use at most {_MAX_OBJECTIVES}")
+    for i, obj in enumerate(objs, 1):
+        if not isinstance(obj, dict):
+            problems.append(f"objective {i} is not a JSON object")
+            continue
+        where, kind = f"objective {i}", obj.get("kind")
+        volume: Any = obj.get("volume_pct")
+        if extra := sorted(set(obj) - _FIELDS):
+            problems.append(f"{where} has unknown fields {extra}; allowed: {sorted(_FIELDS)}")
+        if obj.get("structure") not in _STRUCTURES:
+            name = obj.get("structure")
+            problems.append(f"{where}: unknown structure {name!r}; use one of {_STRUCTURES}")
+        if kind not in KINDS:
+            problems.append(f"{where}: unknown kind {kind!r}; use one of {sorted(KINDS)}")
+        if not _number(obj.get("weight")) or obj["weight"] <= 0:
+            problems.append(f"{where}: weight must be a positive number, got {obj.get('weight')!r}")
+        if not _number(obj.get("dose_gy")) or not 0 <= obj["dose_gy"] <= 2 * rx:
+            problems.append(f"{where}: dose_gy must be a number in 0..{2 * rx:g} Gy")
+        if kind in KINDS and KINDS[kind][2] is not None:
+            if not _number(volume) or not 0 < volume < 100:
+                problems.append(f"{where}: kind {kind} needs volume_pct, a number in (0, 100)")
+        elif volume is not None:
+            problems.append(f"{where}: volume_pct only applies to kinds max_dvh and min_dvh")
+    if not any(
+        isinstance(o, dict) and o.get("structure") in _TARGETS and o.get("kind") in _PUSHES_DOSE
+        for o in objs
+    ):
+        problems.append(
+            f"no objective asks for dose in the target {_TARGETS[0]}; add one of kind "
+            f"{' / '.join(_PUSHES_DOSE)} (e.g. squared_deviation at {rx:g} Gy)"
+        )
+    return problems
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+@dataclass
+class _State:
+    ct: Any
+    cst: Any
+    stf: Any
+    dij: Any
+    indices: dict[str, Any]  # structure -> its voxels (flat, numpy order) on the CT grid
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+_STATES: dict[str, _State] = {}  # geometry_key -> state, one per process
+_STATES_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Mute pyRadPlan's log records, warnings and floating-point noise (ray-tracer 0/0s)."""
+    import numpy as np
+
+    log = logging.getLogger("pyRadPlan")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def _plan(setup: PlanSetup) -> Any:
+    pln = _import_pyradplan().PhotonPlan(
+        machine="Generic",
+        prescribed_dose=setup.prescription_gy,
+        num_of_fractions=setup.num_fractions,
+    )
+    angles = list(setup.gantry_angles)
+    pln.prop_stf = {"generator": "photonIMRT", "gantry_angles": angles, "console_progress": False}
+    pln.prop_stf.update(couch_angles=[0.0] * len(angles), bixel_width=setup.bixel_width_mm)
+    grid = {"resolution": {axis: setup.dose_grid_mm for axis in "xyz"}}
+    pln.prop_dose_calc = {"engine": "SVDPB", "dose_grid": grid, "console_progress": False}
+    pln.prop_opt = {"problem": "nonlin_fluence", "solver": "scipy", "display": False}
+    pln.prop_opt["max_iter"] = setup.max_iterations
+    return pln
+
+
+def _compute_influence(setup: PlanSetup, ct: Any, cst: Any) -> tuple[Any, Any]:
+    """The expensive part (seconds): beam geometry and the dose influence matrix."""
+    prp = _import_pyradplan()
+    stf = prp.generate_stf(ct, cst, _plan(setup))
+    return stf, prp.calc_dose_influence(ct, cst, stf, _plan(setup))
+
+
+def _load_or_compute(setup: PlanSetup, ct: Any, cst: Any) -> tuple[Any, Any]:
+    if setup.cache_dir is None:
+        return _compute_influence(setup, ct, cst)
+    os.makedirs(setup.cache_dir, exist_ok=True)
+    path = os.path.join(setup.cache_dir, f"tg119-dij-{setup.geometry_key()}.pkl")
+    # One process computes while the others wait on the lock (POSIX), then load its file. The
+    # file only ever appears whole (os.replace): without the lock, a reader sees all or none.
+    with open(path + ".lock", "a") as lock_file:
+        with contextlib.suppress(ImportError):
+            import fcntl
+
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError, EOFError, pickle.UnpicklingError):
+            with open(path, "rb") as f:  # written by this module, in a folder the caller trusts
+                stf, dij = pickle.load(f)
+            return stf, dij
+        stf, dij = _compute_influence(setup, ct, cst)
+        fd, tmp = tempfile.mkstemp(dir=setup.cache_dir, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump((stf, dij), f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return stf, dij
+
+
+def init_worker(setup: PlanSetup) -> None:
+    """Load the phantom and dose matrix into this process; a no-op once done for the geometry.
+
+    Usable as a pool initializer. Takes the matrix from ``setup.cache_dir`` when there, else
+    computes and stores it. Pins pyRadPlan to numpy on the CPU, for reproducible numbers; thread
+    counts come from the worker's environment (see the module docstring).
+    """
+    key = setup.geometry_key()
+    with _STATES_LOCK:
+        if key in _STATES:
+            return
+        prp = _import_pyradplan()
+        prp.settings.xp.prefer_gpu = False
+        prp.settings.xp.preferred_cpu_array_backend = "numpy"
+        with _quiet():
+            ct, cst = prp.load_tg119()
+            stf, dij = _load_or_compute(setup, ct, cst)
+        indices = {voi.name: voi.indices_numpy for voi in cst.vois}
+        _STATES[key] = _State(ct, cst, stf, dij, indices)
+
+
+def evaluate(objectives: list[dict[str, Any]] | str, setup: PlanSetup) -> dict[str, Any]:
+    """Optimize the plan for one objective set; report dose metrics and DVHs (JSON-able).
+
+    Never raises for a bad set, nor when the optimizer fails on it: the result is then
+    ``{"valid": False, "error": ..., "problems": [...]}``. A missing pyRadPlan raises.
+    """
+    try:
+        objs = parse_objectives(objectives)
+    except ObjectiveError as exc:
+        return {"valid": False, "error": str(exc), "problems": [str(exc)]}
+    if problems := validate_objectives(objs, setup):
+        return {"valid": False, "error": "; ".join(problems), "problems": problems}
+    init_worker(setup)  # once per process; not part of the evaluation's cost
+    state, start = _STATES[setup.geometry_key()], time.process_time()
+    try:
+        with state.lock, _quiet():  # the structure set is shared and changed per evaluation
+            dose, iterations = _optimize(state, objs, setup)
+    except Exception as exc:  # the plan failed, not the caller: a result for the LLM to read
+        error = f"the optimization failed: {type(exc).__name__}: {exc}"
+        return {"valid": False, "error": error, "problems": [error]}
+    result = _metrics(state, dose, setup.prescription_gy)
+    result.update(iterations=iterations, seconds=round(time.process_time() - start, 3))
+    return result
+
+
+def _optimize(state: _State, objs: list[dict[str, Any]], setup: PlanSetup) -> tuple[Any, int]:
+    import SimpleITK as sitk  # type: ignore[import-untyped]
+
+    prp = _import_pyradplan()
+    for voi in state.cst.vois:
+        voi.objectives = []
+        for o in (o for o in objs if o["structure"] == voi.name):
+            cls_name, dose_param, volume_param = KINDS[o["kind"]]
+            params = {dose_param: float(o["dose_gy"]), "priority": float(o["weight"])}
+            if volume_param is not None:
+                params[volume_param] = float(o["volume_pct"])
+            voi.objectives.append(getattr(prp.optimization.objectives, cls_name)(**params))
+    info: dict[str, Any] = {}
+    pln = _plan(setup)
+    fluence = prp.fluence_optimization(
+        state.ct, state.cst, state.stf, state.dij, pln, opt_info=info
+    )
+    dose = state.dij.compute_result_ct_grid(fluence)["physical_dose"]
+    return sitk.GetArrayFromImage(dose).ravel(), int(info.get("num_iter", -1))
+
+
+def _metrics(state: _State, dose: Any, rx: float) -> dict[str, Any]:
+    """Clinical numbers per structure (whole masks, CT grid) and downsampled cumulative DVHs."""
+    import numpy as np
+
+    per = {name: np.sort(dose[ix]) for name, ix in state.indices.items() if len(ix)}
+    axis = np.linspace(0.0, max(1.25 * rx, *(float(d[-1]) for d in per.values())), _DVH_POINTS)
+    metrics: dict[str, float] = {}
+    dvh: dict[str, dict[str, list[float]]] = {}
+    for name, d in per.items():
+        p = _METRIC_PREFIX.get(name, name.lower())
+        at = functools.partial(np.percentile, d)  # D_x% = at(100 - x): dose to the hottest x%
+        metrics.update({f"{p}_mean_gy": float(d.mean()), f"{p}_max_gy": float(d[-1])})
+        if name in _TARGETS:
+            d2, d50, d95, d98 = (float(at(100 - x)) for x in (2, 50, 95, 98))
+            metrics.update({f"{p}_d95_gy": d95, f"{p}_d2_gy": d2, f"{p}_d98_gy": d98})
+            metrics[f"{p}_homogeneity_index"] = (d2 - d98) / max(d50, 1e-9)
+            metrics[f"{p}_v95_pct"] = 100.0 * float(np.mean(d >= 0.95 * rx))
+            metrics[f"{p}_min_gy"] = float(d[0])
+        else:
+            metrics[f"{p}_d10_gy"] = float(at(90))
+        volume = 100.0 * (len(d) - np.searchsorted(d, axis, side="left")) / len(d)
+        dvh[name] = {"dose_gy": [round(float(x), 3) for x in axis]}
+        dvh[name]["volume_pct"] = [round(float(v), 3) for v in volume]
+    return {"valid": True, "metrics": metrics, "dvh": dvh}

@@ -1,0 +1,244 @@
+"""The treatment-planning evaluator: objective JSON in, plan metrics out (asynctg.apps.dosimetry).
+
+The dose matrix is computed once for the module (into a temporary cache folder); every other
+evaluation, here and in the spawned process, loads it from there.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import json
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asynctg.apps import dosimetry as d
+
+# Without CI set, a machine without pyRadPlan skips the plan tests; CI must have it and fails.
+_SKIP = importlib.util.find_spec("pyRadPlan") is None and not os.environ.get("CI")
+needs_pyradplan = pytest.mark.skipif(_SKIP, reason="pyRadPlan is not installed")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> d.PlanSetup:
+    cache = tmp_path_factory.mktemp("dosimetry-cache")
+    return d.PlanSetup(cache_dir=str(cache))
+
+
+@pytest.fixture(scope="module")
+def baseline(setup: d.PlanSetup) -> dict[str, Any]:
+    if _SKIP:
+        pytest.skip("pyRadPlan is not installed")
+    d.init_worker(setup)  # computes and stores the dose matrix: once for the whole module
+    return d.evaluate(d.default_objectives(setup), setup)
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def test_parse_finds_the_array_in_prose_and_code_fences() -> None:
+    objs = d.default_objectives()
+    fenced = f"Here is my plan:\n```json\n{json.dumps(objs, indent=2)}\n```\nIt spares the core."
+    assert d.parse_objectives(fenced) == objs
+    prose = f"I tried [a few ideas] and settled on {json.dumps(objs)} - better coverage."
+    assert d.parse_objectives(prose) == objs
+    trailing = json.dumps(objs)[:-2] + "},]"  # a trailing comma, as models sometimes write
+    assert d.parse_objectives(trailing) == objs
+    assert d.parse_objectives({"objectives": objs}) == objs
+    assert d.parse_objectives(objs) == objs and d.parse_objectives(objs) is not objs
+
+
+@pytest.mark.parametrize(
+    "bad", ["no JSON at all", '{"structure": "Core"}', "[1, 2, 3]", "[{broken", 42, [1, 2]]
+)
+def test_parse_rejects_what_is_not_an_objective_set(bad: Any) -> None:
+    with pytest.raises(d.ObjectiveError, match="JSON"):
+        d.parse_objectives(bad)
+    assert issubclass(d.ObjectiveError, ValueError)
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _problems_with(**change: Any) -> list[str]:
+    objs = d.default_objectives()
+    objs[1].update(change)  # the core's objective
+    return d.validate_objectives(objs, d.PlanSetup())
+
+
+def test_validation_accepts_every_starting_point() -> None:
+    points = d.starting_points(20)
+    assert len({json.dumps(p) for p in points}) == 20  # distinct
+    assert points == d.starting_points(20)  # deterministic
+    assert points[0] == d.default_objectives()
+    assert all(d.validate_objectives(p) == [] for p in points)
+    assert len({json.dumps(p) for p in d.starting_points(144)}) == 144
+    with pytest.raises(ValueError):
+        d.starting_points(145)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"structure": "Liver"}, "unknown structure 'Liver'"),
+        ({"kind": "gaussian"}, "unknown kind 'gaussian'"),
+        ({"weight": 0}, "weight must be a positive number"),
+        ({"weight": -5}, "weight must be a positive number"),
+        ({"weight": "100"}, "weight must be a positive number"),
+        ({"weight": True}, "weight must be a positive number"),
+        ({"dose_gy": 101}, "dose_gy must be a number in 0..100 Gy"),
+        ({"dose_gy": -1}, "dose_gy must be a number in 0..100 Gy"),
+        ({"dose_gy": float("nan")}, "dose_gy must be a number"),
+        ({"kind": "max_dvh"}, "needs volume_pct"),
+        ({"kind": "max_dvh", "volume_pct": 100}, "needs volume_pct"),
+        ({"volume_pct": 10}, "volume_pct only applies"),
+        ({"priority": 3}, "unknown fields ['priority']"),
+    ],
+)
+def test_validation_names_each_problem(change: dict[str, Any], expected: str) -> None:
+    problems = _problems_with(**change)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_validation_of_the_set_as_a_whole() -> None:
+    assert "empty" in d.validate_objectives([])[0]
+    only_oars = [o for o in d.default_objectives() if o["structure"] != "OuterTarget"]
+    assert "no objective asks for dose in the target" in d.validate_objectives(only_oars)[0]
+    cold_target = [{**d.default_objectives()[0], "kind": "squared_overdose"}]
+    assert "no objective asks for dose" in d.validate_objectives(cold_target)[0]
+    too_many = d.default_objectives() * 7
+    assert any("at most 20" in p for p in d.validate_objectives(too_many))
+    assert "not a JSON object" in d.validate_objectives([*d.default_objectives(), 3])[0]
+    ok_dvh = {"structure": "Core", "kind": "max_dvh", "dose_gy": 25, "volume_pct": 10}
+    assert d.validate_objectives([*d.default_objectives(), {**ok_dvh, "weight": 50}]) == []
+
+
+def test_setup_keys_are_stable_and_tell_setups_apart() -> None:
+    a, b = d.PlanSetup(), d.PlanSetup(gantry_angles=[0, 72, 144, 216, 288], cache_dir="/x")
+    assert a == d.PlanSetup(cache_dir=None) and a.key() == b.key()  # the cache folder is no key
+    assert a.geometry_key() == b.geometry_key()
+    more = d.PlanSetup(max_iterations=50)
+    assert more.key() != a.key() and more.geometry_key() == a.geometry_key()
+    assert d.PlanSetup(dose_grid_mm=5).geometry_key() != a.geometry_key()
+    with pytest.raises(ValueError):
+        d.PlanSetup(bixel_width_mm=0)
+
+
+def test_a_bad_set_is_reported_not_raised() -> None:
+    setup = d.PlanSetup()  # invalid sets are rejected before any dose is computed
+    result = d.evaluate([{"structure": "Liver", "kind": "x", "dose_gy": 1, "weight": 1}], setup)
+    assert result["valid"] is False and "Liver" in result["error"] and result["problems"]
+    result = d.evaluate("I cannot answer that.", setup)
+    assert result["valid"] is False and "JSON" in result["error"]
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+@needs_pyradplan
+def test_names_and_prescription_are_the_phantoms(setup: d.PlanSetup) -> None:
+    with d._quiet():  # what pyRadPlan itself says about TG-119
+        _, cst = d._import_pyradplan().load_tg119()
+    assert d.structures(setup) == [voi.name for voi in cst.vois]
+    (target,) = [voi for voi in cst.vois if voi.voi_type == "TARGET"]
+    assert target.name == "OuterTarget"
+    assert target.objectives[0].d_ref == setup.prescription_gy == 50.0
+
+
+@needs_pyradplan
+def test_default_plan_is_plausible(setup: d.PlanSetup, baseline: dict[str, Any]) -> None:
+    assert baseline["valid"] is True
+    m, rx = baseline["metrics"], setup.prescription_gy
+    assert 0.7 * rx < m["ptv_d95_gy"] < m["ptv_mean_gy"] < 1.1 * rx
+    assert m["core_mean_gy"] < m["ptv_mean_gy"] and m["core_max_gy"] < m["ptv_max_gy"]
+    assert m["ptv_d98_gy"] <= m["ptv_d95_gy"] <= m["ptv_d2_gy"] <= m["ptv_max_gy"]
+    assert 0 < m["ptv_homogeneity_index"] < 1 and 0 < m["ptv_v95_pct"] < 100
+    assert m["body_mean_gy"] < m["core_mean_gy"]
+    assert set(baseline["dvh"]) == set(d.structures())
+    for curve in baseline["dvh"].values():
+        assert len(curve["dose_gy"]) == len(curve["volume_pct"]) == 60
+        assert curve["volume_pct"][0] == 100.0 and curve["volume_pct"][-1] <= 100.0 / 1000
+        assert curve["volume_pct"] == sorted(curve["volume_pct"], reverse=True)
+    assert 0 < baseline["seconds"] < 30 and baseline["iterations"] > 0
+    assert json.loads(json.dumps(baseline)) == baseline  # JSON-able as it is
+
+
+@needs_pyradplan
+def test_protecting_the_core_moves_the_metrics_the_expected_way(
+    setup: d.PlanSetup, baseline: dict[str, Any]
+) -> None:
+    objs = d.default_objectives(setup)
+    objs[1]["weight"] *= 10
+    harder = d.evaluate(objs, setup)["metrics"]
+    assert harder["core_mean_gy"] < baseline["metrics"]["core_mean_gy"] - 0.5
+    assert harder["ptv_d95_gy"] < baseline["metrics"]["ptv_d95_gy"]  # the price: coverage
+
+
+@needs_pyradplan
+def test_evaluation_is_bit_identical_here_and_in_a_spawned_process(
+    setup: d.PlanSetup, baseline: dict[str, Any]
+) -> None:
+    again = d.evaluate(d.default_objectives(setup), setup)
+    assert again["metrics"] == baseline["metrics"] and again["dvh"] == baseline["dvh"]
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        there = pool.submit(d.evaluate, d.default_objectives(setup), setup).result(timeout=50)
+    assert there["metrics"] == baseline["metrics"] and there["dvh"] == baseline["dvh"]
+
+
+@needs_pyradplan
+def test_a_second_init_loads_the_cached_matrix(
+    setup: d.PlanSetup, baseline: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert setup.cache_dir is not None
+    (cached,) = Path(setup.cache_dir).glob("tg119-dij-*.pkl")
+    assert setup.geometry_key() in cached.name
+    stamp = cached.stat().st_mtime_ns
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("the dose matrix was computed again")
+
+    monkeypatch.setattr(d, "_STATES", {})  # as in a fresh process
+    monkeypatch.setattr(d, "_compute_influence", must_not_run)
+    d.init_worker(setup)
+    d.init_worker(setup)  # and a repeated call is a no-op
+    assert cached.stat().st_mtime_ns == stamp
+    assert d.evaluate(d.default_objectives(setup), setup)["metrics"] == baseline["metrics"]
+
+
+@needs_pyradplan
+def test_every_kind_reaches_pyradplan(setup: d.PlanSetup, baseline: dict[str, Any]) -> None:
+    objs = [
+        {"structure": "OuterTarget", "kind": "squared_underdose", "dose_gy": 48, "weight": 500},
+        {
+            "structure": "OuterTarget",
+            "kind": "min_dvh",
+            "dose_gy": 50,
+            "volume_pct": 95,
+            "weight": 50,
+        },
+        {"structure": "OuterTarget", "kind": "squared_overdose", "dose_gy": 53, "weight": 500},
+        {"structure": "Core", "kind": "max_dvh", "dose_gy": 25, "volume_pct": 10, "weight": 100},
+        {"structure": "Core", "kind": "mean_dose", "dose_gy": 0, "weight": 10},
+        {"structure": "BODY", "kind": "squared_overdose", "dose_gy": 30, "weight": 100},
+    ]
+    assert d.validate_objectives(objs, setup) == []
+    result = d.evaluate(objs, setup)
+    assert result["valid"] is True, result.get("error")
+    assert result["metrics"]["core_mean_gy"] < result["metrics"]["ptv_mean_gy"]
+
+
+@needs_pyradplan
+def test_a_failing_optimization_is_reported_not_raised(
+    setup: d.PlanSetup, baseline: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("solver diverged")
+
+    monkeypatch.setattr(d, "_optimize", broken)
+    result = d.evaluate(d.default_objectives(setup), setup)
+    assert result["valid"] is False and "solver diverged" in result["error"]
