@@ -339,6 +339,17 @@ def _build_parser() -> argparse.ArgumentParser:
     _endpoint_options(code)
     _run_options(code)
 
+    from asynctg import cli_science
+
+    cli_science.add_parsers(
+        sub,
+        endpoint_options=_endpoint_options,
+        run_options=_run_options,
+        positive_int=_positive_int,
+        count=_count,
+        positive_float=_positive_float,
+    )
+
     sub.add_parser("tasks", help="list the tasks and the data they read")
 
     sim = sub.add_parser(
@@ -377,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("optimize", "solve", "code", "demo"):
+    if args.command in ("optimize", "solve", "code", "demo", "molecule", "radiotherapy"):
         with contextlib.suppress(ValueError):  # not in the main thread: leave it alone
             signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -525,8 +536,9 @@ def _plan(args: argparse.Namespace) -> _Plan:
     from asynctg.tasks import TASKS, get_task
 
     command = args.command
-    wanted = {"optimize": "prompt", "solve": "solution", "code": "code"}[command]
-    info = TASKS.get(args.task)
+    science = command in ("molecule", "radiotherapy")
+    wanted = {"optimize": "prompt", "solve": "solution", "code": "code"}.get(command)
+    info = None if science else TASKS.get(args.task)
     if info is not None and info.kind != wanted:
         right = {"prompt": "optimize", "solution": "solve", "code": "code"}[info.kind]
         raise ConfigError(f"{args.task!r} is a task for `asynctg {right}`, not `asynctg {command}`")
@@ -535,7 +547,15 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if args.replay and args.checkpoint:
         raise ConfigError("--replay DIR reads another run's journal: drop --checkpoint")
     budget = Budget(max_cost=args.max_cost, max_calls=args.max_calls)
-    if command == "optimize":
+    science_fields: dict[str, Any] = {}
+    task: Any
+    if science:
+        from asynctg.apps.design import DesignConfig
+        from asynctg.cli_science import plan_task
+
+        task, science_fields = plan_task(args)
+        loop_config: Any = DesignConfig(iterations=args.iterations, budget=budget)
+    elif command == "optimize":
         task = get_task(
             args.task,
             data=args.data,
@@ -545,7 +565,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
             test_size=args.test_size,
             evaluation=args.eval,
         )
-        loop_config: Any = PromptConfig(
+        loop_config = PromptConfig(
             batch_size=args.batch_size,
             epochs=args.epochs,
             steps_per_epoch=args.steps,
@@ -604,6 +624,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         "temperature": args.temperature,
         "max_tokens": args.max_tokens,
         **loop_config.fingerprint_fields(),
+        **science_fields,
     }
     plan = _Plan(
         command=command,
@@ -644,7 +665,8 @@ def _run_command(args: argparse.Namespace) -> int:
     from asynctg.runtime import run
 
     plan = _plan(args)
-    if args.estimate or (args.max_cost is not None and not args.replay):
+    science = args.command in ("molecule", "radiotherapy")  # no dry run: it would dock/plan
+    if not science and (args.estimate or (args.max_cost is not None and not args.replay)):
         estimate = run(_estimate(args, plan))
         if args.estimate:
             print(json.dumps(estimate.to_json()) if args.json else estimate.line())
@@ -731,9 +753,21 @@ async def _live(progress: Any) -> AsyncIterator[None]:
         raise failure
 
 
-async def _loop(plan: _Plan, engine: Any, backward: Any, checkpoint: Any, progress: Any) -> Any:
+async def _loop(
+    plan: _Plan,
+    engine: Any,
+    backward: Any,
+    checkpoint: Any,
+    progress: Any,
+    args: argparse.Namespace | None = None,
+) -> Any:
     from asynctg.apps import optimize_code, optimize_prompt, optimize_solutions
 
+    if plan.command in ("molecule", "radiotherapy"):
+        from asynctg.cli_science import run_loop
+
+        assert args is not None
+        return await run_loop(args, plan.task, plan.loop_config, engine, checkpoint, progress)
     if plan.command == "optimize":
         return await optimize_prompt(
             plan.task,
@@ -839,7 +873,7 @@ async def _execute(args: argparse.Namespace, plan: _Plan) -> int:
         progress = Progress(Meter([engine, backward]).session, quiet=args.quiet)
         try:
             async with _live(progress):
-                result = await _loop(plan, engine, backward, checkpoint, progress)
+                result = await _loop(plan, engine, backward, checkpoint, progress, args)
         except AsyncTGError:
             if checkpoint is not None:
                 print(
@@ -876,6 +910,10 @@ def _print_result(plan: _Plan, data: dict[str, Any]) -> None:
         note = f" ({unusable} without a usable optimizer reply)" if unusable else ""
         lines.append(f"  steps            {steps}{note}")
         lines.append("  final prompt     " + _one_line(data["final_prompt"], 300))
+    elif plan.command in ("molecule", "radiotherapy"):
+        from asynctg.cli_science import print_result
+
+        print_result(data, lines)
     elif plan.command == "solve":
         for label, value in zip(data["labels"], data["accuracy"], strict=True):
             if value is not None:

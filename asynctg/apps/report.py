@@ -19,7 +19,7 @@ from typing import Any
 
 from asynctg.apps.checkpoint import atomic_write_text, probe_writable
 
-__all__ = ["diff_html", "line_chart_svg", "prepare_report_dir", "write_report"]
+__all__ = ["diff_html", "line_chart_svg", "prepare_report_dir", "write_report", "xy_chart_svg"]
 
 _COLORS = ("#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#495057")
 
@@ -73,37 +73,89 @@ def line_chart_svg(
     y_label: str = "accuracy",
     width: int = 720,
     height: int = 320,
+    y_range: tuple[float, float] = (0.0, 1.0),
 ) -> str:
-    """An inline SVG line chart of values in [0, 1], one line per series, points where known."""
-    left, right, top, bottom = 56, 150, 16, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
-    n = max(1, len(x_labels))
+    """An inline SVG line chart, one line per series over the labelled x positions, points
+    where known; values are clipped to ``y_range`` (default: [0, 1], accuracies)."""
+    xy = {
+        name: [(float(i), v) for i, v in enumerate(values) if v is not None]
+        for name, values in series.items()
+    }
+    return xy_chart_svg(
+        xy,
+        x_ticks=[(float(i), label) for i, label in enumerate(x_labels)],
+        x_range=(0.0, float(max(1, len(x_labels) - 1))),
+        y_range=y_range,
+        y_label=y_label,
+        width=width,
+        height=height,
+        center_single=len(x_labels) <= 1,
+    )
 
-    def x(i: int) -> float:
-        return left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
+
+def xy_chart_svg(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None,
+    x_ticks: Sequence[tuple[float, str]] | None = None,
+    x_label: str = "",
+    y_label: str = "",
+    width: int = 720,
+    height: int = 320,
+    markers: bool = True,
+    center_single: bool = False,
+) -> str:
+    """An inline SVG chart of (x, y) lines, e.g. dose-volume histograms; ranges default to the
+    data's. ``x_ticks``: (position, label) pairs, else five evenly spaced numbers."""
+    left, right, top, bottom = 56, 150, 16, 44 + (16 if x_label else 0)
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [p[0] for points in series.values() for p in points] or [0.0, 1.0]
+    ys = [p[1] for points in series.values() for p in points] or [0.0, 1.0]
+    x0, x1 = x_range or (min(xs), max(xs))
+    y0, y1 = y_range or (min(ys), max(ys))
+    if x1 <= x0:
+        x0, x1 = x0 - 0.5, x0 + 0.5
+    if y1 <= y0:
+        y0, y1 = y0 - 0.5, y0 + 0.5
+
+    def x(v: float) -> float:
+        if center_single:
+            return left + plot_w / 2
+        return left + plot_w * (v - x0) / (x1 - x0)
 
     def y(v: float) -> float:
-        return top + plot_h * (1 - max(0.0, min(1.0, v)))
+        return top + plot_h * (1 - max(0.0, min(1.0, (v - y0) / (y1 - y0))))
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(y_label)} chart">'
     ]
     for k in range(5):
-        v = k / 4
+        v = y0 + (y1 - y0) * k / 4
         parts.append(
             f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + plot_w}" y2="{y(v):.1f}" '
             'stroke="#e9ecef"/>'
             f'<text x="{left - 8}" y="{y(v) + 4:.1f}" font-size="12" text-anchor="end" '
-            f'fill="#495057">{v:.2f}</text>'
+            f'fill="#495057">{_tick(v)}</text>'
         )
-    step = max(1, n // 12)
-    for i, label in enumerate(x_labels):
-        if i % step == 0 or i == n - 1:
+    ticks = (
+        list(x_ticks)
+        if x_ticks is not None
+        else [(x0 + (x1 - x0) * k / 4, _tick(x0 + (x1 - x0) * k / 4)) for k in range(5)]
+    )
+    step = max(1, len(ticks) // 12)
+    for i, (position, label) in enumerate(ticks):
+        if i % step == 0 or i == len(ticks) - 1:
             parts.append(
-                f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" font-size="12" '
+                f'<text x="{x(position):.1f}" y="{top + plot_h + 18}" font-size="12" '
                 f'text-anchor="middle" fill="#495057">{html.escape(label)}</text>'
             )
+    if x_label:
+        parts.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 38}" font-size="12" '
+            f'text-anchor="middle" fill="#495057">{html.escape(x_label)}</text>'
+        )
     parts.append(
         f'<text x="14" y="{top + plot_h / 2:.1f}" font-size="12" fill="#495057" '
         f'transform="rotate(-90 14 {top + plot_h / 2:.1f})" text-anchor="middle">'
@@ -111,7 +163,7 @@ def line_chart_svg(
     )
     for s, (name, values) in enumerate(series.items()):
         color = _COLORS[s % len(_COLORS)]
-        points = [(x(i), y(v)) for i, v in enumerate(values) if v is not None]
+        points = [(x(px), y(py)) for px, py in values]
         if not points:
             continue
         if len(points) > 1:
@@ -119,8 +171,9 @@ def line_chart_svg(
             parts.append(
                 f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
             )
-        for px, py in points:
-            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{color}"/>')
+        if markers:
+            for px, py in points:
+                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{color}"/>')
         ly = top + 14 + 20 * s
         parts.append(
             f'<rect x="{left + plot_w + 16}" y="{ly - 9}" width="12" height="12" '
@@ -129,6 +182,10 @@ def line_chart_svg(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _tick(v: float) -> str:
+    return f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}"
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
@@ -266,6 +323,111 @@ def _code_sections(result: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _design_sections(command: str, result: Mapping[str, Any]) -> str:
+    """Molecule and radiotherapy runs: per-iteration charts and each design's trajectory."""
+    designs = [c for c in result.get("candidates", []) if c.get("trajectory")]
+    width = max((len(c["trajectory"]) for c in designs), default=1)
+    labels = [str(i) for i in range(width)]
+
+    def series(value: Any) -> dict[str, list[float | None]]:
+        return {f"design {c['index'] + 1}": [value(r) for r in c["trajectory"]] for c in designs}
+
+    out: list[str] = []
+    if command == "molecule":
+        vina = series(lambda r: r.get("vina"))
+        known = [v for values in vina.values() for v in values if v is not None]
+        if known:
+            out.append("<h2>Vina score per iteration (kcal/mol, lower binds more strongly)</h2>")
+            span = (min(known) - 0.5, max(known) + 0.5)
+            out.append(line_chart_svg(vina, x_labels=labels, y_label="Vina", y_range=span))
+        out.append("<h2>QED drug-likeness per iteration</h2>")
+        out.append(line_chart_svg(series(lambda r: r.get("qed")), x_labels=labels, y_label="QED"))
+    else:
+        for key, label in (
+            ("ptv_d95_gy", "target D95 (Gy)"),
+            ("core_mean_gy", "Core mean dose (Gy)"),
+        ):
+            values = series(lambda r, key=key: (r.get("metrics") or {}).get(key))
+            known = [v for vs in values.values() for v in vs if v is not None]
+            if known:
+                out.append(f"<h2>{html.escape(label)} per iteration</h2>")
+                span = (min(known) - 1.0, max(known) + 1.0)
+                out.append(line_chart_svg(values, x_labels=labels, y_label=label, y_range=span))
+    for c in result.get("candidates", []):
+        out.append(f"<h2>Design {c['index'] + 1}</h2>")
+        if "error" in c:
+            out.append(f"<p>error: {html.escape(str(c['error'])[:500])}</p>")
+        if command == "molecule":
+            out.append(_molecule_trajectory(c.get("trajectory", [])))
+        else:
+            out.append(_plan_trajectory(c.get("trajectory", [])))
+    return "".join(out)
+
+
+def _molecule_trajectory(rows: Sequence[Mapping[str, Any]]) -> str:
+    try:
+        from asynctg.apps.docking import depict_svg
+    except ImportError:  # pragma: no cover - the run needed RDKit; a report may be rebuilt
+        depict_svg = None  # type: ignore[assignment]
+    table = [
+        "<table><tr><th>iteration</th><th>molecule</th><th>SMILES</th><th>Vina</th>"
+        "<th>QED</th><th>Lipinski violations</th></tr>"
+    ]
+    for r in rows:
+        picture = depict_svg(r["smiles"]) if depict_svg is not None else None
+        shown = (
+            picture if picture else f'<span class="note">{html.escape(str(r.get("error")))}</span>'
+        )
+        table.append(
+            f"<tr><td>{r['iteration']}</td><td>{shown}</td><td><code>{html.escape(r['smiles'])}"
+            f"</code></td><td>{_cell(r.get('vina'))}</td><td>{_cell(r.get('qed'))}</td>"
+            f"<td>{_cell(r.get('lipinski_violations'))}</td></tr>"
+        )
+    table.append("</table>")
+    return "".join(table)
+
+
+def _plan_trajectory(rows: Sequence[Mapping[str, Any]]) -> str:
+    out: list[str] = []
+    curves: dict[str, list[tuple[float, float]]] = {}
+    scored = [r for r in rows if r.get("dvh")]
+    for r in scored[:1] + scored[-1:] if len(scored) > 1 else scored:
+        for structure in ("OuterTarget", "Core"):
+            dvh = r["dvh"].get(structure)
+            if dvh:
+                name = f"{structure}, iteration {r['iteration']}"
+                curves[name] = list(zip(dvh["dose_gy"], dvh["volume_pct"], strict=False))
+    if curves:
+        out.append(
+            xy_chart_svg(
+                curves,
+                y_range=(0.0, 100.0),
+                x_label="dose (Gy)",
+                y_label="volume (%)",
+                markers=False,
+            )
+        )
+    header = ("iteration", "objectives", "target D95", "target HI", "Core mean", "Core max")
+    table = []
+    for r in rows:
+        m = r.get("metrics") or {}
+        objectives = json.dumps(r.get("objectives"))
+        if not r.get("valid"):
+            objectives += " — rejected: " + "; ".join(map(str, r.get("problems") or []))
+        table.append(
+            (
+                r["iteration"],
+                objectives,
+                m.get("ptv_d95_gy"),
+                m.get("ptv_homogeneity_index"),
+                m.get("core_mean_gy"),
+                m.get("core_max_gy"),
+            )
+        )
+    out.append(_table(table, header))
+    return "".join(out)
+
+
 def write_report(
     folder: str | Path,
     command: str,
@@ -298,6 +460,8 @@ def write_report(
         body.append(_solution_sections(result))
     elif command == "code":
         body.append(_code_sections(result))
+    elif command in ("molecule", "radiotherapy"):
+        body.append(_design_sections(command, result))
     else:
         body.append(_prompt_sections(result))
     body.append(_usage_section(result.get("usage", {})))

@@ -25,7 +25,9 @@ whole optimization loop runs end to end against it. The rules, first match wins:
    a Python code block with the first function signature of the user message and a body that
    returns a plain default for its return annotation (0, "", [], False, None). When the variable
    an optimizer request improves is Python code, rule 1 adds its tip as a ``#`` comment line, so
-   the code stays runnable.
+   the code stays runnable. A SMILES variable gets another drug-like molecule
+   (``SIM_MOLECULES``) and a plan's JSON objective set the same set with one weight changed,
+   so the science loops' evaluators always get a valid design to score.
 6. A request for a final line ``Answer: $VALUE`` (BBH / GSM8K style): a line of reasoning, then
    ``Answer: N``. For object counting ("I have a piano, two cats, ... How many animals do I
    have?") the items of the asked category are really counted; the answer is right with
@@ -41,6 +43,7 @@ a hash of the request body, so the same request always gets the same answer.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from random import Random
@@ -51,6 +54,7 @@ from asynctg.sim.tokens import message_text
 __all__ = [
     "FEEDBACK_SENTENCES",
     "PROMPT_TIPS",
+    "SIM_MOLECULES",
     "count_objects",
     "counting_accuracy",
     "default_answer",
@@ -258,10 +262,53 @@ def _texts(request: Mapping[str, Any]) -> tuple[str, str, str]:
     return "\n".join(every), "\n".join(system), last_user
 
 
+#: Drug-like molecules (SMILES) the simulated optimizer proposes for a SMILES variable: small,
+#: valid, dockable in seconds (paracetamol, ibuprofen, aspirin, caffeine, naproxen, ...).
+SIM_MOLECULES: tuple[str, ...] = (
+    "CC(=O)Nc1ccc(O)cc1",
+    "CC(C)Cc1ccc(C(C)C(=O)O)cc1",
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+    "COc1ccc2cc(C(C)C(=O)O)ccc2c1",
+    "O=C(O)c1ccccc1O",
+    "Nc1ccc(S(N)(=O)=O)cc1",
+    "CC(C)NCC(O)c1ccc(O)c(O)c1",
+    "c1ccc2[nH]ccc2c1",
+    "O=C1NC(=O)c2ccccc21",
+)
+_SMILES_RE = re.compile(r"[A-Za-z0-9@+\-\[\]()=#$/\\%.:]{1,300}")
+
+
+def _designed(value: str, text: str, rng: Random) -> str | None:
+    """A new design for the science loops' variables, valid for their evaluators: another
+    molecule for a SMILES string, a re-weighted objective set for a plan's JSON objectives."""
+    if "SMILES" in text and _SMILES_RE.fullmatch(value):
+        return rng.choice([m for m in SIM_MOLECULES if m != value])
+    if value.startswith("[") and '"weight"' in value:
+        try:
+            objectives = json.loads(value)
+        except ValueError:
+            return None
+        if not (isinstance(objectives, list) and objectives):
+            return None
+        if not all(
+            isinstance(o, dict) and isinstance(o.get("weight"), int | float) for o in objectives
+        ):
+            return None
+        changed = rng.randrange(len(objectives))
+        factor = rng.choice((0.5, 2.0, 3.0))
+        objectives[changed]["weight"] = round(objectives[changed]["weight"] * factor, 3)
+        return json.dumps(objectives)
+    return None
+
+
 def _improved(text: str, tag: str, rng: Random) -> str:
     blocks = [block.strip() for block in _VARIABLE_RE.findall(text)]
     # the longest block is the value itself; shorter ones are mentions like "<VARIABLE> and"
     value = max(blocks, key=len) if blocks else ""
+    designed = _designed(value, text, rng)
+    if designed is not None:
+        return f"<{tag}>{designed}</{tag}>"
     fresh = [tip for tip in PROMPT_TIPS if tip not in value]
     tip = rng.choice(fresh) if fresh else f"{rng.choice(PROMPT_TIPS)} (revision)"
     if value and _CODE_LINE_RE.search(value):
