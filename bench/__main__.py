@@ -33,6 +33,7 @@ EXTRA = {
     "custom_engine": "bench.custom_engine",
     "shared": "bench.shared",
     "telemetry": "bench.telemetry",
+    "science": "bench.science",
 }
 
 

@@ -65,3 +65,8 @@ def fail(message: str) -> None:
 
 def bad_init() -> None:
     raise RuntimeError("receptor file missing")
+
+
+def shout(text: str) -> str:
+    """A graph function run in a worker: it gets the variable's value (text)."""
+    return f"{text.upper()} from pid {os.getpid()}"

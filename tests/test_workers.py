@@ -218,3 +218,41 @@ async def test_dask_worker_killed_mid_evaluation_loses_nothing(
         with pytest.raises(WorkerTimeoutError):
             await pool.run(fns.marked_sleep, str(tmp_path / "pid"), 3.0)
         assert pool.statistics()["timeouts"] == 1
+
+
+async def test_string_based_function_runs_in_the_pool() -> None:
+    """StringBasedFunction(pool=) gets the inputs' values in a worker; the output is a graph
+    node whose predecessor is the input, as without a pool."""
+    import asynctg as tg
+
+    x = tg.Variable("molecule", requires_grad=True, role_description="a design")
+    async with ProcessPool(1) as pool:
+        fn = tg.autograd.StringBasedFunction(fns.shout, "shouts the design", pool=pool)
+        out = await fn(inputs={"text": x})
+        again = await fn(inputs={"text": x})
+        stats = pool.statistics()
+    assert out.value.startswith("MOLECULE from pid ")
+    assert int(out.value.split()[-1]) != os.getpid()  # it ran in the worker
+    assert x in out.predecessors and again.value == out.value
+    assert stats["evaluations"] == 1 and stats["cache_hits"] == 1
+    with pytest.raises(ConfigError, match="pool"):
+        tg.autograd.StringBasedFunction(fns.shout, "x", pool=object())
+
+
+@pytest.mark.slow
+async def test_dask_docks_exactly_like_the_local_pool(dask_address: str) -> None:
+    """Same molecules, same seeds: the cluster's Vina scores equal the local processes'."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("vina")
+    from asynctg.apps import docking
+    from asynctg.workers import DaskPool
+
+    setup = docking.DockingSetup.default(exhaustiveness=1)
+    molecules = ["CCO", "CC(=O)Oc1ccccc1C(=O)O", "C1CC("]
+    options: dict[str, object] = {"initializer": docking.init_worker, "initargs": (setup,)}
+    async with DaskPool(dask_address, **options) as remote:  # type: ignore[arg-type]
+        on_cluster = [await remote.run(docking.evaluate, m, setup) for m in molecules]
+    async with ProcessPool(2, **options) as local:  # type: ignore[arg-type]
+        here = [await local.run(docking.evaluate, m, setup) for m in molecules]
+    assert on_cluster == here
+    assert isinstance(here[1]["vina"], float) and here[2]["valid"] is False

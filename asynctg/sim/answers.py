@@ -262,19 +262,24 @@ def _texts(request: Mapping[str, Any]) -> tuple[str, str, str]:
     return "\n".join(every), "\n".join(system), last_user
 
 
-#: Drug-like molecules (SMILES) the simulated optimizer proposes for a SMILES variable: small,
-#: valid, dockable in seconds (paracetamol, ibuprofen, aspirin, caffeine, naproxen, ...).
-SIM_MOLECULES: tuple[str, ...] = (
-    "CC(=O)Nc1ccc(O)cc1",
-    "CC(C)Cc1ccc(C(C)C(=O)O)cc1",
-    "CC(=O)Oc1ccccc1C(=O)O",
-    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
-    "COc1ccc2cc(C(C)C(=O)O)ccc2c1",
-    "O=C(O)c1ccccc1O",
-    "Nc1ccc(S(N)(=O)=O)cc1",
-    "CC(C)NCC(O)c1ccc(O)c(O)c1",
-    "c1ccc2[nH]ccc2c1",
-    "O=C1NC(=O)c2ccccc21",
+#: The simulated optimizer's molecules for a SMILES variable: a drug-like scaffold with one
+#: substituent on an aromatic ring (8 x 10 = 80 valid molecules, dockable in about a second at
+#: exhaustiveness 1), drawn per request, so concurrent designs seldom meet.
+SIM_SCAFFOLDS: tuple[str, ...] = (
+    "OC(=O)c1ccc({R})cc1",
+    "CC(=O)Nc1ccc({R})cc1",
+    "OC(=O)c1ccc({R})nc1",
+    "c1ccc2[nH]c({R})cc2c1",
+    "O=C(NC1CC1)c1ccc({R})cc1",
+    "Cc1ccc({R})cc1S(N)(=O)=O",
+    "CN1CCN(CC1)c1ccc({R})cc1",
+    "O=c1[nH]c2ccc({R})cc2o1",
+)
+SIM_SUBSTITUENTS: tuple[str, ...] = (
+    "F", "Cl", "C", "OC", "N", "C(F)(F)F", "C#N", "O", "C(N)=O", "S(C)(=O)=O"
+)
+SIM_MOLECULES: tuple[str, ...] = tuple(
+    scaffold.replace("{R}", group) for scaffold in SIM_SCAFFOLDS for group in SIM_SUBSTITUENTS
 )
 _SMILES_RE = re.compile(r"[A-Za-z0-9@+\-\[\]()=#$/\\%.:]{1,300}")
 
