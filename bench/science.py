@@ -24,7 +24,6 @@ import anyio
 
 from bench.common import table, write_result
 
-
 #: Distinct small starting fragments (phenol, acetanilide, naphthalene, ...).
 FRAGMENTS = (
     "Oc1ccccc1",
@@ -63,6 +62,7 @@ async def _one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     if kind == "molecule":
         from asynctg.apps import docking
         from asynctg.apps.molecule import optimize_molecules as optimize
+
         setup: Any = docking.DockingSetup.default(exhaustiveness=1)
         starts = list(FRAGMENTS[: args.molecules])
         init, warm_fn, warm_arg = docking.init_worker, docking.evaluate, "CCO"

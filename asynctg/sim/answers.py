@@ -276,7 +276,16 @@ SIM_SCAFFOLDS: tuple[str, ...] = (
     "O=c1[nH]c2ccc({R})cc2o1",
 )
 SIM_SUBSTITUENTS: tuple[str, ...] = (
-    "F", "Cl", "C", "OC", "N", "C(F)(F)F", "C#N", "O", "C(N)=O", "S(C)(=O)=O"
+    "F",
+    "Cl",
+    "C",
+    "OC",
+    "N",
+    "C(F)(F)F",
+    "C#N",
+    "O",
+    "C(N)=O",
+    "S(C)(=O)=O",
 )
 SIM_MOLECULES: tuple[str, ...] = tuple(
     scaffold.replace("{R}", group) for scaffold in SIM_SCAFFOLDS for group in SIM_SUBSTITUENTS
