@@ -96,8 +96,8 @@ def add_parsers(
     g.add_argument(
         "--dose-cache",
         metavar="DIR",
-        help="where the dose influence matrix is kept between runs "
-        "(default: $XDG_CACHE_HOME/asynctg or ~/.cache/asynctg)",
+        help="where the dose influence matrix is kept between runs (default: "
+        "$ASYNCTG_CACHE_DIR/dosimetry, else ~/.cache/asynctg/dosimetry)",
     )
     _pool_options(g, positive_int, positive_float, default_timeout=600.0)
     endpoint_options(rt)
@@ -130,9 +130,14 @@ def _pool_options(
     )
 
 
-def _cache_home() -> Path:
+def _dose_cache() -> Path:
+    """``$ASYNCTG_CACHE_DIR/dosimetry``, else ``$XDG_CACHE_HOME/asynctg/dosimetry``, else
+    ``~/.cache/asynctg/dosimetry`` (the compat engines' cache, one folder over)."""
+    explicit = os.environ.get("ASYNCTG_CACHE_DIR")
+    if explicit:
+        return Path(explicit) / "dosimetry"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "asynctg"
+    return Path(base) / "asynctg" / "dosimetry"
 
 
 def plan_task(args: argparse.Namespace) -> tuple[DesignTask, dict[str, Any]]:
@@ -181,7 +186,7 @@ def plan_task(args: argparse.Namespace) -> tuple[DesignTask, dict[str, Any]]:
         missing = dosimetry.available()
         if missing:
             raise ConfigError(missing)
-        cache = Path(args.dose_cache) if args.dose_cache else _cache_home() / "dosimetry"
+        cache = Path(args.dose_cache) if args.dose_cache else _dose_cache()
         setup = dosimetry.PlanSetup(cache_dir=str(cache))
         if args.starts > 144:
             raise ConfigError("--starts: at most 144 distinct starting sets")

@@ -28,3 +28,21 @@ def _private_cache_dir(
     folder = tmp_path_factory.mktemp("asynctg-cache")
     monkeypatch.setenv("ASYNCTG_CACHE_DIR", str(folder))
     yield folder
+
+
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """A Dask LocalCluster of 2 worker processes on loopback, shared by the session's tests."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("distributed", reason="the Dask extra is not installed")
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=50,
+    ) as cluster:
+        yield cluster.scheduler_address

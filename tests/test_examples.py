@@ -23,3 +23,23 @@ def test_prompt_step_example_runs_on_the_simulator() -> None:
     assert out.returncode == 0, out.stderr
     assert "new system prompt: Answer the question." in out.stdout
     assert "calls: 13" in out.stdout
+
+
+def test_molecule_example_docks_on_the_simulator() -> None:
+    """examples/molecule_optimization.py: two molecules, two rounds, every design docked."""
+    if not os.environ.get("CI"):
+        import pytest
+
+        pytest.importorskip("vina")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "molecule_optimization.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("design")]
+    assert len(lines) == 6 and all("Vina -" in line for line in lines)
+    assert "dockings: " in out.stdout

@@ -38,6 +38,7 @@ MOLECULE = ["molecule", "--exhaustiveness", "1", "--workers", "2"]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_molecule_loop_docks_for_real_and_bad_smiles_become_feedback(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -64,6 +65,7 @@ def test_molecule_loop_docks_for_real_and_bad_smiles_become_feedback(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_radiotherapy_loop_plans_for_real_and_rejected_sets_become_feedback(
     tmp_path: Path,
 ) -> None:
@@ -111,6 +113,7 @@ def test_radiotherapy_loop_plans_for_real_and_rejected_sets_become_feedback(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_a_stopped_molecule_run_resumes_without_redoing_anything(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -165,3 +168,23 @@ def test_science_commands_check_their_input_before_running(
     if not docking.available():
         assert main(["molecule", "--sim", "--receptor", str(bad_box), "--box", str(bad_box)]) == 2
         assert "box" in capsys.readouterr().err.lower()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_radiotherapy_command_on_a_dask_cluster(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, dask_address: str
+) -> None:
+    """`asynctg radiotherapy --cluster ADDRESS`: the plans are optimised on the cluster's
+    workers (initialised by the pool's plugin), with the local pool's numbers."""
+    _need("pyRadPlan")
+    args = ["radiotherapy", "--starts", "1", "--iterations", "1"]
+    args += ["--dose-cache", str(tmp_path / "dose")]
+    code, remote = _run(capsys, [*args, "--cluster", dask_address])
+    assert code == 0 and remote["evaluations"]["backend"] == "dask"
+    assert remote["evaluations"]["workers"] == 2
+    code, local = _run(capsys, [*args, "--workers", "1"])
+    assert code == 0 and local["evaluations"]["backend"] == "processes"
+    assert [c["trajectory"] for c in remote["candidates"]] == [
+        c["trajectory"] for c in local["candidates"]
+    ]

@@ -171,23 +171,6 @@ async def test_the_event_loop_stays_free_while_workers_compute() -> None:
 # --- the Dask backend, against a LocalCluster of 2 worker processes on loopback ---------------
 
 
-@pytest.fixture(scope="module")
-def dask_address() -> Iterator[str]:
-    if not os.environ.get("CI"):
-        pytest.importorskip("distributed", reason="the Dask extra is not installed")
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=50,
-    ) as cluster:
-        yield cluster.scheduler_address
-
-
 @pytest.mark.slow
 async def test_dask_pool_gives_the_local_pools_results(dask_address: str, tmp_path: Path) -> None:
     from asynctg.workers import DaskPool
