@@ -22,6 +22,7 @@
     │   │       └── BudgetTimeoutError  the engine's own budget held a request past
     │   │                               RetryPolicy.max_total_seconds (never sent; not retried)
     │   ├── ResponseParseError      an answer arrived but is not a usable completion (retried)
+    │   ├── StreamInterruptedError  a stream broke after its first delta (not retried)
     │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
     ├── BudgetExceededError         a call would take spending past max_cost; it was not sent
     ├── ReplayMissError             a replayed run made a request its journal does not hold
@@ -77,6 +78,7 @@ __all__ = [
     "ResponseTooLargeError",
     "SandboxUnavailableError",
     "ServerError",
+    "StreamInterruptedError",
     "WorkerError",
     "WorkerFunctionError",
     "WorkerLostError",
@@ -257,6 +259,11 @@ class ResponseTooLargeError(APIError):
 
     Not retried: the same request would most likely bring the same oversized answer back.
     """
+
+
+class StreamInterruptedError(APIError):
+    """A streamed answer broke (connection lost, a malformed or missing last chunk) after the
+    caller had read part of it; not retried, since the part read cannot be taken back."""
 
 
 class ResponseParseError(APIError):

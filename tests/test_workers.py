@@ -5,7 +5,6 @@ loop kept free while evaluations run."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio

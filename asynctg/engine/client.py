@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from asynctg.engine.models import context_window_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import CostCap, Reservation, SharedBudget
+from asynctg.engine.streaming import ChatStream, SSEParser
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
@@ -54,6 +55,7 @@ from asynctg.errors import (
     ReplayMissError,
     ResponseParseError,
     ServerError,
+    StreamInterruptedError,
     require_int,
 )
 from asynctg.transport import AiohttpTransport, HTTPRequest, HTTPResponse, Transport
@@ -331,6 +333,66 @@ class ChatEngine:
 
     __call__ = generate
 
+    def stream(
+        self,
+        messages: str | Sequence[Any],
+        system_prompt: str | None = None,
+        *,
+        priority: int = 0,
+        **params: Any,
+    ) -> ChatStream:
+        """A streamed chat call: iterate the result for text deltas as they arrive
+        (``asynctg.engine.streaming``). ``messages`` is a user turn's text or OpenAI messages.
+
+        >>> # async with engine.stream("Tell me a story") as s:
+        >>> #     async for delta in s: print(delta, end="")
+        """
+        if isinstance(messages, str):
+            turns: list[Any] = [{"role": "user", "content": messages}]
+        else:
+            turns = list(messages)
+        if system_prompt is not None:
+            turns.insert(0, {"role": "system", "content": system_prompt})
+        if not callable(getattr(self.transport, "stream", None)):
+            raise ConfigError(
+                f"{type(self.transport).__name__} cannot stream (it has no stream() method)"
+            )
+        return ChatStream(self, self.request(turns, **params), priority)
+
+    async def _stream_iter(
+        self, request: ChatRequest, priority: int, sink: ChatStream
+    ) -> AsyncIterator[str]:
+        """The deltas of one streamed call (``ChatStream`` drives this)."""
+        self.check_fits(request)
+        if self.cache_mode == "replay":
+            result = self._replay(request)
+            sink._sent(self.clock.now())
+            sink._delta(self.clock.now())
+            sink.result, sink.ended_at = result, self.clock.now()
+            yield result.text
+            return
+        rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
+        done: ChatResult | None = None
+        try:
+            async for item in self._attempt_iter(request, priority, rspan, sink):
+                if isinstance(item, str):
+                    yield item
+                else:
+                    done = item
+        except BaseException as exc:
+            if rspan is not None:
+                rspan.finish(error=exc)
+            raise
+        assert done is not None
+        sink.result = done
+        if rspan is not None:
+            price = self.usage.price
+            u = done.usage
+            cost = (
+                micro_dollars(price, u.prompt_tokens, u.completion_tokens) / 1e6 if price else 0.0
+            )
+            rspan.finish(done, cost=cost)
+
     def _cacheable(self, request: ChatRequest) -> bool:
         return request.temperature == 0 or self.cache_sampled
 
@@ -449,7 +511,28 @@ class ChatEngine:
     async def _attempts(
         self, request: ChatRequest, priority: int, rspan: telemetry.RequestSpan | None
     ) -> ChatResult:
-        body = request.body()
+        result: Any = None
+        async for item in self._attempt_iter(request, priority, rspan, None):
+            result = item  # without a stream the only item is the result
+        return result  # type: ignore[no-any-return]
+
+    async def _attempt_iter(
+        self,
+        request: ChatRequest,
+        priority: int,
+        rspan: telemetry.RequestSpan | None,
+        sink: ChatStream | None,
+    ) -> AsyncIterator[Any]:
+        """Send ``request`` until it succeeds or may not be retried; the one loop of budgets,
+        cost reservations, retries and accounting. Yields the ``ChatResult`` last; with a
+        ``sink`` (a ``ChatStream``) the request streams and each text delta is yielded as it
+        arrives, and a failure after the first delta is not retried (``StreamInterruptedError``)."""
+        if sink is not None:
+            merged = dict(request.extra or {})
+            merged.update(stream=True, stream_options={"include_usage": True})
+            body = msgspec.structs.replace(request, extra=merged).body()
+        else:
+            body = request.body()
         http = HTTPRequest(
             "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
         )
@@ -487,39 +570,79 @@ class ChatEngine:
             actual: int | None = None
             actual_parts: tuple[int, int] | None = None
             settled = False
+            done: ChatResult | None = None
             try:
                 usage.requests += 1
-                try:
-                    response = await self.transport.send(http)
-                except APIError as exc:  # connection failures, timeouts, an oversized body
-                    error: APIError = exc
-                    wait = None
-                else:
-                    if self._learn:
-                        scheduler.learn_limits(response.headers)
-                    if response.status == 200:
-                        try:
-                            result = self._parse(response)
-                        except ResponseParseError as exc:
-                            error, wait = exc, None
-                        else:
-                            actual = result.usage.total_tokens or None
-                            if actual is not None:
-                                u = result.usage
-                                actual_parts = (u.prompt_tokens, u.completion_tokens)
-                            scheduler.on_success()
-                            self._account(result)
-                            if reservation is not None:
-                                settled = True
-                                await self._settle(reservation, tokens, result, parts)
-                            return result
+                if sink is None:
+                    try:
+                        response = await self.transport.send(http)
+                    except APIError as exc:  # connection failures, timeouts, an oversized body
+                        error: APIError = exc
+                        wait = None
                     else:
-                        error = self._status_error(response)
-                        wait = retry_after_seconds(response.headers)
+                        if self._learn:
+                            scheduler.learn_limits(response.headers)
+                        if response.status == 200:
+                            try:
+                                done = self._parse(response)
+                            except ResponseParseError as exc:
+                                error, wait = exc, None
+                        else:
+                            error = self._status_error(response)
+                            wait = retry_after_seconds(response.headers)
+                else:
+                    sink._sent(clock.now())
+                    committed = False
+                    try:
+                        async with self.transport.stream(http) as streamed:  # type: ignore[attr-defined]
+                            if self._learn:
+                                scheduler.learn_limits(streamed.headers)
+                            if streamed.status != 200:
+                                whole = HTTPResponse(
+                                    streamed.status, streamed.headers, await streamed.read()
+                                )
+                                error = self._status_error(whole)
+                                wait = retry_after_seconds(streamed.headers)
+                            else:
+                                parser = SSEParser()
+                                async for line in streamed.lines():
+                                    for delta in parser.feed(line):
+                                        sink._delta(clock.now())
+                                        committed = True
+                                        yield delta
+                                    if parser.done:
+                                        break
+                                done, sink.usage_estimated = parser.result(
+                                    request, streamed.headers.get("x-request-id")
+                                )
+                    except APIError as exc:
+                        if committed:
+                            usage.failures += 1
+                            raise StreamInterruptedError(
+                                f"{self.model}: the stream broke after "
+                                f"{len(sink.delta_at)} deltas ({exc}); not retried, as part "
+                                "of the answer was already read",
+                            ) from exc
+                        error, wait = exc, None
+                if done is not None:
+                    actual = done.usage.total_tokens or None
+                    if actual is not None:
+                        u = done.usage
+                        actual_parts = (u.prompt_tokens, u.completion_tokens)
+                    scheduler.on_success()
+                    self._account(done)
+                    if reservation is not None:
+                        settled = True
+                        await self._settle(reservation, tokens, done, parts)
             finally:
                 scheduler.release(tokens, actual, parts=parts, actual_parts=actual_parts)
                 if reservation is not None and not settled:
                     await asyncio.shield(self._settle(reservation, tokens, None, parts))
+            if done is not None:
+                if sink is not None:
+                    sink.ended_at = clock.now()
+                yield done
+                return
 
             if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
                 rate_limited += 1

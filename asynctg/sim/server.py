@@ -52,6 +52,8 @@ MAX_N = 128
 
 _MALFORMED_BODY = b'{"id": "chatcmpl-sim", "object": "chat.completion", <html>upstream error</html>'
 _QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
+#: faults a stream shows in its body (the others answer before it starts)
+_STREAM_FAULTS = frozenset({"slow", "malformed", "truncated", "drop"})
 _SERVER_ERRORS: dict[str, tuple[int, str]] = {
     "500": (500, "The server had an error while processing your request. Sorry about that!"),
     "502": (502, "Bad gateway."),
@@ -107,11 +109,13 @@ class _Counters:
         "rate_limited_requests",
         "rate_limited_tokens",
         "requests",
+        "streams",
         "unauthorized",
     )
 
     def __init__(self, in_flight: int = 0) -> None:
         self.requests = 0
+        self.streams = 0  # ok answers sent as event streams
         self.ok = 0
         self.rate_limited = 0
         self.rate_limited_requests = 0
@@ -313,6 +317,7 @@ class SimServer:
         return {
             "requests": c.requests,
             "ok": c.ok,
+            "streams": c.streams,
             "rate_limited": c.rate_limited,
             "rate_limited_requests": c.rate_limited_requests,
             "rate_limited_tokens": c.rate_limited_tokens,
@@ -447,8 +452,8 @@ class SimServer:
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
         ):
             raise _BadRequest("Invalid 'max_tokens': expected a positive integer.")
-        if req.get("stream"):
-            raise _BadRequest("The simulator does not support 'stream': true.")
+        if req.get("stream") and n != 1:
+            raise _BadRequest("The simulator streams one choice: 'n' must be 1 with 'stream'.")
         return req, ptoks, n, max_tokens
 
     # ----------------------------------------------------------------- handlers
@@ -504,7 +509,12 @@ class SimServer:
         # request (prompt + completion), as providers that know max_tokens up front do.
         rng = self._answer_rng
         digest = self._answer_hash.copy()
-        digest.update(body)
+        if req.get("stream") or "stream_options" in req:
+            # a streamed request gets the answer the same request unstreamed gets
+            plain = {k: v for k, v in req.items() if k not in ("stream", "stream_options")}
+            digest.update(_encode(plain))
+        else:
+            digest.update(body)
         rng.seed(int.from_bytes(digest.digest(), "big"))
         limit_chars = max_tokens * 4 if max_tokens is not None else None
         responder = cfg.responder
@@ -534,7 +544,8 @@ class SimServer:
             fault = self._fault_rng.choice(cfg.faults)
         latency = cfg.latency_model
         delay = 0.0 if latency.is_zero else latency.draw(self._latency_rng)
-        if cfg.tokens_per_second:
+        stream = bool(req.get("stream"))
+        if cfg.tokens_per_second and not stream:  # a stream spaces its chunks instead
             delay += ctoks / cfg.tokens_per_second
 
         c = self._counters
@@ -558,6 +569,12 @@ class SimServer:
         headers = {"x-request-id": f"req_sim{seq:012x}"}
         if cfg.rate_limit_headers and not limiter.unlimited:
             self._limit_headers(headers)
+        if stream and (fault is None or fault in _STREAM_FAULTS):
+            options = req.get("stream_options")
+            usage = None
+            if isinstance(options, dict) and options.get("include_usage"):
+                usage = _Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=total)
+            return await self._stream(request, seq, model, choices[0], usage, headers, fault)
         if fault is None or fault == "slow":
             completion = _Completion(
                 id=f"chatcmpl-sim{seq:012x}",
@@ -568,6 +585,66 @@ class SimServer:
             )
             return self._json(200, completion, headers)
         return self._fault_response(fault, request, seq, model, choices, ptoks, ctoks, headers)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        seq: int,
+        model: str,
+        choice: _Choice,
+        usage: _Usage | None,
+        headers: dict[str, str],
+        fault: str | None,
+    ) -> web.StreamResponse:
+        """Server-sent events in OpenAI's chunk format: the answer in pieces of about one
+        token (4 characters), ``1 / tokens_per_second`` apart when that is set (the first after
+        the latency already waited: the time to first token), the usage chunk when asked for,
+        then ``[DONE]``. Faults: "malformed" sends a broken chunk, "truncated" stops halfway
+        without the last chunk, "drop" closes the connection halfway."""
+        ident = f"chatcmpl-sim{seq:012x}"
+        created = int(time.time())
+        text = choice.message.content
+        pieces = [text[i : i + 4] for i in range(0, len(text), 4)] or [""]
+
+        def event(payload: dict[str, Any]) -> bytes:
+            base = {"id": ident, "object": "chat.completion.chunk", "created": created}
+            return b"data: " + _encode({**base, "model": model, **payload}) + b"\n\n"
+
+        events = [event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})]
+        events += [event({"choices": [{"index": 0, "delta": {"content": p}}]}) for p in pieces]
+        events.append(
+            event({"choices": [{"index": 0, "delta": {}, "finish_reason": choice.finish_reason}]})
+        )
+        if usage is not None:
+            events.append(event({"choices": [], "usage": msgspec.to_builtins(usage)}))
+        events.append(b"data: [DONE]\n\n")
+        cut = None
+        if fault in ("truncated", "drop"):
+            cut = 1 + len(pieces) // 2
+        elif fault == "malformed":
+            events.insert(1 + len(pieces) // 2, b'data: {"id": <html>upstream error</html>\n\n')
+        response = web.StreamResponse(
+            status=200,
+            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        )
+        await response.prepare(request)
+        self._counters.streams += 1
+        gap = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
+        sent = events if cut is None else events[:cut]
+        if gap == 0.0:
+            await response.write(b"".join(sent))
+        else:
+            for i, chunk in enumerate(sent):
+                if 1 < i <= len(pieces):  # between content chunks
+                    await asyncio.sleep(gap)
+                await response.write(chunk)
+        if fault == "drop":
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return response
+        await response.write_eof()
+        return response
 
     def _fault_response(
         self,

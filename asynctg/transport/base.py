@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
-__all__ = ["HTTPRequest", "HTTPResponse", "Transport"]
+__all__ = ["HTTPRequest", "HTTPResponse", "StreamResponse", "StreamingTransport", "Transport"]
 
 
 class HTTPRequest:
@@ -59,4 +60,28 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; the transport may be reopened by a later ``send``."""
+        ...
+
+
+class StreamResponse(Protocol):
+    """A response read as it arrives: its status and headers first, then its body's lines."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def lines(self) -> AsyncIterator[bytes]:
+        """The body, one line (``\\n`` included) at a time, as the server sends them."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole (rest of the) body: for error answers, which are not streamed."""
+        ...
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A transport that can also stream a response (``engine.stream`` needs one)."""
+
+    def stream(self, request: HTTPRequest) -> AbstractAsyncContextManager[StreamResponse]:
+        """Send ``request``; the context holds the open response (closed on exit)."""
         ...

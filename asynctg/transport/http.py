@@ -12,8 +12,9 @@ in another thread is closed on that loop (``run_coroutine_threadsafe``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import aiohttp
 
@@ -110,6 +111,30 @@ class AiohttpTransport:
                 f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
             ) from exc
 
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HTTPRequest) -> AsyncIterator[_Streamed]:
+        """Send ``request`` and hold its response open while the body arrives (server-sent
+        events). ``request.timeout`` bounds the whole exchange, as for ``send``; errors are
+        those of ``send``, raised when they happen (before or during the body)."""
+        session = await self._get_session()
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                data=request.body or None,
+                headers=request.headers,
+                timeout=self._timeout(request.timeout),
+            ) as resp:
+                yield _Streamed(resp, self)
+        except TimeoutError as exc:
+            raise APITimeoutError(
+                f"no (complete) answer from {request.url} within {request.timeout} s"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise APIConnectionError(
+                f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
+
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         length = resp.content_length
         # Content-Length counts the bytes on the wire: with a Content-Encoding (gzip, br, ...)
@@ -149,6 +174,30 @@ class AiohttpTransport:
     def __repr__(self) -> str:
         state = "open" if self._session is not None and not self._session.closed else "closed"
         return f"<AiohttpTransport {state}>"
+
+
+class _Streamed:
+    """An open aiohttp response as a ``StreamResponse``."""
+
+    __slots__ = ("_resp", "_transport", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse, transport: AiohttpTransport) -> None:
+        self._resp = resp
+        self._transport = transport
+        self.status = resp.status
+        self.headers: Mapping[str, str] = _lower(resp.headers)
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        size = 0
+        limit = self._transport._max_bytes
+        async for line in self._resp.content:
+            size += len(line)
+            if size > limit:
+                raise self._transport._too_large("")
+            yield line
+
+    async def read(self) -> bytes:
+        return await self._transport._read(self._resp)
 
 
 async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:

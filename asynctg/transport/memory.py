@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from asynctg.transport.base import HTTPRequest, HTTPResponse
 
@@ -37,5 +38,28 @@ class MockTransport:
             result = await result
         return result
 
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HTTPRequest) -> AsyncIterator[_Whole]:
+        """The handler's response, its body read line by line (an SSE body, for streams)."""
+        yield _Whole(await self.send(request))
+
     async def aclose(self) -> None:
         self.closed = True
+
+
+class _Whole:
+    """A complete response as a ``StreamResponse``."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: HTTPResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        for line in self._response.body.splitlines(keepends=True):
+            yield line
+
+    async def read(self) -> bytes:
+        return self._response.body
