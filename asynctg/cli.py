@@ -350,6 +350,10 @@ def _build_parser() -> argparse.ArgumentParser:
         positive_float=_positive_float,
     )
 
+    from asynctg.loadtest import cli as bench_cli
+
+    bench_cli.add_parser(sub, endpoint_options=_endpoint_options, positive_int=_positive_int)
+
     sub.add_parser("tasks", help="list the tasks and the data they read")
 
     sim = sub.add_parser(
@@ -398,6 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sim_module.run_from_args(args)
         if args.command == "tasks":
             return _list_tasks()
+        if args.command == "bench":
+            from asynctg.loadtest import cli as bench_cli
+
+            return bench_cli.run(args)
         from asynctg.runtime import run
 
         if args.command == "demo":
@@ -468,26 +476,6 @@ def _list_tasks() -> int:
 
 
 # --- the long-running commands ----------------------------------------------------------------
-
-
-class _TimedTransport:
-    """The production transport, timing every HTTP round trip (for the latency summary)."""
-
-    def __init__(self) -> None:
-        from asynctg.transport import AiohttpTransport
-
-        self.inner = AiohttpTransport()
-        self.latencies: list[float] = []
-
-    async def send(self, request: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return await self.inner.send(request)
-        finally:
-            self.latencies.append(time.perf_counter() - started)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @dataclass
@@ -696,10 +684,11 @@ async def _endpoint_url(plan_sim: bool, latency: str, seed: int) -> AsyncIterato
 
 def _engines(
     args: argparse.Namespace, base_url: str | None, model: str, optimizer_model: str
-) -> tuple[Any, Any, list[_TimedTransport]]:
+) -> tuple[Any, Any, list[Any]]:
     from asynctg.engine import get_engine
+    from asynctg.loadtest.recorder import RecordingTransport
 
-    transports = [_TimedTransport()]
+    transports = [RecordingTransport()]
     options: dict[str, Any] = {
         "base_url": base_url,
         "rpm": args.rpm,
@@ -730,7 +719,7 @@ def _engines(
     engine = get_engine(model, transport=transports[0], **options)
     if optimizer_model == model:
         return engine, engine, transports
-    transports.append(_TimedTransport())
+    transports.append(RecordingTransport())
     backward = get_engine(optimizer_model, transport=transports[1], **options)
     return engine, backward, transports
 
@@ -1014,10 +1003,12 @@ async def _demo(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - started
         stats = engine.stats()
         sim_stats = {k: v for k, v in server.stats().items() if k != "timeline"} if server else None
-    latencies = sorted(x for t in transports for x in t.latencies)
+    from asynctg.loadtest.stats import percentile
+
+    latencies = [x for t in transports for x in t.latencies]
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else 0.0
+        return percentile(latencies, p) or 0.0
 
     history = result.history
     summary = {

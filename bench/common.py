@@ -179,15 +179,6 @@ def textgrad_env(scratch: Path, base_url: str) -> dict[str, str]:
     }
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-quantile (0..1) of ``values`` by nearest rank; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[rank]
-
-
 def ratio(value: float, reference: float, digits: int = 2) -> float | None:
     """``value / reference`` rounded, or None when the reference is zero (e.g. zero latency)."""
     return round(value / reference, digits) if reference > 0 else None
