@@ -201,13 +201,20 @@ def _recording() -> bool:
         return False
     if _state.providers[0] is not None:
         return True
-    provider = _trace.get_tracer_provider()
+    # The API keeps the global provider in a module attribute (None until one is set);
+    # reading it is a dict lookup, where get_tracer_provider() also consults the environment.
+    provider = getattr(_trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None:
+        return False
+    if provider is _UNKNOWN:  # another API version: ask it
+        provider = _trace.get_tracer_provider()
     if provider is not _state.global_seen:
         _state.global_seen = provider
         _state.global_records = type(provider).__name__ not in _NO_OP_PROVIDERS
     return _state.global_records
 
 
+_UNKNOWN: Any = object()
 _NO_OP_PROVIDERS = frozenset({"ProxyTracerProvider", "NoOpTracerProvider"})
 
 

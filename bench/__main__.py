@@ -34,6 +34,7 @@ EXTRA = {
     "shared": "bench.shared",
     "telemetry": "bench.telemetry",
     "science": "bench.science",
+    "loadgen": "bench.loadgen",
 }
 
 

@@ -361,7 +361,7 @@ class ChatEngine:
 
     async def _stream_iter(
         self, request: ChatRequest, priority: int, sink: ChatStream
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[list[str]]:
         """The deltas of one streamed call (``ChatStream`` drives this)."""
         self.check_fits(request)
         if self.cache_mode == "replay":
@@ -369,13 +369,13 @@ class ChatEngine:
             sink._sent(self.clock.now())
             sink._delta(self.clock.now())
             sink.result, sink.ended_at = result, self.clock.now()
-            yield result.text
+            yield [result.text]
             return
         rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
         done: ChatResult | None = None
         try:
             async for item in self._attempt_iter(request, priority, rspan, sink):
-                if isinstance(item, str):
+                if isinstance(item, list):
                     yield item
                 else:
                     done = item
@@ -526,13 +526,11 @@ class ChatEngine:
         """Send ``request`` until it succeeds or may not be retried; the one loop of budgets,
         cost reservations, retries and accounting. Yields the ``ChatResult`` last; with a
         ``sink`` (a ``ChatStream``) the request streams and each text delta is yielded as it
-        arrives, and a failure after the first delta is not retried (``StreamInterruptedError``)."""
-        if sink is not None:
-            merged = dict(request.extra or {})
-            merged.update(stream=True, stream_options={"include_usage": True})
-            body = msgspec.structs.replace(request, extra=merged).body()
-        else:
-            body = request.body()
+        arrives (a list: those of one network read), and a failure after the first delta is
+        not retried (``StreamInterruptedError``)."""
+        body = request.body()
+        if sink is not None:  # the same JSON object with the two streaming fields added
+            body = body[:-1] + _STREAM_FIELDS
         http = HTTPRequest(
             "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
         )
@@ -544,11 +542,11 @@ class ChatEngine:
         clock = self.clock
         usage = self.usage
         policy = self.retry
-        started = clock.now()
+        started = now = clock.now()
         attempts = 0
         rate_limited = 0
         while True:
-            left = policy.max_total_seconds - (clock.now() - started)
+            left = policy.max_total_seconds - (now - started)
             try:
                 await scheduler.acquire(tokens, priority, max_wait=left, parts=parts)
             except QueueTimeout as exc:
@@ -591,7 +589,7 @@ class ChatEngine:
                             error = self._status_error(response)
                             wait = retry_after_seconds(response.headers)
                 else:
-                    sink._sent(clock.now())
+                    sink._sent(sent_at)
                     committed = False
                     try:
                         async with self.transport.stream(http) as streamed:  # type: ignore[attr-defined]
@@ -605,13 +603,14 @@ class ChatEngine:
                                 wait = retry_after_seconds(streamed.headers)
                             else:
                                 parser = SSEParser()
-                                async for line in streamed.lines():
-                                    for delta in parser.feed(line):
-                                        sink._delta(clock.now())
+                                async for block in streamed.chunks():
+                                    deltas = parser.feed(block)
+                                    if deltas:
+                                        sink._delta(clock.now(), len(deltas))
                                         committed = True
-                                        yield delta
-                                    if parser.done:
-                                        break
+                                        yield deltas
+                                    if parser.done and streamed.at_eof():
+                                        break  # (else read to the end: the connection is reused)
                                 done, sink.usage_estimated = parser.result(
                                     request, streamed.headers.get("x-request-id")
                                 )
@@ -676,6 +675,7 @@ class ChatEngine:
                     await self.shared.cool_down(delay)
             elif delay > 0:
                 await clock.sleep(delay)
+            now = clock.now()
 
     def _worst_case_nano(self, request: ChatRequest) -> int:
         """A call's highest possible price in nano-dollars: every prompt character a token (no
@@ -871,6 +871,10 @@ class ChatEngine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+#: appended to a request body's JSON object (in place of its closing brace) to stream it
+_STREAM_FIELDS = b',"stream":true,"stream_options":{"include_usage":true}}'
 
 
 def _retryable(error: APIError) -> bool:

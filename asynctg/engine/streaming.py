@@ -57,19 +57,21 @@ class _Chunk(msgspec.Struct):
     model: str = ""
 
 
-_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_decode_chunks = msgspec.json.Decoder(list[_Chunk]).decode
 
 
 class SSEParser:
     """Reads an OpenAI chat-completion event stream line by line.
 
-    ``feed(line)`` returns the content deltas that line carried; ``done`` turns true at
-    ``data: [DONE]``; ``result()`` is the ``ChatResult`` of the whole stream.
+    ``feed(block)`` takes the body as it arrives (blocks may end mid-line) and returns the
+    content deltas its complete lines carried; ``done`` turns true at ``data: [DONE]``;
+    ``result()`` is the ``ChatResult`` of the whole stream.
     """
 
-    __slots__ = ("chunks", "done", "finish", "model", "parts", "usage")
+    __slots__ = ("_rest", "chunks", "done", "finish", "model", "parts", "usage")
 
     def __init__(self) -> None:
+        self._rest = b""
         self.parts: list[str] = []
         self.usage: Usage | None = None
         self.model = ""
@@ -77,41 +79,69 @@ class SSEParser:
         self.done = False
         self.chunks = 0  # chunks that carried content
 
-    def feed(self, line: bytes) -> list[str]:
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            return []  # blank separators, ": comments", "event:" / "id:" fields
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            self.done = True
+    def feed(self, block: bytes) -> list[str]:
+        data = self._rest + block if self._rest else block
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")  # events end with a blank line
+        if end < 0:
+            self._rest = data  # no complete event yet
             return []
-        try:
-            chunk = _decode_chunk(data)
+        head, self._rest = data[:end], data[end + 2 :]
+        # The usual stream has one-line "data:" events only: split them in one C call and
+        # check the result with one search; anything else (comments, other fields, events
+        # of several lines) goes line by line.
+        payloads = (b"\n\n" + head).split(b"\n\ndata:")
+        if payloads[-1].strip() == b"[DONE]":  # the stream's end, in its usual place
+            payloads.pop()
+            self.done = True
+        joined = b",".join(payloads[1:])
+        if payloads[0] or b"\n" in joined or b"[DONE]" in joined:
+            payloads = [line[5:] for line in head.split(b"\n") if line[:5] == b"data:"]
+            stripped = [payload.strip() for payload in payloads]
+            if b"[DONE]" in stripped:
+                payloads = payloads[: stripped.index(b"[DONE]")]
+                self.done = True
+            joined = b",".join(payloads)
+        else:
+            del payloads[0]
+        if not payloads:
+            return []
+        try:  # every chunk of the block in one decode
+            chunks = _decode_chunks(b"[" + joined + b"]")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ResponseParseError(
                 f"a streamed chunk is not a chat-completion chunk: {exc}",
-                body=data[:2000].decode("utf-8", "replace"),
+                body=joined[:2000].decode("utf-8", "replace"),
             ) from exc
-        if chunk.model:
-            self.model = chunk.model
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        out: list[str] = []
-        for choice in chunk.choices:
-            if choice.index != 0:
-                continue  # n > 1 is not streamed here: the first choice is the answer
-            if choice.finish_reason is not None:
-                self.finish = choice.finish_reason
-            delta = choice.delta
-            if delta is not None and delta.content:
-                out.append(delta.content)
-        if out:
-            self.chunks += 1
-            self.parts.extend(out)
+        # comprehensions, not a loop of appends: this runs for every block of every stream
+        out = [
+            c.delta.content
+            for chunk in chunks
+            for c in chunk.choices
+            if c.index == 0 and c.delta is not None and c.delta.content
+        ]  # (n > 1 is not streamed here: the first choice is the answer)
+        finishes = [c.finish_reason for ch in chunks for c in ch.choices if c.finish_reason]
+        if finishes:
+            self.finish = finishes[-1]
+        usages = [chunk.usage for chunk in chunks if chunk.usage is not None]
+        if usages:
+            self.usage = usages[-1]
+        if chunks[-1].model:
+            self.model = chunks[-1].model
+        self.chunks += len(out)
+        self.parts.extend(out)
         return out
+
+    def _line(self, line: bytes) -> list[str]:
+        """One line on its own (a last event that came without its blank line)."""
+        return self.feed(line + b"\n\n")
 
     def result(self, request: ChatRequest, request_id: str | None) -> tuple[ChatResult, bool]:
         """The stream's result, and whether its usage was estimated (the server sent none)."""
+        if self._rest and not self.done:  # a last line without its newline
+            self._line(self._rest)
+            self._rest = b""
         if not self.done and self.finish is None:
             raise ResponseParseError("the stream ended before its last chunk", body="")
         usage = self.usage
@@ -136,6 +166,7 @@ class ChatStream:
     ``usage``, ``text`` and the timings are set (see the module docstring)."""
 
     def __init__(self, engine: ChatEngine, request: ChatRequest, priority: int) -> None:
+        self._ready: list[str] = []
         self.engine = engine
         self.request = request
         self.priority = priority
@@ -147,15 +178,19 @@ class ChatStream:
         self.first_at: float | None = None
         self.delta_at: list[float] = []
         self.ended_at: float | None = None
-        self._gen: AsyncIterator[str] | None = None
+        self._gen: AsyncIterator[list[str]] | None = None
 
     def __aiter__(self) -> ChatStream:
         return self
 
     async def __anext__(self) -> str:
-        if self._gen is None:
-            self._gen = self.engine._stream_iter(self.request, self.priority, self)
-        return await self._gen.__anext__()
+        # the engine hands over every delta of a network read at once (they arrived together)
+        while not self._ready:
+            if self._gen is None:
+                self._gen = self.engine._stream_iter(self.request, self.priority, self)
+            self._ready = await self._gen.__anext__()
+            self._ready.reverse()
+        return self._ready.pop()
 
     async def aclose(self) -> None:
         """Stop reading (the connection closes, the engine's slot is released)."""
@@ -176,9 +211,13 @@ class ChatStream:
 
     async def collect(self) -> ChatResult:
         """Read the whole stream; its ``ChatResult``."""
-        async with self:
-            async for _ in self:
+        if self._gen is None:
+            self._gen = self.engine._stream_iter(self.request, self.priority, self)
+        try:
+            async for _ in self._gen:  # whole blocks: no per-delta step
                 pass
+        finally:
+            await self.aclose()
         assert self.result is not None
         return self.result
 
@@ -190,10 +229,10 @@ class ChatStream:
         self.first_at = None
         self.delta_at.clear()
 
-    def _delta(self, now: float) -> None:
+    def _delta(self, now: float, count: int = 1) -> None:
         if self.first_at is None:
             self.first_at = now
-        self.delta_at.append(now)
+        self.delta_at.extend([now] * count)
 
     # --- what a caller reads -------------------------------------------------------------------
 

@@ -9,9 +9,7 @@ timeline and the 429s from it, whatever the workload; the demo's latency summary
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,22 +73,52 @@ class RecordingTransport:
                 Exchange(started, self.clock(), status, error, request_kind(request.body))
             )
 
-    @contextlib.asynccontextmanager
-    async def stream(self, request: HTTPRequest) -> AsyncIterator[Any]:
-        started = self.clock()
-        status: int | None = None
-        error: str | None = None
-        try:
-            async with self.inner.stream(request) as response:
-                status = response.status
-                yield response
-        except APIError as exc:
-            error = type(exc).__name__
-            raise
-        finally:
-            self.exchanges.append(
-                Exchange(started, self.clock(), status, error, request_kind(request.body))
-            )
+    def stream(self, request: HTTPRequest) -> _Recorded:
+        return _Recorded(self, request)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class _Recorded:
+    """One streamed exchange, recorded when its context closes."""
+
+    __slots__ = ("_inner", "_owner", "_request", "_start", "_status")
+
+    def __init__(self, owner: RecordingTransport, request: HTTPRequest) -> None:
+        self._owner = owner
+        self._request = request
+        self._inner: Any = None
+        self._start = 0.0
+        self._status: int | None = None
+
+    async def __aenter__(self) -> Any:
+        self._start = self._owner.clock()
+        self._inner = self._owner.inner.stream(self._request)
+        try:
+            response = await self._inner.__aenter__()
+        except APIError as exc:
+            self._record(type(exc).__name__)
+            raise
+        self._status = response.status
+        return response
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        error = None
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        except APIError as raised:
+            error = type(raised).__name__
+            raise
+        finally:
+            if error is None and isinstance(exc, APIError):
+                error = type(exc).__name__
+            self._record(error)
+
+    def _record(self, error: str | None) -> None:
+        owner = self._owner
+        owner.exchanges.append(
+            Exchange(
+                self._start, owner.clock(), self._status, error, request_kind(self._request.body)
+            )
+        )

@@ -9,6 +9,7 @@ and the project's own ``bench/`` suite.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -41,7 +42,7 @@ def distribution(values: Iterable[float]) -> dict[str, float | None]:
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One request of a load run; times are seconds on the run's clock."""
 
@@ -111,11 +112,13 @@ def in_flight_timeline(samples: Sequence[Sample], buckets: int = 200) -> list[tu
     """(time, requests in flight) at ``buckets`` evenly spaced instants of the run."""
     if not samples:
         return []
-    t0 = min(s.start for s in samples)
-    t1 = max(s.end for s in samples)
+    starts = sorted(s.start for s in samples)
+    ends = sorted(s.end for s in samples)
+    t0, t1 = starts[0], max(ends[-1], starts[-1])
     span = max(t1 - t0, 1e-9)
     points = []
     for i in range(buckets + 1):
         t = t0 + span * i / buckets
-        points.append((t - t0, sum(1 for s in samples if s.start <= t < s.end)))
+        # started at or before t, not yet ended at t
+        points.append((t - t0, bisect.bisect_right(starts, t) - bisect.bisect_right(ends, t)))
     return points

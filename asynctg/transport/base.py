@@ -34,7 +34,8 @@ class HTTPRequest:
 
 
 class HTTPResponse:
-    """A complete response. ``headers`` keys are lower-case."""
+    """A complete response. ``headers`` answers lookups by lower-case name (a dict with
+    lower-case keys, or a case-insensitive mapping such as aiohttp's)."""
 
     __slots__ = ("body", "headers", "status")
 
@@ -69,12 +70,17 @@ class StreamResponse(Protocol):
     status: int
     headers: Mapping[str, str]
 
-    def lines(self) -> AsyncIterator[bytes]:
-        """The body, one line (``\\n`` included) at a time, as the server sends them."""
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body in the blocks it arrives in (lines may be split across blocks)."""
         ...
 
     async def read(self) -> bytes:
         """The whole (rest of the) body: for error answers, which are not streamed."""
+        ...
+
+    def at_eof(self) -> bool:
+        """Whether the whole body has been read (a reader that stops early closes the
+        connection instead of reusing it)."""
         ...
 
 

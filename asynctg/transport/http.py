@@ -12,9 +12,9 @@ in another thread is closed on that loop (``run_coroutine_threadsafe``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -101,7 +101,7 @@ class AiohttpTransport:
                 timeout=self._timeout(request.timeout),
             ) as resp:
                 body = await self._read(resp)
-                return HTTPResponse(resp.status, _lower(resp.headers), body)
+                return HTTPResponse(resp.status, resp.headers, body)
         except TimeoutError as exc:
             raise APITimeoutError(
                 f"no answer from {request.url} within {request.timeout} s"
@@ -111,29 +111,12 @@ class AiohttpTransport:
                 f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
             ) from exc
 
-    @contextlib.asynccontextmanager
-    async def stream(self, request: HTTPRequest) -> AsyncIterator[_Streamed]:
+    def stream(self, request: HTTPRequest) -> _Stream:
         """Send ``request`` and hold its response open while the body arrives (server-sent
-        events). ``request.timeout`` bounds the whole exchange, as for ``send``; errors are
-        those of ``send``, raised when they happen (before or during the body)."""
-        session = await self._get_session()
-        try:
-            async with session.request(
-                request.method,
-                request.url,
-                data=request.body or None,
-                headers=request.headers,
-                timeout=self._timeout(request.timeout),
-            ) as resp:
-                yield _Streamed(resp, self)
-        except TimeoutError as exc:
-            raise APITimeoutError(
-                f"no (complete) answer from {request.url} within {request.timeout} s"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(
-                f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
-            ) from exc
+        events): ``async with transport.stream(request) as response``. ``request.timeout``
+        bounds the whole exchange, as for ``send``; errors are those of ``send``, raised when
+        they happen (before or during the body)."""
+        return _Stream(self, request)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         length = resp.content_length
@@ -176,6 +159,54 @@ class AiohttpTransport:
         return f"<AiohttpTransport {state}>"
 
 
+class _Stream:
+    """The context of one streamed exchange (a class: cheaper than a generator-based one)."""
+
+    __slots__ = ("_ctx", "_request", "_transport")
+
+    def __init__(self, transport: AiohttpTransport, request: HTTPRequest) -> None:
+        self._transport = transport
+        self._request = request
+        self._ctx: Any = None
+
+    async def __aenter__(self) -> _Streamed:
+        request = self._request
+        session = await self._transport._get_session()
+        try:
+            self._ctx = session.request(
+                request.method,
+                request.url,
+                data=request.body or None,
+                headers=request.headers,
+                timeout=self._transport._timeout(request.timeout),
+            )
+            resp = await self._ctx.__aenter__()
+        except BaseException as exc:
+            raise _converted(exc, request) from exc
+        return _Streamed(resp, self._transport)
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self._ctx.__aexit__(exc_type, exc, tb)
+        except BaseException as error:
+            raise _converted(error, self._request) from error
+        if exc is not None and _converted(exc, self._request) is not exc:
+            raise _converted(exc, self._request) from exc
+
+
+def _converted(exc: BaseException, request: HTTPRequest) -> BaseException:
+    """aiohttp's and the socket's errors as ours (others unchanged)."""
+    if isinstance(exc, TimeoutError):
+        return APITimeoutError(
+            f"no (complete) answer from {request.url} within {request.timeout} s"
+        )
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return APIConnectionError(
+            f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
+        )
+    return exc
+
+
 class _Streamed:
     """An open aiohttp response as a ``StreamResponse``."""
 
@@ -185,19 +216,41 @@ class _Streamed:
         self._resp = resp
         self._transport = transport
         self.status = resp.status
-        self.headers: Mapping[str, str] = _lower(resp.headers)
+        self.headers: Mapping[str, str] = resp.headers  # case-insensitive lookups
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        size = 0
-        limit = self._transport._max_bytes
-        async for line in self._resp.content:
-            size += len(line)
-            if size > limit:
-                raise self._transport._too_large("")
-            yield line
+    def chunks(self) -> _Blocks:
+        return _Blocks(self._resp, self._transport)
+
+    def at_eof(self) -> bool:
+        return bool(self._resp.content.at_eof())
 
     async def read(self) -> bytes:
         return await self._transport._read(self._resp)
+
+
+class _Blocks:
+    """The body's blocks as they arrive, at most ``max_response_bytes`` in all. A class, not
+    an async generator: a reader that stops early (at ``[DONE]``) leaves nothing to finalise."""
+
+    __slots__ = ("_content", "_limit", "_size", "_transport")
+
+    def __init__(self, resp: aiohttp.ClientResponse, transport: AiohttpTransport) -> None:
+        self._content = resp.content
+        self._transport = transport
+        self._limit = transport._max_bytes
+        self._size = 0
+
+    def __aiter__(self) -> _Blocks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        block = await self._content.readany()
+        if not block:
+            raise StopAsyncIteration
+        self._size += len(block)
+        if self._size > self._limit:
+            raise self._transport._too_large("")
+        return block
 
 
 async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
@@ -222,9 +275,3 @@ def _retire(session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop) -> 
         "shutdown_asyncgens(); close engines with `await engine.aclose()` before the loop ends"
     )
     session.detach()
-
-
-def _lower(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
-    # Only the handful of headers the client reads matter; lower-casing them once here keeps
-    # lookups cheap and transport-independent.
-    return {k.lower(): v for k, v in headers.items()}  # type: ignore[union-attr]

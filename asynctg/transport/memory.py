@@ -57,9 +57,11 @@ class _Whole:
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        for line in self._response.body.splitlines(keepends=True):
-            yield line
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._response.body
+
+    def at_eof(self) -> bool:
+        return True
 
     async def read(self) -> bytes:
         return self._response.body
