@@ -20,7 +20,7 @@ import statistics
 import sys
 from typing import Any
 
-from bench.common import ROOT, run_child, sim_reset, simulator, table, write_result
+from bench.common import ROOT, run_child, sim_reset, sim_stats, simulator, table, write_result
 
 BARE = r"""
 import asyncio, json, sys, time
@@ -49,7 +49,8 @@ async def main():
         start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(C)))
         wall = time.perf_counter() - start
-        return {"requests_per_s": N / wall, "cpu_us_per_request": 1e6 * (time.process_time() - cpu) / N}
+        cpu = time.process_time() - cpu
+        return {"requests_per_s": N / wall, "cpu_us_per_request": 1e6 * cpu / N}
 print(json.dumps(asyncio.run(main())))
 """
 
@@ -67,7 +68,12 @@ def _asynctg(url: str, requests: int, concurrency: int, stream: bool) -> dict[st
     if child.returncode != 0:
         raise RuntimeError(child.stderr[-2000:])
     row = json.loads(child.stdout)["levels"][0]
+    server = sim_stats(url)
     return {
+        # what asynctg bench reports against what the simulator counted
+        "agrees": row["http_requests"] == server["requests"]
+        and row["completion_tokens"] == server["completion_tokens"]
+        and row["prompt_tokens"] == server["prompt_tokens"],
         "requests_per_s": row["requests_per_s"],
         "cpu_us_per_request": 1e3 * row["client_cpu_per_request_ms"],
         "client_limited": row["client_limited"],
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs["bare aiohttp"].append(_bare(url, requests, args.concurrency, stream))
                 sim_reset(url)
                 runs["asynctg bench"].append(_asynctg(url, requests, args.concurrency, stream))
+            agrees = all(r["agrees"] for r in runs["asynctg bench"])
             medians = {
                 name: {
                     "requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
@@ -118,9 +125,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "requests_per_s": round(m["requests_per_s"], 1),
                         "cpu_us_per_request": round(m["cpu_us_per_request"], 1),
                         "vs_bare": round(m["requests_per_s"] / bare_rate, 3),
+                        "counts_match_server": agrees if name == "asynctg bench" else None,
                     }
                 )
-    print(table(rows, ["mode", "client", "requests_per_s", "cpu_us_per_request", "vs_bare"]))
+    columns = ["mode", "client", "requests_per_s", "cpu_us_per_request", "vs_bare"]
+    print(table(rows, [*columns, "counts_match_server"]))
     results = {"rows": rows, "requests": requests, "concurrency": args.concurrency}
     write_result("loadgen", vars(args), results)
     return results

@@ -107,6 +107,11 @@ def add_parser(
         help="count 429s and faults as failures instead of retrying them",
     )
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--sim-rpm",
+        type=positive_int,
+        help="with --sim: the simulated provider's requests-per-minute budget (429s past it)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     o.add_argument("--report", metavar="DIR", help="write report.json and report.html in DIR")
@@ -118,6 +123,7 @@ class _Progress:
     """One status line on a terminal, redrawn twice a second."""
 
     def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
         self.enabled = not quiet and sys.stderr.isatty()
         self.label = ""
         self.total = 0
@@ -128,7 +134,7 @@ class _Progress:
     def level(self, label: str, total: int) -> None:
         self.label, self.total, self.done, self.failed = label, total, 0, 0
         self.started = time.perf_counter()
-        if not self.enabled and label:
+        if not self.enabled and label and not self.quiet:
             print(f"asynctg bench: {label}", file=sys.stderr)
 
     def sample(self, sample: Sample) -> None:
@@ -282,7 +288,9 @@ async def _endpoint(args: argparse.Namespace, stack: Any) -> tuple[str | None, s
         from asynctg.sim import SimConfig, SimServer
 
         sim = await stack.enter_async_context(
-            SimServer(SimConfig(latency=args.sim_latency, tokens_per_second=200.0))
+            SimServer(
+                SimConfig(latency=args.sim_latency, tokens_per_second=200.0, rpm=args.sim_rpm)
+            )
         )
         return sim.base_url, args.model or "sim-1", sim
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")

@@ -179,3 +179,47 @@ def test_cli_optimize_runs_one_step_and_ends_cleanly(
     assert len(result["history"]) == 2  # before training, and the one step
     assert result["usage"]["provider_calls"] >= 2 + 3 * 2  # test answers + the step's calls
     assert (report / "report.html").is_file() and (report / "report.json").is_file()
+
+
+async def test_a_stream_from_llama_cpp(llama_server: LlamaServer) -> None:
+    """Streamed from a real server: deltas as they are decoded, TTFT and inter-token latency
+    measured, the text and the completion tokens equal to the same request unstreamed. This
+    server sends no usage in streams, so the completion is counted per chunk (one token each)
+    and the prompt estimated; the result says so."""
+    request = {"max_tokens": 24, "seed": 7}
+    async with _engine(llama_server) as engine:
+        plain = await engine.chat(
+            [{"role": "user", "content": "Count from one to five."}], **request
+        )
+        async with engine.stream("Count from one to five.", **request) as stream:
+            deltas = [delta async for delta in stream]
+    assert "".join(deltas) == stream.text == plain.text
+    assert len(deltas) >= 2 and stream.ttft is not None and stream.ttft > 0
+    assert len(stream.inter_token_latencies) >= 1
+    assert stream.usage is not None
+    assert stream.usage.completion_tokens == plain.usage.completion_tokens
+    assert stream.usage_estimated or stream.usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_bench_command_against_llama_cpp(llama_server: LlamaServer, tmp_path: Path) -> None:
+    """`asynctg bench` end to end on the real server: a two-level sweep, streamed, with a
+    report; TTFT and inter-token latency come from its real token timing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "asynctg", "bench", "--base-url", llama_server.base_url,
+            "--model", llama_server.model, "--api-key-env", "NO_KEY_HERE",
+            "--concurrency", "1,2", "--requests", "4", "--prompt-tokens", "16",
+            "--reply-tokens", "12", "--slo-p99", "120s", "--json", "--quiet",
+            "--report", str(tmp_path / "report"),
+        ],
+        capture_output=True, text=True, env=env, timeout=540,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert [row["level"] for row in data["levels"]] == [1, 2] and data["knee"] == 2
+    for row in data["levels"]:
+        assert row["ok"] == 4 and row["failed"] == 0
+        assert row["ttft_s"]["p50"] > 0 and row["itl_s"]["p50"] is not None
+        assert row["output_tokens_per_s"] > 0
+    assert (tmp_path / "report" / "report.html").exists()
