@@ -27,8 +27,8 @@ import asyncio
 import time
 from typing import Any
 
+from asynctg.loadtest.stats import percentile  # asynctg bench's own statistics
 from bench.common import (
-    percentile,
     save_plot,
     sim_reset,
     sim_stats,

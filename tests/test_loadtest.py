@@ -308,3 +308,14 @@ async def test_without_retries_429s_are_failures_by_kind() -> None:
     assert row["failed"] > 0 and row["errors"] == {"RateLimitError": row["failed"]}
     assert row["error_statuses"] == {"429": row["failed"]} and row["http_429"] == row["failed"]
     assert row["ok"] + row["failed"] == 10
+
+
+async def test_an_optimize_workload_is_steps_and_test_evaluations() -> None:
+    batch, steps, test = 3, 2, 5
+    async with SimServer(SimConfig(latency="2ms")) as sim:
+        async with _engine(sim) as engine:
+            out = await run_steps(engine, batch_size=batch, steps=steps, test_size=test)
+    assert out["workload"] == "optimize"
+    # each step's 3B+1 calls, and the test split answered before the first step and after each
+    assert out["calls"] == steps * (3 * batch + 1) + (steps + 1) * test
+    assert len(out["test_accuracy"]) == steps + 1 and len(out["step_s"]) == steps

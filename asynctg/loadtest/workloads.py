@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import math
 import random
@@ -383,8 +384,10 @@ async def run_steps(
     )
     if test_size == 0:
         step_times = _step_times(exchanges, started)
-    else:  # rounds of a short run: each step with the test evaluation after it
-        step_times = [b - a for a, b in zip([started, *marks], marks, strict=False)]
+    else:  # rounds of a short run: each step with the test evaluation after it (the first
+        # mark is the evaluation before any step)
+        bounds = marks if len(marks) > steps else [started, *marks]
+        step_times = [b - a for a, b in itertools.pairwise(bounds)]
     calls_per_step = 3 * batch_size + 1
     floor = None
     if rpm or tpm:
