@@ -32,6 +32,7 @@ from typing import Any
 
 import anyio
 
+from asynctg.engine.streaming import ChatStream
 from asynctg.errors import APIError, APIStatusError, ConfigError
 from asynctg.loadtest.recorder import Exchange, RecordingTransport
 from asynctg.loadtest.stats import Sample, in_flight_timeline, percentile, summarize
@@ -184,6 +185,7 @@ async def run_calls(
     if requests < 1:
         raise ConfigError("requests must be at least 1")
     rng = random.Random(seed)
+    # Every request is built (and checked) before the clock starts: the run only sends.
     plan = []
     for i in range(requests):
         text = (
@@ -191,23 +193,28 @@ async def run_calls(
             if prompts
             else synthetic_prompt(prompt_tokens.draw(rng), rng, i)
         )
-        plan.append((text, reply_tokens.draw(rng)))
+        request = engine.request(
+            [{"role": "user", "content": text}], max_tokens=reply_tokens.draw(rng)
+        )
+        engine.check_fits(request)
+        plan.append(request)
+    if stream and not callable(getattr(engine.transport, "stream", None)):
+        raise ConfigError(f"{type(engine.transport).__name__} cannot stream; pass stream=False")
     clock = engine.clock
     samples: list[Sample] = []
 
     async def one(i: int) -> None:
-        text, reply = plan[i]
         sample = Sample(start=clock.now(), end=0.0)
         try:
             if stream:
-                s = engine.stream(text, max_tokens=reply)
+                s = ChatStream(engine, plan[i], 0)
                 result = await s.collect()
                 sample.ttft = s.ttft
                 sample.itl = s.inter_token_latencies
                 sample.retries = s.attempts - 1
                 sample.usage_estimated = s.usage_estimated
             else:
-                result = await engine.chat([{"role": "user", "content": text}], max_tokens=reply)
+                result = await engine.send(plan[i])
             sample.prompt_tokens = result.usage.prompt_tokens
             sample.completion_tokens = result.usage.completion_tokens
         except APIError as exc:
