@@ -319,3 +319,22 @@ async def test_an_optimize_workload_is_steps_and_test_evaluations() -> None:
     # each step's 3B+1 calls, and the test split answered before the first step and after each
     assert out["calls"] == steps * (3 * batch + 1) + (steps + 1) * test
     assert len(out["test_accuracy"]) == steps + 1 and len(out["step_s"]) == steps
+
+
+async def test_a_recorded_stream_replays_without_a_provider(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.bin"
+    async with SimServer(SimConfig(latency="1ms")) as sim:
+        async with _engine(sim, cache=journal, cache_mode="record") as engine:
+            recorded = await engine.stream("Once upon a time", max_tokens=32).collect()
+    replayer = tg.get_engine(
+        "sim-1",
+        base_url="http://replay.invalid/v1",
+        api_key="k",
+        cache=journal,
+        cache_mode="replay",
+    )
+    async with replayer:
+        stream = replayer.stream("Once upon a time", max_tokens=32)
+        assert [d async for d in stream] == [recorded.text]
+        with pytest.raises(tg.ReplayMissError):
+            await replayer.stream("another story", max_tokens=32).collect()

@@ -359,39 +359,29 @@ class ChatEngine:
             )
         return ChatStream(self, self.request(turns, **params), priority)
 
-    async def _stream_iter(
-        self, request: ChatRequest, priority: int, sink: ChatStream
-    ) -> AsyncIterator[list[str]]:
-        """The deltas of one streamed call (``ChatStream`` drives this)."""
+    def _open_stream(self, sink: ChatStream) -> AsyncIterator[Any]:
+        """What a ``ChatStream`` reads: lists of text deltas, then the ``ChatResult``."""
+        request = sink.request
         self.check_fits(request)
         if self.cache_mode == "replay":
-            result = self._replay(request)
-            sink._sent(self.clock.now())
-            sink._delta(self.clock.now())
-            sink.result, sink.ended_at = result, self.clock.now()
-            yield [result.text]
-            return
-        rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
-        done: ChatResult | None = None
-        try:
-            async for item in self._attempt_iter(request, priority, rspan, sink):
-                if isinstance(item, list):
-                    yield item
-                else:
-                    done = item
-        except BaseException as exc:
-            if rspan is not None:
-                rspan.finish(error=exc)
-            raise
-        assert done is not None
-        sink.result = done
-        if rspan is not None:
-            price = self.usage.price
-            u = done.usage
-            cost = (
-                micro_dollars(price, u.prompt_tokens, u.completion_tokens) / 1e6 if price else 0.0
-            )
-            rspan.finish(done, cost=cost)
+            return self._replayed_stream(sink)
+        sink._rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
+        return self._attempt_iter(request, sink.priority, sink._rspan, sink)
+
+    def _journal_stream(self, request: ChatRequest, result: ChatResult) -> None:
+        """A finished stream's answer goes into the journal like any call's (streams are not
+        served from the cache, but a recorded run must replay them)."""
+        if self.cache is not None and self.cache_mode != "replay" and self._cacheable(request):
+            self.cache.put(request_key(request), result)
+
+    async def _replayed_stream(self, sink: ChatStream) -> AsyncIterator[Any]:
+        result = self._replay(sink.request)
+        now = self.clock.now()
+        sink._sent(now)
+        sink._delta(now)
+        sink.ended_at = now
+        yield [result.text]
+        yield result
 
     def _cacheable(self, request: ChatRequest) -> bool:
         return request.temperature == 0 or self.cache_sampled

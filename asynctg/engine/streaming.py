@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from asynctg.engine.types import ChatRequest, ChatResult, Usage, estimate_tokens
+from asynctg.engine.usage import micro_dollars
 from asynctg.errors import ResponseParseError
 
 if TYPE_CHECKING:
@@ -178,7 +179,8 @@ class ChatStream:
         self.first_at: float | None = None
         self.delta_at: list[float] = []
         self.ended_at: float | None = None
-        self._gen: AsyncIterator[list[str]] | None = None
+        self._gen: AsyncIterator[Any] | None = None
+        self._rspan: Any = None  # the request's telemetry span, if any
 
     def __aiter__(self) -> ChatStream:
         return self
@@ -186,15 +188,47 @@ class ChatStream:
     async def __anext__(self) -> str:
         # the engine hands over every delta of a network read at once (they arrived together)
         while not self._ready:
-            if self._gen is None:
-                self._gen = self.engine._stream_iter(self.request, self.priority, self)
-            self._ready = await self._gen.__anext__()
-            self._ready.reverse()
+            block = await self._next_block()
+            if block is None:
+                raise StopAsyncIteration
+            self._ready = block[::-1]
         return self._ready.pop()
+
+    async def _next_block(self) -> list[str] | None:
+        """The next network read's deltas; None at the end (``result`` is then set)."""
+        gen = self._gen
+        if gen is None:
+            if self.result is not None:
+                return None
+            gen = self._gen = self.engine._open_stream(self)
+        try:
+            item = await gen.__anext__()
+        except StopAsyncIteration:
+            return None
+        except BaseException as exc:
+            if self._rspan is not None:
+                self._rspan.finish(error=exc)
+                self._rspan = None
+            raise
+        if isinstance(item, list):
+            return item
+        self.result = item  # the last item: the whole answer
+        await self.aclose()
+        if not item.cached:
+            self.engine._journal_stream(self.request, item)
+        if self._rspan is not None:
+            price = self.engine.usage.price
+            u = item.usage
+            cost = (
+                micro_dollars(price, u.prompt_tokens, u.completion_tokens) / 1e6 if price else 0.0
+            )
+            self._rspan.finish(item, cost=cost)
+            self._rspan = None
+        return None
 
     async def aclose(self) -> None:
         """Stop reading (the connection closes, the engine's slot is released)."""
-        gen = self._gen
+        gen, self._gen = self._gen, None
         if gen is not None and hasattr(gen, "aclose"):
             await gen.aclose()
 
@@ -211,11 +245,9 @@ class ChatStream:
 
     async def collect(self) -> ChatResult:
         """Read the whole stream; its ``ChatResult``."""
-        if self._gen is None:
-            self._gen = self.engine._stream_iter(self.request, self.priority, self)
         try:
-            async for _ in self._gen:  # whole blocks: no per-delta step
-                pass
+            while await self._next_block() is not None:
+                pass  # whole blocks: no per-delta step
         finally:
             await self.aclose()
         assert self.result is not None
