@@ -80,8 +80,7 @@ def add_parser(
     )
     g.add_argument(
         "--reply-tokens",
-        default="128",
-        help="reply cap (max_tokens) per call, same forms (128)",
+        help="reply cap (max_tokens) per call, same forms (default: --max-tokens, else 128)",
     )
     g.add_argument("--dataset", metavar="FILE", help="prompts from a JSONL or text file")
     g.add_argument("--no-stream", action="store_true", help="plain requests (no TTFT, no ITL)")
@@ -169,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     assert levels is not None
     options = {
         "prompt_tokens": Lengths.parse(args.prompt_tokens),
-        "reply_tokens": Lengths.parse(args.reply_tokens),
+        "reply_tokens": Lengths.parse(args.reply_tokens or str(args.max_tokens or 128)),
         "prompts": load_prompts(args.dataset) if args.dataset else None,
     }
     if args.report:
@@ -210,6 +209,7 @@ async def _bench(args: argparse.Namespace, levels: list[float], options: dict[st
             # concurrency, or (open loop) whatever the arrivals pile up
             "max_concurrency": max(args.max_concurrency, 4096 if args.rate else int(max(levels))),
             "temperature": args.temperature,
+            "max_tokens": args.max_tokens,  # step workloads' replies (calls set their own)
             "transport": recorder,
         }
         key_env = getattr(args, "api_key_env", "OPENAI_API_KEY") or "OPENAI_API_KEY"
@@ -219,6 +219,10 @@ async def _bench(args: argparse.Namespace, levels: list[float], options: dict[st
             engine_options["retry"] = RetryPolicy(max_attempts=1, max_rate_limit_attempts=1)
         if args.price is not None:
             engine_options["price"] = args.price
+        if args.redis_url:  # several bench processes on one provider budget
+            engine_options["redis_url"] = args.redis_url
+        if args.context_window is not None:
+            engine_options["context_window"] = args.context_window
         engine = get_engine(model, **engine_options)
         stack.push_async_callback(engine.aclose)
         out: dict[str, Any] = {
