@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import Budget, EventSink, ItemRun
+from asynctg.apps.run import EventSink, ItemRun, RoundsConfig
 from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import ConfigError, WorkerError, require_int
+from asynctg.errors import ConfigError, WorkerError
 from asynctg.graph.ops import StringBasedFunction
 from asynctg.graph.variable import Variable
 from asynctg.loss import TextLoss
@@ -61,17 +61,8 @@ class Designer:
 
 
 @dataclass(frozen=True)
-class DesignConfig:
+class DesignConfig(RoundsConfig):
     """``iterations`` optimizer rounds per starting design (0: only evaluate the starts)."""
-
-    iterations: int = 3
-    budget: Budget = field(default_factory=Budget)
-
-    def __post_init__(self) -> None:
-        require_int("iterations", self.iterations, 0)
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        return {"iterations": self.iterations}
 
 
 @dataclass

@@ -24,6 +24,7 @@ __all__ = [
     "EventSink",
     "ItemRun",
     "Meter",
+    "RoundsConfig",
     "RunEvent",
     "gather",
     "merge_usage",
@@ -225,6 +226,21 @@ def unpriced_error(models: Iterable[str]) -> ConfigError:
         f"--max-cost needs a price for {', '.join(models)}, which is not in the price table; "
         "pass --price PROMPT,COMPLETION (dollars per million tokens)"
     )
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    """What the test-time loops share: ``iterations`` optimizer rounds per item and a budget
+    (``SolutionConfig``, ``DesignConfig``)."""
+
+    iterations: int = 3
+    budget: Budget = field(default_factory=Budget)
+
+    def __post_init__(self) -> None:
+        require_int("iterations", self.iterations, 0)
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        return {"iterations": self.iterations}
 
 
 class ItemRun:

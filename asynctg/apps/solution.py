@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import Budget, EventSink, ItemRun
+from asynctg.apps.run import EventSink, ItemRun, RoundsConfig
 from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import require_int
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
@@ -36,17 +35,8 @@ __all__ = ["SolutionConfig", "SolutionResult", "optimize_solutions"]
 
 
 @dataclass(frozen=True)
-class SolutionConfig:
+class SolutionConfig(RoundsConfig):
     """Settings: ``iterations`` rounds of test-time refinement per question (the paper: 3)."""
-
-    iterations: int = 3
-    budget: Budget = field(default_factory=Budget)
-
-    def __post_init__(self) -> None:
-        require_int("iterations", self.iterations, 0)
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        return {"iterations": self.iterations}
 
 
 @dataclass
