@@ -203,7 +203,8 @@ async def test_a_stream_from_llama_cpp(llama_server: LlamaServer) -> None:
 
 def test_bench_command_against_llama_cpp(llama_server: LlamaServer, tmp_path: Path) -> None:
     """`asynctg bench` end to end on the real server: a two-level sweep, streamed, with a
-    report; TTFT and inter-token latency come from its real token timing."""
+    report; TTFT and inter-token latency come from its real token timing; what the server
+    does to concurrent streams is reported by kind."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     out = subprocess.run(
         [
@@ -217,9 +218,16 @@ def test_bench_command_against_llama_cpp(llama_server: LlamaServer, tmp_path: Pa
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert [row["level"] for row in data["levels"]] == [1, 2] and data["knee"] == 2
-    for row in data["levels"]:
-        assert row["ok"] == 4 and row["failed"] == 0
+    one, two = data["levels"]
+    assert (one["level"], two["level"]) == (1, 2)
+    assert one["ok"] == 4 and one["failed"] == 0
+    # llama-cpp-python interrupts a running stream when another request arrives (its
+    # interrupt_requests default): cut before the first token the engine retries it, after
+    # it the report counts it as a StreamInterruptedError. Reported, never a crash:
+    assert two["ok"] + two["failed"] == 4
+    assert set(two["errors"]) <= {"StreamInterruptedError"}
+    assert data["knee"] == (2 if two["failed"] == 0 else 1)
+    for row in (one, two):
         assert row["ttft_s"]["p50"] > 0 and row["itl_s"]["p50"] is not None
         assert row["output_tokens_per_s"] > 0
     assert (tmp_path / "report" / "report.html").exists()
