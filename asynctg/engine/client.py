@@ -27,7 +27,7 @@ from asynctg.engine.models import context_window_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import CostCap, Reservation, SharedBudget
-from asynctg.engine.streaming import ChatStream, SSEParser
+from asynctg.engine.streaming import ChatStream, SSEParser, check_streaming
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
@@ -353,10 +353,7 @@ class ChatEngine:
             turns = list(messages)
         if system_prompt is not None:
             turns.insert(0, {"role": "system", "content": system_prompt})
-        if not callable(getattr(self.transport, "stream", None)):
-            raise ConfigError(
-                f"{type(self.transport).__name__} cannot stream (it has no stream() method)"
-            )
+        check_streaming(self.transport)
         return ChatStream(self, self.request(turns, **params), priority)
 
     def _open_stream(self, sink: ChatStream) -> AsyncIterator[Any]:
@@ -368,11 +365,20 @@ class ChatEngine:
         sink._rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
         return self._attempt_iter(request, sink.priority, sink._rspan, sink)
 
-    def _journal_stream(self, request: ChatRequest, result: ChatResult) -> None:
-        """A finished stream's answer goes into the journal like any call's (streams are not
-        served from the cache, but a recorded run must replay them)."""
-        if self.cache is not None and self.cache_mode != "replay" and self._cacheable(request):
+    def _stream_done(self, sink: ChatStream, result: ChatResult) -> None:
+        """A finished stream: its answer goes into the journal like any call's (streams are
+        not served from the cache, but a recorded run must replay them); its span closes."""
+        request = sink.request
+        if (
+            not result.cached
+            and self.cache is not None
+            and self.cache_mode != "replay"
+            and self._cacheable(request)
+        ):
             self.cache.put(request_key(request), result)
+        rspan, sink._rspan = sink._rspan, None
+        if rspan is not None:
+            self._finish_span(rspan, result)
 
     async def _replayed_stream(self, sink: ChatStream) -> AsyncIterator[Any]:
         result = self._replay(sink.request)
@@ -490,13 +496,17 @@ class ChatEngine:
         except BaseException as exc:
             rspan.finish(error=exc)
             raise
+        self._finish_span(rspan, result)
+        return result
+
+    def _finish_span(self, rspan: telemetry.RequestSpan, result: ChatResult) -> None:
+        """Close a request's span with its usage and its price (0 when unpriced)."""
         price = self.usage.price
         cost = 0.0
         if price is not None:
             u = result.usage
             cost = micro_dollars(price, u.prompt_tokens, u.completion_tokens) / 1e6
         rspan.finish(result, cost=cost)
-        return result
 
     async def _attempts(
         self, request: ChatRequest, priority: int, rspan: telemetry.RequestSpan | None

@@ -33,13 +33,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from asynctg.engine.types import ChatRequest, ChatResult, Usage, estimate_tokens
-from asynctg.engine.usage import micro_dollars
-from asynctg.errors import ResponseParseError
+from asynctg.errors import ConfigError, ResponseParseError
 
 if TYPE_CHECKING:
     from asynctg.engine.client import ChatEngine
 
-__all__ = ["ChatStream", "SSEParser"]
+__all__ = ["ChatStream", "SSEParser", "check_streaming"]
 
 
 class _Delta(msgspec.Struct):
@@ -62,7 +61,7 @@ _decode_chunks = msgspec.json.Decoder(list[_Chunk]).decode
 
 
 class SSEParser:
-    """Reads an OpenAI chat-completion event stream line by line.
+    """Reads an OpenAI chat-completion event stream as it arrives.
 
     ``feed(block)`` takes the body as it arrives (blocks may end mid-line) and returns the
     content deltas its complete lines carried; ``done`` turns true at ``data: [DONE]``;
@@ -134,15 +133,10 @@ class SSEParser:
         self.parts.extend(out)
         return out
 
-    def _line(self, line: bytes) -> list[str]:
-        """One line on its own (a last event that came without its blank line)."""
-        return self.feed(line + b"\n\n")
-
     def result(self, request: ChatRequest, request_id: str | None) -> tuple[ChatResult, bool]:
         """The stream's result, and whether its usage was estimated (the server sent none)."""
-        if self._rest and not self.done:  # a last line without its newline
-            self._line(self._rest)
-            self._rest = b""
+        if self._rest and not self.done:  # a last event without its blank line
+            self.feed(b"\n\n")
         if not self.done and self.finish is None:
             raise ResponseParseError("the stream ended before its last chunk", body="")
         usage = self.usage
@@ -206,24 +200,15 @@ class ChatStream:
         except StopAsyncIteration:
             return None
         except BaseException as exc:
-            if self._rspan is not None:
-                self._rspan.finish(error=exc)
-                self._rspan = None
+            rspan, self._rspan = self._rspan, None
+            if rspan is not None:
+                rspan.finish(error=exc)
             raise
         if isinstance(item, list):
             return item
         self.result = item  # the last item: the whole answer
         await self.aclose()
-        if not item.cached:
-            self.engine._journal_stream(self.request, item)
-        if self._rspan is not None:
-            price = self.engine.usage.price
-            u = item.usage
-            cost = (
-                micro_dollars(price, u.prompt_tokens, u.completion_tokens) / 1e6 if price else 0.0
-            )
-            self._rspan.finish(item, cost=cost)
-            self._rspan = None
+        self.engine._stream_done(self, item)
         return None
 
     async def aclose(self) -> None:
@@ -305,3 +290,9 @@ class ChatStream:
             "completion_tokens": usage.completion_tokens if usage else None,
             "usage_estimated": self.usage_estimated,
         }
+
+
+def check_streaming(transport: Any) -> None:
+    """``ConfigError`` unless ``transport`` can stream (has ``stream()``)."""
+    if not callable(getattr(transport, "stream", None)):
+        raise ConfigError(f"{type(transport).__name__} cannot stream (it has no stream() method)")

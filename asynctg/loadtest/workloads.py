@@ -32,7 +32,7 @@ from typing import Any
 
 import anyio
 
-from asynctg.engine.streaming import ChatStream
+from asynctg.engine.streaming import ChatStream, check_streaming
 from asynctg.errors import APIError, APIStatusError, ConfigError
 from asynctg.loadtest.recorder import Exchange, RecordingTransport
 from asynctg.loadtest.stats import Sample, in_flight_timeline, percentile, summarize
@@ -198,8 +198,8 @@ async def run_calls(
         )
         engine.check_fits(request)
         plan.append(request)
-    if stream and not callable(getattr(engine.transport, "stream", None)):
-        raise ConfigError(f"{type(engine.transport).__name__} cannot stream; pass stream=False")
+    if stream:
+        check_streaming(engine.transport)
     clock = engine.clock
     samples: list[Sample] = []
 
