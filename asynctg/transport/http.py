@@ -93,23 +93,21 @@ class AiohttpTransport:
         """
         session = await self._get_session()
         try:
-            async with session.request(
-                request.method,
-                request.url,
-                data=request.body or None,
-                headers=request.headers,
-                timeout=self._timeout(request.timeout),
-            ) as resp:
+            async with self._request(session, request) as resp:
                 body = await self._read(resp)
                 return HTTPResponse(resp.status, resp.headers, body)
-        except TimeoutError as exc:
-            raise APITimeoutError(
-                f"no answer from {request.url} within {request.timeout} s"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(
-                f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _converted(exc, request) from exc
+
+    def _request(self, session: aiohttp.ClientSession, request: HTTPRequest) -> Any:
+        """The aiohttp request context of ``request`` (sent when entered)."""
+        return session.request(
+            request.method,
+            request.url,
+            data=request.body or None,
+            headers=request.headers,
+            timeout=self._timeout(request.timeout),
+        )
 
     def stream(self, request: HTTPRequest) -> _Stream:
         """Send ``request`` and hold its response open while the body arrives (server-sent
@@ -173,13 +171,7 @@ class _Stream:
         request = self._request
         session = await self._transport._get_session()
         try:
-            self._ctx = session.request(
-                request.method,
-                request.url,
-                data=request.body or None,
-                headers=request.headers,
-                timeout=self._transport._timeout(request.timeout),
-            )
+            self._ctx = self._transport._request(session, request)
             resp = await self._ctx.__aenter__()
         except BaseException as exc:
             raise _converted(exc, request) from exc
@@ -190,16 +182,16 @@ class _Stream:
             await self._ctx.__aexit__(exc_type, exc, tb)
         except BaseException as error:
             raise _converted(error, self._request) from error
-        if exc is not None and _converted(exc, self._request) is not exc:
-            raise _converted(exc, self._request) from exc
+        if exc is not None:
+            ours = _converted(exc, self._request)
+            if ours is not exc:
+                raise ours from exc
 
 
 def _converted(exc: BaseException, request: HTTPRequest) -> BaseException:
     """aiohttp's and the socket's errors as ours (others unchanged)."""
     if isinstance(exc, TimeoutError):
-        return APITimeoutError(
-            f"no (complete) answer from {request.url} within {request.timeout} s"
-        )
+        return APITimeoutError(f"no answer from {request.url} within {request.timeout} s")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return APIConnectionError(
             f"connection to {request.url} failed: {exc.__class__.__name__}: {exc}"
