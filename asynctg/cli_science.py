@@ -150,11 +150,10 @@ def plan_task(args: argparse.Namespace) -> tuple[DesignTask, dict[str, Any]]:
         )
     if args.workers is not None and args.cluster:
         raise ConfigError("--workers sets local processes; with --cluster the cluster's count")
-    if args.workers is not None and args.workers > (os.cpu_count() or 1):
-        raise ConfigError(
-            f"--workers {args.workers}: this machine has {os.cpu_count()} cores; evaluations "
-            "are CPU-bound, so more workers than cores gain nothing (use --cluster for more)"
-        )
+    if args.workers is not None:
+        from asynctg.workers.local import local_workers
+
+        local_workers(args.workers)  # checked now, before anything runs
     if args.command == "molecule":
         from asynctg.apps import docking
         from asynctg.apps.molecule import DEFAULT_STARTS

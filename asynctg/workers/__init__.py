@@ -34,6 +34,7 @@ import json
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,12 @@ from typing import Any
 import anyio
 import msgspec
 
-from asynctg.errors import ConfigError, WorkerLostError
+from asynctg.errors import (
+    ConfigError,
+    WorkerFunctionError,
+    WorkerLostError,
+    WorkerTimeoutError,
+)
 
 __all__ = ["EvaluationCache", "WorkerPool", "function_name"]
 
@@ -237,6 +243,15 @@ class WorkerPool:
     ) -> tuple[Any, float]:
         raise NotImplementedError
 
+    def _timed_out(self, name: str, consequence: str) -> WorkerTimeoutError:
+        """The error of an evaluation past the timeout (counted); ``consequence``: what
+        became of its worker."""
+        self.timeouts += 1
+        return WorkerTimeoutError(
+            f"{name} ran longer than the pool's timeout ({self.timeout:g} s); {consequence}",
+            function=name,
+        )
+
     def statistics(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -260,10 +275,15 @@ class WorkerPool:
         await self.aclose()
 
 
+def function_error(name: str, kind: str, message: str, remote: str) -> WorkerFunctionError:
+    """The error of a function that raised ``kind: message`` in its worker."""
+    return WorkerFunctionError(
+        f"{name} raised {kind}: {message}", function=name, kind=kind, remote_traceback=remote
+    )
+
+
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     """Run in a worker: the function's result and the CPU seconds it took."""
-    import time
-
     started = time.process_time()
     result = fn(*args, **kwargs)
     return result, time.process_time() - started

@@ -30,13 +30,8 @@ from typing import Any
 
 import anyio
 
-from asynctg.errors import (
-    ConfigError,
-    WorkerFunctionError,
-    WorkerLostError,
-    WorkerTimeoutError,
-)
-from asynctg.workers import EvaluationCache, WorkerPool, _call, function_name
+from asynctg.errors import ConfigError, WorkerLostError
+from asynctg.workers import EvaluationCache, WorkerPool, _call, function_error, function_name
 
 try:
     from distributed import Client, KilledWorker
@@ -129,21 +124,14 @@ class DaskPool(WorkerPool):
                 result, cpu = await future
             done = True
         except TimeoutError:
-            self.timeouts += 1
-            raise WorkerTimeoutError(
-                f"{name} ran longer than the pool's timeout ({self.timeout:g} s); its result "
-                "is abandoned (Dask cannot stop a running task)",
-                function=name,
+            raise self._timed_out(
+                name, "its result is abandoned (Dask cannot stop a running task)"
             ) from None
         except KilledWorker as exc:
             raise WorkerLostError(f"{name}: {exc}", function=name) from exc
         except Exception as exc:
-            raise WorkerFunctionError(
-                f"{name} raised {type(exc).__name__}: {exc}",
-                function=name,
-                kind=type(exc).__name__,
-                remote_traceback="".join(traceback.format_exception(exc)),
-            ) from exc
+            remote = "".join(traceback.format_exception(exc))
+            raise function_error(name, type(exc).__name__, str(exc), remote) from exc
         finally:
             if not done:
                 with anyio.CancelScope(shield=True):

@@ -31,11 +31,10 @@ from asynctg.errors import (
     WorkerError,
     WorkerFunctionError,
     WorkerLostError,
-    WorkerTimeoutError,
 )
-from asynctg.workers import EvaluationCache, WorkerPool, _call, function_name
+from asynctg.workers import EvaluationCache, WorkerPool, _call, function_error, function_name
 
-__all__ = ["ProcessPool"]
+__all__ = ["ProcessPool", "local_workers"]
 
 #: set in every worker before anything runs: one thread per process, the pool is the parallelism
 SINGLE_THREADED = {
@@ -81,6 +80,22 @@ def _serve(
             conn.send(("error", type(exc).__name__, f"cannot send the result back: {exc}", ""))
 
 
+def local_workers(workers: int | None) -> int:
+    """How many worker processes ``workers`` asks for (None: one per core); ``ConfigError``
+    past the cores or below one."""
+    cores = os.cpu_count() or 1
+    if workers is None:
+        return cores
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if workers > cores:
+        raise ConfigError(
+            f"workers={workers} but this machine has {cores} cores: CPU-bound evaluations "
+            "gain nothing past one per core; for more, use a cluster (DaskPool / --cluster)"
+        )
+    return workers
+
+
 class _Worker:
     __slots__ = ("conn", "process")
 
@@ -113,17 +128,7 @@ class ProcessPool(WorkerPool):
         env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(timeout=timeout, retries=retries, cache=cache)
-        cores = os.cpu_count() or 1
-        if workers is None:
-            workers = cores
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ConfigError(f"workers must be a positive integer, got {workers!r}")
-        if workers > cores:
-            raise ConfigError(
-                f"workers={workers} but this machine has {cores} cores: CPU-bound evaluations "
-                "gain nothing past one per core; for more, use a cluster (DaskPool / --cluster)"
-            )
-        self.workers = workers
+        self.workers = local_workers(workers)
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self.env = {**SINGLE_THREADED, **(env or {})}
@@ -207,12 +212,7 @@ class ProcessPool(WorkerPool):
         if reply[0] == "ok":
             return reply[1], reply[2]
         _, kind, message, tb = reply
-        raise WorkerFunctionError(
-            f"{function_name(fn)} raised {kind}: {message}",
-            function=function_name(fn),
-            kind=kind,
-            remote_traceback=tb,
-        )
+        raise function_error(function_name(fn), kind, message, tb)
 
     async def _exchange(
         self, worker: _Worker, job: tuple[Any, ...], threads: anyio.CapacityLimiter
@@ -225,13 +225,8 @@ class ProcessPool(WorkerPool):
                     worker.conn.recv, abandon_on_cancel=True, limiter=threads
                 )
         except TimeoutError:
-            self.timeouts += 1
-            raise WorkerTimeoutError(
-                f"{name} ran longer than the pool's timeout ({self.timeout:g} s); its worker "
-                "was stopped",
-                function=name,
-            ) from None
-        except (EOFError, OSError, BrokenPipeError) as exc:
+            raise self._timed_out(name, "its worker was stopped") from None
+        except (EOFError, OSError) as exc:  # a dead worker's pipe
             raise WorkerLostError(
                 f"worker pid {worker.process.pid} died (exit code {worker.process.exitcode})",
                 function=name,
