@@ -195,7 +195,7 @@ async def _bench(args: argparse.Namespace, levels: list[float], options: dict[st
 
     from asynctg.engine import RetryPolicy, get_engine
     from asynctg.loadtest.recorder import RecordingTransport
-    from asynctg.loadtest.workloads import knee, run_calls, run_steps
+    from asynctg.loadtest.workloads import budget_use, knee, run_calls, run_steps
 
     progress = _Progress(args.quiet)
     async with contextlib.AsyncExitStack() as stack:
@@ -251,7 +251,12 @@ async def _bench(args: argparse.Namespace, levels: list[float], options: dict[st
                             **options,
                         )
                         row["level"] = level
-                        _budget_use(row, args.rpm, args.tpm)
+                        tokens = row["prompt_tokens"] + row["completion_tokens"]
+                        row.update(
+                            budget_use(
+                                row["http_requests"], tokens, row["wall_s"], args.rpm, args.tpm
+                            )
+                        )
                         rows.append(row)
                     out["load_kind"] = kind
                     out["levels"] = rows
@@ -304,14 +309,6 @@ async def _endpoint(args: argparse.Namespace, stack: Any) -> tuple[str | None, s
     if not model:
         raise ConfigError("pass --model NAME (or set ASYNCTG_MODEL)")
     return base_url, model, None
-
-
-def _budget_use(row: dict[str, Any], rpm: float | None, tpm: float | None) -> None:
-    minutes = row["wall_s"] / 60.0
-    if rpm:
-        row["rpm_used"] = row["http_requests"] / minutes / rpm
-    if tpm:
-        row["tpm_used"] = (row["prompt_tokens"] + row["completion_tokens"]) / minutes / tpm
 
 
 def _public(result: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["Sample", "distribution", "percentile", "summarize"]
 
@@ -55,10 +55,7 @@ class Sample:
     itl: list[float] = field(default_factory=list)  # streams: gaps between deltas
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    retries: int = 0  # requests the engine re-sent for it (429s and faults)
-    rate_limited: int = 0  # 429s it met on the way (retried or final)
     usage_estimated: bool = False
-    kind: str = "call"  # step workloads: forward / backward / optimizer / ...
 
     @property
     def latency(self) -> float:
@@ -86,8 +83,6 @@ def summarize(
         "failed": len(samples) - len(ok),
         "errors": dict(sorted(errors.items())),
         "error_statuses": dict(sorted(statuses.items())),
-        "rate_limited": sum(s.rate_limited for s in samples),
-        "retries": sum(s.retries for s in samples),
         "wall_s": wall,
         "requests_per_s": len(ok) / wall,
         "input_tokens_per_s": prompt / wall,
@@ -108,8 +103,14 @@ def summarize(
     return out
 
 
-def in_flight_timeline(samples: Sequence[Sample], buckets: int = 200) -> list[tuple[float, int]]:
-    """(time, requests in flight) at ``buckets`` evenly spaced instants of the run."""
+class _Interval(Protocol):
+    start: float
+    end: float
+
+
+def in_flight_timeline(samples: Sequence[_Interval], buckets: int = 200) -> list[tuple[float, int]]:
+    """(time since the first start, requests in flight) at ``buckets`` evenly spaced instants
+    of the run; ``samples``: anything with a ``start`` and an ``end`` (samples, exchanges)."""
     if not samples:
         return []
     starts = sorted(s.start for s in samples)

@@ -39,6 +39,7 @@ from asynctg.loadtest.stats import Sample, in_flight_timeline, percentile, summa
 
 __all__ = [
     "Lengths",
+    "budget_use",
     "knee",
     "load_prompts",
     "run_calls",
@@ -52,6 +53,9 @@ _WORDS = (
     "government number night point home water room mother area money story fact month lot "
     "right study book eye job word business issue side kind head house service friend father"
 ).split()
+
+
+_LENGTHS_FORMS = "token lengths {!r}: use N, uniform:LOW,HIGH or normal:MEAN,SD"
 
 
 @dataclass(frozen=True)
@@ -73,11 +77,9 @@ class Lengths:
             kind, args = text.split(":", 1)
             a, b = (float(x) for x in args.split(","))
         except ValueError:
-            raise ConfigError(
-                f"token lengths {text!r}: use N, uniform:LOW,HIGH or normal:MEAN,SD"
-            ) from None
+            raise ConfigError(_LENGTHS_FORMS.format(text)) from None
         if kind not in ("uniform", "normal") or a < 1 or b < 0 or (kind == "uniform" and b < a):
-            raise ConfigError(f"token lengths {text!r}: use N, uniform:LOW,HIGH or normal:MEAN,SD")
+            raise ConfigError(_LENGTHS_FORMS.format(text))
         return cls(kind, a, b)
 
     def draw(self, rng: random.Random) -> int:
@@ -143,8 +145,8 @@ def load_prompts(path: str | Path) -> list[str]:
 def _fewer_collections() -> Iterator[None]:
     """The generator's own garbage-collection pauses would show up as latency and cap its
     rate (a quarter of its CPU at 5,000 requests/s): during a run, what existed before is
-    frozen out of collections and young collections run every 50,000 allocations instead of
-    700. Cycles are still collected; the settings are restored after."""
+    frozen out of collections and young collections run every 200,000 allocations instead
+    of 700. Cycles are still collected; the settings are restored after."""
     old = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(200_000, 50, 1000)
@@ -211,7 +213,6 @@ async def run_calls(
                 result = await s.collect()
                 sample.ttft = s.ttft
                 sample.itl = s.inter_token_latencies
-                sample.retries = s.attempts - 1
                 sample.usage_estimated = s.usage_estimated
             else:
                 result = await engine.send(plan[i])
@@ -228,17 +229,16 @@ async def run_calls(
 
     recorder = _recorder(engine)
     first_exchange = len(recorder.exchanges) if recorder else 0
+    before = engine.stats()
     cpu = time.process_time()
     started = clock.now()
     with _fewer_collections():
         await _issue(one, requests, concurrency, rate, rng, clock, started)
     wall = clock.now() - started
     summary = summarize(samples, wall=wall, client_cpu=time.process_time() - cpu)
+    summary.update(_engine_counts(before, engine.stats()))
     exchanges = recorder.exchanges[first_exchange:] if recorder else []
     summary.update(_exchange_summary(exchanges, started))
-    if recorder is not None:  # what the HTTP layer saw is exact; per-call counts are not
-        summary["retries"] = max(0, summary["http_requests"] - len(samples))
-        summary["rate_limited"] = summary["http_429"]
     summary["samples"] = samples
     summary["load"] = {"concurrency": concurrency} if concurrency is not None else {"rate": rate}
     return summary
@@ -286,17 +286,35 @@ def _exchange_summary(exchanges: Sequence[Exchange], started: float) -> dict[str
     for e in exchanges:
         key = str(e.status) if e.status is not None else (e.error or "no response")
         by_status[key] = by_status.get(key, 0) + 1
-    as_samples = [Sample(start=e.start - started, end=e.end - started) for e in exchanges]
     rate_limited_at = sorted(round(e.end - started, 3) for e in exchanges if e.status == 429)
     return {
         "http_requests": len(exchanges),
         "http_by_status": dict(sorted(by_status.items())),
-        "http_429": sum(1 for e in exchanges if e.status == 429),
+        "http_429": by_status.get("429", 0),
         "timeline": {
-            "in_flight": [(round(t, 3), n) for t, n in in_flight_timeline(as_samples)],
+            "in_flight": [(round(t, 3), n) for t, n in in_flight_timeline(exchanges)],
             "rate_limited_at": rate_limited_at,
         },
     }
+
+
+def _engine_counts(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The engine's own retry and 429 counts over a run (exact whatever the transport)."""
+    return {k: after[k] - before[k] for k in ("retries", "rate_limited")}
+
+
+def budget_use(
+    requests: int, tokens: int, wall_s: float, rpm: float | None, tpm: float | None
+) -> dict[str, float]:
+    """The share of an rpm / tpm budget a run used: its requests and tokens per minute over
+    the budget's (only the budgets given)."""
+    minutes = wall_s / 60.0
+    out = {}
+    if rpm:
+        out["rpm_used"] = requests / minutes / rpm
+    if tpm:
+        out["tpm_used"] = tokens / minutes / tpm
+    return out
 
 
 def sweep_levels(text: str | None, kind: str) -> list[float] | None:
@@ -418,8 +436,7 @@ async def run_steps(
         "median_latency_s": median,
         "calls_by_kind": {k: len(v) for k, v in sorted(per_kind.items())},
         "client_cpu_s": time.process_time() - cpu,
-        "rate_limited": after["rate_limited"] - before["rate_limited"],
-        "retries": after["retries"] - before["retries"],
+        **_engine_counts(before, after),
         "final_prompt": result.final_prompt,
         "test_accuracy": [row.get("test_accuracy") for row in result.history],
     }
@@ -427,10 +444,7 @@ async def run_steps(
         summary["step_vs_bound"] = summary["step_mean_s"] / bound
     if summary["step_mean_s"] and floor:
         summary["step_vs_floor"] = summary["step_mean_s"] / floor
-    if rpm:
-        summary["rpm_used"] = (after["requests"] - before["requests"]) / (wall / 60.0) / rpm
-    if tpm:
-        summary["tpm_used"] = tokens / (wall / 60.0) / tpm
+    summary.update(budget_use(after["requests"] - before["requests"], tokens, wall, rpm, tpm))
     summary.update(_exchange_summary(exchanges, started))
     return summary
 
