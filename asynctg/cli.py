@@ -500,7 +500,9 @@ class _Plan:
 _REPLAY_URL = "http://replay.invalid/v1"
 
 
-def _endpoint(args: argparse.Namespace, *, use_sim: bool) -> tuple[str | None, str]:
+def resolve_endpoint(args: argparse.Namespace, *, use_sim: bool) -> tuple[str | None, str]:
+    """(base URL, model) from the endpoint flags and the environment; ConfigError (exit 2)
+    saying what to pass when there is none."""
     if use_sim:
         return None, args.model or "sim-1"
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -593,7 +595,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         base_url = _REPLAY_URL
         model = args.model or os.environ.get("ASYNCTG_MODEL") or "sim-1"
     else:
-        base_url, model = _endpoint(args, use_sim=use_sim)
+        base_url, model = resolve_endpoint(args, use_sim=use_sim)
     optimizer_model = getattr(args, "optimizer_model", None) or model
     if args.max_cost is not None and args.price is None:
         from asynctg.engine.usage import price_for
@@ -682,13 +684,9 @@ async def _endpoint_url(plan_sim: bool, latency: str, seed: int) -> AsyncIterato
         yield server.base_url
 
 
-def _engines(
-    args: argparse.Namespace, base_url: str | None, model: str, optimizer_model: str
-) -> tuple[Any, Any, list[Any]]:
-    from asynctg.engine import get_engine
-    from asynctg.loadtest.recorder import RecordingTransport
-
-    transports = [RecordingTransport()]
+def engine_options(args: argparse.Namespace, base_url: str | None) -> dict[str, Any]:
+    """``get_engine`` options from the endpoint flags (``_endpoint_options``); the API key is
+    read from the environment variable ``--api-key-env`` names."""
     options: dict[str, Any] = {
         "base_url": base_url,
         "rpm": args.rpm,
@@ -705,7 +703,18 @@ def _engines(
     if getattr(args, "context_window", None) is not None:
         options["context_window"] = args.context_window
     if getattr(args, "redis_url", None):
-        options["redis_url"] = args.redis_url
+        options["redis_url"] = args.redis_url  # share rpm/tpm with every process on it
+    return options
+
+
+def _engines(
+    args: argparse.Namespace, base_url: str | None, model: str, optimizer_model: str
+) -> tuple[Any, Any, list[Any]]:
+    from asynctg.engine import get_engine
+    from asynctg.loadtest.recorder import RecordingTransport
+
+    transports = [RecordingTransport()]
+    options = engine_options(args, base_url)
     if getattr(args, "replay", None):
         options["cache"] = str(Path(args.replay) / "journal.bin")
         options["cache_mode"] = "replay"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -193,36 +192,25 @@ def run(args: argparse.Namespace) -> int:
 async def _bench(args: argparse.Namespace, levels: list[float], options: dict[str, Any]) -> Any:
     import contextlib
 
+    from asynctg.cli import engine_options as endpoint_engine_options
     from asynctg.engine import RetryPolicy, get_engine
+    from asynctg.engine.clock import LoopClock
     from asynctg.loadtest.recorder import RecordingTransport
     from asynctg.loadtest.workloads import budget_use, knee, run_calls, run_steps
 
     progress = _Progress(args.quiet)
     async with contextlib.AsyncExitStack() as stack:
         base_url, model, sim = await _endpoint(args, stack)
-        recorder = RecordingTransport(clock=_loop_time)
-        engine_options: dict[str, Any] = {
-            "base_url": base_url,
-            "rpm": args.rpm,
-            "tpm": args.tpm,
+        recorder = RecordingTransport(clock=LoopClock().now)
+        engine_options = endpoint_engine_options(args, base_url)
+        engine_options.update(
             # the generator, not the engine's default cap, sets the load: a closed loop's
             # concurrency, or (open loop) whatever the arrivals pile up
-            "max_concurrency": max(args.max_concurrency, 4096 if args.rate else int(max(levels))),
-            "temperature": args.temperature,
-            "max_tokens": args.max_tokens,  # step workloads' replies (calls set their own)
-            "transport": recorder,
-        }
-        key_env = getattr(args, "api_key_env", "OPENAI_API_KEY") or "OPENAI_API_KEY"
-        if os.environ.get(key_env):
-            engine_options["api_key"] = os.environ[key_env]
+            max_concurrency=max(args.max_concurrency, 4096 if args.rate else int(max(levels))),
+            transport=recorder,  # (max_tokens: step workloads' replies; calls set their own)
+        )
         if args.no_retries:
             engine_options["retry"] = RetryPolicy(max_attempts=1, max_rate_limit_attempts=1)
-        if args.price is not None:
-            engine_options["price"] = args.price
-        if args.redis_url:  # several bench processes on one provider budget
-            engine_options["redis_url"] = args.redis_url
-        if args.context_window is not None:
-            engine_options["context_window"] = args.context_window
         engine = get_engine(model, **engine_options)
         stack.push_async_callback(engine.aclose)
         out: dict[str, Any] = {
@@ -286,12 +274,6 @@ async def _bench(args: argparse.Namespace, levels: list[float], options: dict[st
     return out
 
 
-def _loop_time() -> float:
-    import asyncio
-
-    return asyncio.get_running_loop().time()
-
-
 async def _endpoint(args: argparse.Namespace, stack: Any) -> tuple[str | None, str, Any]:
     if getattr(args, "sim", False):
         from asynctg.sim import SimConfig, SimServer
@@ -302,12 +284,9 @@ async def _endpoint(args: argparse.Namespace, stack: Any) -> tuple[str | None, s
             )
         )
         return sim.base_url, args.model or "sim-1", sim
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    model = args.model or os.environ.get("ASYNCTG_MODEL")
-    if not base_url and not os.environ.get(getattr(args, "api_key_env", "OPENAI_API_KEY")):
-        raise ConfigError("pass --base-url URL and --model NAME (or --sim to try the simulator)")
-    if not model:
-        raise ConfigError("pass --model NAME (or set ASYNCTG_MODEL)")
+    from asynctg.cli import resolve_endpoint
+
+    base_url, model = resolve_endpoint(args, use_sim=False)
     return base_url, model, None
 
 
@@ -322,6 +301,9 @@ def _ms(value: float | None) -> str:
 
 
 def _summary_table(result: dict[str, Any]) -> str:
+    from asynctg.loadtest.report import knee_note, level_notes
+
+    kind = result.get("load_kind", "concurrency")
     lines = [f"asynctg bench: {result['model']} at {result['endpoint']} ({result['workload']})"]
     if result["workload"] == "calls":
         header = (
@@ -339,25 +321,10 @@ def _summary_table(result: dict[str, Any]) -> str:
                 f"{_ms(ttft['p50']):>8} {_ms(ttft['p99']):>8} {_ms(itl['p50']):>7} "
                 f"{row['http_429']:>5} {row['failed']:>6}"
             )
-            if row.get("errors"):
-                lines.append(f"{'':>10} errors: {row['errors']}")
-            if row.get("client_limited"):
-                lines.append(
-                    f"{'':>10} note: the load generator's CPU was saturated "
-                    f"({row['client_busy']:.0%} of a core): the client, not the server, "
-                    "limited this level"
-                )
-            for key, label in (("rpm_used", "rpm"), ("tpm_used", "tpm")):
-                if key in row:
-                    lines.append(f"{'':>10} {label} budget used: {row[key]:.0%}")
-        if "knee" in result:
-            slo = result["slo"]
-            knee = result["knee"]
-            lines.append(
-                f"knee: {knee:g} ({slo['metric']} p99 <= {slo['p99_s']:g} s)"
-                if knee is not None
-                else f"knee: none (every level missed {slo['metric']} p99 <= {slo['p99_s']:g} s)"
-            )
+            lines.extend(f"{'':>10} {note}" for note in level_notes(row, kind))
+        knee = knee_note(result, kind)
+        if knee is not None:
+            lines.append(knee)
     else:
         step = result["step"]
         lines.append(

@@ -15,7 +15,7 @@ from typing import Any
 from asynctg.apps.checkpoint import atomic_write_text
 from asynctg.apps.report import xy_chart_svg
 
-__all__ = ["write_report"]
+__all__ = ["knee_note", "level_notes", "write_report"]
 
 _STYLE = (
     "body{font:15px/1.5 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em}"
@@ -80,6 +80,36 @@ def write_report(folder: str | Path, result: Mapping[str, Any]) -> tuple[Path, P
     return json_path, html_path
 
 
+def level_notes(row: Mapping[str, Any], kind: str) -> list[str]:
+    """What to say about one load level beside its numbers (table and report alike)."""
+    at = f"{kind} {row['level']:g}"
+    notes = []
+    if row.get("errors"):
+        notes.append(f"{at}: failed requests by kind: {row['errors']}")
+    if row.get("client_limited"):
+        notes.append(
+            f"{at}: the load generator used {row['client_busy']:.0%} of a core: the client, "
+            "not the server, limited this level"
+        )
+    if row.get("usage_estimated"):
+        notes.append(f"{at}: the server sent no usage; tokens estimated")
+    for key, label in (("rpm_used", "rpm"), ("tpm_used", "tpm")):
+        if key in row:
+            notes.append(f"{at}: {row[key]:.0%} of the {label} budget used")
+    return notes
+
+
+def knee_note(result: Mapping[str, Any], kind: str) -> str | None:
+    """The sweep's knee under its objective, in words (None without an objective)."""
+    if "knee" not in result:
+        return None
+    slo, knee = result["slo"], result["knee"]
+    objective = f"{slo['metric']} p99 <= {slo['p99_s']:g} s"
+    if knee is None:
+        return f"knee: none (every level missed {objective})"
+    return f"knee: {kind} {knee:g}, the highest load meeting {objective}"
+
+
 def _levels_sections(result: Mapping[str, Any], levels: Sequence[Mapping[str, Any]]) -> str:
     kind = result.get("load_kind", "concurrency")
     out = ["<h2>Summary</h2><table><tr>"]
@@ -120,26 +150,10 @@ def _levels_sections(result: Mapping[str, Any], levels: Sequence[Mapping[str, An
         )
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</table>")
-    notes = []
-    for r in levels:
-        if r.get("errors"):
-            notes.append(f"{kind} {r['level']:g}: failed requests by kind: {r['errors']}")
-        if r.get("client_limited"):
-            notes.append(
-                f"{kind} {r['level']:g}: the load generator used {r['client_busy']:.0%} of a "
-                "core: the client, not the server, limited this level"
-            )
-        if r.get("usage_estimated"):
-            notes.append(f"{kind} {r['level']:g}: the server sent no usage; tokens estimated")
-    if "knee" in result:
-        slo = result["slo"]
-        knee = result["knee"]
-        notes.append(
-            f"knee: {kind} {knee:g}, the highest load meeting {slo['metric']} p99 <= "
-            f"{slo['p99_s']:g} s"
-            if knee is not None
-            else "knee: no level met the objective"
-        )
+    notes = [note for r in levels for note in level_notes(r, kind)]
+    knee = knee_note(result, kind)
+    if knee is not None:
+        notes.append(knee)
     out.extend(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     last = levels[-1]
     out.append(f"<h2>Latency distribution ({kind} {last['level']:g})</h2>")
