@@ -7,39 +7,38 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_prompt_step_example_runs_on_the_simulator() -> None:
-    """examples/prompt_step.py optimises a prompt on the in-process simulator in 3B+1 calls."""
+def _run_example(name: str) -> str:
+    """Run examples/NAME as a user would, with no endpoint configured (the simulator); its
+    standard output, after checking it exited 0."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "prompt_step.py")],
+        [sys.executable, str(ROOT / "examples" / name)],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "new system prompt: Answer the question." in out.stdout
-    assert "calls: 13" in out.stdout
+    return out.stdout
+
+
+def test_prompt_step_example_runs_on_the_simulator() -> None:
+    """examples/prompt_step.py optimises a prompt on the in-process simulator in 3B+1 calls."""
+    stdout = _run_example("prompt_step.py")
+    assert "new system prompt: Answer the question." in stdout
+    assert "calls: 13" in stdout
 
 
 def test_molecule_example_docks_on_the_simulator() -> None:
     """examples/molecule_optimization.py: two molecules, two rounds, every design docked."""
     if not os.environ.get("CI"):
-        import pytest
-
         pytest.importorskip("vina")
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "molecule_optimization.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    lines = [line for line in out.stdout.splitlines() if line.startswith("design")]
+    stdout = _run_example("molecule_optimization.py")
+    lines = [line for line in stdout.splitlines() if line.startswith("design")]
     assert len(lines) == 6 and all("Vina -" in line for line in lines)
-    assert "dockings: " in out.stdout
+    assert "dockings: " in stdout
