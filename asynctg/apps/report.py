@@ -332,14 +332,20 @@ def _design_sections(command: str, result: Mapping[str, Any]) -> str:
     def series(value: Any) -> dict[str, list[float | None]]:
         return {f"design {c['index'] + 1}": [value(r) for r in c["trajectory"]] for c in designs}
 
+    def chart(title: str, values: dict[str, list[float | None]], label: str, pad: float) -> str:
+        """A chart of ``values`` spanning the data (padded), or nothing without data."""
+        known = [v for vs in values.values() for v in vs if v is not None]
+        if not known:
+            return ""
+        span = (min(known) - pad, max(known) + pad)
+        svg = line_chart_svg(values, x_labels=labels, y_label=label, y_range=span)
+        return f"<h2>{html.escape(title)}</h2>{svg}"
+
     out: list[str] = []
     if command == "molecule":
         vina = series(lambda r: r.get("vina"))
-        known = [v for values in vina.values() for v in values if v is not None]
-        if known:
-            out.append("<h2>Vina score per iteration (kcal/mol, lower binds more strongly)</h2>")
-            span = (min(known) - 0.5, max(known) + 0.5)
-            out.append(line_chart_svg(vina, x_labels=labels, y_label="Vina", y_range=span))
+        title = "Vina score per iteration (kcal/mol, lower binds more strongly)"
+        out.append(chart(title, vina, "Vina", 0.5))
         out.append("<h2>QED drug-likeness per iteration</h2>")
         out.append(line_chart_svg(series(lambda r: r.get("qed")), x_labels=labels, y_label="QED"))
     else:
@@ -348,11 +354,7 @@ def _design_sections(command: str, result: Mapping[str, Any]) -> str:
             ("core_mean_gy", "Core mean dose (Gy)"),
         ):
             values = series(lambda r, key=key: (r.get("metrics") or {}).get(key))
-            known = [v for vs in values.values() for v in vs if v is not None]
-            if known:
-                out.append(f"<h2>{html.escape(label)} per iteration</h2>")
-                span = (min(known) - 1.0, max(known) + 1.0)
-                out.append(line_chart_svg(values, x_labels=labels, y_label=label, y_range=span))
+            out.append(chart(f"{label} per iteration", values, label, 1.0))
     for c in result.get("candidates", []):
         out.append(f"<h2>Design {c['index'] + 1}</h2>")
         if "error" in c:
