@@ -310,12 +310,13 @@ def _cut_middle(text: str, limit: int) -> str:
     return text[:head] + CUT_NOTICE.format(n=cut) + (text[len(text) - tail :] if tail else "")
 
 
-def cut_to_fit(text: str, limit: int) -> str:
+def cut_to_fit(text: str, limit: int, *, spans_only: bool = False) -> str:
     """``text`` in at most ``limit`` characters, the cuts marked with ``CUT_NOTICE``.
 
     The middles of the longest tagged spans (the input, output and system prompt of a
     conversation, the feedback) go first, each keeping its start and end; only when that is
-    not enough is the middle of the whole text cut. Text within ``limit`` is returned as is.
+    not enough is the middle of the whole text cut (never with ``spans_only``: the result may
+    then be longer than ``limit``). Text within ``limit`` is returned as is.
     """
     if len(text) <= limit:
         return text
@@ -340,7 +341,8 @@ def cut_to_fit(text: str, limit: int) -> str:
         out += [text[pos:start], CUT_NOTICE.format(n=end - start)]
         pos = end
     out.append(text[pos:])
-    return _cut_middle("".join(out), limit)
+    shorter = "".join(out)
+    return shorter if spans_only else _cut_middle(shorter, limit)
 
 
 # --- optimizer: rewriting the variable from its feedback -----------------------------------

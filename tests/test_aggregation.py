@@ -481,7 +481,7 @@ async def test_identical_feedback_on_different_inputs_is_merged_and_counted() ->
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize(("n", "chars"), [(1, 40_000), (3, 10_000)])
+@pytest.mark.parametrize(("n", "chars"), [(1, 40_000), (3, 12_000)])
 async def test_pieces_that_cannot_share_or_fit_a_request_are_split_or_cut(
     n: int, chars: int
 ) -> None:
@@ -507,6 +507,11 @@ def _exact(prediction: tg.Variable, ground_truth_answer: tg.Variable) -> str:
 
 async def _batch(engine: Any, questions: list[str]) -> tg.Variable:
     prompt = tg.Variable("Be brief.", requires_grad=True, role_description="system prompt")
+    await _batch_of(engine, prompt, questions)
+    return prompt
+
+
+async def _batch_of(engine: Any, prompt: tg.Variable, questions: list[str]) -> None:
     model = tg.BlackboxLLM(engine, prompt)
     check = tg.autograd.StringBasedFunction(_exact, function_purpose="exact match")
     losses = []
@@ -516,7 +521,6 @@ async def _batch(engine: Any, questions: list[str]) -> tg.Variable:
         response = await model(x)
         losses.append(await check(inputs=dict(prediction=response, ground_truth_answer=y)))
     await tg.sum(losses).backward(engine)
-    return prompt
 
 
 def _question(i: int, chars: int) -> str:
@@ -590,3 +594,37 @@ async def test_a_budget_error_in_backward_names_the_variable_and_the_sample() ->
     assert err.sample is not None and "correct answer '42'" in err.sample
     assert "response from the language model" in str(err) and "'42'" in str(err)
     assert provider.calls["backward"] == 0 and prompt.gradients == []
+
+
+async def test_a_feedback_request_that_cutting_cannot_fit_names_variable_and_sample() -> None:
+    """A window too small for even the feedback instructions: ContextBudgetError names the
+    variable and the sample, and nothing is sent for it."""
+    provider = _Capped(_marks, cap=5, answer="41")
+    engine = _engine(provider.transport, 400)
+    prompt = tg.Variable("Be brief.", requires_grad=True, role_description="system prompt")
+    response = await tg.BlackboxLLM(engine, prompt)(
+        tg.Variable("Q3- how many legs?", requires_grad=False, role_description="query")
+    )
+    y = tg.Variable("42", requires_grad=False, role_description="correct answer")
+    check = tg.autograd.StringBasedFunction(_exact, function_purpose="exact match")
+    loss = await check(inputs=dict(prediction=response, ground_truth_answer=y))
+    with pytest.raises(tg.ContextBudgetError) as caught:
+        await loss.backward(engine)
+    err = caught.value
+    assert err.variable == "response from the language model" and err.window == 400
+    assert err.sample is not None and "correct answer '42'" in err.sample
+    assert provider.calls["backward"] == 0
+
+
+async def test_a_huge_role_description_is_never_cut_and_is_named() -> None:
+    """The instructions and the variable's role are never cut: a role description the window
+    cannot hold raises ContextBudgetError naming the variable and the sample, unsent."""
+    provider = _Capped(_marks, cap=5, answer="The answer is 41.")
+    engine = _engine(provider.transport, 2_000)
+    role = "system prompt " + "that must stay as written " * 400
+    prompt = tg.Variable("Be brief.", requires_grad=True, role_description=role)
+    with pytest.raises(tg.ContextBudgetError) as caught:
+        await _batch_of(engine, prompt, ["Q3- how many legs?"])
+    err = caught.value
+    assert err.variable == role and err.sample is not None and "'Q3- how many legs?'" in err.sample
+    assert provider.calls["backward"] == 1 and prompt.gradients == []

@@ -71,10 +71,11 @@ def _feedback_request(
     window.
 
     One sample's conversation too long for the window does not end the backward pass (the
-    other samples' calls are paid for by then): the longest parts of its text are cut in the
-    middle, with a notice saying how much, so the request fits ``CONTEXT_FRACTION`` of the
-    window. Only if it still cannot fit is ``ContextBudgetError`` raised, naming the variable
-    and the sample; nothing is sent for it.
+    other samples' calls are paid for by then): the longest parts of the conversation (its
+    input, output, system prompt, the feedback passed on) are cut in the middle, with a notice
+    saying how much, so the request fits ``CONTEXT_FRACTION`` of the window. The instructions
+    and the variable's role are never cut: if the request still cannot fit,
+    ``ContextBudgetError`` is raised, naming the variable and the sample; nothing is sent.
     """
     request = _backward_messages(engine, content)
     window = engine.context_window
@@ -84,13 +85,15 @@ def _feedback_request(
     texts = [i for i, part in enumerate(content) if isinstance(part, str)]
     if isinstance(content, str):
         over = engine.request_tokens(request) - target
-        cut: str | list[Any] = prompts.cut_to_fit(content, max(0, len(content) - 4 * over))
+        cut: str | list[Any] = prompts.cut_to_fit(
+            content, max(0, len(content) - 4 * over), spans_only=True
+        )
     elif texts:
         longest = max(texts, key=lambda i: len(content[i]))
         over = engine.request_tokens(request) - target
         cut = list(content)
         cut[longest] = prompts.cut_to_fit(
-            content[longest], max(0, len(content[longest]) - 4 * over)
+            content[longest], max(0, len(content[longest]) - 4 * over), spans_only=True
         )
     else:
         cut = content
