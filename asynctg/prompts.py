@@ -11,7 +11,9 @@ TextGrad method (Yuksekgonul et al., 2024), and the tags are part of the public 
   block per gradient, and ``<CONSTRAINTS>``, ``<EXAMPLES>``, ``<PAST_ITERATIONS>`` when used, and
   ask for the answer between the new-variable tags (``<IMPROVED_VARIABLE>`` by default), which
   appear in no other kind of request;
-- reduce (aggregation) requests carry ``<FEEDBACK>`` blocks and no new-variable tags.
+- reduce (aggregation) requests carry ``<FEEDBACK>`` blocks and no new-variable tags;
+- text cut to fit a request (``cut_to_fit``) says so where it was cut (``CUT_NOTICE``), so the
+  model reading it knows something is missing.
 
 Deviations from TextGrad 0.1.8's prompts, on purpose:
 
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "BACKWARD_SYSTEM_PROMPT",
+    "CUT_NOTICE",
     "DEFAULT_NEW_VARIABLE_TAGS",
     "OPTIMIZER_SYSTEM_PROMPT",
     "REDUCE_SYSTEM_PROMPT",

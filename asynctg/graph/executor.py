@@ -21,6 +21,10 @@ failed or cancelled backward leaves every variable as it was.
 
 Calls are prioritised by the length of the feedback chain still below them, so when the budget
 binds, the calls on the longest remaining path go first.
+
+A feedback request the engine refuses as too large for the window (``ContextBudgetError``)
+is re-raised naming the variable it was for and the sample it came from (the rules in
+``asynctg.graph.ops`` cut an oversize sample's conversation first, so the error is rare).
 """
 
 from __future__ import annotations

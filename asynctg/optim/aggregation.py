@@ -9,12 +9,15 @@ rewrites it (and how ``tg.aggregate`` merges the feedback of a batch). Strategie
     model's known context window raises ``ContextBudgetError`` before anything is sent.
 ``"tree"``
     Concurrent hierarchical reduction (after ComBEE, arXiv 2604.04247): identical feedback is
-    merged first (and counted), feedback from failing samples goes first, then about sqrt(n)
-    groups, each feedback in two of them, sized to the budget, are reduced at once (one LLM call
-    each); the group summaries are merged by one more call, recursing only while they do not fit
-    one. The optimizer then sees one ``<FEEDBACK>`` block: the merged criticism, with evidence
-    and how many samples raised each point. Depth grows with log(n), so the step's critical path
-    grows by two or three calls, not by n.
+    merged first (and counted; the same feedback on different inputs counts as identical),
+    feedback from failing samples goes first, then about sqrt(n) groups, each feedback in two
+    of them, sized to the budget, are reduced at once (one LLM call each); the group summaries
+    are merged by one more call, recursing only while they do not fit one. The optimizer then
+    sees one ``<FEEDBACK>`` block: the merged criticism, with evidence and how many samples
+    raised each point. Depth grows with log(n), so the step's critical path grows by two or
+    three calls, not by n. Reduce requests carry ``max_tokens`` and longer replies are cut, so
+    the tree always ends (at most 2n - 1 calls for n distinct feedbacks: ``reduce_feedback``);
+    text too large for a request is cut with a notice the reader sees (``prompts.cut_to_fit``).
 ``"auto"`` (the default)
     ``"concat"`` while its prompt fits the budget, ``"tree"`` past it; when the window is not
     known yet and the provider answers with a context-length error that names it, the step
@@ -22,8 +25,8 @@ rewrites it (and how ``tg.aggregate`` merges the feedback of a batch). Strategie
 
 The budget of a request is ``CONTEXT_FRACTION`` of the model's context window (token estimates
 are approximate) minus the tokens its reply may use. Each step's ``AggregationReport`` (one per
-parameter) says what ran: feedbacks in, distinct, levels, calls, groups per level and the
-optimizer prompt's estimated size.
+parameter) says what ran: feedbacks in, distinct, levels, calls, groups per level, pieces and
+replies cut, and the optimizer prompt's estimated size.
 """
 
 from __future__ import annotations
