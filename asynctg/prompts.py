@@ -282,6 +282,9 @@ _CUT_TAGS = (
 #: Characters kept of a span that is cut (half from its start, half from its end).
 _CUT_KEEP = 200
 _NOTICE_WIDTH = len(CUT_NOTICE.format(n=10**15))
+#: Spans cut at most: model-written text may hold any number of tag pairs, and a few of the
+#: longest always free enough (the rest is cut as a whole).
+_MAX_CUTS = 16
 
 
 def _tag_spans(text: str) -> list[tuple[int, int]]:
@@ -327,6 +330,8 @@ def cut_to_fit(text: str, limit: int, *, spans_only: bool = False) -> str:
     for s in sorted(_tag_spans(text), key=lambda s: s[0] - s[1]):  # longest first
         if all(s[1] <= a[0] or s[0] >= a[1] for a in accepted):  # nested spans: the outer one
             accepted.append(s)
+            if len(accepted) == _MAX_CUTS:
+                break
     need = len(text) - limit
     cuts: list[tuple[int, int]] = []
     for start, end in accepted:

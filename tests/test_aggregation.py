@@ -628,3 +628,16 @@ async def test_a_huge_role_description_is_never_cut_and_is_named() -> None:
     err = caught.value
     assert err.variable == role and err.sample is not None and "'Q3- how many legs?'" in err.sample
     assert provider.calls["backward"] == 1 and prompt.gradients == []
+
+
+def test_cut_to_fit_keeps_tags_marks_cuts_and_bounds_its_work() -> None:
+    """cut_to_fit cuts the longest tagged span's middle (tags kept, notice added) and, on text
+    with 20,000 tag pairs, still returns within the limit."""
+    text = prompts.conversation_text("sys", "Q" * 8_000, "A" * 300)
+    cut = prompts.cut_to_fit(text, 3_000)
+    assert len(cut) <= 3_000 and cut.count(CUT) == 1
+    assert cut.count("<LM_INPUT>") == cut.count("</LM_INPUT>") == 1 and "A" * 300 in cut
+    many = "<FEEDBACK>" + "y" * 300 + "</FEEDBACK>"
+    flood = prompts.cut_to_fit(many * 20_000, 10_000)
+    assert len(flood) <= 10_000 and CUT in flood
+    assert prompts.cut_to_fit("short", 100) == "short"
