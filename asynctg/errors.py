@@ -201,7 +201,9 @@ class ContextLengthError(BadRequestError):
 class ContextBudgetError(ContextLengthError):
     """A request measured before sending does not fit the model's context window; nothing was
     sent (``status`` is 0). ``tokens`` is the estimated prompt plus the reply's reserve,
-    ``window`` the context window, ``variable`` the role of the variable it was built for."""
+    ``window`` the context window, ``variable`` the role of the variable it was built for,
+    ``sample`` (for a feedback request of a backward pass) the call whose feedback it carried:
+    its output and inputs, shortened."""
 
     def __init__(
         self,
@@ -210,6 +212,7 @@ class ContextBudgetError(ContextLengthError):
         tokens: int | None = None,
         window: int | None = None,
         variable: str | None = None,
+        sample: str | None = None,
         status: int = 0,
         request_id: str | None = None,
         body: str = "",
@@ -219,6 +222,7 @@ class ContextBudgetError(ContextLengthError):
         self.tokens = tokens
         self.window = window
         self.variable = variable
+        self.sample = sample
 
 
 class AuthenticationError(APIStatusError):

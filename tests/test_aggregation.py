@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -179,17 +180,15 @@ async def test_failing_feedback_goes_first() -> None:
     assert text.index("MARK-1") < text.index("MARK-2") < text.index("MARK-0")
 
 
-async def test_what_cannot_fit_raises_before_anything_is_sent() -> None:
-    """A feedback too large for any reduce call, and a concat prompt past the window, raise
-    ContextBudgetError naming the variable; no request is sent."""
+async def test_a_concat_prompt_past_the_window_raises_before_anything_is_sent() -> None:
+    """A concat prompt past the window raises ContextBudgetError naming the variable; no request
+    is sent and the parameter is unchanged."""
     transport = _provider()
     engine = _engine(transport, 2_000)
     v = _param([_long(0, 4000), "MARK-1 short"])
-    with pytest.raises(tg.ContextBudgetError, match="system prompt") as caught:
-        await tg.TGD(engine=engine, parameters=[v], aggregation="tree").step()
-    assert caught.value.variable == "system prompt" and caught.value.window == 2_000
-    with pytest.raises(tg.ContextBudgetError, match="feedback blocks"):
+    with pytest.raises(tg.ContextBudgetError, match="feedback blocks") as caught:
         await tg.TGD(engine=engine, parameters=[v], aggregation="concat").step()
+    assert caught.value.variable == "system prompt" and caught.value.window == 2_000
     assert transport.requests == [] and v.value == "Be brief."
 
 
@@ -346,3 +345,299 @@ async def test_a_failed_reduce_call_cancels_the_rest_of_its_level() -> None:
         await tg.TGD(engine=engine, parameters=[v], aggregation="tree").step()
     assert engine.scheduler.statistics()["in_flight"] == 0
     assert finished == [] and v.value == "Be brief."
+
+
+# --- hardening: the tree always ends, and says what it cut --------------------------------------
+
+CUT = "characters cut here to fit the context window"
+
+
+class _Capped:
+    """An in-memory provider that counts calls by kind and answers 400 past ``cap`` reduce calls,
+    so an endless reduction fails fast instead of hanging (the per-test timeout backs it up)."""
+
+    def __init__(self, reduce_reply: Callable[[str], str], cap: int, answer: str = "ok") -> None:
+        self.reduce_reply = reduce_reply
+        self.cap = cap
+        self.answer = answer
+        self.calls: dict[str, int] = {"reduce": 0, "optimizer": 0, "backward": 0, "other": 0}
+        self.bodies: list[dict[str, Any]] = []
+        self.transport = MockTransport(self.handler)
+
+    def handler(self, request: HTTPRequest) -> HTTPResponse:
+        body = _body(request)
+        self.bodies.append(body)
+        kind = _kind(body)
+        if kind == "other" and body["messages"][0]["content"] == prompts.BACKWARD_SYSTEM_PROMPT:
+            kind = "backward"
+        self.calls[kind] += 1
+        user = body["messages"][-1]["content"]
+        if kind == "reduce":
+            if self.calls["reduce"] > self.cap:
+                return error(400, f"test cap of {self.cap} reduce calls exceeded")
+            return HTTPResponse(200, {}, completion(self.reduce_reply(user)))
+        if kind == "optimizer":
+            return HTTPResponse(200, {}, completion("<IMPROVED_VARIABLE>new</IMPROVED_VARIABLE>"))
+        if kind == "backward":
+            (i,) = re.findall(r"Q(\d+)-", user)[:1] or ["0"]
+            return HTTPResponse(200, {}, completion(f"MARK-{i} " + "the prompt lacks units. " * 35))
+        return HTTPResponse(200, {}, completion(self.answer))
+
+    def fits(self, engine: Any) -> bool:
+        """No request sent was over the window (prompt plus its reply cap)."""
+        window: int = engine.context_window
+        return all(
+            engine.request_tokens(engine.request(b["messages"])) + b.get("max_tokens", 0) <= window
+            for b in self.bodies
+        )
+
+
+def _marks(text: str) -> str:
+    marks = sorted(set(MARK.findall(text)), key=lambda m: int(m.split("-")[1]))
+    return "merged: " + " ".join(marks)
+
+
+def _bound(distinct: int) -> tuple[int, int]:
+    """The tree's promise for n distinct pieces: at most 2n - 1 calls, 1 + ceil(log2 n) levels."""
+    return 2 * distinct - 1, 1 + math.ceil(math.log2(distinct))
+
+
+def _distinct(i: int, chars: int) -> str:
+    head = f"MARK-{i} "
+    filler = " ".join(f"reason{i}x{k}" for k in range(chars // 8))
+    return (head + filler)[:chars]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("window", "chars"), [(32_000, 50_000), (8_000, 10_000)])
+async def test_four_feedbacks_over_half_a_request_end_in_bounded_calls(
+    window: int, chars: int
+) -> None:
+    """Four distinct feedbacks each past half a reduce request (32k window with 50,000-character
+    feedbacks, 8k with 10,000) complete the step in at most 2n-1 reduce calls over at most
+    1 + ceil(log2 n) levels, every request within the window (the old tree looped forever)."""
+    provider = _Capped(_marks, cap=50)
+    engine = _engine(provider.transport, window)
+    v = _param([_distinct(i, chars) for i in range(4)])
+    (report,) = await tg.TGD(engine=engine, parameters=[v], aggregation="auto").step()
+    calls, levels = _bound(4)
+    assert report.strategy == "tree" and report.distinct == 4
+    assert provider.calls["reduce"] == report.calls - 1 <= calls and report.levels <= levels
+    assert provider.fits(engine) and v.value == "new"
+    (opt,) = [b for b in provider.bodies if _kind(b) == "optimizer"]
+    assert set(MARK.findall(opt["messages"][1]["content"])) == {f"MARK-{i}" for i in range(4)}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("n", [4, 50])
+async def test_a_reduce_model_that_never_shrinks_still_ends(n: int) -> None:
+    """Reduce replies as long as their whole input are cut to the reply cap (with a notice), so
+    the tree still ends within 2n-1 calls and 1 + ceil(log2 n) levels and no request overflows
+    the window (the old tree recursed without bound)."""
+    provider = _Capped(lambda user: user, cap=4 * n)
+    engine = _engine(provider.transport, 8_000)
+    v = _param([_distinct(i, 3_000) for i in range(n)])
+    (report,) = await tg.TGD(engine=engine, parameters=[v], aggregation="tree").step()
+    calls, levels = _bound(n)
+    assert provider.calls["reduce"] <= calls and report.levels <= levels
+    assert report.cut >= 1 and provider.fits(engine) and v.value == "new"
+    (opt,) = [b for b in provider.bodies if _kind(b) == "optimizer"]
+    assert CUT in opt["messages"][1]["content"]  # the optimizer is told text was cut
+
+
+async def test_reduce_requests_carry_a_reply_cap() -> None:
+    """Every reduce request sets max_tokens, and prompt plus cap stay within the planned share
+    of the window."""
+    provider = _Capped(_marks, cap=100)
+    engine = _engine(provider.transport, 16_000)
+    v = _param([_long(i) for i in range(40)])
+    await tg.TGD(engine=engine, parameters=[v], aggregation="tree").step()
+    reduce = [b for b in provider.bodies if _kind(b) == "reduce"]
+    assert reduce and all(isinstance(b.get("max_tokens"), int) for b in reduce)
+    for b in reduce:
+        prompt = engine.request_tokens(engine.request(b["messages"]))
+        assert 0 < b["max_tokens"] and prompt + b["max_tokens"] <= 16_000 * 0.85
+
+
+async def test_identical_feedback_on_different_inputs_is_merged_and_counted() -> None:
+    """2,048 samples with different inputs and the same feedback are one piece counted 2,048
+    times: one reduce call, not hundreds."""
+    provider = _Capped(_marks, cap=20)
+    engine = _engine(provider.transport, 128_000)
+    v = tg.Variable("Be brief.", requires_grad=True, role_description="system prompt")
+    for i in range(2048):
+        g = tg.Variable("MARK-1 Always give units.", requires_grad=False, role_description="f")
+        v.gradients.append(g)
+        v.gradients_context[g] = {
+            "context": f"<LM_INPUT>question number {i}</LM_INPUT>",
+            "response_desc": "response",
+            "variable_desc": "system prompt",
+        }
+    (report,) = await tg.TGD(engine=engine, parameters=[v], aggregation="auto").step()
+    assert report.feedbacks_in == 2048 and report.distinct == 1
+    assert provider.calls["reduce"] == 1 and report.calls == 2
+    (reduce,) = [b for b in provider.bodies if _kind(b) == "reduce"]
+    assert "(from 2048 samples) " in reduce["messages"][1]["content"]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("n", "chars"), [(1, 40_000), (3, 12_000)])
+async def test_pieces_that_cannot_share_or_fit_a_request_are_split_or_cut(
+    n: int, chars: int
+) -> None:
+    """In an 8k window, one feedback too big for any reduce request is cut with a visible notice
+    (the reducer is told), and three that fit only one at a time are reduced apart and merged:
+    the step completes instead of raising ContextBudgetError with advice to use the tree."""
+    provider = _Capped(_marks, cap=20)
+    engine = _engine(provider.transport, 8_000)
+    v = _param([_distinct(i, chars) for i in range(n)])
+    (report,) = await tg.TGD(engine=engine, parameters=[v], aggregation="tree").step()
+    calls, _ = _bound(max(n, 2))
+    assert provider.calls["reduce"] <= calls and provider.fits(engine) and v.value == "new"
+    texts = [b["messages"][1]["content"] for b in provider.bodies if _kind(b) == "reduce"]
+    assert (report.cut == 1 and CUT in texts[0]) if n == 1 else report.cut == 0
+
+
+# --- the batch step end to end, and one oversize sample in backward ----------------------------
+
+
+def _exact(prediction: tg.Variable, ground_truth_answer: tg.Variable) -> str:
+    return "1" if str(prediction.value).strip() == str(ground_truth_answer.value) else "0"
+
+
+async def _batch(engine: Any, questions: list[str]) -> tg.Variable:
+    prompt = tg.Variable("Be brief.", requires_grad=True, role_description="system prompt")
+    await _batch_of(engine, prompt, questions)
+    return prompt
+
+
+async def _batch_of(engine: Any, prompt: tg.Variable, questions: list[str]) -> None:
+    model = tg.BlackboxLLM(engine, prompt)
+    check = tg.autograd.StringBasedFunction(_exact, function_purpose="exact match")
+    losses = []
+    for q in questions:
+        x = tg.Variable(q, requires_grad=False, role_description="query to the language model")
+        y = tg.Variable("42", requires_grad=False, role_description="correct answer")
+        response = await model(x)
+        losses.append(await check(inputs=dict(prediction=response, ground_truth_answer=y)))
+    await tg.sum(losses).backward(engine)
+
+
+def _question(i: int, chars: int) -> str:
+    return (f"Q{i}- " + " ".join(f"item{i}x{k}" for k in range(chars // 8)))[:chars]
+
+
+@pytest.mark.timeout(20)
+async def test_batch_of_four_8000_character_questions_steps_end_to_end() -> None:
+    """B=4 with 8,000-character questions in an 8k window: forward, backward and an auto TGD
+    step complete on the in-memory provider with a bounded number of reduce calls, no request
+    over the window (the old tree hung the event loop here)."""
+    provider = _Capped(_marks, cap=50, answer="The answer is " + "probably " * 100)
+    engine = _engine(provider.transport, 8_000)
+    prompt = await _batch(engine, [_question(i, 8_000) for i in range(4)])
+    assert len(prompt.gradients) == 4
+    (report,) = await tg.TGD(engine=engine, parameters=[prompt]).step()
+    calls, levels = _bound(4)
+    assert report.strategy == "tree" and provider.calls["reduce"] <= calls
+    assert report.levels <= levels and provider.fits(engine) and prompt.value == "new"
+    assert provider.calls["optimizer"] == 1
+
+
+@pytest.mark.timeout(20)
+async def test_one_oversize_sample_is_cut_not_fatal_in_backward() -> None:
+    """One sample whose feedback request cannot fit the window has its conversation cut with a
+    notice; the backward completes with every sample's feedback (the others' paid calls are
+    not wasted) and the step runs."""
+    provider = _Capped(_marks, cap=50, answer="The answer is 41.")
+    engine = _engine(provider.transport, 8_000)
+    questions = [_question(0, 30_000)] + [_question(i, 200) for i in range(1, 4)]
+    prompt = await _batch(engine, questions)
+    assert len(prompt.gradients) == 4 and provider.calls["backward"] == 8
+    backward = [
+        b for b in provider.bodies if b["messages"][0]["content"] == prompts.BACKWARD_SYSTEM_PROMPT
+    ]
+    cut = [b for b in backward if CUT in b["messages"][1]["content"]]
+    assert len(cut) == 1 and "Q0-" in cut[0]["messages"][1]["content"]
+    assert provider.fits(engine)
+    await tg.TGD(engine=engine, parameters=[prompt]).step()
+    assert prompt.value == "new"
+
+
+class _Oversize(tg.autograd.StringBasedFunction):
+    """A user's function whose backward rule builds a request the window cannot hold."""
+
+    def backward(self, output: tg.Variable, feedback: str, engine: Any, **saved: Any) -> Any:
+        from asynctg.graph import GradientPlan
+
+        plans = super().backward(output, feedback, engine, **saved)
+        big = engine.request([{"role": "user", "content": "x" * 80_000}])
+        return [GradientPlan(p.target, request=big, context=p.context) for p in plans]
+
+
+async def test_a_budget_error_in_backward_names_the_variable_and_the_sample() -> None:
+    """A ContextBudgetError raised while sending a feedback request says which variable the
+    feedback was for and which sample it came from."""
+    provider = _Capped(_marks, cap=5, answer="The answer is 41.")
+    engine = _engine(provider.transport, 8_000)
+    prompt = tg.Variable("Be brief.", requires_grad=True, role_description="system prompt")
+    response = await tg.BlackboxLLM(engine, prompt)(
+        tg.Variable("Q7- how many legs?", requires_grad=False, role_description="query")
+    )
+    y = tg.Variable("42", requires_grad=False, role_description="correct answer")
+    loss = await _Oversize(_exact, function_purpose="exact match")(
+        inputs=dict(prediction=response, ground_truth_answer=y)
+    )
+    with pytest.raises(tg.ContextBudgetError) as caught:
+        await loss.backward(engine)
+    err = caught.value
+    assert err.variable == "response from the language model" and err.window == 8_000
+    assert err.sample is not None and "correct answer '42'" in err.sample
+    assert "response from the language model" in str(err) and "'42'" in str(err)
+    assert provider.calls["backward"] == 0 and prompt.gradients == []
+
+
+async def test_a_feedback_request_that_cutting_cannot_fit_names_variable_and_sample() -> None:
+    """A window too small for even the feedback instructions: ContextBudgetError names the
+    variable and the sample, and nothing is sent for it."""
+    provider = _Capped(_marks, cap=5, answer="41")
+    engine = _engine(provider.transport, 400)
+    prompt = tg.Variable("Be brief.", requires_grad=True, role_description="system prompt")
+    response = await tg.BlackboxLLM(engine, prompt)(
+        tg.Variable("Q3- how many legs?", requires_grad=False, role_description="query")
+    )
+    y = tg.Variable("42", requires_grad=False, role_description="correct answer")
+    check = tg.autograd.StringBasedFunction(_exact, function_purpose="exact match")
+    loss = await check(inputs=dict(prediction=response, ground_truth_answer=y))
+    with pytest.raises(tg.ContextBudgetError) as caught:
+        await loss.backward(engine)
+    err = caught.value
+    assert err.variable == "response from the language model" and err.window == 400
+    assert err.sample is not None and "correct answer '42'" in err.sample
+    assert provider.calls["backward"] == 0
+
+
+async def test_a_huge_role_description_is_never_cut_and_is_named() -> None:
+    """The instructions and the variable's role are never cut: a role description the window
+    cannot hold raises ContextBudgetError naming the variable and the sample, unsent."""
+    provider = _Capped(_marks, cap=5, answer="The answer is 41.")
+    engine = _engine(provider.transport, 2_000)
+    role = "system prompt " + "that must stay as written " * 400
+    prompt = tg.Variable("Be brief.", requires_grad=True, role_description=role)
+    with pytest.raises(tg.ContextBudgetError) as caught:
+        await _batch_of(engine, prompt, ["Q3- how many legs?"])
+    err = caught.value
+    assert err.variable == role and err.sample is not None and "'Q3- how many legs?'" in err.sample
+    assert provider.calls["backward"] == 1 and prompt.gradients == []
+
+
+def test_cut_to_fit_keeps_tags_marks_cuts_and_bounds_its_work() -> None:
+    """cut_to_fit cuts the longest tagged span's middle (tags kept, notice added) and, on text
+    with 20,000 tag pairs, still returns within the limit."""
+    text = prompts.conversation_text("sys", "Q" * 8_000, "A" * 300)
+    cut = prompts.cut_to_fit(text, 3_000)
+    assert len(cut) <= 3_000 and cut.count(CUT) == 1
+    assert cut.count("<LM_INPUT>") == cut.count("</LM_INPUT>") == 1 and "A" * 300 in cut
+    many = "<FEEDBACK>" + "y" * 300 + "</FEEDBACK>"
+    flood = prompts.cut_to_fit(many * 20_000, 10_000)
+    assert len(flood) <= 10_000 and CUT in flood
+    assert prompts.cut_to_fit("short", 100) == "short"

@@ -18,6 +18,7 @@ import msgspec
 from asynctg.errors import ConfigError
 
 __all__ = [
+    "CONTEXT_FRACTION",
     "ChatRequest",
     "ChatResult",
     "Usage",
@@ -29,6 +30,9 @@ __all__ = [
 
 _ROLES = frozenset({"system", "user", "assistant", "developer", "tool"})
 _IMAGE_TOKENS = 85  # a low-detail image, as OpenAI prices it; an estimate only
+#: Share of the context window a request the runtime builds or cuts is planned to use: estimates
+#: are about 4 characters a token, and real tokenizers differ by a few percent either way.
+CONTEXT_FRACTION = 0.85
 
 
 class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):

@@ -21,6 +21,10 @@ failed or cancelled backward leaves every variable as it was.
 
 Calls are prioritised by the length of the feedback chain still below them, so when the budget
 binds, the calls on the longest remaining path go first.
+
+A feedback request the engine refuses as too large for the window (``ContextBudgetError``)
+is re-raised naming the variable it was for and the sample it came from (the rules in
+``asynctg.graph.ops`` cut an oversize sample's conversation first, so the error is rare).
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from typing import Any
 
 from asynctg import telemetry
 from asynctg.engine.protocol import Engine
-from asynctg.errors import GraphError, first_error
+from asynctg.errors import ContextBudgetError, GraphError, first_error
 from asynctg.fanout import gather
 from asynctg.graph.function import GradientMerge, GradientPlan
-from asynctg.graph.variable import GradientContext, GradientList, Variable
+from asynctg.graph.variable import GradientContext, GradientList, Variable, describe_sample
 from asynctg.runtime import get_backward_engine
 
 __all__ = ["BackwardPlan", "GradientEntry", "backward", "compute_gradients", "post_order"]
@@ -129,6 +133,19 @@ def _feedback_text(entries: Iterable[GradientEntry]) -> str:
     return "\n".join(str(e.gradient.value) for e in entries)
 
 
+def _named(exc: ContextBudgetError, target: Variable, output: Variable) -> ContextBudgetError:
+    sample = describe_sample(output)
+    return ContextBudgetError(
+        f"the feedback request for {target.role_description!r} from the sample [{sample}] is "
+        f"about {exc.tokens} tokens, past the {exc.window}-token context window; it was not "
+        "sent. Shorten that sample's inputs or use a longer-context model.",
+        tokens=exc.tokens,
+        window=exc.window,
+        variable=target.role_description,
+        sample=sample,
+    )
+
+
 def _new_gradient(target: Variable, text: str, merges: tuple[GradientMerge, ...]) -> Variable:
     g = Variable(
         text, requires_grad=False, role_description=f"feedback to {target.role_description}"
@@ -199,7 +216,8 @@ class _Pass:
         merges: tuple[GradientMerge, ...],
     ) -> None:
         priority = self.plan.height[id(target)] + 1
-        texts = await gather(self.resolve(p, priority) for p in plans)
+        output = self.plan.order[consumer]
+        texts = await gather(self.resolve(p, priority, output) for p in plans)
         bucket = self.entries.setdefault(id(target), [])
         for i, (p, text) in enumerate(zip(plans, texts, strict=True)):
             marks = tuple(dict.fromkeys((p.merge, *merges) if p.merge else merges))
@@ -212,11 +230,17 @@ class _Pass:
         if self.pending[id(target)] == 0:
             self.start(target)
 
-    async def resolve(self, plan: GradientPlan, priority: int) -> str:
+    async def resolve(self, plan: GradientPlan, priority: int, output: Variable) -> str:
         if plan.request is None:
             return plan.value
         self.requests += 1
-        result = await self.engine.send(plan.request, priority=priority)
+        try:
+            result = await self.engine.send(plan.request, priority=priority)
+        except ContextBudgetError as exc:
+            # The engine knows the request, not the graph: say whose feedback it was.
+            if exc.variable is not None and exc.sample is not None:
+                raise
+            raise _named(exc, plan.target, output) from exc
         return result.text
 
     async def merge(self, v: Variable, entries: list[GradientEntry]) -> list[GradientEntry]:

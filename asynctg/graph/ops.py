@@ -14,9 +14,10 @@ from typing import Any
 
 from asynctg import prompts, telemetry
 from asynctg.engine.protocol import Engine
-from asynctg.errors import ConfigError, NotAVariableError
+from asynctg.engine.types import CONTEXT_FRACTION, ChatRequest
+from asynctg.errors import ConfigError, ContextBudgetError, NotAVariableError
 from asynctg.graph.function import Function, GradientPlan, Module
-from asynctg.graph.variable import Variable, read_value
+from asynctg.graph.variable import Variable, describe_sample, read_value
 from asynctg.runtime import get_backward_engine
 
 __all__ = [
@@ -63,7 +64,57 @@ def _check_variable(value: Any, what: str) -> Variable:
     return value
 
 
-def _feedback_request(engine: Engine, content: str | list[Any]) -> Any:
+def _feedback_request(
+    engine: Engine, content: str | list[Any], variable: Variable, output: Variable
+) -> ChatRequest:
+    """The feedback request for ``variable`` from the call that made ``output``, within the
+    window.
+
+    One sample's conversation too long for the window does not end the backward pass (the
+    other samples' calls are paid for by then): the longest parts of the conversation (its
+    input, output, system prompt, the feedback passed on) are cut in the middle, with a notice
+    saying how much, so the request fits ``CONTEXT_FRACTION`` of the window. The instructions
+    and the variable's role are never cut: if the request still cannot fit,
+    ``ContextBudgetError`` is raised, naming the variable and the sample; nothing is sent.
+    """
+    request = _backward_messages(engine, content)
+    window = engine.context_window
+    if window is None or engine.request_tokens(request) <= window:
+        return request
+    target = int(window * CONTEXT_FRACTION)
+    texts = [i for i, part in enumerate(content) if isinstance(part, str)]
+    if isinstance(content, str):
+        over = engine.request_tokens(request) - target
+        cut: str | list[Any] = prompts.cut_to_fit(
+            content, max(0, len(content) - 4 * over), spans_only=True
+        )
+    elif texts:
+        longest = max(texts, key=lambda i: len(content[i]))
+        over = engine.request_tokens(request) - target
+        cut = list(content)
+        cut[longest] = prompts.cut_to_fit(
+            content[longest], max(0, len(content[longest]) - 4 * over), spans_only=True
+        )
+    else:
+        cut = content
+    request = _backward_messages(engine, cut)
+    tokens = engine.request_tokens(request)
+    if tokens > window:
+        sample = describe_sample(output)
+        raise ContextBudgetError(
+            f"the feedback request for {variable.role_description!r} from the sample "
+            f"[{sample}] is about {tokens} tokens even with its conversation cut, past the "
+            f"{window}-token context window; it was not sent. Shorten the variable's role "
+            "description or the feedback it passes on, or use a longer-context model.",
+            tokens=tokens,
+            window=window,
+            variable=variable.role_description,
+            sample=sample,
+        )
+    return request
+
+
+def _backward_messages(engine: Engine, content: str | list[Any]) -> ChatRequest:
     return engine.request(
         [
             {"role": "system", "content": prompts.BACKWARD_SYSTEM_PROMPT},
@@ -167,7 +218,7 @@ class LLMCall(Function):
             plans.append(
                 GradientPlan(
                     variable,
-                    request=_feedback_request(engine, text),
+                    request=_feedback_request(engine, text, variable, output),
                     context={
                         "context": conversation,
                         "response_desc": output.role_description,
@@ -298,7 +349,7 @@ class MultimodalLLMCall(LLMCall):
             plans.append(
                 GradientPlan(
                     variable,
-                    request=_feedback_request(engine, [*content, text]),
+                    request=_feedback_request(engine, [*content, text], variable, output),
                     context={
                         "context": [*content, conversation],
                         "response_desc": output.role_description,
@@ -453,7 +504,7 @@ class StringBasedFunction(Function):
             plans.append(
                 GradientPlan(
                     variable,
-                    request=_feedback_request(engine, text),
+                    request=_feedback_request(engine, text, variable, output),
                     context={
                         "context": conversation,
                         "response_desc": output.role_description,

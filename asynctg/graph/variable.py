@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from asynctg.engine.protocol import Engine
     from asynctg.graph.function import BackwardContext
 
-__all__ = ["GradientContext", "GradientList", "Variable", "frozen_values", "read_value"]
+__all__ = [
+    "GradientContext",
+    "GradientList",
+    "Variable",
+    "describe_sample",
+    "frozen_values",
+    "read_value",
+]
 
 #: Context stored with a gradient: the conversation it was computed from (text, or a list of
 #: text and image parts), the role of the call's output, and the role of the variable.
@@ -274,3 +281,24 @@ class Variable:
         if not isinstance(other, Variable):
             return NotImplemented
         return sum_([self, other])
+
+
+#: Characters of each value ``describe_sample`` shows, and the inputs it lists at most.
+_SAMPLE_CHARS = 60
+_SAMPLE_INPUTS = 3
+
+
+def _preview(v: Variable) -> str:
+    if isinstance(v.value, bytes):
+        return f"<image, {len(v.value)} bytes>"
+    text = " ".join(v.value[: 4 * _SAMPLE_CHARS].split())
+    return repr(text[:_SAMPLE_CHARS] + ("..." if len(text) > _SAMPLE_CHARS else ""))
+
+
+def describe_sample(output: Variable) -> str:
+    """The call that produced ``output``, shortened, to name it in an error: its output and the
+    inputs that are not being optimised (in a minibatch, what tells one sample from another)."""
+    inputs = [p for p in output.predecessors if not p.requires_grad][:_SAMPLE_INPUTS]
+    parts = [f"{output.role_description} {_preview(output)}"]
+    parts += [f"{p.role_description} {_preview(p)}" for p in inputs]
+    return "; ".join(parts)

@@ -9,12 +9,15 @@ rewrites it (and how ``tg.aggregate`` merges the feedback of a batch). Strategie
     model's known context window raises ``ContextBudgetError`` before anything is sent.
 ``"tree"``
     Concurrent hierarchical reduction (after ComBEE, arXiv 2604.04247): identical feedback is
-    merged first (and counted), feedback from failing samples goes first, then about sqrt(n)
-    groups, each feedback in two of them, sized to the budget, are reduced at once (one LLM call
-    each); the group summaries are merged by one more call, recursing only while they do not fit
-    one. The optimizer then sees one ``<FEEDBACK>`` block: the merged criticism, with evidence
-    and how many samples raised each point. Depth grows with log(n), so the step's critical path
-    grows by two or three calls, not by n.
+    merged first (and counted; the same feedback on different inputs counts as identical),
+    feedback from failing samples goes first, then about sqrt(n) groups, each feedback in two
+    of them, sized to the budget, are reduced at once (one LLM call each); the group summaries
+    are merged by one more call, recursing only while they do not fit one. The optimizer then
+    sees one ``<FEEDBACK>`` block: the merged criticism, with evidence and how many samples
+    raised each point. Depth grows with log(n), so the step's critical path grows by two or
+    three calls, not by n. Reduce requests carry ``max_tokens`` and longer replies are cut, so
+    the tree always ends (at most 2n - 1 calls for n distinct feedbacks: ``reduce_feedback``);
+    text too large for a request is cut with a notice the reader sees (``prompts.cut_to_fit``).
 ``"auto"`` (the default)
     ``"concat"`` while its prompt fits the budget, ``"tree"`` past it; when the window is not
     known yet and the provider answers with a context-length error that names it, the step
@@ -22,8 +25,8 @@ rewrites it (and how ``tg.aggregate`` merges the feedback of a batch). Strategie
 
 The budget of a request is ``CONTEXT_FRACTION`` of the model's context window (token estimates
 are approximate) minus the tokens its reply may use. Each step's ``AggregationReport`` (one per
-parameter) says what ran: feedbacks in, distinct, levels, calls, groups per level and the
-optimizer prompt's estimated size.
+parameter) says what ran: feedbacks in, distinct, levels, calls, groups per level, pieces and
+replies cut, and the optimizer prompt's estimated size.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any, Literal
 
 from asynctg import prompts, telemetry
 from asynctg.engine.protocol import Engine
-from asynctg.engine.types import estimate_tokens
+from asynctg.engine.types import CONTEXT_FRACTION, estimate_tokens
 from asynctg.errors import ConfigError, ContextBudgetError
 from asynctg.fanout import gather
 from asynctg.graph.ops import Sum
@@ -56,9 +59,6 @@ __all__ = [
 
 Strategy = Literal["concat", "tree", "auto"]
 STRATEGIES: tuple[str, ...] = ("concat", "tree", "auto")
-#: Share of the context window a request is planned to use: estimates are about 4 characters a
-#: token, and real tokenizers differ by a few percent either way.
-CONTEXT_FRACTION = 0.85
 #: Tokens reserved for a reply when the request sets no max_tokens (at most a quarter window).
 DEFAULT_REPLY_RESERVE = 4096
 #: Groups of the first level hold about 2 * sqrt(n) feedbacks; never more than this many.
@@ -84,6 +84,7 @@ class AggregationReport:
     groups: list[int] = field(default_factory=list)  # reduce calls per level
     prompt_tokens: int = 0  # the optimizer request's estimated size (prompt + reply reserve)
     budget_tokens: int | None = None
+    cut: int = 0  # pieces and replies cut (with a notice in the text) to fit a reduce request
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +97,7 @@ class Piece:
     text: str
     count: int = 1
     failing: bool = True
+    key: str | None = None  # what duplicates are recognised by (None: the text)
 
 
 # --- what the optimizer sees: the paper's blocks ----------------------------------------------
@@ -163,6 +165,7 @@ def pieces_of(variable: Variable) -> list[Piece]:
             Piece(
                 _evidence(text, variable.gradients_context.get(g)),
                 failing=not (not text.strip() or _SATISFIED.search(text)),
+                key=text,
             )
         )
     return out
@@ -195,15 +198,20 @@ def _tokens(text: str) -> int:
 
 
 def _merge_duplicates(pieces: Sequence[Piece]) -> list[Piece]:
-    """One piece per distinct text (whitespace and case folded), counts added, order kept."""
+    """One piece per distinct feedback (whitespace and case folded), counts added, order kept.
+
+    Pieces compare by ``key`` (the feedback alone) when they have one, so the same criticism of
+    different samples is merged even though its evidence (each sample's input) differs; the
+    first sample's evidence stands for all of them.
+    """
     seen: dict[str, int] = {}
     out: list[Piece] = []
     for p in pieces:
-        key = " ".join(p.text.split()).casefold()
+        key = " ".join((p.text if p.key is None else p.key).split()).casefold()
         if key in seen:
             i = seen[key]
             q = out[i]
-            out[i] = Piece(q.text, q.count + p.count, q.failing or p.failing)
+            out[i] = Piece(q.text, q.count + p.count, q.failing or p.failing, q.key)
         else:
             seen[key] = len(out)
             out.append(p)
@@ -223,25 +231,47 @@ def _spread(pieces: Sequence[Piece], groups: int) -> list[list[Piece]]:
     return [g for g in out if g]
 
 
-def _pack(pieces: Sequence[Piece], budget: int, overhead: int) -> list[list[Piece]]:
-    """Consecutive pieces into as few groups as fit ``budget`` tokens each."""
+def _size(piece: Piece) -> int:
+    """Tokens a piece takes in a reduce request: its text, its block's tags and sample count."""
+    return _tokens(piece.text) + 8
+
+
+def _pack(pieces: Sequence[Piece], room: int) -> list[list[Piece]]:
+    """Consecutive pieces into as few groups as fit ``room`` tokens each (greedy: a group is
+    closed only when the next piece does not fit, so when any two pieces fit together every
+    group but the last holds two or more)."""
     out: list[list[Piece]] = [[]]
-    used = overhead
+    used = 0
     for p in pieces:
-        size = _tokens(p.text) + 8
-        if out[-1] and used + size > budget:
+        size = _size(p)
+        if out[-1] and used + size > room:
             out.append([])
-            used = overhead
+            used = 0
         out[-1].append(p)
         used += size
     return out
 
 
-def _fits(group: Sequence[Piece], budget: int, overhead: int) -> bool:
-    return overhead + sum(_tokens(p.text) + 8 for p in group) <= budget
+def _fits(group: Sequence[Piece], room: int) -> bool:
+    return sum(_size(p) for p in group) <= room
+
+
+#: The smallest reply cap a reduce request may have: below it the window is too small to
+#: merge anything (the request's own instructions fill it).
+MIN_REDUCE_REPLY = 64
+#: Characters per token when a token budget becomes a length to cut text to (the estimate's).
+_CHARS_PER_TOKEN = 4
 
 
 class _Reducer:
+    """One reduction's calls, and the budget arithmetic that bounds them.
+
+    A request's total (prompt plus reply cap) is planned within ``CONTEXT_FRACTION`` of the
+    window. The reply cap ``reply_cap`` is at most a quarter of what the instructions leave,
+    so ``room`` (tokens for the pieces of one request) holds three replies: whatever a model
+    writes, the replies of one level can be merged two or more at a time by the next.
+    """
+
     def __init__(
         self,
         engine: Engine,
@@ -255,9 +285,27 @@ class _Reducer:
         self.samples = samples
         self.priority = priority
         self.report = report
-        self.overhead = estimate_tokens(self.messages([], 0))
+        self.overhead = estimate_tokens(self.messages([], twice=True))
+        window = engine.context_window
+        reserve = reply_reserve(engine)
+        if window is None:
+            self.reply_cap = reserve
+            self.room = 10**12
+            return
+        total = int(window * CONTEXT_FRACTION)
+        self.reply_cap = min(reserve, (total - self.overhead) // 4)
+        self.room = total - self.overhead - self.reply_cap
+        if self.reply_cap < MIN_REDUCE_REPLY:
+            raise ContextBudgetError(
+                f"a reduce request for {role!r} needs about {self.overhead} tokens of "
+                f"instructions and at least {MIN_REDUCE_REPLY} for its reply; the "
+                f"{window}-token context window leaves too little. Use a longer-context model.",
+                tokens=self.overhead + MIN_REDUCE_REPLY,
+                window=window,
+                variable=role,
+            )
 
-    def messages(self, group: Sequence[Piece], level: int) -> list[dict[str, Any]]:
+    def messages(self, group: Sequence[Piece], twice: bool) -> list[dict[str, Any]]:
         return [
             {"role": "system", "content": prompts.REDUCE_SYSTEM_PROMPT},
             {
@@ -266,25 +314,63 @@ class _Reducer:
                     [(p.text, p.count) for p in group],
                     role=self.role,
                     samples=self.samples,
-                    twice=level == 1,
+                    twice=twice,
                 ),
             },
         ]
 
-    async def call(self, group: Sequence[Piece], level: int) -> Piece:
-        request = self.engine.request(self.messages(group, level))
+    def clip(self, piece: Piece, tokens: int) -> Piece:
+        """``piece`` cut (with a notice in the text) to about ``tokens`` tokens in a request."""
+        if _size(piece) <= tokens:
+            return piece
+        self.report.cut += 1
+        limit = max(0, (tokens - _size(Piece(""))) * _CHARS_PER_TOKEN)
+        return Piece(prompts.cut_to_fit(piece.text, limit), piece.count, piece.failing, piece.key)
+
+    def passes(self, group: Sequence[Piece], level: int) -> bool:
+        """Whether ``group`` goes on to the next level as it is, without a call: a lone summary
+        (level two on) already as small as a reply has nothing to be merged with here."""
+        return level > 1 and len(group) == 1 and _size(group[0]) <= self.reply_cap
+
+    async def call(self, group: Sequence[Piece], level: int, twice: bool) -> Piece:
+        if self.passes(group, level):
+            return group[0]
+        request = self.engine.request(self.messages(group, twice), max_tokens=self.reply_cap)
         self.engine.check_fits(request, variable=self.role)
         result = await self.engine.send(request, priority=self.priority)
-        return Piece(
+        # The cap is the provider's to enforce, but a reply is untrusted and token counts differ
+        # from the estimate: past the cap it is cut, so every level's pieces stay small.
+        merged = Piece(
             result.text.strip(), sum(p.count for p in group), any(p.failing for p in group)
         )
+        return self.clip(merged, self.reply_cap)
 
-    async def level(self, groups: list[list[Piece]], level: int) -> list[Piece]:
+    async def level(
+        self, groups: list[list[Piece]], level: int, twice: bool = False
+    ) -> list[Piece]:
+        calls = sum(1 for g in groups if not self.passes(g, level))
         self.report.levels = level
-        self.report.groups.append(len(groups))
-        self.report.calls += len(groups)
-        with telemetry.span(f"aggregate level {level}", asynctg__aggregate__groups=len(groups)):
-            return await gather(self.call(g, level) for g in groups)
+        self.report.groups.append(calls)
+        self.report.calls += calls
+        with telemetry.span(f"aggregate level {level}", asynctg__aggregate__groups=calls):
+            return await gather(self.call(g, level, twice) for g in groups)
+
+
+def _first_level(items: Sequence[Piece], room: int) -> tuple[list[list[Piece]], bool]:
+    """Level one's groups, and whether each piece is in two of them.
+
+    About sqrt(n) groups, each piece in two, grown until every group fits ``room``; at most n
+    groups are tried (past that, each group would hold the same pairs). Pieces too large to
+    share a request twice over are packed once each instead.
+    """
+    n = len(items)
+    groups = max(2, math.ceil(math.sqrt(n)), math.ceil(2 * n / MAX_GROUP))
+    while groups <= n:  # grows by a quarter each turn: O(log n) turns of O(n) each
+        spread = _spread(items, groups)
+        if all(_fits(g, room) for g in spread):
+            return spread, True
+        groups += max(1, groups // 4)
+    return _pack(items, room), False
 
 
 async def reduce_feedback(
@@ -297,44 +383,49 @@ async def reduce_feedback(
 ) -> str:
     """Merge ``pieces`` into one feedback text by a tree of concurrent reduce calls.
 
-    Duplicates are merged and failing pieces put first; up to three pieces go to one call;
-    more are dealt into about sqrt(n) groups (each piece in two) sized to the budget, reduced
-    at once, and the summaries merged, level after level, until one call takes them all.
-    ``ContextBudgetError`` (before any call) if one piece alone cannot fit a call.
+    Duplicates are merged (and counted) and failing pieces put first. A piece too large for a
+    reduce request on its own is cut in the middle of its longest parts, with a notice saying
+    how much was cut. Up to three pieces that fit one request go to one call. More are dealt
+    into about sqrt(n) groups, each piece in two, sized to the budget (or, when the pieces are
+    too large for that, packed once each), and reduced at once; then the summaries, each capped
+    at ``max_tokens`` (and cut past it), are packed and merged level after level until one is
+    left.
+
+    Why it ends: every reply is at most the reply cap, and a request has room for three of
+    them, so from level two on every request merges two or more pieces and each level at least
+    halves the count. With n distinct pieces there are at most ``2n - 1`` calls and
+    ``1 + ceil(log2(n))`` levels. A level that would not shrink the count raises
+    ``ContextBudgetError`` naming the variable (a guard; the arithmetic above rules it out).
     """
     report = report if report is not None else AggregationReport(role, "tree")
     report.feedbacks_in = sum(p.count for p in pieces)
     items = _merge_duplicates(pieces)
     items.sort(key=lambda p: not p.failing)  # stable: failing first, in gradient order
     report.distinct = len(items)
+    if not items:
+        return ""
     reducer = _Reducer(engine, role, report.feedbacks_in, priority, report)
-    budget = prompt_budget(engine) or 10**12
-    for p in items:
-        if not _fits([p], budget, reducer.overhead):
+    items = [reducer.clip(p, reducer.room) for p in items]
+    if len(items) <= 3 and _fits(items, reducer.room):
+        (merged,) = await reducer.level([items], 1)
+        return merged.text
+    groups, twice = _first_level(items, reducer.room)
+    items = await reducer.level(groups, 1, twice)
+    level = 1
+    while len(items) > 1:
+        level += 1
+        groups = _pack(items, reducer.room)
+        if len(groups) >= len(items):
             raise ContextBudgetError(
-                f"one feedback for {role!r} is about {_tokens(p.text)} tokens and cannot fit a "
-                f"reduce request within the {engine.context_window}-token context window; "
-                "nothing was sent. Shorten the variable's inputs or use a longer-context model.",
-                tokens=_tokens(p.text) + reducer.overhead,
+                f"merging the feedback for {role!r} made no progress at level {level}: "
+                f"{len(items)} summaries need {len(groups)} reduce requests; nothing more "
+                "was sent. Use a longer-context model.",
+                tokens=sum(_size(p) for p in items) + reducer.overhead,
                 window=engine.context_window,
                 variable=role,
             )
-    if len(items) <= 3:
-        (merged,) = await reducer.level([items], 1)
-        return merged.text
-    groups = max(2, math.ceil(math.sqrt(len(items))), math.ceil(2 * len(items) / MAX_GROUP))
-    spread = _spread(items, groups)
-    while not all(_fits(g, budget, reducer.overhead) for g in spread):
-        groups += max(1, groups // 4)
-        spread = _spread(items, groups)
-    level = 1
-    items = await reducer.level(spread, level)
-    while True:
-        level += 1
-        if _fits(items, budget, reducer.overhead):
-            (merged,) = await reducer.level([items], level)
-            return merged.text
-        items = await reducer.level(_pack(items, budget, reducer.overhead), level)
+        items = await reducer.level(groups, level)
+    return items[0].text
 
 
 # --- the optimizer's side ----------------------------------------------------------------------
