@@ -38,7 +38,7 @@ from asynctg.engine.types import (
     request_key,
     validate_messages,
 )
-from asynctg.engine.usage import UsageStats, micro_dollars, price_for
+from asynctg.engine.usage import UsageStats, check_price, micro_dollars, price_for
 from asynctg.errors import (
     APIConnectionError,
     APIError,
@@ -169,8 +169,8 @@ class ChatEngine:
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
         require_int("context_window", context_window, 16, optional=True)
-        if price is not None and (len(price) != 2 or min(price) < 0):
-            raise ConfigError("price must be (dollars per 1M prompt tokens, per 1M completion)")
+        if price is not None:
+            price = check_price(price)
         self.model = model
         self.base_url = _check_base_url(base_url)
         self._url = self.base_url + "/chat/completions"
