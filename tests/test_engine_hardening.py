@@ -4,15 +4,20 @@ odd endpoint, a shared cache, a planted link, and nonsense prices."""
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 import asynctg as tg
+from asynctg.apps.checkpoint import Checkpoint, atomic_write_text, probe_writable
 from asynctg.cli import main
+from asynctg.engine import ResponseCache
 from asynctg.errors import ConfigError
 
 BASE_URL = "http://127.0.0.1:9/v1"
+_CHECKPOINT_FILES = ("config.json", "state.json", "journal.bin")
 
 
 @pytest.mark.parametrize(
@@ -34,3 +39,48 @@ def test_cli_price_nan_is_refused_before_anything_runs(
         main(["optimize", "--sim", "--price", text, "--max-cost", "1", "--steps", "1"])
     assert exit_info.value.code == 2
     assert "finite numbers >= 0" in capsys.readouterr().err
+
+
+# --- files: private, and never through a planted link ------------------------------------------
+
+
+def test_cache_journal_and_checkpoint_files_are_created_0600(tmp_path: Path) -> None:
+    """A new response cache, and a checkpoint's config, state and journal, are readable and
+    writable by their owner only, whatever the umask lets through."""
+    old = os.umask(0o022)
+    try:
+        cache = ResponseCache(tmp_path / "cache.bin")
+        cache.close()
+        ckpt = Checkpoint(tmp_path / "run", {"task": "t"}, resume=False)
+        ckpt.open()
+        ckpt.save({"step": 1})
+        ckpt.close()
+    finally:
+        os.umask(old)
+    files = [tmp_path / "cache.bin", *(tmp_path / "run" / n for n in _CHECKPOINT_FILES)]
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_a_link_planted_at_the_old_temp_name_is_not_followed(tmp_path: Path) -> None:
+    """A symlink planted where atomic_write_text used to put its temporary file (a name any
+    local user could predict) neither has its target overwritten nor replaces the file."""
+    folder, outside = tmp_path / "run", tmp_path / "outside.txt"
+    folder.mkdir()
+    outside.write_text("precious")
+    (folder / f".state.json.{os.getpid()}.tmp").symlink_to(outside)
+    atomic_write_text(folder / "state.json", "new state")
+    assert outside.read_text() == "precious"
+    assert not (folder / "state.json").is_symlink()
+    assert (folder / "state.json").read_text() == "new state"
+
+
+def test_a_link_planted_at_the_old_probe_name_is_not_followed(tmp_path: Path) -> None:
+    """probe_writable does not truncate the target of a link planted at the probe name it
+    used to use."""
+    folder, outside = tmp_path / "reports", tmp_path / "outside.txt"
+    folder.mkdir()
+    outside.write_text("precious")
+    (folder / f".asynctg-probe-{os.getpid()}").symlink_to(outside)
+    probe_writable(folder, "report folder")
+    assert outside.read_text() == "precious"
+    assert sorted(p.name for p in folder.iterdir()) == [f".asynctg-probe-{os.getpid()}"]
