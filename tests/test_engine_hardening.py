@@ -3,21 +3,27 @@ odd endpoint, a shared cache, a planted link, and nonsense prices."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
+from aiohttp import web
+from support import completion
 
 import asynctg as tg
 from asynctg.apps.checkpoint import Checkpoint, atomic_write_text, probe_writable
 from asynctg.cli import main
 from asynctg.engine import ResponseCache
-from asynctg.errors import ConfigError
+from asynctg.errors import ConfigError, RedirectError
 
 BASE_URL = "http://127.0.0.1:9/v1"
 _CHECKPOINT_FILES = ("config.json", "state.json", "journal.bin")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.mark.parametrize(
@@ -84,3 +90,53 @@ def test_a_link_planted_at_the_old_probe_name_is_not_followed(tmp_path: Path) ->
     probe_writable(folder, "report folder")
     assert outside.read_text() == "precious"
     assert sorted(p.name for p in folder.iterdir()) == [f".asynctg-probe-{os.getpid()}"]
+
+
+# --- a hostile or odd endpoint -------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _server(handler: Handler) -> AsyncIterator[str]:
+    """``handler`` answering every POST on a free loopback port; yields the server's root URL."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("status", [307, 302])
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_redirected_chat_post_is_not_followed(status: int, streamed: bool) -> None:
+    """A 307/302 answer to a chat POST is a RedirectError, not retried, and the origin the
+    Location names receives nothing (neither the prompt nor the key)."""
+    elsewhere: list[bytes] = []
+    asked: list[bytes] = []
+
+    async def other(request: web.Request) -> web.Response:
+        elsewhere.append(await request.read())
+        return web.json_response(msgspec.json.decode(completion("stolen")))
+
+    async with _server(other) as other_root:
+
+        async def redirecting(request: web.Request) -> web.Response:
+            asked.append(await request.read())
+            redirect = web.HTTPTemporaryRedirect if status == 307 else web.HTTPFound
+            raise redirect(f"{other_root}/v1/chat/completions")
+
+        async with (
+            _server(redirecting) as root,
+            tg.get_engine("m", base_url=f"{root}/v1", api_key="sk-secret") as engine,
+        ):
+            with pytest.raises(RedirectError, match=r"does not follow redirects") as info:
+                if streamed:
+                    await engine.stream("a secret prompt").collect()
+                else:
+                    await engine.generate("a secret prompt")
+    assert info.value.status == status and other_root in str(info.value)
+    assert elsewhere == [] and len(asked) == 1

@@ -52,6 +52,7 @@ from asynctg.errors import (
     InsufficientQuotaError,
     PermissionDeniedError,
     RateLimitError,
+    RedirectError,
     ReplayMissError,
     ResponseParseError,
     ServerError,
@@ -822,6 +823,8 @@ class ChatEngine:
             )
         if status >= 500:
             return ServerError(f"{where}: {message or 'server error'}", **kwargs)
+        if 300 <= status < 400:
+            return RedirectError(_redirect_message(where, response.headers), **kwargs)
         lowered = f"{code or ''} {message}".lower()
         if status in (400, 413) and any(h in lowered for h in _CONTEXT_HINTS):
             learned = _WINDOW_IN_MESSAGE.search(message)
@@ -883,6 +886,17 @@ def _retryable(error: APIError) -> bool:
     if isinstance(error, APIStatusError):
         return RetryPolicy.is_retryable_status(error.status)
     return isinstance(error, APIConnectionError | ResponseParseError)
+
+
+def _redirect_message(where: str, headers: Mapping[str, str]) -> str:
+    location = headers.get("location", "")
+    target = urlsplit(location)
+    # the origin only: a Location's path or query may carry anything
+    origin = f"{target.scheme}://{target.netloc}" if target.netloc else "the same server"
+    return (
+        f"{where}: the endpoint redirects API calls (to {origin}); asynctg does not follow "
+        "redirects, which would send the prompt elsewhere. Set base_url to the final address."
+    )
 
 
 def _check_params(fields: Mapping[str, Any]) -> None:
