@@ -18,8 +18,10 @@ from support import completion
 import asynctg as tg
 from asynctg.apps.checkpoint import Checkpoint, atomic_write_text, probe_writable
 from asynctg.cli import main
-from asynctg.engine import ResponseCache
-from asynctg.errors import ConfigError, RedirectError
+from asynctg.engine import ResponseCache, RetryPolicy
+from asynctg.engine.streaming import SSEParser
+from asynctg.engine.types import Usage
+from asynctg.errors import ConfigError, RedirectError, StreamEventTooLargeError
 
 BASE_URL = "http://127.0.0.1:9/v1"
 _CHECKPOINT_FILES = ("config.json", "state.json", "journal.bin")
@@ -140,3 +142,63 @@ async def test_a_redirected_chat_post_is_not_followed(status: int, streamed: boo
                     await engine.generate("a secret prompt")
     assert info.value.status == status and other_root in str(info.value)
     assert elsewhere == [] and len(asked) == 1
+
+
+async def test_a_plain_json_answer_to_a_stream_request_is_one_completion() -> None:
+    """A server that answers a streaming request with one plain JSON completion (no event
+    stream) gives one delta holding the whole answer, with the body's usage, in one request:
+    the stream ends instead of retrying a "stream ended early" until the retries run out."""
+    bodies: list[bytes] = []
+
+    async def plain(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.json_response(msgspec.json.decode(completion("whole answer", 7, 3)))
+
+    async with (
+        _server(plain) as root,
+        tg.get_engine(
+            "m", base_url=f"{root}/v1", api_key="k", retry=RetryPolicy(testing=True)
+        ) as engine,
+    ):
+        async with engine.stream("hi") as stream:
+            deltas = [delta async for delta in stream]
+    assert deltas == ["whole answer"] and stream.text == "whole answer"
+    assert stream.attempts == 1 and len(bodies) == 1 and b'"stream":true' in bodies[0]
+    assert stream.usage == Usage(7, 3) and not stream.usage_estimated
+
+
+def _sse_line(size: int) -> bytes:
+    """One event whose single data line is a chunk carrying ``size`` bytes of content."""
+    chunk = {"choices": [{"index": 0, "delta": {"content": "x" * size}}]}
+    return b"data: " + msgspec.json.encode(chunk) + b"\n\n"
+
+
+@pytest.mark.parametrize("block", [1, 4096])
+def test_sse_parsing_of_one_huge_line_is_linear(block: int) -> None:
+    """A single long line fed in small blocks is searched once per byte, not re-scanned per
+    block: the bytes the parser examines stay within three times the body, and doubling the
+    line doubles the work (the old parser re-scanned its whole buffer on every block)."""
+
+    def examined(size: int) -> tuple[int, int]:
+        body = _sse_line(size)
+        step = block if block > 1 else max(1, len(body) // 20_000)  # 20k feeds at most
+        parser = SSEParser()
+        deltas = [d for i in range(0, len(body), step) for d in parser.feed(body[i : i + step])]
+        assert deltas == ["x" * size]
+        return parser.examined, len(body)
+
+    (small, small_len), (large, large_len) = examined(1 << 20), examined(2 << 20)
+    assert small <= 3 * small_len and large <= 3 * large_len
+    assert large <= 2.2 * small
+
+
+def test_an_sse_event_past_its_cap_is_a_typed_error() -> None:
+    """An event still unfinished past max_event_bytes raises StreamEventTooLargeError (never
+    retried) instead of growing the buffer up to the whole response cap."""
+    parser = SSEParser(max_event_bytes=1000)
+    parser.feed(b"data: " + b"x" * 900)
+    with pytest.raises(StreamEventTooLargeError, match="1000 bytes"):
+        parser.feed(b"x" * 200)
+    plain = SSEParser(max_event_bytes=1000)
+    with pytest.raises(StreamEventTooLargeError):
+        plain.feed(b'{"choices": "' + b"x" * 2000)

@@ -612,9 +612,19 @@ class ChatEngine:
                                         yield deltas
                                     if parser.done and streamed.at_eof():
                                         break  # (else read to the end: the connection is reused)
-                                done, sink.usage_estimated = parser.result(
-                                    request, streamed.headers.get("x-request-id")
-                                )
+                                if parser.plain:  # one JSON answer, not an event stream
+                                    whole = self._parse(
+                                        HTTPResponse(200, streamed.headers, parser.body())
+                                    )
+                                    if whole.text:
+                                        sink._delta(clock.now())
+                                        committed = True
+                                        yield [whole.text]
+                                    done = whole
+                                else:
+                                    done, sink.usage_estimated = parser.result(
+                                        request, streamed.headers.get("x-request-id")
+                                    )
                     except APIError as exc:
                         if committed:
                             usage.failures += 1
