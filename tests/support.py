@@ -109,11 +109,12 @@ def engine_with(
     *,
     clock: FakeClock | None = None,
     retry: RetryPolicy | None = None,
+    base_url: str = BASE_URL,
     **options: Any,
 ) -> ChatEngine:
     return get_engine(
         "m",
-        base_url=BASE_URL,
+        base_url=base_url,
         api_key="sk-test",
         transport=transport,
         clock=clock or FakeClock(),

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiohttp import web
-from support import completion
+from support import completion, engine_with, ok
 
 import asynctg as tg
 from asynctg.apps.checkpoint import Checkpoint, atomic_write_text, probe_writable
@@ -22,8 +22,10 @@ from asynctg.engine import ResponseCache, RetryPolicy
 from asynctg.engine.streaming import SSEParser
 from asynctg.engine.types import Usage
 from asynctg.errors import ConfigError, RedirectError, StreamEventTooLargeError
+from asynctg.transport import MockTransport
 
 BASE_URL = "http://127.0.0.1:9/v1"
+_PORT_A, _PORT_B = "http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"
 _CHECKPOINT_FILES = ("config.json", "state.json", "journal.bin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -202,3 +204,55 @@ def test_an_sse_event_past_its_cap_is_a_typed_error() -> None:
     plain = SSEParser(max_event_bytes=1000)
     with pytest.raises(StreamEventTooLargeError):
         plain.feed(b'{"choices": "' + b"x" * 2000)
+
+
+# --- the cache and the journal: whose answers ---------------------------------------------------
+
+
+def _answering(text: str) -> MockTransport:
+    return MockTransport(lambda request: ok(text))
+
+
+async def test_a_cache_shared_by_two_endpoints_never_answers_for_the_other(
+    tmp_path: Path,
+) -> None:
+    """An answer cached from endpoint A is served to A again but not to endpoint B (same
+    model, same request, same cache file): B asks its own server."""
+    path = tmp_path / "cache.bin"
+    first, second, again = _answering("from A"), _answering("from B"), _answering("never")
+    async with engine_with(first, cache=path, base_url=_PORT_A) as a:
+        assert await a.generate("q") == "from A"
+    async with engine_with(second, cache=path, base_url=_PORT_B) as b:
+        assert await b.generate("q") == "from B"
+    async with engine_with(again, cache=path, base_url="http://127.0.0.1:8001/v1/") as a:
+        assert await a.generate("q") == "from A"  # (the same endpoint, spelt with a slash)
+    assert [len(t.requests) for t in (first, second, again)] == [1, 1, 0]
+
+
+async def test_journals_replay_whatever_address_the_server_had(tmp_path: Path) -> None:
+    """A journal recorded against a server on one port replays with an engine on another
+    (cache_mode="replay", as `--replay` does), and a checkpoint resumed against a simulator on
+    a fresh port finds its journaled calls: journals are keyed by the request alone."""
+    journal = tmp_path / "journal.bin"
+    recorder = engine_with(
+        _answering("recorded"), cache=journal, cache_mode="record", base_url=_PORT_A
+    )
+    async with recorder:
+        assert await recorder.generate("q") == "recorded"
+    replayer = engine_with(
+        _answering("never"), cache=journal, cache_mode="replay", base_url=_PORT_B
+    )
+    async with replayer:
+        assert await replayer.generate("q") == "recorded"
+
+    sent = []
+    for port, text in ((_PORT_A, "first session"), (_PORT_B, "second session")):
+        ckpt = Checkpoint(tmp_path / "run", {"task": "t"}, resume=port == _PORT_B)
+        ckpt.open()
+        transport = _answering(text)
+        async with engine_with(transport, base_url=port) as engine:
+            ckpt.attach(engine)
+            assert await engine.generate("q") == "first session"
+        ckpt.close()
+        sent.append(len(transport.requests))
+    assert sent == [1, 0]

@@ -342,6 +342,9 @@ class Checkpoint:
                     "checkpoint's journal is its cache (create it without cache=...)"
                 )
             engine.cache = JournalView(journal, self._uncounted)
+            # a journal is keyed by the request alone: a resumed run may reach the same server
+            # at another address (a simulator on a fresh port) and must still find its calls
+            engine.cache_endpoint = None
             # at temperature > 0 too, so a resumed run replays what it had, not new samples
             engine.cache_sampled = True
 

@@ -34,6 +34,7 @@ from asynctg.engine.types import (
     Usage,
     decode_completion,
     decode_error,
+    endpoint_key,
     estimate_tokens,
     request_key,
     validate_messages,
@@ -231,6 +232,14 @@ class ChatEngine:
         #: answer every call from the cache, never send, ``ReplayMissError`` on a miss.
         self.cache_mode = cache_mode
         self.cache_sampled = cache_sampled or cache_mode == "record"
+        #: The endpoint that keys cached answers with the request (``request_key``), so a
+        #: cache shared by several servers (or filled by someone else) never answers for
+        #: another one. None for a run's journal ("record", "replay", and checkpoints, which
+        #: set it so): that holds one run's own answers, replayed whatever address the server
+        #: had then (a simulator on another port, a replay that contacts nothing).
+        self.cache_endpoint: str | None = (
+            endpoint_key(self.base_url) if cache_mode == "readwrite" else None
+        )
         self.usage = UsageStats(price if price is not None else price_for(model))
         #: Tokens a request (prompt and reply) may use: given, from the model table, or learned
         #: from the provider's first context-length error that names it; None: unknown.
@@ -376,7 +385,7 @@ class ChatEngine:
             and self.cache_mode != "replay"
             and self._cacheable(request)
         ):
-            self.cache.put(request_key(request), result)
+            self.cache.put(self._cache_key(request), result)
         rspan, sink._rspan = sink._rspan, None
         if rspan is not None:
             self._finish_span(rspan, result)
@@ -389,6 +398,9 @@ class ChatEngine:
         sink.ended_at = now
         yield [result.text]
         yield result
+
+    def _cache_key(self, request: ChatRequest) -> str:
+        return request_key(request, endpoint=self.cache_endpoint)
 
     def _cacheable(self, request: ChatRequest) -> bool:
         return request.temperature == 0 or self.cache_sampled
@@ -426,7 +438,7 @@ class ChatEngine:
             return self._replay(request)
         if not self._cacheable(request):
             return await self._send(request, priority)
-        key = request_key(request)
+        key = self._cache_key(request)
         if self.cache is not None and self.cache_mode == "readwrite":
             hit = self.cache.get(key)
             if hit is not None:
@@ -453,7 +465,7 @@ class ChatEngine:
 
     def _replay(self, request: ChatRequest) -> ChatResult:
         assert self.cache is not None
-        key = request_key(request)
+        key = self._cache_key(request)
         hit = self.cache.get(key)
         if hit is None:
             self.usage.failures += 1
