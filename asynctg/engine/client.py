@@ -268,6 +268,7 @@ class ChatEngine:
                 reservation_ttl=reservation_ttl or max(900.0, self.retry.max_total_seconds + 60),
                 input_tpm=input_tpm,
                 output_tpm=output_tpm,
+                endpoint=endpoint_key(self.base_url),
             )
         elif max_cost is not None:
             # A CostCap given by the caller is shared with its other engines (one run's cap).
