@@ -626,14 +626,14 @@ class ChatEngine:
                                     if parser.done and streamed.at_eof():
                                         break  # (else read to the end: the connection is reused)
                                 if parser.plain:  # one JSON answer, not an event stream
-                                    whole = self._parse(
+                                    answer = self._parse(
                                         HTTPResponse(200, streamed.headers, parser.body())
                                     )
-                                    if whole.text:
+                                    if answer.text:
                                         sink._delta(clock.now())
                                         committed = True
-                                        yield [whole.text]
-                                    done = whole
+                                        yield [answer.text]
+                                    done = answer
                                 else:
                                     done, sink.usage_estimated = parser.result(
                                         request, streamed.headers.get("x-request-id")
