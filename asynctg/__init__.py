@@ -35,11 +35,13 @@ from asynctg.errors import (
     OptimizerParseError,
     PermissionDeniedError,
     RateLimitError,
+    RedirectError,
     ReplayMissError,
     ResponseParseError,
     ResponseTooLargeError,
     SandboxUnavailableError,
     ServerError,
+    StreamEventTooLargeError,
 )
 from asynctg.graph import BlackboxLLM, Module, Variable, sum
 from asynctg.loss import (
@@ -90,12 +92,14 @@ __all__ = [
     "OptimizerParseError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedirectError",
     "ReplayMissError",
     "ResponseParseError",
     "ResponseTooLargeError",
     "RetryPolicy",
     "SandboxUnavailableError",
     "ServerError",
+    "StreamEventTooLargeError",
     "TextLoss",
     "TextualGradientDescent",
     "TextualGradientDescentwithMomentum",

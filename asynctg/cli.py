@@ -80,9 +80,12 @@ def _price(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(
             f"expected PROMPT,COMPLETION dollars per million tokens, e.g. 0.15,0.6; got {text!r}"
         ) from None
-    if a < 0 or b < 0:
-        raise argparse.ArgumentTypeError("prices must be >= 0")
-    return a, b
+    from asynctg.engine.usage import check_price
+
+    try:
+        return check_price((a, b))  # the engine's own rule: finite and >= 0
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --- the parser -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
     │   │   │       └── ContextBudgetError  ... found before sending: nothing was sent (status 0)
     │   │   ├── AuthenticationError         401
     │   │   ├── PermissionDeniedError       403
+    │   │   ├── RedirectError               3xx: an API call is never followed elsewhere
     │   │   ├── RateLimitError              429 (retried; raised when retries run out)
     │   │   │   └── InsufficientQuotaError  429 insufficient_quota (never retried)
     │   │   └── ServerError                 5xx, 408 and 409 (retried; raised when retries run out)
@@ -24,6 +25,7 @@
     │   ├── ResponseParseError      an answer arrived but is not a usable completion (retried)
     │   ├── StreamInterruptedError  a stream broke after its first delta (not retried)
     │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
+    │       └── StreamEventTooLargeError  one server-sent event is larger than its cap
     ├── BudgetExceededError         a call would take spending past max_cost; it was not sent
     ├── ReplayMissError             a replayed run made a request its journal does not hold
     ├── GraphError                  a computation graph that cannot be built or differentiated
@@ -73,11 +75,13 @@ __all__ = [
     "OptimizerParseError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedirectError",
     "ReplayMissError",
     "ResponseParseError",
     "ResponseTooLargeError",
     "SandboxUnavailableError",
     "ServerError",
+    "StreamEventTooLargeError",
     "StreamInterruptedError",
     "WorkerError",
     "WorkerFunctionError",
@@ -233,6 +237,12 @@ class PermissionDeniedError(APIStatusError):
     """403: the key may not use this model or endpoint."""
 
 
+class RedirectError(APIStatusError):
+    """The endpoint answered an API call with a redirect (3xx). It is not followed: the
+    prompt would go to whatever origin the ``Location`` names, and its answer would be used
+    as the provider's. Point ``base_url`` at the final address instead. Never retried."""
+
+
 class RateLimitError(APIStatusError):
     """429: the provider's budget is spent; raised only when retries ran out."""
 
@@ -263,6 +273,12 @@ class ResponseTooLargeError(APIError):
 
     Not retried: the same request would most likely bring the same oversized answer back.
     """
+
+
+class StreamEventTooLargeError(ResponseTooLargeError):
+    """One event of a streamed answer (or a whole answer sent unstreamed) is larger than the
+    stream parser's cap (``SSEParser.max_event_bytes``): a chat chunk is a few hundred bytes,
+    so this is a misbehaving server, not an answer."""
 
 
 class StreamInterruptedError(APIError):

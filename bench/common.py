@@ -81,7 +81,12 @@ def sim_stats(base_url: str) -> dict[str, Any]:
 
 def sim_reset(base_url: str) -> None:
     """Zero the simulator's counters and timeline."""
-    req = urllib.request.Request(_sim_root(base_url) + "/sim/reset", method="POST", data=b"")
+    req = urllib.request.Request(
+        _sim_root(base_url) + "/sim/reset",
+        method="POST",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},  # the admin routes take JSON only
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         resp.read()
 

@@ -109,11 +109,12 @@ def engine_with(
     *,
     clock: FakeClock | None = None,
     retry: RetryPolicy | None = None,
+    base_url: str = BASE_URL,
     **options: Any,
 ) -> ChatEngine:
     return get_engine(
         "m",
-        base_url=BASE_URL,
+        base_url=base_url,
         api_key="sk-test",
         transport=transport,
         clock=clock or FakeClock(),
@@ -153,8 +154,13 @@ class SimProcess:
         self.root = line.rsplit("/v1", 1)[0]
 
     def _call(self, path: str, method: str = "GET") -> Any:
-        data = b"" if method == "POST" else None
-        request = urllib.request.Request(self.root + path, method=method, data=data)
+        data = b"{}" if method == "POST" else None  # the admin routes take JSON bodies only
+        request = urllib.request.Request(
+            self.root + path,
+            method=method,
+            data=data,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
         with urllib.request.urlopen(request, timeout=10) as resp:
             return json.loads(resp.read())
 

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SimProcess
+from support import SimProcess, engine_with, ok
 
 import asynctg as tg
+from asynctg.transport import MockTransport
 
 WORKER = Path(__file__).with_name("shared_worker.py")
 
@@ -250,3 +251,26 @@ async def test_separate_output_token_budget_paces_requests() -> None:
     # 1 token/s: the first call took 10 (debt), its usage gave 8 back; the second waits 2 s
     assert clock.now() == pytest.approx(2.0)
     assert len(transport.requests) == 2
+
+
+async def test_learned_limits_belong_to_an_endpoint_not_to_a_model_name(
+    redis_server: RedisServer,
+) -> None:
+    """Two Redis-shared engines with the same model at different endpoints keep their budgets
+    apart: the limit one server advertises (rpm 1) is published for that endpoint only, and an
+    engine at the other endpoint neither reads it nor has it in its keys."""
+    strict = MockTransport(lambda request: ok("a", headers={"x-ratelimit-limit-requests": "1"}))
+    shared = {"redis_url": redis_server.url, "redis_namespace": "ep-test"}
+    here = engine_with(strict, base_url="http://127.0.0.1:8001/v1", **shared)
+    again = engine_with(strict, base_url="http://127.0.0.1:8001/v1/", **shared)
+    there = engine_with(
+        MockTransport(lambda request: ok("b")), base_url="http://127.0.0.1:8002/v1", **shared
+    )
+    async with here, again, there:
+        assert await here.generate("q") == "a"  # learns rpm 1 and publishes it
+        assert await there.generate("q") == "b"
+        assert here.shared is not None and there.shared is not None and again.shared is not None
+        assert again.shared.prefix == here.shared.prefix != there.shared.prefix
+        published = redis_server.command("HGET", f"{here.shared.prefix}limits", "rpm")
+        assert published.split(b"\r\n")[1] in (b"1", b"1.0")
+        assert redis_server.command("EXISTS", f"{there.shared.prefix}limits") == b":0\r\n"

@@ -648,7 +648,7 @@ async def test_stats_and_timeline(make_sim: MakeSim, http: aiohttp.ClientSession
     assert stats["timeline"] == [[0, 2, tokens, 1]]
     async with http.get(f"{sim.url}/sim/stats") as r:
         assert (await r.json())["ok"] == 2
-    async with http.post(f"{sim.url}/sim/reset") as r:
+    async with http.post(f"{sim.url}/sim/reset", json={}) as r:
         assert r.status == 200
     assert sim.stats()["requests"] == 0 and sim.stats()["timeline"] == []
 
@@ -816,3 +816,44 @@ async def test_cli_subprocess_serves_and_stops(http: aiohttp.ClientSession) -> N
             await proc.wait()
     assert proc.stderr is not None
     assert b"Traceback" not in await proc.stderr.read()
+
+
+async def test_admin_routes_need_the_key_and_json(
+    make_sim: MakeSim, http: aiohttp.ClientSession
+) -> None:
+    """With an api key set, every /sim/* route answers 401 without it, and a POST that is not
+    application/json (a web page's text/plain form) is refused 415 and changes nothing."""
+    sim = await make_sim(api_key="sk-admin", rpm=600)
+    key = {"Authorization": "Bearer sk-admin"}
+    for path in ("/sim/stats", "/sim/requests"):
+        async with http.get(f"{sim.url}{path}") as r:
+            assert r.status == 401
+    async with http.post(f"{sim.url}/sim/config", json={"rpm": 1}) as r:
+        assert r.status == 401
+    async with http.post(f"{sim.url}/sim/reset", json={}) as r:
+        assert r.status == 401
+    plain = {**key, "Content-Type": "text/plain"}
+    async with http.post(f"{sim.url}/sim/config", data=b'{"rpm": 1}', headers=plain) as r:
+        assert r.status == 415
+    async with http.post(f"{sim.url}/sim/reset", data=b"", headers=plain) as r:
+        assert r.status == 415
+    assert sim.config.rpm == 600 and sim.stats()["unauthorized"] == 4
+    async with http.post(f"{sim.url}/sim/config", json={"rpm": 1}, headers=key) as r:
+        assert r.status == 200
+    async with http.get(f"{sim.url}/sim/stats", headers=key) as r:
+        assert r.status == 200
+    assert sim.config.rpm == 1
+
+
+async def test_admin_posts_without_a_key_still_need_json(
+    make_sim: MakeSim, http: aiohttp.ClientSession
+) -> None:
+    """Without an api key the admin routes are open to JSON requests only: a text/plain reset
+    (what a web page may send cross-origin without a preflight) is refused."""
+    sim = await make_sim()
+    await post(http, sim)
+    async with http.post(
+        f"{sim.url}/sim/reset", data=b"", headers={"Content-Type": "text/plain"}
+    ) as r:
+        assert r.status == 415
+    assert sim.stats()["requests"] == 1

@@ -6,6 +6,8 @@
     DIR/state.json     the loop's state after the last completed step, replaced atomically
     DIR/journal.bin    every completed LLM call: request hash -> response, append-only
 
+Every file here is created private to its owner (0600: the journal and the state hold the
+run's prompts and answers), and never through a link someone planted in the folder.
 ``state.json`` is written to a temporary file, flushed to disk, and renamed over the old one,
 so a crash (even ``kill -9``, even a power cut) leaves either the old state or the new one,
 never a mix. ``asave`` does that write and its ``fsync`` in a worker thread, so the event loop
@@ -54,6 +56,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,11 +83,20 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new, whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old file or the new, whole.
+
+    The new file is made under a fresh random name (``mkstemp``: ``O_EXCL``, never through a
+    link planted in the folder) and renamed over ``path`` (a rename replaces a link at
+    ``path`` itself, never its target). It gets ``mode``: private by default (a checkpoint's
+    state holds prompts), 0o644 for reports meant to be shared.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(fd, "w", encoding="utf-8") as f:
+            if mode != 0o600:  # mkstemp's own
+                os.fchmod(f.fileno(), mode)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -103,14 +115,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def probe_writable(folder: Path, what: str) -> None:
-    """Create ``folder`` if needed and check a file can be written in it (ConfigError if not)."""
+    """Create ``folder`` if needed and check a file can be written in it (ConfigError if not).
+
+    The probe file has a fresh random name (``mkstemp``), so a link planted in the folder under
+    a name we would pick is never followed.
+    """
     try:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"the {what} {folder} is a file, not a folder; pass a folder")
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".asynctg-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".asynctg-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
     except ConfigError:
         raise
     except OSError as exc:
@@ -326,6 +342,9 @@ class Checkpoint:
                     "checkpoint's journal is its cache (create it without cache=...)"
                 )
             engine.cache = JournalView(journal, self._uncounted)
+            # a journal is keyed by the request alone: a resumed run may reach the same server
+            # at another address (a simulator on a fresh port) and must still find its calls
+            engine.cache_endpoint = None
             # at temperature > 0 too, so a resumed run replays what it had, not new samples
             engine.cache_sampled = True
 

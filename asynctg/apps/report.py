@@ -451,7 +451,7 @@ def write_report(
         "result": dict(result),
     }
     json_path = folder / "report.json"
-    atomic_write_text(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(json_path, json.dumps(payload, indent=2, default=str) + "\n", mode=0o644)
 
     title = f"asynctg {command}: {meta.get('task', result.get('task', ''))}"
     summary = [(k, v) for k, v in meta.items() if not isinstance(v, dict | list)]
@@ -474,5 +474,5 @@ def write_report(
         + "</body></html>\n"
     )
     html_path = folder / "report.html"
-    atomic_write_text(html_path, page)
+    atomic_write_text(html_path, page, mode=0o644)
     return json_path, html_path

@@ -25,7 +25,8 @@ A version-1 file (``asynctg-cache-v1``: length-prefixed records without checksum
 and rewritten as version 2 on open, under the lock; its records are kept, and if any of it
 could not be read the old file is kept next to the new one as ``<name>.v1``.
 
-Nothing is ever rewritten in place. The whole index lives in memory; a cache of a million
+A new file is created 0600 (owner only); an existing one keeps its mode. Nothing is ever
+rewritten in place. The whole index lives in memory; a cache of a million
 answers of a few KiB is a few GiB, so use one file per project or run, not one for everything.
 """
 
@@ -39,6 +40,7 @@ import os
 import shutil
 import struct
 import sys
+import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
@@ -166,7 +168,8 @@ class ResponseCache:
     def _open(self) -> None:
         for _ in range(_OPEN_ATTEMPTS):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+                # 0600: the answers (and a journal's prompts) are the owner's alone
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             except OSError as exc:
                 raise ConfigError(f"cannot open the response cache {self.path}: {exc}") from exc
             try:
@@ -300,9 +303,13 @@ class ResponseCache:
                 break  # version 1 has no way to find the next record
             frames.append(_frame(payload))
             pos = end
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.v2.tmp")
+        # a fresh random name (O_EXCL, 0600): never through a link planted under a known name
+        fd, name = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".v2.tmp", dir=self.path.parent
+        )
+        tmp = Path(name)
         try:
-            with open(tmp, "wb") as f:
+            with open(fd, "wb") as f:
                 f.write(b"".join(frames))
                 f.flush()
                 os.fsync(f.fileno())

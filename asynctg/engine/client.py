@@ -34,11 +34,12 @@ from asynctg.engine.types import (
     Usage,
     decode_completion,
     decode_error,
+    endpoint_key,
     estimate_tokens,
     request_key,
     validate_messages,
 )
-from asynctg.engine.usage import UsageStats, micro_dollars, price_for
+from asynctg.engine.usage import UsageStats, check_price, micro_dollars, price_for
 from asynctg.errors import (
     APIConnectionError,
     APIError,
@@ -52,6 +53,7 @@ from asynctg.errors import (
     InsufficientQuotaError,
     PermissionDeniedError,
     RateLimitError,
+    RedirectError,
     ReplayMissError,
     ResponseParseError,
     ServerError,
@@ -169,8 +171,8 @@ class ChatEngine:
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
         require_int("context_window", context_window, 16, optional=True)
-        if price is not None and (len(price) != 2 or min(price) < 0):
-            raise ConfigError("price must be (dollars per 1M prompt tokens, per 1M completion)")
+        if price is not None:
+            price = check_price(price)
         self.model = model
         self.base_url = _check_base_url(base_url)
         self._url = self.base_url + "/chat/completions"
@@ -230,6 +232,14 @@ class ChatEngine:
         #: answer every call from the cache, never send, ``ReplayMissError`` on a miss.
         self.cache_mode = cache_mode
         self.cache_sampled = cache_sampled or cache_mode == "record"
+        #: The endpoint that keys cached answers with the request (``request_key``), so a
+        #: cache shared by several servers (or filled by someone else) never answers for
+        #: another one. None for a run's journal ("record", "replay", and checkpoints, which
+        #: set it so): that holds one run's own answers, replayed whatever address the server
+        #: had then (a simulator on another port, a replay that contacts nothing).
+        self.cache_endpoint: str | None = (
+            endpoint_key(self.base_url) if cache_mode == "readwrite" else None
+        )
         self.usage = UsageStats(price if price is not None else price_for(model))
         #: Tokens a request (prompt and reply) may use: given, from the model table, or learned
         #: from the provider's first context-length error that names it; None: unknown.
@@ -258,6 +268,7 @@ class ChatEngine:
                 reservation_ttl=reservation_ttl or max(900.0, self.retry.max_total_seconds + 60),
                 input_tpm=input_tpm,
                 output_tpm=output_tpm,
+                endpoint=endpoint_key(self.base_url),
             )
         elif max_cost is not None:
             # A CostCap given by the caller is shared with its other engines (one run's cap).
@@ -375,7 +386,7 @@ class ChatEngine:
             and self.cache_mode != "replay"
             and self._cacheable(request)
         ):
-            self.cache.put(request_key(request), result)
+            self.cache.put(self._cache_key(request), result)
         rspan, sink._rspan = sink._rspan, None
         if rspan is not None:
             self._finish_span(rspan, result)
@@ -388,6 +399,9 @@ class ChatEngine:
         sink.ended_at = now
         yield [result.text]
         yield result
+
+    def _cache_key(self, request: ChatRequest) -> str:
+        return request_key(request, endpoint=self.cache_endpoint)
 
     def _cacheable(self, request: ChatRequest) -> bool:
         return request.temperature == 0 or self.cache_sampled
@@ -425,7 +439,7 @@ class ChatEngine:
             return self._replay(request)
         if not self._cacheable(request):
             return await self._send(request, priority)
-        key = request_key(request)
+        key = self._cache_key(request)
         if self.cache is not None and self.cache_mode == "readwrite":
             hit = self.cache.get(key)
             if hit is not None:
@@ -452,7 +466,7 @@ class ChatEngine:
 
     def _replay(self, request: ChatRequest) -> ChatResult:
         assert self.cache is not None
-        key = request_key(request)
+        key = self._cache_key(request)
         hit = self.cache.get(key)
         if hit is None:
             self.usage.failures += 1
@@ -611,9 +625,19 @@ class ChatEngine:
                                         yield deltas
                                     if parser.done and streamed.at_eof():
                                         break  # (else read to the end: the connection is reused)
-                                done, sink.usage_estimated = parser.result(
-                                    request, streamed.headers.get("x-request-id")
-                                )
+                                if parser.plain:  # one JSON answer, not an event stream
+                                    answer = self._parse(
+                                        HTTPResponse(200, streamed.headers, parser.body())
+                                    )
+                                    if answer.text:
+                                        sink._delta(clock.now())
+                                        committed = True
+                                        yield [answer.text]
+                                    done = answer
+                                else:
+                                    done, sink.usage_estimated = parser.result(
+                                        request, streamed.headers.get("x-request-id")
+                                    )
                     except APIError as exc:
                         if committed:
                             usage.failures += 1
@@ -822,6 +846,8 @@ class ChatEngine:
             )
         if status >= 500:
             return ServerError(f"{where}: {message or 'server error'}", **kwargs)
+        if 300 <= status < 400:
+            return RedirectError(_redirect_message(where, response.headers), **kwargs)
         lowered = f"{code or ''} {message}".lower()
         if status in (400, 413) and any(h in lowered for h in _CONTEXT_HINTS):
             learned = _WINDOW_IN_MESSAGE.search(message)
@@ -883,6 +909,17 @@ def _retryable(error: APIError) -> bool:
     if isinstance(error, APIStatusError):
         return RetryPolicy.is_retryable_status(error.status)
     return isinstance(error, APIConnectionError | ResponseParseError)
+
+
+def _redirect_message(where: str, headers: Mapping[str, str]) -> str:
+    location = headers.get("location", "")
+    target = urlsplit(location)
+    # the origin only: a Location's path or query may carry anything
+    origin = f"{target.scheme}://{target.netloc}" if target.netloc else "the same server"
+    return (
+        f"{where}: the endpoint redirects API calls (to {origin}); asynctg does not follow "
+        "redirects, which would send the prompt elsewhere. Set base_url to the final address."
+    )
 
 
 def _check_params(fields: Mapping[str, Any]) -> None:

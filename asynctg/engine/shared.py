@@ -1,10 +1,10 @@
 """Budgets shared by every process and host that uses one Redis: rpm, tpm, cool-downs, dollars.
 
 ``get_engine(model, rpm=..., tpm=..., max_cost=..., redis_url="redis://host:port/db")``: all
-engines with the same Redis URL, namespace and model draw from one requests-per-minute and one
-tokens-per-minute budget, honour one cool-down after a 429, publish the limits they learn from
-``x-ratelimit-*`` headers to each other, and share one dollar cap. Accounting is atomic on the
-server (Lua scripts):
+engines with the same Redis URL, namespace, endpoint and model draw from one
+requests-per-minute and one tokens-per-minute budget, honour one cool-down after a 429, publish
+the limits they learn from ``x-ratelimit-*`` headers to each other, and share one dollar cap.
+Accounting is atomic on the server (Lua scripts):
 
 - rpm/tpm (and separate input/output token limits, ``input_tpm`` / ``output_tpm``, for
   providers that have them) are token buckets holding one second's worth, as the local
@@ -18,11 +18,16 @@ server (Lua scripts):
   call would take spending past the cap it is not sent: ``BudgetExceededError``.
 - A 429 anywhere sets one cool-down key (``PX`` expiry) every process waits out.
 
-Keys (all under ``{namespace}:{model}:``, each with an expiry so nothing lingers): ``rpm`` and
-``tpm`` (bucket state, 2 min), ``cool`` (the cool-down), ``limits`` (learned limits, 1 h),
-``live`` (a heartbeat of the participating processes, 1 min); and, for every model of the
-namespace together, ``{namespace}:cost:spent`` and ``{namespace}:cost:reserved`` (the dollar
-cap, 1 day after the last call).
+A budget belongs to a model *at an endpoint*: two servers that both serve a model named
+``gpt-4o`` have budgets of their own, so a server that advertises ``rpm 1`` slows only the
+engines that talk to it.
+
+Keys (all under ``{namespace}:{endpoint}:{model}:``, where ``{endpoint}`` is 16 hex digits of
+the SHA-256 of the normalised base URL, ``types.endpoint_key``; each with an expiry so nothing
+lingers): ``rpm`` and ``tpm`` (bucket state, 2 min), ``cool`` (the cool-down), ``limits``
+(learned limits, 1 h), ``live`` (a heartbeat of the participating processes, 1 min); and,
+for every endpoint and model of the namespace together, ``{namespace}:cost:spent`` and
+``{namespace}:cost:reserved`` (the dollar cap, 1 day after the last call).
 
 If Redis becomes unreachable mid-run, the engine goes on with a local share of the budget (the
 limit divided by the number of processes last seen live; for the dollar cap, its share of what
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -188,6 +194,7 @@ class SharedBudget:
         reservation_ttl: float = 900.0,
         input_tpm: float | None = None,
         output_tpm: float | None = None,
+        endpoint: str = "",
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401
@@ -205,7 +212,9 @@ class SharedBudget:
         self.input_tpm = input_tpm
         self.output_tpm = output_tpm
         self.cap = None if max_cost is None else CostCap(max_cost).cap
-        self.prefix = f"{namespace}:{model}:"
+        # the endpoint hashed: a URL's ":" and "/" would make the key ambiguous to read
+        where = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
+        self.prefix = f"{namespace}:{where}:{model}:"
         # One dollar cap per namespace, whatever the model: a run's engines share it.
         self.cost_prefix = f"{namespace}:cost:"
         self.ttl_ms = int(reservation_ttl * 1000)

@@ -14,6 +14,10 @@ the caller has seen part of the answer, so a broken stream raises ``StreamInterr
 instead. Streams are not cached or coalesced (each is a real request: what a load test wants);
 in ``cache_mode="replay"`` the journal's answer comes back as one delta.
 
+A server that answers the streaming request with one plain JSON completion instead of an
+event stream (some proxies and older servers do) is read as that completion: its whole text
+comes as one delta.
+
 The body asks for usage in the last chunk (``stream_options.include_usage``, as OpenAI does);
 a server that sends none (llama.cpp's Python server) gets the completion counted as one token
 per content chunk and the prompt estimated, and ``usage_estimated`` says so.
@@ -33,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from asynctg.engine.types import ChatRequest, ChatResult, Usage, estimate_tokens
-from asynctg.errors import ConfigError, ResponseParseError
+from asynctg.errors import ConfigError, ResponseParseError, StreamEventTooLargeError
 
 if TYPE_CHECKING:
     from asynctg.engine.client import ChatEngine
 
-__all__ = ["ChatStream", "SSEParser", "check_streaming"]
+__all__ = ["MAX_EVENT_BYTES", "ChatStream", "SSEParser", "check_streaming"]
 
 
 class _Delta(msgspec.Struct):
@@ -60,18 +64,49 @@ class _Chunk(msgspec.Struct):
 _decode_chunks = msgspec.json.Decoder(list[_Chunk]).decode
 
 
+#: One event (or a whole answer sent unstreamed) past this is a misbehaving server: a chat
+#: chunk is a few hundred bytes, a whole long completion a few hundred KiB.
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
 class SSEParser:
     """Reads an OpenAI chat-completion event stream as it arrives.
 
     ``feed(block)`` takes the body as it arrives (blocks may end mid-line) and returns the
     content deltas its complete lines carried; ``done`` turns true at ``data: [DONE]``;
     ``result()`` is the ``ChatResult`` of the whole stream.
+
+    Each byte is searched once (only a block's new bytes are scanned for the blank line that
+    ends an event) and parsed once, so a body costs time linear in its size however it is cut
+    into blocks; ``examined`` counts those bytes. An event still unfinished past
+    ``max_event_bytes`` raises ``StreamEventTooLargeError``.
+
+    A body whose first byte (after white space) is ``{`` is no event stream but one JSON
+    document: a plain completion, as some proxies and older servers answer a streaming
+    request. ``plain`` turns true, the body is kept whole (within the same cap) and ``body()``
+    returns it, for the engine to read as an ordinary answer.
     """
 
-    __slots__ = ("_rest", "chunks", "done", "finish", "model", "parts", "usage")
+    __slots__ = (
+        "_buf",
+        "_cr",
+        "chunks",
+        "done",
+        "examined",
+        "finish",
+        "max_event_bytes",
+        "model",
+        "parts",
+        "plain",
+        "usage",
+    )
 
-    def __init__(self) -> None:
-        self._rest = b""
+    def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buf = bytearray()  # the unfinished event (plain: the body so far)
+        self._cr = False  # the last block ended with "\r", maybe half of a "\r\n"
+        self.max_event_bytes = max_event_bytes
+        self.plain: bool | None = None  # None until the body's first byte that is not space
+        self.examined = 0
         self.parts: list[str] = []
         self.usage: Usage | None = None
         self.model = ""
@@ -80,14 +115,54 @@ class SSEParser:
         self.chunks = 0  # chunks that carried content
 
     def feed(self, block: bytes) -> list[str]:
-        data = self._rest + block if self._rest else block
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")  # events end with a blank line
-        if end < 0:
-            self._rest = data  # no complete event yet
+        if self._cr:
+            block = b"\r" + block
+            self._cr = False
+        if b"\r" in block:
+            if block.endswith(b"\r"):  # its "\n" may come in the next block
+                block = block[:-1]
+                self._cr = True
+            block = block.replace(b"\r\n", b"\n")
+        buf = self._buf
+        if self.plain is None:
+            first = block.lstrip()[:1]
+            if first:
+                self.plain = first == b"{"
+        if self.plain:
+            buf += block
+            self.examined += len(block)
+            if len(buf) > self.max_event_bytes:
+                raise self._too_large("an unstreamed answer")
             return []
-        head, self._rest = data[:end], data[end + 2 :]
+        start = max(0, len(buf) - 1)  # an event's blank line may straddle the old bytes and these
+        buf += block
+        self.examined += len(buf) - start
+        end = buf.rfind(b"\n\n", start)  # events end with a blank line
+        if end < 0:
+            if len(buf) > self.max_event_bytes:
+                raise self._too_large("one event")
+            return []  # no complete event yet
+        head = bytes(buf[:end])
+        del buf[: end + 2]  # (from the front of a bytearray: no copy of the rest)
+        self.examined += len(head)
+        if len(buf) > self.max_event_bytes or (
+            len(head) > self.max_event_bytes and b"\n\n" not in head
+        ):
+            raise self._too_large("one event")
+        return self._events(head)
+
+    def _too_large(self, what: str) -> StreamEventTooLargeError:
+        return StreamEventTooLargeError(
+            f"{what} of the streamed answer passed {self.max_event_bytes} bytes; a chat chunk "
+            "is a few hundred: the server is misbehaving"
+        )
+
+    def body(self) -> bytes:
+        """The whole body of a ``plain`` answer."""
+        return bytes(self._buf)
+
+    def _events(self, head: bytes) -> list[str]:
+        """The deltas of ``head``: whole events, without the blank line after the last."""
         # The usual stream has one-line "data:" events only: split them in one C call and
         # check the result with one search; anything else (comments, other fields, events
         # of several lines) goes line by line.
@@ -135,7 +210,7 @@ class SSEParser:
 
     def result(self, request: ChatRequest, request_id: str | None) -> tuple[ChatResult, bool]:
         """The stream's result, and whether its usage was estimated (the server sent none)."""
-        if self._rest and not self.done:  # a last event without its blank line
+        if (self._buf or self._cr) and not self.done:  # a last event without its blank line
             self.feed(b"\n\n")
         if not self.done and self.finish is None:
             raise ResponseParseError("the stream ended before its last chunk", body="")

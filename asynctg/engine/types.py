@@ -12,6 +12,7 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -22,6 +23,7 @@ __all__ = [
     "ChatRequest",
     "ChatResult",
     "Usage",
+    "endpoint_key",
     "estimate_tokens",
     "image_part",
     "request_key",
@@ -147,13 +149,39 @@ def decode_error(body: bytes) -> tuple[str, str | None]:
     return body.decode("utf-8", "replace").strip()[:500], None
 
 
-def request_key(request: ChatRequest) -> str:
-    """A stable hash of everything that changes the answer (model, messages, every parameter).
+def request_key(request: ChatRequest, *, endpoint: str | None = None) -> str:
+    """A stable hash of everything that changes the answer (model, messages, every parameter),
+    and of the server that gives it when ``endpoint`` (an ``endpoint_key``) is given.
 
     The encoding sorts dict keys and struct fields, so equal requests built in any order hash
-    the same, across processes and runs.
+    the same, across processes and runs. Without ``endpoint`` the key is the request's alone
+    (a run's journal: see ``ChatEngine.cache_endpoint``).
     """
-    return hashlib.sha256(_sorted_encode(request)).hexdigest()
+    digest = hashlib.sha256()
+    if endpoint is not None:
+        digest.update(endpoint.encode() + b"\n")  # no request encoding starts with a URL
+    digest.update(_sorted_encode(request))
+    return digest.hexdigest()
+
+
+def endpoint_key(base_url: str) -> str:
+    """One spelling of a base URL, for keys: scheme and host lower-cased, the port always
+    written, no trailing slash, no credentials, query or fragment.
+
+    >>> endpoint_key("HTTP://LocalHost/v1/")
+    'http://localhost:80/v1'
+    """
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or (443 if scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 # --- validation and helpers ------------------------------------------------------------------

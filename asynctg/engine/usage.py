@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from asynctg.engine.models import lookup
+from asynctg.errors import ConfigError
 
-__all__ = ["PRICES", "UsageStats", "micro_dollars", "price_for"]
+__all__ = ["PRICES", "UsageStats", "check_price", "micro_dollars", "price_for"]
 
 #: US dollars per million (prompt, completion) tokens, from the providers' public price pages.
 #: A model missing here reports no cost unless ``price=`` is given to ``get_engine``.
@@ -25,6 +27,27 @@ PRICES: dict[str, tuple[float, float]] = {
 def price_for(model: str) -> tuple[float, float] | None:
     """The price entry for ``model``, matching dated snapshots (``gpt-4o-2024-08-06``) too."""
     return lookup(PRICES, model)
+
+
+def check_price(price: Any) -> tuple[float, float]:
+    """``price`` as (dollars per 1M prompt tokens, per 1M completion tokens); ``ConfigError``
+    unless it is two finite numbers >= 0 (a NaN would make every cost, and every comparison
+    with a dollar cap, meaningless).
+
+    >>> check_price((2.5, 10))
+    (2.5, 10.0)
+    """
+    try:
+        prompt, completion = (float(x) for x in price)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"price must be (dollars per 1M prompt tokens, per 1M completion), got {price!r}"
+        ) from None
+    if not (0 <= prompt < math.inf and 0 <= completion < math.inf):
+        raise ConfigError(
+            f"prices must be finite numbers >= 0 (dollars per 1M tokens), got {price!r}"
+        )
+    return prompt, completion
 
 
 def micro_dollars(price: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> float:

@@ -59,7 +59,7 @@ def write_report(folder: str | Path, result: Mapping[str, Any]) -> tuple[Path, P
         ],
     }
     json_path = folder / "report.json"
-    atomic_write_text(json_path, json.dumps(public, indent=2, default=str) + "\n")
+    atomic_write_text(json_path, json.dumps(public, indent=2, default=str) + "\n", mode=0o644)
     body = [
         f"<h1>asynctg bench: {html.escape(str(result['model']))}</h1>",
         f'<p class="note">{html.escape(str(result["endpoint"]))}, workload '
@@ -75,7 +75,7 @@ def write_report(folder: str | Path, result: Mapping[str, Any]) -> tuple[Path, P
         f"</title><style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n"
     )
     html_path = folder / "report.html"
-    atomic_write_text(html_path, page)
+    atomic_write_text(html_path, page, mode=0o644)
     _png(folder / "report.png", result, levels)
     return json_path, html_path
 

@@ -9,6 +9,12 @@ Routes::
     POST /sim/reset                                        SimServer.reset_stats()
     POST /sim/config                                       SimServer.update(**body)
 
+The ``/sim/*`` admin routes take the same ``Authorization: Bearer KEY`` as the model when an
+``api_key`` is set (401 without it), and their POSTs must say ``Content-Type:
+application/json`` (415 otherwise, whatever the body): a web page can send a cross-origin
+``text/plain`` POST without asking first, but not a JSON one, so no page a user opens can
+reset or reconfigure a simulator on their machine.
+
 A chat request goes through, in order: authentication (401), body validation (400), context
 window (400 ``context_length_exceeded``), quota (429 ``insufficient_quota``), the answer (known
 before replying, so its tokens can be charged), the rate limiter (429 ``rate_limit_exceeded``,
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import hmac
 import math
 import random
 import time
@@ -470,19 +477,41 @@ class SimServer:
             # a reset may have swapped the counters while this request was in flight
             self._counters.in_flight -= 1
 
+    def _authorized(self, request: web.Request) -> bool:
+        key = self._config.api_key
+        if key is None:
+            return True
+        given = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, f"Bearer {key}".encode())
+
+    def _unauthorized(self) -> web.Response:
+        return self._error(
+            401,
+            "Incorrect API key provided. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+
+    def _admin_refusal(self, request: web.Request) -> web.Response | None:
+        """Why an admin request is refused (see the module docstring), or None."""
+        if not self._authorized(request):
+            self._counters.unauthorized += 1
+            return self._unauthorized()
+        if request.method == "POST" and request.content_type != _JSON:
+            return self._error(
+                415,
+                f"/sim/* POSTs need 'Content-Type: {_JSON}', got {request.content_type!r}",
+                "invalid_request_error",
+                None,
+            )
+        return None
+
     async def _complete(self, request: web.Request) -> web.StreamResponse:
         cfg = self._config
-        if cfg.api_key is not None and (
-            request.headers.get("Authorization") != f"Bearer {cfg.api_key}"
-        ):
+        if not self._authorized(request):
             self._counters.unauthorized += 1
-            return self._error(
-                401,
-                "Incorrect API key provided. You can find your API key at "
-                "https://platform.openai.com/account/api-keys.",
-                "invalid_request_error",
-                "invalid_api_key",
-            )
+            return self._unauthorized()
         body = await request.read()
         try:
             req, ptoks, n, max_tokens = self._parse(body)
@@ -698,16 +727,24 @@ class SimServer:
         return self._json(200, {"object": "list", "data": [model]}, {})
 
     async def _stats_route(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
         return self._json(200, self.stats(), {})
 
     async def _requests_route(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
         return self._json(200, self._requests, {})
 
     async def _reset_route(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
         self.reset_stats()
         return self._json(200, {"reset": True}, {})
 
     async def _config_route(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
         try:
             changes = _decode(await request.read())
             if not isinstance(changes, dict):

@@ -36,7 +36,8 @@ class AiohttpTransport:
 
     The session is created on first use, inside the running event loop (aiohttp binds it to that
     loop), and closed by ``aclose()``. The connection pool is not limited here: the engine's
-    scheduler decides how many requests are in flight.
+    scheduler decides how many requests are in flight. Redirects are never followed: a 3xx
+    comes back as it is.
     """
 
     __slots__ = ("_connect", "_guard", "_loop", "_max_bytes", "_session", "_timeouts")
@@ -107,6 +108,10 @@ class AiohttpTransport:
             data=request.body or None,
             headers=request.headers,
             timeout=self._timeout(request.timeout),
+            # A redirect is handed to the engine as it came (RedirectError), never followed:
+            # following one would send the prompt (and, on the same origin, the key) wherever
+            # the Location says, and use that answer as the provider's.
+            allow_redirects=False,
         )
 
     def stream(self, request: HTTPRequest) -> _Stream:
