@@ -11,6 +11,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,7 @@ def test_a_second_init_loads_the_cached_matrix(
     setup: d.PlanSetup, baseline: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert setup.cache_dir is not None
-    (cached,) = Path(setup.cache_dir).glob("tg119-dij-*.pkl")
+    (cached,) = Path(setup.cache_dir).glob("tg119-dij-*.npz")
     assert setup.geometry_key() in cached.name
     stamp = cached.stat().st_mtime_ns
 
@@ -208,6 +209,75 @@ def test_a_second_init_loads_the_cached_matrix(
     d.init_worker(setup)  # and a repeated call is a no-op
     assert cached.stat().st_mtime_ns == stamp
     assert d.evaluate(d.default_objectives(setup), setup)["metrics"] == baseline["metrics"]
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: proof that a cache file was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+@needs_pyradplan
+def test_a_planted_pickle_in_the_dose_cache_is_never_unpickled(
+    setup: d.PlanSetup, baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pickle under any name the cache uses (this format's and the old .pkl) is not loaded:
+    the matrix is computed again and stored as plain arrays, which the next process reads."""
+    state = d._STATES[setup.geometry_key()]
+    other = d.PlanSetup(cache_dir=str(tmp_path / "cache"))
+    folder, marker = tmp_path / "cache", tmp_path / "unpickled"
+    folder.mkdir()
+    bomb = pickle.dumps(_Planted(marker))
+    for suffix in (".npz", ".pkl"):
+        (folder / f"tg119-dij-{other.geometry_key()}{suffix}").write_bytes(bomb)
+    computed: list[str] = []
+
+    def compute(*args: object) -> tuple[Any, Any]:  # the module's matrix, as if computed anew
+        computed.append("dij")
+        return state.stf, state.dij
+
+    monkeypatch.setattr(d, "_compute_influence", compute)
+    stf, dij = d._load_or_compute(other, state.ct, state.cst)
+    assert not marker.exists() and computed == ["dij"] and dij is state.dij
+    import numpy as np
+
+    stored = folder / f"tg119-dij-{other.geometry_key()}.npz"
+    with np.load(stored, allow_pickle=False) as arrays:  # plain numbers only: no pickle inside
+        assert all(arrays[name].dtype != object for name in arrays.files)
+    stf, loaded = d._load_or_compute(other, state.ct, state.cst)  # read back, not computed
+    assert computed == ["dij"] and not marker.exists()
+    assert (loaded.physical_dose.flat[0] != state.dij.physical_dose.flat[0]).nnz == 0
+    assert stf.total_number_of_bixels == loaded.total_num_of_bixels
+
+
+@needs_pyradplan
+def test_a_damaged_or_foreign_dose_cache_is_computed_again(
+    setup: d.PlanSetup, baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated file, or one stored for another geometry, is not used: computed again."""
+    state = d._STATES[setup.geometry_key()]
+    other = d.PlanSetup(cache_dir=str(tmp_path))
+    path = tmp_path / f"tg119-dij-{other.geometry_key()}.npz"
+    computed: list[str] = []
+
+    def compute(*args: object) -> tuple[Any, Any]:
+        computed.append("dij")
+        return state.stf, state.dij
+
+    monkeypatch.setattr(d, "_compute_influence", compute)
+    d._load_or_compute(other, state.ct, state.cst)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    d._load_or_compute(other, state.ct, state.cst)
+    assert computed == ["dij", "dij"] and path.read_bytes() == good
+    with open(path, "wb") as f:  # a well-formed file of another geometry, renamed
+        d._write_dij(f, state.dij, d.PlanSetup(dose_grid_mm=5))
+    d._load_or_compute(other, state.ct, state.cst)
+    assert computed == ["dij"] * 3
 
 
 @needs_pyradplan

@@ -8,12 +8,13 @@ coarse photon IMRT plan (5 beams, 10 mm bixels, 8 mm dose grid), so that one eva
 (objectives -> L-BFGS-B fluence optimization -> dose -> metrics) costs about a CPU second.
 
 The dose influence matrix does not depend on the objectives: it is computed once per plan
-geometry and, with ``cache_dir``, pickled for every other process. All functions are top-level
-and take picklable arguments, for spawned process-pool and Dask workers. Those pools should
-start workers with ``OMP_NUM_THREADS=1`` (and ``OPENBLAS_NUM_THREADS=1``) in their environment:
-thread pools cannot be capped once numpy is imported, one thread per worker is fastest when many
-evaluations run side by side, and results stay bit-identical. This module never touches
-``os.environ``. An objective set is JSON that the LLM reads and writes::
+geometry and, with ``cache_dir``, stored for every other process as plain numeric arrays
+(``.npz``, read without pickle: a file planted in the folder cannot run code). All functions
+are top-level and take picklable arguments, for spawned process-pool and Dask workers. Those
+pools should start workers with ``OMP_NUM_THREADS=1`` (and ``OPENBLAS_NUM_THREADS=1``) in their
+environment: thread pools cannot be capped once numpy is imported, one thread per worker is
+fastest when many evaluations run side by side, and results stay bit-identical. This module
+never touches ``os.environ``. An objective set is JSON that the LLM reads and writes::
 
     [{"structure": "OuterTarget", "kind": "squared_deviation", "dose_gy": 50, "weight": 1000},
      {"structure": "Core", "kind": "max_dvh", "dose_gy": 25, "volume_pct": 10, "weight": 300}]
@@ -31,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 import tempfile
 import threading
@@ -40,6 +40,8 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+_log = logging.getLogger(__name__)
 
 #: JSON ``kind`` -> (pyRadPlan objective class, its dose parameter, its volume parameter).
 KINDS: dict[str, tuple[str, str, str | None]] = {
@@ -54,7 +56,7 @@ _PUSHES_DOSE = ("squared_deviation", "squared_underdose", "min_dvh")  # what a t
 _FIELDS = {"structure", "kind", "dose_gy", "weight", "volume_pct"}
 _MAX_OBJECTIVES = 20
 _DVH_POINTS = 60
-_CACHE_FORMAT = 1  # bump when the pickled payload changes
+_CACHE_FORMAT = 2  # bump when the stored arrays change (1: a pickle, never read now)
 # Spelled here, not read from the phantom, so the parent never needs pyRadPlan to validate;
 # tests/test_dosimetry.py checks them against what pyRadPlan reports.
 _STRUCTURES = ("Core", "OuterTarget", "BODY")
@@ -307,7 +309,7 @@ def _load_or_compute(setup: PlanSetup, ct: Any, cst: Any) -> tuple[Any, Any]:
     if setup.cache_dir is None:
         return _compute_influence(setup, ct, cst)
     os.makedirs(setup.cache_dir, exist_ok=True)
-    path = os.path.join(setup.cache_dir, f"tg119-dij-{setup.geometry_key()}.pkl")
+    path = os.path.join(setup.cache_dir, f"tg119-dij-{setup.geometry_key()}.npz")
     # One process computes while the others wait on the lock (POSIX), then load its file. The
     # file only ever appears whole (os.replace): without the lock, a reader sees all or none.
     with open(path + ".lock", "a") as lock_file:
@@ -315,20 +317,103 @@ def _load_or_compute(setup: PlanSetup, ct: Any, cst: Any) -> tuple[Any, Any]:
             import fcntl
 
             fcntl.flock(lock_file, fcntl.LOCK_EX)
-        with contextlib.suppress(FileNotFoundError, EOFError, pickle.UnpicklingError):
-            with open(path, "rb") as f:  # written by this module, in a folder the caller trusts
-                stf, dij = pickle.load(f)
-            return stf, dij
+        dij = _read_dij(path, setup)
+        if dij is not None:
+            # The beam geometry is cheap (well under a second) and deterministic: made again
+            # rather than stored, so the file holds plain arrays only.
+            stf = _import_pyradplan().generate_stf(ct, cst, _plan(setup))
+            if stf.total_number_of_bixels == dij.total_num_of_bixels:
+                return stf, dij
+            _log.warning("dose cache %s does not fit the beams; computing it again", path)
         stf, dij = _compute_influence(setup, ct, cst)
         fd, tmp = tempfile.mkstemp(dir=setup.cache_dir, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump((stf, dij), f, protocol=pickle.HIGHEST_PROTOCOL)
+                _write_dij(f, dij, setup)
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return stf, dij
+
+
+# The dose matrix on disk is a numpy .npz of plain numeric arrays, read with allow_pickle=False:
+# whoever can write the cache folder can at worst make the plans wrong (or the file unreadable,
+# and then it is computed again), never run code in the workers. Format 1 was a pickle; its
+# files (*.pkl) are never opened.
+_GRIDS = ("dose_grid", "ct_grid")
+_NUMBERING = ("bixel_num", "ray_num", "beam_num", "alphax", "betax")
+_UNSTORED = ("physical_dose_var", "let_dose", "alpha_dose", "sqrt_beta_dose", "rad_depth_cubes")
+
+
+def _write_dij(f: Any, dij: Any, setup: PlanSetup) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    if dij.physical_dose.size != 1 or any(getattr(dij, n) is not None for n in _UNSTORED):
+        raise ValueError("this dose influence matrix has parts the cache does not store")
+    matrix = sp.csc_array(dij.physical_dose.flat[0])
+    arrays: dict[str, Any] = {
+        "key": np.array(setup.geometry_key()),
+        "data": matrix.data,
+        "indices": matrix.indices,
+        "indptr": matrix.indptr,
+        "shape": np.array(matrix.shape, dtype=np.int64),
+        "num_of_beams": np.array(dij.num_of_beams, dtype=np.int64),
+    }
+    arrays.update({name: np.asarray(getattr(dij, name)) for name in _NUMBERING})
+    for name in _GRIDS:
+        grid = getattr(dij, name)
+        arrays[f"{name}.resolution"] = np.array([grid.resolution[a] for a in "xyz"])
+        arrays[f"{name}.dimensions"] = np.array(grid.dimensions, dtype=np.int64)
+        arrays[f"{name}.origin"] = np.asarray(grid.origin)
+        arrays[f"{name}.direction"] = np.asarray(grid.direction)
+    np.savez(f, **arrays)
+
+
+def _dij_fields(stored: Any, setup: PlanSetup) -> dict[str, Any]:
+    import scipy.sparse as sp
+
+    if str(stored["key"]) != setup.geometry_key():
+        raise ValueError("the file belongs to another plan geometry")
+    fields: dict[str, Any] = {}
+    for name in _GRIDS:
+        resolution = stored[f"{name}.resolution"]
+        fields[name] = {
+            "resolution": dict(zip("xyz", map(float, resolution), strict=True)),
+            "dimensions": tuple(int(n) for n in stored[f"{name}.dimensions"]),
+            "origin": stored[f"{name}.origin"],
+            "direction": stored[f"{name}.direction"],
+        }
+    shape = tuple(int(n) for n in stored["shape"])
+    matrix = sp.csc_array((stored["data"], stored["indices"], stored["indptr"]), shape)
+    fields["physical_dose"] = matrix
+    fields["num_of_beams"] = int(stored["num_of_beams"])
+    fields.update({name: stored[name] for name in _NUMBERING})
+    return fields
+
+
+def _read_dij(path: str, setup: PlanSetup) -> Any:
+    """The cached dose influence matrix, or None when the file is missing or unusable (not ours,
+    another geometry, damaged, or holding anything but numeric arrays)."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        # The file object is ours to close: numpy leaks its own on a damaged archive.
+        with open(path, "rb") as f:
+            stored = np.load(f, allow_pickle=False)  # a pickle raises ValueError, unread
+            if not isinstance(stored, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with stored:
+                fields = _dij_fields(stored, setup)
+        return _import_pyradplan().dij.create_dij(fields)  # pyRadPlan checks the shapes
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        _log.warning("dose cache %s is unusable (%s); computing it again", path, exc)
+        return None
 
 
 def init_worker(setup: PlanSetup) -> None:
