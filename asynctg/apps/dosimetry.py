@@ -348,7 +348,7 @@ _UNSTORED = ("physical_dose_var", "let_dose", "alpha_dose", "sqrt_beta_dose", "r
 
 def _write_dij(f: Any, dij: Any, setup: PlanSetup) -> None:
     import numpy as np
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # type: ignore[import-untyped]
 
     if dij.physical_dose.size != 1 or any(getattr(dij, n) is not None for n in _UNSTORED):
         raise ValueError("this dose influence matrix has parts the cache does not store")
@@ -372,7 +372,7 @@ def _write_dij(f: Any, dij: Any, setup: PlanSetup) -> None:
 
 
 def _dij_fields(stored: Any, setup: PlanSetup) -> dict[str, Any]:
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # type: ignore[import-untyped]
 
     if str(stored["key"]) != setup.geometry_key():
         raise ValueError("the file belongs to another plan geometry")
