@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -55,6 +56,20 @@ KINDS: dict[str, tuple[str, str, str | None]] = {
 _PUSHES_DOSE = ("squared_deviation", "squared_underdose", "min_dvh")  # what a target needs
 _FIELDS = {"structure", "kind", "dose_gy", "weight", "volume_pct"}
 _MAX_OBJECTIVES = 20
+# Bounds on reading what the model wrote: its text, how deep brackets nest (an objective set is
+# two deep; json recurses per level, so "[" * 3000 would raise RecursionError), how many "["
+# are tried as the start of the set, and how many characters one number may have (int() of
+# 5,000 digits raises ValueError, and no dose or weight needs more than a few).
+_MAX_TEXT_CHARS = 20_000
+_MAX_DEPTH = 16
+_MAX_STARTS = 200
+_MAX_NUMBER_CHARS = 32
+# Weights are relative, but the optimizer's stopping tolerance is absolute: scaled far down
+# (1e-9) it stops before its first step and leaves a zero-dose plan; scaled far up (1e308) the
+# objective overflows. The starting sets use 30..10000.
+_WEIGHT_MIN, _WEIGHT_MAX = 1e-3, 1e6
+_WEIGHT_RANGE = f"{_WEIGHT_MIN:g} to {_WEIGHT_MAX:,.0f}"
+_EMPTY_TARGET = 0.05  # a target mean below 5% of the prescription: the plan gave no dose
 _DVH_POINTS = 60
 _CACHE_FORMAT = 2  # bump when the stored arrays change (1: a pickle, never read now)
 # Spelled here, not read from the phantom, so the parent never needs pyRadPlan to validate;
@@ -182,6 +197,11 @@ def parse_objectives(text_or_obj: Any) -> list[dict[str, Any]]:
     """
     value = text_or_obj
     if isinstance(value, str):
+        if len(value) > _MAX_TEXT_CHARS:
+            raise ObjectiveError(
+                f"the answer is {len(value)} characters long; an objective set needs a few "
+                f"hundred (at most {_MAX_TEXT_CHARS})"
+            )
         value = _first_json_array(value)
     if isinstance(value, dict) and isinstance(value.get("objectives"), list):
         value = value["objectives"]
@@ -191,12 +211,65 @@ def parse_objectives(text_or_obj: Any) -> list[dict[str, Any]]:
     return [dict(item) for item in value]
 
 
+def _reject_constant(name: str) -> Any:
+    raise ObjectiveError(
+        f"{name} is not a number an objective set can use; every dose and weight must be a "
+        "finite number (e.g. 300)"
+    )
+
+
+def _read_int(digits: str) -> int:
+    if len(digits) > _MAX_NUMBER_CHARS:
+        raise ObjectiveError(
+            f"a number with {len(digits)} digits; write doses and weights as plain numbers "
+            f"(weights from {_WEIGHT_RANGE})"
+        )
+    return int(digits)
+
+
+def _read_float(text: str) -> float:
+    value = float(text) if len(text) <= _MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):  # 1e999 reads as inf
+        raise ObjectiveError(
+            f"the number {text[:40]}{'...' if len(text) > 40 else ''} is out of range; write "
+            f"doses and weights as plain numbers (weights from {_WEIGHT_RANGE})"
+        )
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_read_int, parse_float=_read_float
+)
+
+
+def _nesting(text: str) -> int:
+    """How deep brackets nest in ``text`` (counted as if no string held any: an upper bound)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _first_json_array(text: str) -> Any:
-    decoder = json.JSONDecoder()
+    if (depth := _nesting(text)) > _MAX_DEPTH:
+        raise ObjectiveError(
+            f"brackets nest {depth} deep; an objective set is a flat JSON array of objects"
+        )
+    decoder, starts = _DECODER, 0
     fenced = re.findall(r"```(?:json|JSON)?\s*(.*?)```", text, flags=re.DOTALL)
     for chunk in [*fenced, text]:
         for attempt in (chunk, re.sub(r",\s*([\]}])", r"\1", chunk)):  # then without ",]"
             for match in re.finditer(r"\[", attempt):
+                starts += 1
+                if starts > _MAX_STARTS:
+                    raise ObjectiveError(
+                        "too many '[' in the answer before an objective set was found; answer "
+                        "with the JSON array alone"
+                    )
                 with contextlib.suppress(json.JSONDecodeError):
                     value, _ = decoder.raw_decode(attempt, match.start())
                     if isinstance(value, list) and all(isinstance(v, dict) for v in value):
@@ -228,8 +301,12 @@ def validate_objectives(objs: list[dict[str, Any]], setup: PlanSetup | None = No
             problems.append(f"{where}: unknown structure {name!r}; use one of {_STRUCTURES}")
         if kind not in KINDS:
             problems.append(f"{where}: unknown kind {kind!r}; use one of {sorted(KINDS)}")
-        if not _number(obj.get("weight")) or obj["weight"] <= 0:
-            problems.append(f"{where}: weight must be a positive number, got {obj.get('weight')!r}")
+        if not _number(obj.get("weight")) or not _WEIGHT_MIN <= obj["weight"] <= _WEIGHT_MAX:
+            problems.append(
+                f"{where}: weight must be a positive number from {_WEIGHT_RANGE} (weights are "
+                f"relative; the optimizer cannot work with tiny or huge ones), got "
+                f"{_shown(obj.get('weight'))}"
+            )
         if not _number(obj.get("dose_gy")) or not 0 <= obj["dose_gy"] <= 2 * rx:
             problems.append(f"{where}: dose_gy must be a number in 0..{2 * rx:g} Gy")
         if kind in KINDS and KINDS[kind][2] is not None:
@@ -249,7 +326,18 @@ def validate_objectives(objs: list[dict[str, Any]], setup: PlanSetup | None = No
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    """A finite JSON number (not a bool, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # an int of any size is finite
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return "a number too long to print"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
@@ -441,7 +529,11 @@ def evaluate(objectives: list[dict[str, Any]] | str, setup: PlanSetup) -> dict[s
     """Optimize the plan for one objective set; report dose metrics and DVHs (JSON-able).
 
     Never raises for a bad set, nor when the optimizer fails on it: the result is then
-    ``{"valid": False, "error": ..., "problems": [...]}``. A missing pyRadPlan raises.
+    ``{"valid": False, "error": ..., "problems": [...]}``. A plan the optimizer left degenerate
+    (no iteration, no dose in the target) is also ``valid: False``, with ``degenerate: True``
+    and its metrics. ``converged`` is False when the optimizer stopped at
+    ``setup.max_iterations``; ``warnings`` then says so. Every number is finite (strict JSON).
+    A missing pyRadPlan raises.
     """
     try:
         objs = parse_objectives(objectives)
@@ -453,16 +545,52 @@ def evaluate(objectives: list[dict[str, Any]] | str, setup: PlanSetup) -> dict[s
     state, start = _STATES[setup.geometry_key()], time.process_time()
     try:
         with state.lock, _quiet():  # the structure set is shared and changed per evaluation
-            dose, iterations = _optimize(state, objs, setup)
+            dose, iterations, capped = _optimize(state, objs, setup)
     except Exception as exc:  # the plan failed, not the caller: a result for the LLM to read
         error = f"the optimization failed: {type(exc).__name__}: {exc}"
         return {"valid": False, "error": error, "problems": [error]}
     result = _metrics(state, dose, setup.prescription_gy)
     result.update(iterations=iterations, seconds=round(time.process_time() - start, 3))
+    return judge_plan(result, setup, capped=capped)
+
+
+def judge_plan(result: dict[str, Any], setup: PlanSetup, *, capped: bool) -> dict[str, Any]:
+    """Mark an optimized plan degenerate (``valid: False``) or not converged, with reasons.
+
+    ``capped``: the optimizer stopped at its iteration cap. Returns ``result``, changed.
+    """
+    rx, metrics, iterations = setup.prescription_gy, result["metrics"], result["iterations"]
+    problems = []
+    if not all(math.isfinite(v) for v in metrics.values()):
+        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        problems.append(f"the plan's numbers are not finite ({', '.join(bad)})")
+        result["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+    if iterations == 0:
+        problems.append(
+            "the fluence optimizer stopped before its first step, so this is no plan: the "
+            f"weights give it nothing to work with (use weights from {_WEIGHT_RANGE}, like the "
+            "starting sets' 30 to 10000)"
+        )
+    target = metrics.get(f"{_METRIC_PREFIX[_TARGETS[0]]}_mean_gy")
+    if target is not None and math.isfinite(target) and target < _EMPTY_TARGET * rx:
+        problems.append(
+            f"the target gets almost no dose (mean {target:.2f} Gy of {rx:g} Gy prescribed): "
+            "give the target's objectives more weight relative to the others"
+        )
+    converged = not capped and iterations < setup.max_iterations
+    result["converged"] = converged
+    if not converged:
+        result["warnings"] = [
+            f"the fluence optimizer stopped at its cap of {setup.max_iterations} iterations "
+            "before converging: the numbers are of an unfinished plan"
+        ]
+    if problems:
+        result.update(valid=False, degenerate=True, error="; ".join(problems), problems=problems)
     return result
 
 
-def _optimize(state: _State, objs: list[dict[str, Any]], setup: PlanSetup) -> tuple[Any, int]:
+def _optimize(state: _State, objs: list[dict[str, Any]], setup: PlanSetup) -> tuple[Any, int, bool]:
+    """The dose on the CT grid, the optimizer's iterations, and whether it hit its cap."""
     import SimpleITK as sitk  # type: ignore[import-untyped]
 
     prp = _import_pyradplan()
@@ -480,7 +608,10 @@ def _optimize(state: _State, objs: list[dict[str, Any]], setup: PlanSetup) -> tu
         state.ct, state.cst, state.stf, state.dij, pln, opt_info=info
     )
     dose = state.dij.compute_result_ct_grid(fluence)["physical_dose"]
-    return sitk.GetArrayFromImage(dose).ravel(), int(info.get("num_iter", -1))
+    # SciPy's L-BFGS-B reports status 1 when it stopped at the iteration limit.
+    solver = info.get("result_info")
+    capped = isinstance(solver, dict) and solver.get("status") == 1
+    return sitk.GetArrayFromImage(dose).ravel(), int(info.get("num_iter", -1)), capped
 
 
 def _metrics(state: _State, dose: Any, rx: float) -> dict[str, Any]:
