@@ -68,7 +68,8 @@ def add_parsers(
         "--exhaustiveness",
         type=positive_int,
         default=8,
-        help="Vina's search effort per docking (8; 1 is ~10x faster and seed-sensitive)",
+        help="Vina's search effort per docking (8; 1 is ~10x faster; drug-sized ligands' "
+        "scores depend on the seed at any setting, see docs/applications.md)",
     )
     g.add_argument("--receptor", metavar="FILE", help="receptor .pdbqt (needs --box)")
     g.add_argument("--box", metavar="FILE", help="Vina box file: center_x = ... size_z = ...")
