@@ -68,7 +68,8 @@ def add_parsers(
         "--exhaustiveness",
         type=positive_int,
         default=8,
-        help="Vina's search effort per docking (8; 1 is ~10x faster and seed-sensitive)",
+        help="Vina's search effort per docking (8; 1 is ~10x faster; drug-sized ligands' "
+        "scores depend on the seed at any setting, see docs/applications.md)",
     )
     g.add_argument("--receptor", metavar="FILE", help="receptor .pdbqt (needs --box)")
     g.add_argument("--box", metavar="FILE", help="Vina box file: center_x = ... size_z = ...")
@@ -236,11 +237,12 @@ async def run_loop(
 
 
 def print_result(data: dict[str, Any], lines: list[str]) -> None:
-    """Each design's start and last iteration, appended to ``lines``."""
+    """Each design's start and last iteration, appended to ``lines``; what a model wrote (a
+    SMILES, an error quoting it) is passed through ``printable`` first."""
     for candidate in data["candidates"]:
         n = candidate["index"] + 1
         if "error" in candidate:
-            lines.append(f"  design {n:<3} failed: {candidate['error'][:200]}")
+            lines.append(f"  design {n:<3} failed: {_text(candidate['error'], 200)}")
             continue
         first, last = candidate["trajectory"][0], candidate["trajectory"][-1]
         if data["kind"] == "molecule":
@@ -254,17 +256,28 @@ def print_result(data: dict[str, Any], lines: list[str]) -> None:
     )
 
 
+def _text(value: object, limit: int) -> str:
+    """Model-written text as one printable line: control sequences gone (``printable``, as
+    everywhere the CLI prints), whitespace collapsed, at most ``limit`` characters."""
+    from asynctg.apps.progress import printable
+
+    flat = " ".join(printable(str(value)).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _molecule(row: dict[str, Any]) -> str:
+    smiles = _text(row["smiles"], 120)
     if row["vina"] is None:
-        return f"{row['smiles']} (not scored: {str(row['error'])[:60]})"
-    return f"{row['smiles']} (Vina {row['vina']:.2f}, QED {row['qed']:.2f})"
+        return f"{smiles} (not scored: {_text(row['error'], 60)})"
+    return f"{smiles} (Vina {row['vina']:.2f}, QED {row['qed']:.2f})"
 
 
 def _plan_metrics(row: dict[str, Any]) -> str:
     m = row.get("metrics")
-    if not m:
-        return "rejected"
+    if not row.get("valid") or not m:
+        return "degenerate plan" if m else "rejected"
+    unfinished = "" if row.get("converged", True) else " (not converged)"
     return (
         f"D95 {m['ptv_d95_gy']:.1f} Gy, Core mean {m['core_mean_gy']:.1f} / max "
-        f"{m['core_max_gy']:.1f} Gy"
+        f"{m['core_max_gy']:.1f} Gy{unfinished}"
     )

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,7 @@ def test_a_second_init_loads_the_cached_matrix(
     setup: d.PlanSetup, baseline: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert setup.cache_dir is not None
-    (cached,) = Path(setup.cache_dir).glob("tg119-dij-*.pkl")
+    (cached,) = Path(setup.cache_dir).glob("tg119-dij-*.npz")
     assert setup.geometry_key() in cached.name
     stamp = cached.stat().st_mtime_ns
 
@@ -208,6 +209,75 @@ def test_a_second_init_loads_the_cached_matrix(
     d.init_worker(setup)  # and a repeated call is a no-op
     assert cached.stat().st_mtime_ns == stamp
     assert d.evaluate(d.default_objectives(setup), setup)["metrics"] == baseline["metrics"]
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: proof that a cache file was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+@needs_pyradplan
+def test_a_planted_pickle_in_the_dose_cache_is_never_unpickled(
+    setup: d.PlanSetup, baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pickle under any name the cache uses (this format's and the old .pkl) is not loaded:
+    the matrix is computed again and stored as plain arrays, which the next process reads."""
+    state = d._STATES[setup.geometry_key()]
+    other = d.PlanSetup(cache_dir=str(tmp_path / "cache"))
+    folder, marker = tmp_path / "cache", tmp_path / "unpickled"
+    folder.mkdir()
+    bomb = pickle.dumps(_Planted(marker))
+    for suffix in (".npz", ".pkl"):
+        (folder / f"tg119-dij-{other.geometry_key()}{suffix}").write_bytes(bomb)
+    computed: list[str] = []
+
+    def compute(*args: object) -> tuple[Any, Any]:  # the module's matrix, as if computed anew
+        computed.append("dij")
+        return state.stf, state.dij
+
+    monkeypatch.setattr(d, "_compute_influence", compute)
+    stf, dij = d._load_or_compute(other, state.ct, state.cst)
+    assert not marker.exists() and computed == ["dij"] and dij is state.dij
+    import numpy as np
+
+    stored = folder / f"tg119-dij-{other.geometry_key()}.npz"
+    with np.load(stored, allow_pickle=False) as arrays:  # plain numbers only: no pickle inside
+        assert all(arrays[name].dtype != object for name in arrays.files)
+    stf, loaded = d._load_or_compute(other, state.ct, state.cst)  # read back, not computed
+    assert computed == ["dij"] and not marker.exists()
+    assert (loaded.physical_dose.flat[0] != state.dij.physical_dose.flat[0]).nnz == 0
+    assert stf.total_number_of_bixels == loaded.total_num_of_bixels
+
+
+@needs_pyradplan
+def test_a_damaged_or_foreign_dose_cache_is_computed_again(
+    setup: d.PlanSetup, baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated file, or one stored for another geometry, is not used: computed again."""
+    state = d._STATES[setup.geometry_key()]
+    other = d.PlanSetup(cache_dir=str(tmp_path))
+    path = tmp_path / f"tg119-dij-{other.geometry_key()}.npz"
+    computed: list[str] = []
+
+    def compute(*args: object) -> tuple[Any, Any]:
+        computed.append("dij")
+        return state.stf, state.dij
+
+    monkeypatch.setattr(d, "_compute_influence", compute)
+    d._load_or_compute(other, state.ct, state.cst)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    d._load_or_compute(other, state.ct, state.cst)
+    assert computed == ["dij", "dij"] and path.read_bytes() == good
+    with open(path, "wb") as f:  # a well-formed file of another geometry, renamed
+        d._write_dij(f, state.dij, d.PlanSetup(dose_grid_mm=5))
+    d._load_or_compute(other, state.ct, state.cst)
+    assert computed == ["dij"] * 3
 
 
 @needs_pyradplan
@@ -242,3 +312,122 @@ def test_a_failing_optimization_is_reported_not_raised(
     monkeypatch.setattr(d, "_optimize", broken)
     result = d.evaluate(d.default_objectives(setup), setup)
     assert result["valid"] is False and "solver diverged" in result["error"]
+
+
+# -- hostile answers and degenerate plans --------------------------------------------------------
+
+
+def _strict(value: Any) -> Any:
+    """JSON round trip that refuses Infinity and NaN, as strict parsers do."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(json.dumps(value), parse_constant=refuse)
+
+
+def _with_weights(scale: float | None = None, text: str | None = None) -> str:
+    """The default set as JSON, every weight scaled, or the core's weight spelled ``text``."""
+    objs = d.default_objectives()
+    if scale is not None:
+        for o in objs:
+            o["weight"] *= scale
+        return json.dumps(objs)
+    return json.dumps(objs).replace('"weight": 300', f'"weight": {text}', 1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("[" * 3000, "nest 3000 deep"),
+        ("Here: " + "[{" * 600 + "}]" * 600, "nest 1200 deep"),
+        (_with_weights(text="1" * 5000), "5000 digits"),
+        (_with_weights(text="0." + "1" * 5000), "out of range"),
+        (_with_weights(text="Infinity"), "Infinity is not a number"),
+        (_with_weights(text="-Infinity"), "-Infinity is not a number"),
+        (_with_weights(text="NaN"), "NaN is not a number"),
+        (_with_weights(text="1e999"), "1e999 is out of range"),
+        (_with_weights(text="1e308"), "weight must be a positive number from 0.001 to"),
+        (_with_weights(scale=1e-12), "weight must be a positive number from 0.001 to"),
+        ("x" * 30_000 + json.dumps(d.default_objectives()), "characters long"),
+        ("[1] " * 300 + json.dumps(d.default_objectives()), "too many '['"),
+    ],
+    ids=[
+        "3000-brackets",
+        "1200-deep",
+        "5000-digit-int",
+        "5000-digit-float",
+        "Infinity",
+        "-Infinity",
+        "NaN",
+        "1e999",
+        "1e308",
+        "scaled-1e-12",
+        "30000-chars",
+        "300-brackets",
+    ],
+)
+def test_a_hostile_answer_is_a_rejected_set_with_a_reason(answer: str, reason: str) -> None:
+    """Deep nesting, endless digits, non-finite or absurd weights and oversized answers are
+    rejected with a reason the loss reads (no RecursionError or ValueError escapes, no plan is
+    optimized), and the trajectory row, the cache key and the loss's text are strict JSON."""
+    from asynctg.apps import radiotherapy
+
+    setup = d.PlanSetup()  # no cache folder: nothing here may reach pyRadPlan
+    result = d.evaluate(answer, setup)
+    assert result["valid"] is False and any(reason in p for p in result["problems"]), result
+    row = radiotherapy.record(answer, result)
+    assert row["valid"] is False and row["metrics"] is None and row["problems"]
+    assert _strict(row) == row and _strict(result) == result
+    assert radiotherapy.plan_designer(setup).cache_key(answer).startswith("plan:")
+    assert reason in radiotherapy.render(answer, result)
+
+
+def _judged(iterations: int, capped: bool = False, **metrics: float) -> dict[str, Any]:
+    base = {"ptv_mean_gy": 48.0, "ptv_d95_gy": 41.0, "core_mean_gy": 20.0}
+    result = {"valid": True, "metrics": {**base, **metrics}, "dvh": {}, "iterations": iterations}
+    return d.judge_plan(result, d.PlanSetup(max_iterations=500), capped=capped)
+
+
+def test_degenerate_plans_are_not_valid_and_say_why() -> None:
+    """No optimizer step, no dose in the target, or a non-finite number: ``valid`` False,
+    ``degenerate`` True, a reason for the loss, and strict JSON (the NaN becomes null)."""
+    no_step = _judged(0)
+    assert no_step["valid"] is False and no_step["degenerate"] is True
+    assert "before its first step" in no_step["error"]
+    empty = _judged(40, ptv_mean_gy=0.0, ptv_d95_gy=0.0)
+    assert empty["valid"] is False and "almost no dose" in empty["error"]
+    broken = _judged(40, core_mean_gy=float("nan"))
+    assert broken["valid"] is False and "not finite (core_mean_gy)" in broken["error"]
+    assert broken["metrics"]["core_mean_gy"] is None and _strict(broken) == broken
+    fine = _judged(120)
+    assert fine["valid"] is True and fine["converged"] is True and "warnings" not in fine
+
+
+def test_a_plan_at_the_iteration_cap_is_flagged_not_converged() -> None:
+    """Stopping at ``max_iterations`` (or the solver saying so) keeps the plan but marks it
+    ``converged: False`` with a warning the loss reads and the summary shows."""
+    from asynctg.apps import radiotherapy
+    from asynctg.cli_science import _plan_metrics
+
+    for capped_result in (_judged(500), _judged(37, capped=True)):
+        assert capped_result["valid"] is True and capped_result["converged"] is False
+        assert "cap of 500 iterations" in capped_result["warnings"][0]
+    result = {**_judged(500), "metrics": {**_judged(500)["metrics"], "core_max_gy": 30.0}}
+    assert "Note: the fluence optimizer stopped at its cap" in radiotherapy.render("[]", result)
+    row = radiotherapy.record(json.dumps(d.default_objectives()), result)
+    assert row["converged"] is False and _plan_metrics(row).endswith("(not converged)")
+
+
+@needs_pyradplan
+def test_a_real_plan_stopped_by_its_cap_is_flagged(
+    setup: d.PlanSetup, baseline: dict[str, Any]
+) -> None:
+    """pyRadPlan stopped after 5 iterations: the result says ``converged: False``; the
+    unhurried default plan converges, and both are strict JSON."""
+    assert baseline["converged"] is True and _strict(baseline) == baseline
+    short = d.PlanSetup(max_iterations=5, cache_dir=setup.cache_dir)  # same dose matrix
+    result = d.evaluate(d.default_objectives(short), short)
+    assert result["valid"] is True and result["iterations"] == 5
+    assert result["converged"] is False and result["warnings"]
+    assert _strict(result) == result

@@ -42,3 +42,36 @@ def test_molecule_example_docks_on_the_simulator() -> None:
     lines = [line for line in stdout.splitlines() if line.startswith("design")]
     assert len(lines) == 6 and all("Vina -" in line for line in lines)
     assert "dockings: " in stdout
+
+
+_SPAWNS_WORKERS = ("make_pool(", "ProcessPool(", "DaskPool(", "pool=")
+
+
+def _unguarded_runs(source: str) -> list[str]:
+    """Module-level statements that start the program outside ``if __name__ == "__main__":``
+    (a spawned worker re-imports the script and would run them again)."""
+    import ast
+
+    return [
+        ast.unparse(node)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+    ]
+
+
+def test_python_snippets_that_spawn_workers_guard_their_entry_point() -> None:
+    """Every Python block in docs/*.md and every example that uses a worker pool runs its
+    program only under ``if __name__ == "__main__":``: spawned workers fail without it."""
+    import re
+
+    sources = {str(p): p.read_text() for p in sorted((ROOT / "examples").glob("*.py"))}
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+        sources.update({f"{page.name} block {i}": b for i, b in enumerate(blocks, 1)})
+    checked = 0
+    for where, source in sources.items():
+        if any(marker in source for marker in _SPAWNS_WORKERS):
+            checked += 1
+            assert _unguarded_runs(source) == [], where
+    assert checked >= 2  # the molecule example and the docs' science snippet
+    assert _unguarded_runs("import x\nx.run(main())\n") == ["x.run(main())"]

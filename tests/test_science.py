@@ -188,3 +188,101 @@ def test_radiotherapy_command_on_a_dask_cluster(
     assert [c["trajectory"] for c in remote["candidates"]] == [
         c["trajectory"] for c in local["candidates"]
     ]
+
+
+class _InlinePool:
+    """Runs each evaluation in this process: enough for sets rejected before any planning."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, fn: Any, *args: Any, cache_key: str | None = None) -> Any:
+        self.runs += 1
+        return fn(*args)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"evaluations": self.runs, "cpu_seconds": 0.0, "cache_hits": 0, "backend": "inline"}
+
+
+async def test_hostile_objective_sets_are_rejected_designs_not_an_aborted_run() -> None:
+    """A reply of 3,000 "[" and one with a 5,000-digit weight each become a rejected design with
+    its reason in the trajectory; the other designs go on and the run completes."""
+    import asynctg as tg
+    from asynctg.apps import dosimetry
+    from asynctg.apps.design import DesignConfig
+    from asynctg.apps.radiotherapy import optimize_plans
+
+    setup = dosimetry.PlanSetup()
+    digits = json.dumps(dosimetry.default_objectives()).replace("300", "9" * 5000, 1)
+    rejected = json.dumps([{"structure": "Liver", "kind": "mean_dose", "dose_gy": 1, "weight": 1}])
+    pool = _InlinePool()
+    async with tg.get_engine("sim-1", base_url="http://127.0.0.1:9/v1", api_key="k") as engine:
+        result = await optimize_plans(
+            ["[" * 3000, digits, rejected],
+            engine,
+            pool=pool,
+            setup=setup,
+            config=DesignConfig(iterations=0),  # evaluate the starts only: no LLM call
+        )
+    data = result.to_json()
+    assert data["status"] == "completed" and data["failed"] == 0 and pool.runs == 3
+    reasons = [c["trajectory"][0]["problems"][0] for c in data["candidates"]]
+    assert "nest 3000 deep" in reasons[0] and "5000 digits" in reasons[1] and "Liver" in reasons[2]
+    assert all(not c["trajectory"][0]["valid"] for c in data["candidates"])
+
+
+def test_science_summaries_print_model_text_without_control_sequences() -> None:
+    """`asynctg molecule`'s and `radiotherapy`'s summaries pass every model-written string (a
+    SMILES, an error quoting it, a failed design's error) through ``printable``."""
+    from asynctg.cli_science import print_result
+
+    esc = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"
+    molecule = {
+        "kind": "molecule",
+        "candidates": [
+            {
+                "index": 0,
+                "trajectory": [
+                    {"smiles": f"CCO{esc}", "vina": None, "qed": None, "error": f"bad {esc}x"},
+                    {"smiles": f"c1ccccc1O{esc}\r\n", "vina": -5.1, "qed": 0.5, "error": None},
+                ],
+            },
+            {"index": 1, "trajectory": [], "error": f"LLM: reply {esc} \x9b6n"},
+        ],
+        "evaluations": {"evaluations": 2, "cpu_seconds": 1.0, "cache_hits": 0, "backend": "p"},
+    }
+    lines: list[str] = []
+    print_result(molecule, lines)
+    text = "\n".join(lines)
+    assert not any(ch in text for ch in "\x1b\x07\r\x9b"), text
+    assert "CCO (not scored: bad x)" in text and "c1ccccc1O (Vina -5.10" in text
+    assert "failed: LLM: reply 6n" in text
+
+
+def test_reports_hold_no_control_characters_from_model_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.html (science and bench reports alike) strips the control characters that
+    ``html.escape`` leaves in a model's SMILES, objective set or error."""
+    import re
+
+    from asynctg.apps.report import write_report
+    from asynctg.loadtest.report import write_report as write_bench_report
+
+    esc = "\x1b]52;c;ZWNobyBoaQ==\x07\x1b[2J\x00\x08"
+    row = {"iteration": 0, "smiles": f"CC{esc}O", "vina": None, "qed": None, "error": esc}
+    molecule = {"candidates": [{"index": 0, "trajectory": [row]}], "usage": {}}
+    plan_row = {"iteration": 0, "objectives": f"[{esc}", "valid": False, "metrics": None}
+    plan = {"candidates": [{"index": 0, "trajectory": [{**plan_row, "problems": [esc]}]}]}
+    controls = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    for command, data in (("molecule", molecule), ("radiotherapy", plan)):
+        _, page = write_report(tmp_path / command, command, data, {"task": f"t{esc}"})
+        html = page.read_text()
+        assert not controls.search(html) and "design 1" in html.lower(), command
+        assert command != "molecule" or "<code>CCO</code>" in html
+    from asynctg.loadtest import report as bench_report
+
+    monkeypatch.setattr(bench_report, "_png", lambda *args: None)  # the page is what counts
+    bench = {"model": f"m{esc}", "endpoint": "e", "workload": f"w{esc}", "levels": []}
+    _, page = write_bench_report(tmp_path / "bench", bench)
+    assert not controls.search(page.read_text())

@@ -9,6 +9,9 @@ picklable, so a process pool (``initializer=init_worker``) or a Dask worker can 
 - Results are deterministic: the molecule is rebuilt from its canonical SMILES (two spellings of
   one molecule get the same conformer), RDKit's embedding and Vina's search are both seeded,
   and Vina runs on one thread. The same SMILES and setup give the same score in any process.
+  Deterministic is not seed-independent: for drug-sized ligands Vina's search can land in
+  different minima per seed (imatinib at exhaustiveness 8: -12.7 kcal/mol on 3 of 5 seeds,
+  -9.4 on 2), so compare such scores across seeds (``DockingSetup.seed``) before trusting them.
 - Size limits (heavy atoms, rotatable bonds, SMILES length, an embedding timeout) keep one
   evaluation from running for an hour: Vina's search time grows with atoms times torsions.
 - rdkit, vina and meeko are imported lazily, so importing this module works without them;

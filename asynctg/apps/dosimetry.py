@@ -8,12 +8,13 @@ coarse photon IMRT plan (5 beams, 10 mm bixels, 8 mm dose grid), so that one eva
 (objectives -> L-BFGS-B fluence optimization -> dose -> metrics) costs about a CPU second.
 
 The dose influence matrix does not depend on the objectives: it is computed once per plan
-geometry and, with ``cache_dir``, pickled for every other process. All functions are top-level
-and take picklable arguments, for spawned process-pool and Dask workers. Those pools should
-start workers with ``OMP_NUM_THREADS=1`` (and ``OPENBLAS_NUM_THREADS=1``) in their environment:
-thread pools cannot be capped once numpy is imported, one thread per worker is fastest when many
-evaluations run side by side, and results stay bit-identical. This module never touches
-``os.environ``. An objective set is JSON that the LLM reads and writes::
+geometry and, with ``cache_dir``, stored for every other process as plain numeric arrays
+(``.npz``, read without pickle: a file planted in the folder cannot run code). All functions
+are top-level and take picklable arguments, for spawned process-pool and Dask workers. Those
+pools should start workers with ``OMP_NUM_THREADS=1`` (and ``OPENBLAS_NUM_THREADS=1``) in their
+environment: thread pools cannot be capped once numpy is imported, one thread per worker is
+fastest when many evaluations run side by side, and results stay bit-identical. This module
+never touches ``os.environ``. An objective set is JSON that the LLM reads and writes::
 
     [{"structure": "OuterTarget", "kind": "squared_deviation", "dose_gy": 50, "weight": 1000},
      {"structure": "Core", "kind": "max_dvh", "dose_gy": 25, "volume_pct": 10, "weight": 300}]
@@ -30,8 +31,8 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
-import pickle
 import re
 import tempfile
 import threading
@@ -40,6 +41,8 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+_log = logging.getLogger(__name__)
 
 #: JSON ``kind`` -> (pyRadPlan objective class, its dose parameter, its volume parameter).
 KINDS: dict[str, tuple[str, str, str | None]] = {
@@ -53,8 +56,22 @@ KINDS: dict[str, tuple[str, str, str | None]] = {
 _PUSHES_DOSE = ("squared_deviation", "squared_underdose", "min_dvh")  # what a target needs
 _FIELDS = {"structure", "kind", "dose_gy", "weight", "volume_pct"}
 _MAX_OBJECTIVES = 20
+# Bounds on reading what the model wrote: its text, how deep brackets nest (an objective set is
+# two deep; json recurses per level, so "[" * 3000 would raise RecursionError), how many "["
+# are tried as the start of the set, and how many characters one number may have (int() of
+# 5,000 digits raises ValueError, and no dose or weight needs more than a few).
+_MAX_TEXT_CHARS = 20_000
+_MAX_DEPTH = 16
+_MAX_STARTS = 200
+_MAX_NUMBER_CHARS = 32
+# Weights are relative, but the optimizer's stopping tolerance is absolute: scaled far down
+# (1e-9) it stops before its first step and leaves a zero-dose plan; scaled far up (1e308) the
+# objective overflows. The starting sets use 30..10000.
+_WEIGHT_MIN, _WEIGHT_MAX = 1e-3, 1e6
+_WEIGHT_RANGE = f"{_WEIGHT_MIN:g} to {_WEIGHT_MAX:,.0f}"
+_EMPTY_TARGET = 0.05  # a target mean below 5% of the prescription: the plan gave no dose
 _DVH_POINTS = 60
-_CACHE_FORMAT = 1  # bump when the pickled payload changes
+_CACHE_FORMAT = 2  # bump when the stored arrays change (1: a pickle, never read now)
 # Spelled here, not read from the phantom, so the parent never needs pyRadPlan to validate;
 # tests/test_dosimetry.py checks them against what pyRadPlan reports.
 _STRUCTURES = ("Core", "OuterTarget", "BODY")
@@ -180,6 +197,11 @@ def parse_objectives(text_or_obj: Any) -> list[dict[str, Any]]:
     """
     value = text_or_obj
     if isinstance(value, str):
+        if len(value) > _MAX_TEXT_CHARS:
+            raise ObjectiveError(
+                f"the answer is {len(value)} characters long; an objective set needs a few "
+                f"hundred (at most {_MAX_TEXT_CHARS})"
+            )
         value = _first_json_array(value)
     if isinstance(value, dict) and isinstance(value.get("objectives"), list):
         value = value["objectives"]
@@ -189,12 +211,65 @@ def parse_objectives(text_or_obj: Any) -> list[dict[str, Any]]:
     return [dict(item) for item in value]
 
 
+def _reject_constant(name: str) -> Any:
+    raise ObjectiveError(
+        f"{name} is not a number an objective set can use; every dose and weight must be a "
+        "finite number (e.g. 300)"
+    )
+
+
+def _read_int(digits: str) -> int:
+    if len(digits) > _MAX_NUMBER_CHARS:
+        raise ObjectiveError(
+            f"a number with {len(digits)} digits; write doses and weights as plain numbers "
+            f"(weights from {_WEIGHT_RANGE})"
+        )
+    return int(digits)
+
+
+def _read_float(text: str) -> float:
+    value = float(text) if len(text) <= _MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):  # 1e999 reads as inf
+        raise ObjectiveError(
+            f"the number {text[:40]}{'...' if len(text) > 40 else ''} is out of range; write "
+            f"doses and weights as plain numbers (weights from {_WEIGHT_RANGE})"
+        )
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_read_int, parse_float=_read_float
+)
+
+
+def _nesting(text: str) -> int:
+    """How deep brackets nest in ``text`` (counted as if no string held any: an upper bound)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _first_json_array(text: str) -> Any:
-    decoder = json.JSONDecoder()
+    if (depth := _nesting(text)) > _MAX_DEPTH:
+        raise ObjectiveError(
+            f"brackets nest {depth} deep; an objective set is a flat JSON array of objects"
+        )
+    decoder, starts = _DECODER, 0
     fenced = re.findall(r"```(?:json|JSON)?\s*(.*?)```", text, flags=re.DOTALL)
     for chunk in [*fenced, text]:
         for attempt in (chunk, re.sub(r",\s*([\]}])", r"\1", chunk)):  # then without ",]"
             for match in re.finditer(r"\[", attempt):
+                starts += 1
+                if starts > _MAX_STARTS:
+                    raise ObjectiveError(
+                        "too many '[' in the answer before an objective set was found; answer "
+                        "with the JSON array alone"
+                    )
                 with contextlib.suppress(json.JSONDecodeError):
                     value, _ = decoder.raw_decode(attempt, match.start())
                     if isinstance(value, list) and all(isinstance(v, dict) for v in value):
@@ -226,8 +301,12 @@ def validate_objectives(objs: list[dict[str, Any]], setup: PlanSetup | None = No
             problems.append(f"{where}: unknown structure {name!r}; use one of {_STRUCTURES}")
         if kind not in KINDS:
             problems.append(f"{where}: unknown kind {kind!r}; use one of {sorted(KINDS)}")
-        if not _number(obj.get("weight")) or obj["weight"] <= 0:
-            problems.append(f"{where}: weight must be a positive number, got {obj.get('weight')!r}")
+        if not _number(obj.get("weight")) or not _WEIGHT_MIN <= obj["weight"] <= _WEIGHT_MAX:
+            problems.append(
+                f"{where}: weight must be a positive number from {_WEIGHT_RANGE} (weights are "
+                f"relative; the optimizer cannot work with tiny or huge ones), got "
+                f"{_shown(obj.get('weight'))}"
+            )
         if not _number(obj.get("dose_gy")) or not 0 <= obj["dose_gy"] <= 2 * rx:
             problems.append(f"{where}: dose_gy must be a number in 0..{2 * rx:g} Gy")
         if kind in KINDS and KINDS[kind][2] is not None:
@@ -247,7 +326,18 @@ def validate_objectives(objs: list[dict[str, Any]], setup: PlanSetup | None = No
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    """A finite JSON number (not a bool, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # an int of any size is finite
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return "a number too long to print"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
@@ -307,7 +397,7 @@ def _load_or_compute(setup: PlanSetup, ct: Any, cst: Any) -> tuple[Any, Any]:
     if setup.cache_dir is None:
         return _compute_influence(setup, ct, cst)
     os.makedirs(setup.cache_dir, exist_ok=True)
-    path = os.path.join(setup.cache_dir, f"tg119-dij-{setup.geometry_key()}.pkl")
+    path = os.path.join(setup.cache_dir, f"tg119-dij-{setup.geometry_key()}.npz")
     # One process computes while the others wait on the lock (POSIX), then load its file. The
     # file only ever appears whole (os.replace): without the lock, a reader sees all or none.
     with open(path + ".lock", "a") as lock_file:
@@ -315,20 +405,103 @@ def _load_or_compute(setup: PlanSetup, ct: Any, cst: Any) -> tuple[Any, Any]:
             import fcntl
 
             fcntl.flock(lock_file, fcntl.LOCK_EX)
-        with contextlib.suppress(FileNotFoundError, EOFError, pickle.UnpicklingError):
-            with open(path, "rb") as f:  # written by this module, in a folder the caller trusts
-                stf, dij = pickle.load(f)
-            return stf, dij
+        dij = _read_dij(path, setup)
+        if dij is not None:
+            # The beam geometry is cheap (well under a second) and deterministic: made again
+            # rather than stored, so the file holds plain arrays only.
+            stf = _import_pyradplan().generate_stf(ct, cst, _plan(setup))
+            if stf.total_number_of_bixels == dij.total_num_of_bixels:
+                return stf, dij
+            _log.warning("dose cache %s does not fit the beams; computing it again", path)
         stf, dij = _compute_influence(setup, ct, cst)
         fd, tmp = tempfile.mkstemp(dir=setup.cache_dir, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump((stf, dij), f, protocol=pickle.HIGHEST_PROTOCOL)
+                _write_dij(f, dij, setup)
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return stf, dij
+
+
+# The dose matrix on disk is a numpy .npz of plain numeric arrays, read with allow_pickle=False:
+# whoever can write the cache folder can at worst make the plans wrong (or the file unreadable,
+# and then it is computed again), never run code in the workers. Format 1 was a pickle; its
+# files (*.pkl) are never opened.
+_GRIDS = ("dose_grid", "ct_grid")
+_NUMBERING = ("bixel_num", "ray_num", "beam_num", "alphax", "betax")
+_UNSTORED = ("physical_dose_var", "let_dose", "alpha_dose", "sqrt_beta_dose", "rad_depth_cubes")
+
+
+def _write_dij(f: Any, dij: Any, setup: PlanSetup) -> None:
+    import numpy as np
+    import scipy.sparse as sp  # type: ignore[import-untyped]
+
+    if dij.physical_dose.size != 1 or any(getattr(dij, n) is not None for n in _UNSTORED):
+        raise ValueError("this dose influence matrix has parts the cache does not store")
+    matrix = sp.csc_array(dij.physical_dose.flat[0])
+    arrays: dict[str, Any] = {
+        "key": np.array(setup.geometry_key()),
+        "data": matrix.data,
+        "indices": matrix.indices,
+        "indptr": matrix.indptr,
+        "shape": np.array(matrix.shape, dtype=np.int64),
+        "num_of_beams": np.array(dij.num_of_beams, dtype=np.int64),
+    }
+    arrays.update({name: np.asarray(getattr(dij, name)) for name in _NUMBERING})
+    for name in _GRIDS:
+        grid = getattr(dij, name)
+        arrays[f"{name}.resolution"] = np.array([grid.resolution[a] for a in "xyz"])
+        arrays[f"{name}.dimensions"] = np.array(grid.dimensions, dtype=np.int64)
+        arrays[f"{name}.origin"] = np.asarray(grid.origin)
+        arrays[f"{name}.direction"] = np.asarray(grid.direction)
+    np.savez(f, **arrays)
+
+
+def _dij_fields(stored: Any, setup: PlanSetup) -> dict[str, Any]:
+    import scipy.sparse as sp  # type: ignore[import-untyped]
+
+    if str(stored["key"]) != setup.geometry_key():
+        raise ValueError("the file belongs to another plan geometry")
+    fields: dict[str, Any] = {}
+    for name in _GRIDS:
+        resolution = stored[f"{name}.resolution"]
+        fields[name] = {
+            "resolution": dict(zip("xyz", map(float, resolution), strict=True)),
+            "dimensions": tuple(int(n) for n in stored[f"{name}.dimensions"]),
+            "origin": stored[f"{name}.origin"],
+            "direction": stored[f"{name}.direction"],
+        }
+    shape = tuple(int(n) for n in stored["shape"])
+    matrix = sp.csc_array((stored["data"], stored["indices"], stored["indptr"]), shape)
+    fields["physical_dose"] = matrix
+    fields["num_of_beams"] = int(stored["num_of_beams"])
+    fields.update({name: stored[name] for name in _NUMBERING})
+    return fields
+
+
+def _read_dij(path: str, setup: PlanSetup) -> Any:
+    """The cached dose influence matrix, or None when the file is missing or unusable (not ours,
+    another geometry, damaged, or holding anything but numeric arrays)."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        # The file object is ours to close: numpy leaks its own on a damaged archive.
+        with open(path, "rb") as f:
+            stored = np.load(f, allow_pickle=False)  # a pickle raises ValueError, unread
+            if not isinstance(stored, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with stored:
+                fields = _dij_fields(stored, setup)
+        return _import_pyradplan().dij.create_dij(fields)  # pyRadPlan checks the shapes
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        _log.warning("dose cache %s is unusable (%s); computing it again", path, exc)
+        return None
 
 
 def init_worker(setup: PlanSetup) -> None:
@@ -356,7 +529,11 @@ def evaluate(objectives: list[dict[str, Any]] | str, setup: PlanSetup) -> dict[s
     """Optimize the plan for one objective set; report dose metrics and DVHs (JSON-able).
 
     Never raises for a bad set, nor when the optimizer fails on it: the result is then
-    ``{"valid": False, "error": ..., "problems": [...]}``. A missing pyRadPlan raises.
+    ``{"valid": False, "error": ..., "problems": [...]}``. A plan the optimizer left degenerate
+    (no iteration, no dose in the target) is also ``valid: False``, with ``degenerate: True``
+    and its metrics. ``converged`` is False when the optimizer stopped at
+    ``setup.max_iterations``; ``warnings`` then says so. Every number is finite (strict JSON).
+    A missing pyRadPlan raises.
     """
     try:
         objs = parse_objectives(objectives)
@@ -368,16 +545,52 @@ def evaluate(objectives: list[dict[str, Any]] | str, setup: PlanSetup) -> dict[s
     state, start = _STATES[setup.geometry_key()], time.process_time()
     try:
         with state.lock, _quiet():  # the structure set is shared and changed per evaluation
-            dose, iterations = _optimize(state, objs, setup)
+            dose, iterations, capped = _optimize(state, objs, setup)
     except Exception as exc:  # the plan failed, not the caller: a result for the LLM to read
         error = f"the optimization failed: {type(exc).__name__}: {exc}"
         return {"valid": False, "error": error, "problems": [error]}
     result = _metrics(state, dose, setup.prescription_gy)
     result.update(iterations=iterations, seconds=round(time.process_time() - start, 3))
+    return judge_plan(result, setup, capped=capped)
+
+
+def judge_plan(result: dict[str, Any], setup: PlanSetup, *, capped: bool) -> dict[str, Any]:
+    """Mark an optimized plan degenerate (``valid: False``) or not converged, with reasons.
+
+    ``capped``: the optimizer stopped at its iteration cap. Returns ``result``, changed.
+    """
+    rx, metrics, iterations = setup.prescription_gy, result["metrics"], result["iterations"]
+    problems = []
+    if not all(math.isfinite(v) for v in metrics.values()):
+        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        problems.append(f"the plan's numbers are not finite ({', '.join(bad)})")
+        result["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+    if iterations == 0:
+        problems.append(
+            "the fluence optimizer stopped before its first step, so this is no plan: the "
+            f"weights give it nothing to work with (use weights from {_WEIGHT_RANGE}, like the "
+            "starting sets' 30 to 10000)"
+        )
+    target = metrics.get(f"{_METRIC_PREFIX[_TARGETS[0]]}_mean_gy")
+    if target is not None and math.isfinite(target) and target < _EMPTY_TARGET * rx:
+        problems.append(
+            f"the target gets almost no dose (mean {target:.2f} Gy of {rx:g} Gy prescribed): "
+            "give the target's objectives more weight relative to the others"
+        )
+    converged = not capped and iterations < setup.max_iterations
+    result["converged"] = converged
+    if not converged:
+        result["warnings"] = [
+            f"the fluence optimizer stopped at its cap of {setup.max_iterations} iterations "
+            "before converging: the numbers are of an unfinished plan"
+        ]
+    if problems:
+        result.update(valid=False, degenerate=True, error="; ".join(problems), problems=problems)
     return result
 
 
-def _optimize(state: _State, objs: list[dict[str, Any]], setup: PlanSetup) -> tuple[Any, int]:
+def _optimize(state: _State, objs: list[dict[str, Any]], setup: PlanSetup) -> tuple[Any, int, bool]:
+    """The dose on the CT grid, the optimizer's iterations, and whether it hit its cap."""
     import SimpleITK as sitk  # type: ignore[import-untyped]
 
     prp = _import_pyradplan()
@@ -395,7 +608,10 @@ def _optimize(state: _State, objs: list[dict[str, Any]], setup: PlanSetup) -> tu
         state.ct, state.cst, state.stf, state.dij, pln, opt_info=info
     )
     dose = state.dij.compute_result_ct_grid(fluence)["physical_dose"]
-    return sitk.GetArrayFromImage(dose).ravel(), int(info.get("num_iter", -1))
+    # SciPy's L-BFGS-B reports status 1 when it stopped at the iteration limit.
+    solver = info.get("result_info")
+    capped = isinstance(solver, dict) and solver.get("status") == 1
+    return sitk.GetArrayFromImage(dose).ravel(), int(info.get("num_iter", -1)), capped
 
 
 def _metrics(state: _State, dose: Any, rx: float) -> dict[str, Any]:

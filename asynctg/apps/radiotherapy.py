@@ -7,8 +7,11 @@ C-shape phantom for the current objective set (pyRadPlan; ``asynctg.apps.dosimet
 worker, and an LLM critiques the resulting dose metrics (target coverage and homogeneity,
 the core's mean, maximum and D10) against the goals; the feedback flows back to the objective
 set and the optimizer proposes a new one. A set the evaluator rejects (unreadable JSON, an
-unknown structure, a negative weight) is evaluated as rejected, with the reasons, and that
-becomes the feedback. Several starting sets run at once (``asynctg.apps.design``).
+unknown structure, a weight out of range, JSON nested too deep or a number too long) is
+evaluated as rejected, with the reasons, and that becomes the feedback; so does a plan the
+optimizer left degenerate (no step taken, no dose in the target). A plan whose optimizer hit
+its iteration cap is kept, marked ``converged: False``, and the loss is told. Several starting
+sets run at once (``asynctg.apps.design``).
 """
 
 from __future__ import annotations
@@ -65,15 +68,18 @@ def render(text: str, result: dict[str, Any]) -> str:
     """The evaluation as the loss reads it: the set, then the plan's metrics or why not."""
     if not result.get("valid"):
         problems = result.get("problems") or [result.get("error")]
-        return (
-            f"Objective set: {text}\nThe objective set was rejected; no plan was made:\n"
-            + "\n".join(f"- {p}" for p in problems)
+        verdict = (
+            "The plan made for this objective set is degenerate, not a usable plan"
+            if result.get("degenerate")
+            else "The objective set was rejected; no plan was made"
         )
+        return f"Objective set: {text}\n{verdict}:\n" + "\n".join(f"- {p}" for p in problems)
     metrics = result["metrics"]
     lines = [f"Objective set: {text}", "Resulting plan:"]
     for key, label in _LABELS.items():
         if key in metrics:
             lines.append(f"- {label}: {metrics[key]:.2f}")
+    lines.extend(f"Note: {w}" for w in result.get("warnings") or [])
     return "\n".join(lines)
 
 
@@ -90,6 +96,7 @@ def record(text: str, result: dict[str, Any]) -> dict[str, Any]:
     }
     if result.get("valid"):
         row["dvh"] = result.get("dvh")
+        row["converged"] = result.get("converged", True)
     else:
         row["problems"] = result.get("problems") or [result.get("error")]
     return row

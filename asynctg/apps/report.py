@@ -2,7 +2,8 @@
 
 The page needs nothing but a browser: the accuracy plot is inline SVG drawn here, the prompt
 (or program) history is a word-level diff per step made with ``difflib``, and usage and cost
-are a table. Both files are written atomically.
+are a table. Both files are written atomically. Model-written text on the page is HTML-escaped
+and stripped of control characters (``progress.printable``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from asynctg.apps.checkpoint import atomic_write_text, probe_writable
+from asynctg.apps.progress import printable
 
 __all__ = ["diff_html", "line_chart_svg", "prepare_report_dir", "write_report", "xy_chart_svg"]
 
@@ -474,5 +476,6 @@ def write_report(
         + "</body></html>\n"
     )
     html_path = folder / "report.html"
-    atomic_write_text(html_path, page, mode=0o644)
+    # html.escape leaves control characters (a model's ESC sequences) as they are: stripped.
+    atomic_write_text(html_path, printable(page), mode=0o644)
     return json_path, html_path

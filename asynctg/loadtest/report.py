@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from asynctg.apps.checkpoint import atomic_write_text
+from asynctg.apps.progress import printable
 from asynctg.apps.report import xy_chart_svg
 
 __all__ = ["knee_note", "level_notes", "write_report"]
@@ -75,7 +76,7 @@ def write_report(folder: str | Path, result: Mapping[str, Any]) -> tuple[Path, P
         f"</title><style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n"
     )
     html_path = folder / "report.html"
-    atomic_write_text(html_path, page, mode=0o644)
+    atomic_write_text(html_path, printable(page), mode=0o644)  # no control characters from replies
     _png(folder / "report.png", result, levels)
     return json_path, html_path
 
