@@ -8,9 +8,10 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
   has only its own loopback), no further user namespaces (``--disable-userns``), all
   capabilities dropped, ``--die-with-parent`` and ``--new-session`` (no terminal injection);
 - an empty root with only ``/usr`` (and the ``/lib*``/``/bin`` links), the Python installation
-  and the dynamic linker's cache mounted read-only; a private ``/tmp`` tmpfs of fixed size is
-  the only writable place; no home, no checkout, no virtualenv, no ``/etc``, no host sockets, and
-  a ``/proc`` that shows only the sandbox's own processes;
+  and the dynamic linker's cache mounted read-only; a private ``/tmp`` tmpfs (64 MiB) and
+  ``/dev/shm`` tmpfs (16 MiB) are the only writable places (``/dev`` itself is read-only: the
+  tmpfs bubblewrap puts there has no size of its own); no home, no checkout, no virtualenv, no
+  ``/etc``, no host sockets, and a ``/proc`` that shows only the sandbox's own processes;
 - ``--clearenv`` and a three-variable environment; the parent starts bubblewrap itself with a
   minimal environment, so no key of the user's is anywhere in the sandbox;
 - ``python -I -S`` (no site-packages, no ``.pth`` files, no environment variables read);
@@ -19,21 +20,47 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
   As root the kernel does not apply the process limit, so a ``pids`` cgroup caps the sandbox
   instead (and is used to kill every process it holds).
 
-The child (``asynctg/apps/_harness.py``) only reports what each test expression *evaluated to*, as
-plain, type-tagged data; this module compares those values with the test's expected side, which
-never enters the sandbox. An object that claims to equal everything is not plain data and fails;
-writing fake lines to the result channel is detected (every line must be the next check's, once)
-and fails the whole run. What the child sends is read up to ``max_output_bytes``; more fails the
-remaining tests with "output too large". At the end of every run, not only on timeout, the
-sandbox's process group is killed (bubblewrap's PID namespace takes every process in it along),
-and its ``/tmp`` goes with the mount namespace: no process and no file outlives the run.
+Verdicts are decided here, from values the code under test cannot forge into a pass. In the
+sandbox, ``asynctg/apps/_harness.py`` runs as two processes. The *reporter* starts first, makes
+itself non-dumpable (no process of the sandbox can open its descriptors under ``/proc``, nor
+read or write its memory), and is the only holder of the result channel: a pipe of its own
+(bubblewrap's init, pid 1 in the sandbox, holds stdin, stdout and stderr and nothing else). It
+forks the *runner*, which keeps nothing but a private pipe to the reporter and runs the code and
+each test. The reporter relays one line per test, re-encoded by itself, and only if the line
+is that test's and of its kind; anything else (a line out of order, too long, of the wrong kind,
+or after the last test's) ends the relay, and the parent voids the whole run ("the program wrote
+to the test harness's result channel").
+
+The code controls the runner, so everything the runner says is treated as the code's claim:
+
+- ``assert EXPR OP LITERAL`` (or ``LITERAL OP EXPR``; every built-in task and LeetCode-Hard test):
+  only ``EXPR`` enters the sandbox; its value comes back as plain, type-tagged data and is
+  compared here with the literal, which never enters the sandbox: no line passes such a test
+  without carrying a value that compares true with it (code that hard-codes the answers of tests
+  shown in its prompt is another matter: only hidden tests catch that). An object that claims to
+  equal everything is not plain data and fails. A ``done`` line never counts for such a test.
+- ``assert EXPR OP OTHER`` with a non-literal ``OTHER`` and a bare ``assert EXPR``: both sides
+  (or the value) come from the sandbox and are compared here; code written to cheat can choose
+  them, so such a test pins only what an honest program computes.
+- a statement test (anything but one ``assert``): its only result is "ran to the end" (``done``),
+  which the process running it reports; code written to cheat can claim it. ``done`` counts only
+  for these tests, once, in order.
+
+What the child sends is read up to ``max_output_bytes`` (more fails the remaining tests with
+"output too large") and decoded in a worker thread, with bounded node counts, depth and integer
+sizes; a set or dict whose elements share one hash value more than 32 times fails its test
+instead of being built (its insertion would be quadratic). At the end of every run, not only on
+timeout, the sandbox's process group is killed (bubblewrap's PID namespace takes every process
+in it along), and its ``/tmp`` and ``/dev/shm`` go with the mount namespace: no process and no
+file outlives the run.
 
 Where bubblewrap is missing or refused (Docker's default seccomp profile, Ubuntu's AppArmor rule
 for unprivileged user namespaces, macOS), :class:`SandboxUnavailableError` says so before
 anything runs; there is no silent fallback. ``isolation="unsafe-no-sandbox"`` (the CLI's
-``--unsafe-no-sandbox``) runs the same harness as a plain child process with the same limits and
-an audit-hook tripwire, which code written to escape gets past; it logs a warning every time a
-runner is made. docs/applications.md has the threat model.
+``--unsafe-no-sandbox``) runs the same harness (reporter and runner) as a plain child process with
+the same limits and an audit-hook tripwire in the runner, which code written to escape gets past
+(and with it the verdicts); it logs a warning every time a runner is made.
+docs/applications.md has the threat model.
 
 >>> # run = await CodeRunner().run("def f(x):\\n    return x + 1", ["assert f(1) == 2"])
 >>> # run.all_passed -> True
