@@ -277,7 +277,7 @@ def _distinct_hashes(items: list[Any]) -> None:
         if n > _MAX_SAME_HASH:
             raise _Unjudgeable(
                 f"returned a set or dict with more than {_MAX_SAME_HASH} elements sharing one "
-                "hash value; the runner does not compare such values"
+                "hash value, which is not compared"
             )
 
 
