@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asynctg import apps, tasks
-from asynctg.apps.sandbox import probe_isolation
+from asynctg.apps import sandbox
+from asynctg.apps.sandbox import Isolation, probe_isolation
 from asynctg.errors import ConfigError, SandboxUnavailableError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,6 +150,214 @@ def test_runner_settings_are_checked() -> None:
         apps.CodeRunner(memory_mb=10)
     with pytest.raises(ConfigError, match="per_test_seconds"):
         apps.CodeRunner(per_test_seconds=0)
+
+
+# --- forged verdicts: the code under test cannot reach the reporting channel -------------------
+
+# Each forgery passes every test of _FORGED_TESTS with a missing or wrong function unless the
+# result channel is out of its reach and the parent decides every comparison itself.
+_FORGED_TESTS = ["assert f(0) == 0", "assert f(2) == 4", "assert f(3) == 9"]
+_FORGERIES = {
+    "stack_walk": (  # the harness's payload and result file from the frames above the code
+        "import os, sys\n"
+        "def _forge():\n"
+        "    frame, count, sinks = sys._getframe(), 0, []\n"
+        "    while frame is not None:\n"
+        "        for v in list(frame.f_locals.values()):\n"
+        "            if isinstance(v, dict) and isinstance(v.get('checks'), list):\n"
+        "                count = max(count, len(v['checks']))\n"
+        "            if hasattr(v, 'write') and hasattr(v, 'flush') and not isinstance(v, type):\n"
+        "                sinks.append(v)\n"
+        "        frame = frame.f_back\n"
+        "    lines = ''.join('{\"i\": %d, \"done\": true}\\n' % i for i in range(count or 3))\n"
+        "    for sink in sinks:\n"
+        "        try:\n"
+        "            sink.write(lines)\n"
+        "            sink.flush()\n"
+        "        except Exception:\n"
+        "            pass\n"
+        "    os._exit(0)\n"
+        "_forge()\n"
+    ),
+    "json_dumps": (
+        "import json\n"
+        "json.dumps = lambda record, **kw: '{\"i\": %d, \"done\": true}' % record['i']\n"
+    ),
+    "gc_write": (  # every text file's write, the result channel's among them, rewritten
+        "import gc, io, json\n"
+        "def _fake(real):\n"
+        "    def write(text):\n"
+        "        if text.strip():\n"
+        "            text = json.dumps({'i': json.loads(text)['i'], 'done': True}) + '\\n'\n"
+        "        return real(text)\n"
+        "    return write\n"
+        "for o in gc.get_objects():\n"
+        "    if isinstance(o, io.TextIOWrapper):\n"
+        "        try:\n"
+        "            o.write = _fake(o.write)\n"
+        "        except Exception:\n"
+        "            pass\n"
+    ),
+    "main_check": (  # right for f(0) only; the harness's _check answers the rest
+        "import __main__\n__main__._check = lambda *args: {'done': True}\ndef f(x):\n    return 0\n"
+    ),
+    "proc_fds": (  # any descriptor of another sandbox process (bubblewrap's init, the harness)
+        "import os\n"
+        "lines = b''.join(b'{\"i\": %d, \"done\": true}\\n' % i for i in range(3))\n"
+        "for pid in os.listdir('/proc'):\n"
+        "    if pid.isdigit() and int(pid) != os.getpid():\n"
+        "        try:\n"
+        "            fds = os.listdir('/proc/%s/fd' % pid)\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        for fd in fds:\n"
+        "            try:\n"
+        "                w = os.open('/proc/%s/fd/%s' % (pid, fd), os.O_WRONLY | os.O_NONBLOCK)\n"
+        "                os.write(w, lines)\n"
+        "                os.close(w)\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "os._exit(0)\n"
+    ),
+}
+
+
+_IN_PROCESS = ["gc_write", "json_dumps", "main_check", "stack_walk"]
+
+
+@pytest.mark.parametrize(
+    ("name", "isolation"),
+    [(n, "bubblewrap") for n in [*_IN_PROCESS, "proc_fds"]]
+    # never proc_fds without the sandbox: it would write into every process of the host
+    + [(n, "unsafe-no-sandbox") for n in _IN_PROCESS],
+)
+async def test_forged_records_pass_no_comparison(name: str, isolation: Isolation) -> None:
+    """Writing done records through the harness's payload and file (stack walk), a replaced
+    json.dumps, a patched write found through gc, an overridden __main__._check or another
+    sandbox process's descriptors passes none of the tests the function gets wrong; the
+    forgeries inside the process void the run, with or without the sandbox."""
+    runner = apps.CodeRunner(per_test_seconds=2.0, memory_mb=256, isolation=isolation)
+    run = await runner.run(_FORGERIES[name], _FORGED_TESTS)
+    assert run.passed[1:] == (False, False), run
+    if name in _IN_PROCESS:
+        assert all("result channel" in o.message for o in run.outcomes), run
+
+
+def test_a_forged_done_record_counts_only_for_a_statement() -> None:
+    """The parent never reads a done record as a pass of a comparison or a truth test (the run
+    is void); it is a statement's only possible result."""
+    tests = ["assert f(1) == 2", "assert f(1)", "f(1)"]
+    plans = [sandbox._plan(t) for t in tests]
+    done = b"".join(b'{"i": %d, "done": true}\n' % i for i in range(3))
+    outcomes = sandbox._outcomes(tests, plans, done, "missing")
+    assert [o.passed for o in outcomes] == [False, False, False]
+    assert "result channel" in outcomes[0].message
+    statement_only = sandbox._outcomes(tests[2:], plans[2:], b'{"i": 0, "done": true}\n', "")
+    assert [o.passed for o in statement_only] == [True]
+
+
+async def test_a_literal_on_the_left_stays_in_the_parent_too() -> None:
+    """`assert LITERAL OP EXPR` sends only EXPR to the sandbox and compares in the parent, with
+    the operands in the test's order."""
+    assert sandbox._plan("assert 9 == f(3)").send == {"exprs": ["f(3)"]}
+    run = await apps.run_tests(
+        "def f(x):\n    return x + 1\n",
+        ["assert 2 == f(1)", "assert 3 < f(1)", "assert [2] != f(1)", "assert 2 in f(1)"],
+    )
+    assert run.passed == (True, False, True, False)
+    assert run.outcomes[1].message == "the code returned 2; the test needs 3 < it"
+    assert "is not iterable" in run.outcomes[3].message
+
+
+async def test_forged_done_records_for_a_mix_void_the_statement_too() -> None:
+    """A program writing done records for every test (statements among them) fails them all,
+    the statement included: the records out of place void the run."""
+    runner = apps.CodeRunner(per_test_seconds=2.0, memory_mb=256)
+    tests = ["f(1)", "assert f(2) == 4", "assert f(3)"]
+    run = await runner.run(_FORGERIES["stack_walk"], tests)
+    assert run.passed == (False, False, False), run
+
+
+# --- resources outside the process limits ----------------------------------------------------
+
+
+async def test_dev_shm_and_dev_stop_at_a_bound() -> None:
+    """Files in /dev/shm stop at a small size (the tmpfs is bounded) and /dev takes none, so a
+    program cannot turn the sandbox's /dev into host memory."""
+    code = (
+        "def fill(folder):\n"
+        "    written = 0\n"
+        "    try:\n"
+        "        for i in range(32):\n"
+        "            with open('%s/fill%d' % (folder, i), 'wb') as f:\n"
+        "                for _ in range(4):\n"
+        "                    f.write(b'x' * (1 << 20))\n"
+        "                    f.flush()\n"
+        "                    written += 1 << 20\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    return written\n"
+    )
+    runner = apps.CodeRunner(per_test_seconds=5.0, memory_mb=256)
+    run = await runner.run(
+        code, ["assert fill('/dev/shm') <= 16 << 20", "assert fill('/dev') == 0"]
+    )
+    assert run.passed == (True, True), run
+
+
+_P = (1 << 61) - 1  # every multiple hashes to 0
+
+
+async def test_colliding_results_neither_block_the_loop_nor_time_out_a_neighbour(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A result line of 40k integers that all hash to 0 blocks no event-loop callback for
+    100 ms or more (asyncio's own slow-callback count) and an honest program running beside
+    it keeps its verdict instead of timing out."""
+    numbers = ",".join(str(_P * k) for k in range(1, 40_000))
+    line = '{"i": 0, "values": [{"set": [' + numbers + "]}]}\n"
+    hostile = (
+        "import os\n"
+        f"line = {line!r}.encode()\n"
+        "for fd in range(0, 12):\n"
+        "    try:\n"
+        "        os.write(fd, line)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "os._exit(0)\n"
+    )
+    honest = "import time\ndef f(x):\n    time.sleep(0.5)\n    return x + 1\n"
+    # small enough for the harness to report: it reaches the parent's decoder
+    returned = f"def f(x):\n    return {{{_P} * k for k in range(1, 1500)}}\n"
+    runner = apps.CodeRunner(per_test_seconds=2.0, startup_seconds=2.0, max_parallel=3)
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.1
+    caplog.set_level("WARNING", logger="asyncio")
+    try:
+        bad, good, colliding = await asyncio.gather(
+            runner.run(hostile, ["assert f(1) == {1}"]),
+            runner.run(honest, ["assert f(1) == 2"]),
+            runner.run(returned, ["assert f(1) == {1}"]),
+        )
+    finally:
+        loop.set_debug(False)
+    slow = [r for r in caplog.records if r.name == "asyncio" and "Executing" in r.getMessage()]
+    assert slow == []
+    assert bad.passed == (False,)
+    assert "sharing one hash" in colliding.outcomes[0].message, colliding
+    assert good.passed == (True,) and not good.timed_out, good
+
+
+def test_colliding_elements_are_refused_before_a_set_is_built() -> None:
+    """The parent decodes a set whose elements share one hash as a failed test, in linear time,
+    instead of building it (40k such elements took seconds of quadratic insertion)."""
+    tests = ["assert f(1) == {1}"]
+    raw = b'{"i": 0, "values": [{"set": [%s]}]}\n' % b",".join(
+        b"%d" % (_P * k) for k in range(1, 40_000)
+    )
+    (outcome,) = sandbox._outcomes(tests, [sandbox._plan(tests[0])], raw, "missing")
+    assert not outcome.passed and "hash" in outcome.message, outcome
 
 
 # --- the property: run() never raises ------------------------------------------------------------
@@ -498,6 +707,13 @@ def attack():
 }
 
 
+# the forgeries inside the harness's process, end to end (each once passed its hidden test)
+_ATTACKS |= {
+    f"forge_{name}": _FORGERIES[name].replace("{", "{{").replace("}", "}}")
+    for name in ("gc_write", "json_dumps", "stack_walk")
+}
+
+
 @pytest.fixture
 def scene(tmp_path: Path) -> Iterator[_Scene]:
     s = _Scene(tmp_path)
@@ -599,6 +815,7 @@ async def test_hostile_programs_fail_and_change_nothing_outside(
         "HOME": str(scene.home),
         "OPENAI_API_KEY": scene.canary,
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(REPO),  # this checkout's asynctg, not whichever one is installed
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -648,8 +865,15 @@ async def test_hostile_programs_fail_and_change_nothing_outside(
     assert result["final_pass_rate"] == 0.0
     assert result["isolation"].startswith("bubblewrap")
     feedback = {name: by_id[name]["rounds"][0]["feedback"] for name in by_id}
-    assert "output too large" in feedback["output_flood"]
-    assert "result channel" in feedback["forge_channel"]
+    # the flood reaches only the runner's pipe to the reporter, where it is no line at all
+    for name in (
+        "output_flood",
+        "forge_channel",
+        "forge_gc_write",
+        "forge_json_dumps",
+        "forge_stack_walk",
+    ):
+        assert "result channel" in feedback[name], name
     assert "plain values" in feedback["forge_equal_everything"]
     # nothing got out, and nothing leaked in
     assert not scene.pth.exists()
@@ -710,7 +934,7 @@ async def test_missing_bubblewrap_stops_before_anything_runs(tmp_path: Path) -> 
         "1",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "PYTHONPATH": str(REPO)},
     )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
@@ -720,8 +944,6 @@ async def test_missing_bubblewrap_stops_before_anything_runs(tmp_path: Path) -> 
 
 def test_library_refuses_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """The library raises SandboxUnavailableError where bubblewrap is missing, not a fallback."""
-    from asynctg.apps import sandbox
-
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     sandbox._bubblewrap.cache_clear()
     try:

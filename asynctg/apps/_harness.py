@@ -1,24 +1,34 @@
-"""Child side of the code runner (``asynctg.apps.sandbox``); never imported by asynctg.
+"""Sandbox side of the code runner (``asynctg.apps.sandbox``); never imported by asynctg.
 
-The parent runs this file's text as ``python -I -S -c SOURCE`` inside the sandbox and writes one
+The parent runs this file's text as ``python -I -S -c SOURCE`` inside the sandbox, hands it the
+write end of a private pipe (the *result channel*, its number in the payload) and writes one
 JSON object to its stdin::
 
-    {"code": str, "checks": [{"exprs": [str, ...]} | {"stmt": str}, ...],
+    {"code": str, "checks": [{"exprs": [str, ...]} | {"stmt": str}, ...], "result_fd": int,
      "per_test_seconds": float, "limits": {name: int}, "tripwire": bool}
 
-The harness sets hard resource limits (the code cannot raise them again), moves its result
-channel off fd 1, points fds 1 and 2 at /dev/null and then, for each check, executes the code in
-a fresh namespace and evaluates the check's expressions (or runs its statement) under a
-per-test alarm. It writes one JSON line per check::
+Two processes share the work, and only one of them ever runs model-written code:
+
+- the *reporter* (this process) makes itself non-dumpable (so no other process of the same user
+  can open its descriptors under ``/proc`` or read or write its memory), sets hard resource
+  limits (inherited, never raisable), forks the *runner* and then only relays: it reads the
+  runner's lines from a pipe of their own, checks each is the next check's and of that check's
+  kind (values of the right arity for an expression check, ``done`` only for a statement),
+  and writes it again, re-encoded by itself, to the result channel. A line out of place, too
+  long, of the wrong kind or after the last check ends the relay with ``{"tampered": true}``.
+- the *runner* holds nothing but the write end of that pipe (the result channel, stdin and every
+  other descriptor are closed; fds 0-2 are ``/dev/null``), then, for each check, executes the
+  code in a fresh namespace and evaluates the check's expressions (or runs its statement) under
+  a per-test alarm, writing one line per check::
 
     {"i": n, "values": [value, ...]}  |  {"i": n, "done": true}  |  {"i": n, "error": str}
 
 Values are *plain data* only (None, bool, int, float, str, bytes, list, tuple, dict, set,
 frozenset, deque, complex, and subclasses of these read through the base type's own methods),
 encoded with type tags so the parent rebuilds the same Python value. An object of any other type
-is reported as an error, never compared here: the parent compares the values with the test's
-expected side, which it never sends. Nothing this process reports is a verdict; the code under
-test runs in this same process and can write to the channel too, which the parent detects.
+is reported as an error. The code under test controls the runner completely and may send any
+line it likes; that is why nothing here is a verdict. The parent compares values with the test's
+expected side, which never enters the sandbox, and counts ``done`` only for statement tests.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import io
 import json
 import os
 import resource
+import select
 import signal
 import sys
 from collections.abc import Callable
@@ -230,14 +241,19 @@ def _encode(record: dict[str, Any]) -> str:
     return line
 
 
-def main() -> None:
-    payload = json.loads(sys.stdin.read())
-    _set_limits(payload["limits"])
-    out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
+# --- the runner: the only process that runs the code under test ------------------------------
+
+
+def _run(payload: dict[str, Any], channel: int) -> None:
+    """Run every check and write its line to ``channel``; the code can reach all of this."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
     os.close(null)
+    # nothing of the reporter's stays open here: not the result channel, not its read end
+    os.closerange(3, channel)
+    os.closerange(channel + 1, 1 << 16)
+    out = os.fdopen(channel, "w", buffering=1, encoding="utf-8")
     sys.stdout = sys.stderr = _Discard()
     sys.stdin = io.StringIO("")
     signal.signal(signal.SIGALRM, _alarm)
@@ -260,6 +276,153 @@ def main() -> None:
         record["i"] = i
         out.write(_encode(record) + "\n")
         out.flush()
+
+
+# --- the reporter: relays the runner's lines, never runs the code ----------------------------
+
+
+def _protect() -> None:
+    """Make this process non-dumpable: then a process of the same user without CAP_SYS_PTRACE
+    (every process in the sandbox) can neither ptrace it, nor read or write its memory, nor
+    open its descriptors through /proc/PID/fd."""
+    import ctypes  # only here: the runner's tripwire (unsafe mode) forbids it to the code
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_dumpable = 4
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a plain JSON value")
+
+
+def _small_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # a record has two keys and a tag one: no object the parent will hash key by key is large
+    if len(pairs) > 2:
+        raise ValueError("a JSON object with more than two keys")
+    return dict(pairs)
+
+
+def _relayed(line: bytes, i: int, check: dict[str, Any]) -> str | None:
+    """The runner's line for check ``i``, re-encoded; None when it is not that check's."""
+    if len(line) > _RECORD_BYTES:
+        return None
+    try:
+        record = json.loads(line, parse_constant=_no_constant, object_pairs_hook=_small_object)
+    except (ValueError, RecursionError):
+        return None
+    if type(record) is not dict or len(record) != 2 or type(record.get("i")) is not int:
+        return None
+    if record["i"] != i:
+        return None
+    kept: dict[str, Any]
+    if type(record.get("error")) is str:
+        kept = {"i": i, "error": record["error"][:400]}
+    elif record.get("done") is True and "stmt" in check:
+        kept = {"i": i, "done": True}
+    elif (
+        "exprs" in check
+        and type(record.get("values")) is list
+        and len(record["values"]) == len(check["exprs"])
+    ):
+        kept = {"i": i, "values": record["values"]}
+    else:
+        return None
+    try:
+        return json.dumps(kept, allow_nan=False)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _relay(source: int, sink: int, checks: list[dict[str, Any]]) -> bool:
+    """Relay one line per check from ``source`` to ``sink``; False once a line is out of place.
+
+    Returns True at the end of the runner's lines (all checks answered, or the runner gone).
+    """
+    pending = b""
+    i = 0
+    while i < len(checks):
+        chunk = os.read(source, 1 << 16)
+        if not chunk:
+            return not pending  # a cut-off last line: the runner died writing it, or forged it
+        pending += chunk
+        while (cut := pending.find(b"\n")) >= 0:
+            if i >= len(checks):
+                return False
+            text = _relayed(pending[:cut], i, checks[i])
+            if text is None:
+                return False
+            _send(sink, (text + "\n").encode())
+            pending = pending[cut + 1 :]
+            i += 1
+        if len(pending) > _RECORD_BYTES:
+            return False
+    return not pending
+
+
+def _send(sink: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(sink, data) :]
+
+
+def _settle(source: int, pid: int) -> tuple[bool, int]:
+    """Wait for the runner to end, reading on; (no byte came past the last check's line, its
+    wait status). A duplicate, or the real line after one forged ahead of it, shows up here."""
+    while True:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            os.set_blocking(source, False)
+            try:
+                extra = os.read(source, 1)
+            except BlockingIOError:
+                extra = b""
+            return not extra, status
+        readable, _, _ = select.select([source], [], [], 0.05)
+        if readable:
+            if os.read(source, 1 << 16):
+                os.kill(pid, signal.SIGKILL)
+                return False, os.waitpid(pid, 0)[1]
+            return True, os.waitpid(pid, 0)[1]  # end of file: nothing more can come
+
+
+def _exit_status(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def main() -> None:
+    payload = json.loads(sys.stdin.read())
+    sink = int(payload["result_fd"])
+    checks: list[dict[str, Any]] = payload["checks"]
+    try:
+        _protect()
+    except (OSError, ImportError, AttributeError) as exc:
+        # without it the code could write to the result channel through /proc: run nothing
+        for i in range(len(checks)):
+            error = f"the sandbox cannot shield its result channel here ({exc})"
+            _send(sink, (json.dumps({"i": i, "error": error[:300]}) + "\n").encode())
+        os._exit(1)
+    _set_limits(payload["limits"])  # before the fork: the runner inherits them, cannot raise them
+    source, channel = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(source)
+            os.close(sink)
+            _run(payload, channel)
+        finally:
+            os._exit(0)
+    os.close(channel)
+    fair = _relay(source, sink, checks)
+    if fair:
+        fair, status = _settle(source, pid)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if not fair:
+        _send(sink, b'{"tampered": true}\n')
+    os._exit(_exit_status(status))
 
 
 main()

@@ -8,9 +8,10 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
   has only its own loopback), no further user namespaces (``--disable-userns``), all
   capabilities dropped, ``--die-with-parent`` and ``--new-session`` (no terminal injection);
 - an empty root with only ``/usr`` (and the ``/lib*``/``/bin`` links), the Python installation
-  and the dynamic linker's cache mounted read-only; a private ``/tmp`` tmpfs of fixed size is
-  the only writable place; no home, no checkout, no virtualenv, no ``/etc``, no host sockets, and
-  a ``/proc`` that shows only the sandbox's own processes;
+  and the dynamic linker's cache mounted read-only; a private ``/tmp`` tmpfs (64 MiB) and
+  ``/dev/shm`` tmpfs (16 MiB) are the only writable places (``/dev`` itself is read-only: the
+  tmpfs bubblewrap puts there has no size of its own); no home, no checkout, no virtualenv, no
+  ``/etc``, no host sockets, and a ``/proc`` that shows only the sandbox's own processes;
 - ``--clearenv`` and a three-variable environment; the parent starts bubblewrap itself with a
   minimal environment, so no key of the user's is anywhere in the sandbox;
 - ``python -I -S`` (no site-packages, no ``.pth`` files, no environment variables read);
@@ -19,21 +20,47 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
   As root the kernel does not apply the process limit, so a ``pids`` cgroup caps the sandbox
   instead (and is used to kill every process it holds).
 
-The child (``asynctg/apps/_harness.py``) only reports what each test expression *evaluated to*, as
-plain, type-tagged data; this module compares those values with the test's expected side, which
-never enters the sandbox. An object that claims to equal everything is not plain data and fails;
-writing fake lines to the result channel is detected (every line must be the next check's, once)
-and fails the whole run. What the child sends is read up to ``max_output_bytes``; more fails the
-remaining tests with "output too large". At the end of every run, not only on timeout, the
-sandbox's process group is killed (bubblewrap's PID namespace takes every process in it along),
-and its ``/tmp`` goes with the mount namespace: no process and no file outlives the run.
+Verdicts are decided here, from values the code under test cannot forge into a pass. In the
+sandbox, ``asynctg/apps/_harness.py`` runs as two processes. The *reporter* starts first, makes
+itself non-dumpable (no process of the sandbox can open its descriptors under ``/proc``, nor
+read or write its memory), and is the only holder of the result channel: a pipe of its own
+(bubblewrap's init, pid 1 in the sandbox, holds stdin, stdout and stderr and nothing else). It
+forks the *runner*, which keeps nothing but a private pipe to the reporter and runs the code and
+each test. The reporter relays one line per test, re-encoded by itself, and only if the line
+is that test's and of its kind; anything else (a line out of order, too long, of the wrong kind,
+or after the last test's) ends the relay, and the parent voids the whole run ("the program wrote
+to the test harness's result channel").
+
+The code controls the runner, so everything the runner says is treated as the code's claim:
+
+- ``assert EXPR OP LITERAL`` (or ``LITERAL OP EXPR``; every built-in task and LeetCode-Hard test):
+  only ``EXPR`` enters the sandbox; its value comes back as plain, type-tagged data and is
+  compared here with the literal, which never enters the sandbox: no line passes such a test
+  without carrying a value that compares true with it (code that hard-codes the answers of tests
+  shown in its prompt is another matter: only hidden tests catch that). An object that claims to
+  equal everything is not plain data and fails. A ``done`` line never counts for such a test.
+- ``assert EXPR OP OTHER`` with a non-literal ``OTHER`` and a bare ``assert EXPR``: both sides
+  (or the value) come from the sandbox and are compared here; code written to cheat can choose
+  them, so such a test pins only what an honest program computes.
+- a statement test (anything but one ``assert``): its only result is "ran to the end" (``done``),
+  which the process running it reports; code written to cheat can claim it. ``done`` counts only
+  for these tests, once, in order.
+
+What the child sends is read up to ``max_output_bytes`` (more fails the remaining tests with
+"output too large") and decoded in a worker thread, with bounded node counts, depth and integer
+sizes; a set or dict whose elements share one hash value more than 32 times fails its test
+instead of being built (its insertion would be quadratic). At the end of every run, not only on
+timeout, the sandbox's process group is killed (bubblewrap's PID namespace takes every process
+in it along), and its ``/tmp`` and ``/dev/shm`` go with the mount namespace: no process and no
+file outlives the run.
 
 Where bubblewrap is missing or refused (Docker's default seccomp profile, Ubuntu's AppArmor rule
 for unprivileged user namespaces, macOS), :class:`SandboxUnavailableError` says so before
 anything runs; there is no silent fallback. ``isolation="unsafe-no-sandbox"`` (the CLI's
-``--unsafe-no-sandbox``) runs the same harness as a plain child process with the same limits and
-an audit-hook tripwire, which code written to escape gets past; it logs a warning every time a
-runner is made. docs/applications.md has the threat model.
+``--unsafe-no-sandbox``) runs the same harness (reporter and runner) as a plain child process with
+the same limits and an audit-hook tripwire in the runner, which code written to escape gets past
+(and with it the verdicts); it logs a warning every time a runner is made.
+docs/applications.md has the threat model.
 
 >>> # run = await CodeRunner().run("def f(x):\\n    return x + 1", ["assert f(1) == 2"])
 >>> # run.all_passed -> True
@@ -184,9 +211,17 @@ class _Plan:
 
     send: dict[str, Any] | None  # None: decided here without running (the test is broken)
     op: str = ""  # "" for a truth test or a statement
-    expected: Any = _MISSING  # a literal right-hand side: never sent to the child
+    expected: Any = _MISSING  # a literal side: never sent to the child
     expected_text: str = ""
     problem: str = ""
+    flipped: bool = False  # the literal is the left side: compare(expected, actual)
+
+
+def _literal(node: ast.expr) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _MISSING
 
 
 def _plan(test: str) -> _Plan:
@@ -199,55 +234,88 @@ def _plan(test: str) -> _Plan:
         return _Plan({"stmt": test})
     check = body[0].test
     if isinstance(check, ast.Compare) and len(check.ops) == 1 and type(check.ops[0]) in _OPS:
-        left = ast.unparse(check.left)
-        right = check.comparators[0]
+        left, right = check.left, check.comparators[0]
         op = _OPS[type(check.ops[0])][0]
+        for literal_side, other, flipped in ((right, left, False), (left, right, True)):
+            expected = _literal(literal_side)
+            if expected is not _MISSING:
+                text = ast.get_source_segment(test, literal_side) or ast.unparse(literal_side)
+                return _Plan(
+                    {"exprs": [ast.unparse(other)]},
+                    op=op,
+                    expected=expected,
+                    expected_text=text,
+                    flipped=flipped,
+                )
+        # both sides come from the child, as plain data, and are compared here
         text = ast.get_source_segment(test, right) or ast.unparse(right)
-        try:
-            expected = ast.literal_eval(right)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            # both sides come from the child, as plain data, and are compared here
-            return _Plan({"exprs": [left, ast.unparse(right)]}, op=op, expected_text=text)
-        return _Plan({"exprs": [left]}, op=op, expected=expected, expected_text=text)
+        return _Plan({"exprs": [ast.unparse(left), ast.unparse(right)]}, op=op, expected_text=text)
     return _Plan({"exprs": [ast.unparse(check)]})
 
 
 class _Malformed(Exception):
-    pass
+    """A line no honest harness writes: the whole run is void."""
 
 
-def _decode(node: Any, depth: int = 0) -> Any:
-    """A tagged plain value from the child back into Python; _Malformed for anything else."""
-    if depth > 120:
+class _Unjudgeable(Exception):
+    """A well-formed value this process will not build (it would cost quadratic time)."""
+
+
+_MAX_NODES = 100_000  # as the harness's: more is never sent by it
+_MAX_DEPTH = 120
+_MAX_INT_CHARS = 4400  # str(int) past sys.int_max_str_digits (4300) fails in the harness
+_MAX_SAME_HASH = 32  # elements of one set or dict sharing a hash; honest values have a few
+
+
+def _distinct_hashes(items: list[Any]) -> None:
+    """Refuse before building a set or dict whose elements share hashes: each would be
+    compared with all earlier ones (a set of n integers that all hash to 0 takes n**2 / 2)."""
+    seen: dict[int, int] = {}
+    for item in items:
+        h = hash(item)  # TypeError for an unhashable element: malformed
+        seen[h] = n = seen.get(h, 0) + 1
+        if n > _MAX_SAME_HASH:
+            raise _Unjudgeable(
+                f"returned a set or dict with more than {_MAX_SAME_HASH} elements sharing one "
+                "hash value, which is not compared"
+            )
+
+
+def _decode(node: Any, budget: list[int], depth: int = 0) -> Any:
+    """A tagged plain value from the child back into Python; _Malformed for anything else.
+
+    ``budget`` holds the nodes still allowed: every loop here is bounded by it."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > _MAX_DEPTH:
         raise _Malformed
     if node is None or type(node) in (bool, int, float, str):
         return node
     if type(node) is list:
-        return [_decode(x, depth + 1) for x in node]
+        return [_decode(x, budget, depth + 1) for x in node]
     if type(node) is not dict or len(node) != 1:
         raise _Malformed
     ((tag, inner),) = node.items()
     try:
-        if tag == "int":
+        if tag == "int" and type(inner) is str and len(inner) <= _MAX_INT_CHARS:
             return int(inner)
         if tag == "float" and inner in ("nan", "inf", "-inf"):
             return float(inner)
-        if tag == "bytes":
+        if tag == "bytes" and type(inner) is str:
             return bytes.fromhex(inner)
-        items = [_decode(x, depth + 1) for x in inner] if type(inner) is list else None
+        items = [_decode(x, budget, depth + 1) for x in inner] if type(inner) is list else None
         if items is None:
             raise _Malformed
         if tag == "tuple":
             return tuple(items)
-        if tag == "set":
-            return set(items)
-        if tag == "frozenset":
-            return frozenset(items)
         if tag == "deque":
             return collections.deque(items)
         if tag == "complex" and len(items) == 2:
             return complex(items[0], items[1])
+        if tag in ("set", "frozenset"):
+            _distinct_hashes(items)
+            return set(items) if tag == "set" else frozenset(items)
         if tag == "dict" and all(type(p) is list and len(p) == 2 for p in items):
+            _distinct_hashes([k for k, _ in items])
             return {k: v for k, v in items}
     except (TypeError, ValueError, OverflowError) as exc:  # unhashable key, bad hex, ...
         raise _Malformed from exc
@@ -265,9 +333,15 @@ def _short(value: Any, n: int = 300) -> str:
 def _judge(test: str, plan: _Plan, record: dict[str, Any]) -> TestOutcome:
     if "error" in record:
         return TestOutcome(test, False, str(record["error"])[:400])
+    assert plan.send is not None
     if "done" in record:
+        if "stmt" not in plan.send:  # a statement's result, in a comparison's place
+            raise _Malformed
         return TestOutcome(test, True)
-    values = [_decode(v) for v in record["values"]]
+    try:
+        values = [_decode(v, [_MAX_NODES]) for v in record["values"]]
+    except _Unjudgeable as exc:
+        return TestOutcome(test, False, str(exc))
     if not plan.op:
         holds = bool(values[0])
         return TestOutcome(test, holds, "" if holds else "the assertion does not hold")
@@ -275,7 +349,7 @@ def _judge(test: str, plan: _Plan, record: dict[str, Any]) -> TestOutcome:
     expected = plan.expected if plan.expected is not _MISSING else values[1]
     compare = next(fn for symbol, fn in _OPS.values() if symbol == plan.op)
     try:
-        holds = bool(compare(actual, expected))
+        holds = bool(compare(expected, actual) if plan.flipped else compare(actual, expected))
     except (TypeError, ValueError, RecursionError) as exc:
         return TestOutcome(test, False, f"the code returned {_short(actual)}, which fails: {exc}")
     if holds:
@@ -284,38 +358,65 @@ def _judge(test: str, plan: _Plan, record: dict[str, Any]) -> TestOutcome:
     wanted = wanted if len(wanted) <= 300 else wanted[:297] + "..."
     if plan.op == "==":
         return TestOutcome(test, False, f"the code returned {_short(actual)}, expected {wanted}")
+    if plan.flipped:
+        return TestOutcome(
+            test, False, f"the code returned {_short(actual)}; the test needs {wanted} {plan.op} it"
+        )
     return TestOutcome(
         test, False, f"the code returned {_short(actual)}; the test needs it {plan.op} {wanted}"
     )
 
 
+def _no_constant(name: str) -> Any:
+    raise _Malformed(name)  # NaN and Infinity travel as tagged strings
+
+
+def _small_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # records have two keys, tags one: refusing more before any is hashed keeps a crafted
+    # object (colliding keys, where the hash seed is fixed) from costing quadratic time
+    if len(pairs) > 2:
+        raise _Malformed
+    return dict(pairs)
+
+
+_TAMPERED = (
+    "no result: the program wrote to the test harness's result channel, so none of its "
+    "results count"
+)
+
+
 def _outcomes(
     tests: list[str], plans: list[_Plan], raw: bytes, why_missing: str
 ) -> tuple[TestOutcome, ...]:
-    """Pair the child's lines with the tests; any line out of place voids the whole run."""
+    """Pair the harness's lines with the tests; any line out of place voids the whole run.
+
+    Blocking and CPU-bound on up to ``max_output_bytes`` of untrusted data: run it in a thread.
+    """
     sent = [i for i, plan in enumerate(plans) if plan.send is not None]
     records: dict[int, dict[str, Any]] = {}
     lines = raw.split(b"\n")
     complete, _ = lines[:-1], lines[-1]  # a cut-off last line is simply missing
     try:
         for n, line in enumerate(complete):
-            record = json.loads(line)
+            record = json.loads(line, parse_constant=_no_constant, object_pairs_hook=_small_object)
+            send = plans[sent[n]].send if n < len(sent) else None
             if (
-                type(record) is not dict
-                or n >= len(sent)
+                send is None
+                or type(record) is not dict
                 or record.get("i") != n
                 or type(record.get("i")) is not int
                 or len(record) != 2
                 or not (
                     type(record.get("error")) is str
-                    or record.get("done") is True
+                    or (record.get("done") is True and "stmt" in send)
                     or (
-                        type(record.get("values")) is list
-                        and len(record["values"]) == len(plans[sent[n]].send["exprs"])  # type: ignore[index]
+                        "exprs" in send
+                        and type(record.get("values")) is list
+                        and len(record["values"]) == len(send["exprs"])
                     )
                 )
             ):
-                raise _Malformed
+                raise _Malformed  # {"tampered": true} from the harness among them
             records[sent[n]] = record
         out = []
         for i, (test, plan) in enumerate(zip(tests, plans, strict=True)):
@@ -327,11 +428,7 @@ def _outcomes(
                 out.append(TestOutcome(test, False, why_missing))
         return tuple(out)
     except (_Malformed, ValueError, KeyError, TypeError, RecursionError):
-        tampered = (
-            "no result: the program wrote to the test harness's result channel, so none of its "
-            "results count"
-        )
-        return tuple(TestOutcome(test, False, tampered) for test in tests)
+        return tuple(TestOutcome(test, False, _TAMPERED) for test in tests)
 
 
 # --- the sandbox ------------------------------------------------------------------------------
@@ -406,6 +503,13 @@ def _bwrap_options(bwrap_help: str, tmp_bytes: int) -> list[str]:
         if root != "/usr" and not root.startswith("/usr/") and os.path.isdir(root):
             options += ["--ro-bind", root, root]
     options += ["--proc", "/proc", "--dev", "/dev"]
+    # --dev's own tmpfs has no size (the kernel's default is half the host's RAM): /dev/shm
+    # becomes a sized tmpfs of its own and /dev itself read-only, so neither takes host memory
+    sized = "--size" in bwrap_help and "--perms" in bwrap_help
+    if sized:
+        options += ["--perms", "1777", "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm"]
+    if "--remount-ro" in bwrap_help:
+        options += ["--remount-ro", "/dev"]  # without a sized /dev/shm, that one too
     if "--size" in bwrap_help:
         options += ["--size", str(tmp_bytes)]
     options += ["--tmpfs", "/tmp", "--chdir", "/tmp"]
@@ -413,6 +517,7 @@ def _bwrap_options(bwrap_help: str, tmp_bytes: int) -> list[str]:
 
 
 _TMP_BYTES = 64 << 20
+_SHM_BYTES = 16 << 20  # POSIX shared memory (multiprocessing's locks, shared_memory)
 
 
 @functools.cache
@@ -592,22 +697,20 @@ class CodeRunner:
         plans = [_plan(t) for t in tests]
         checks = [p.send for p in plans if p.send is not None]
         limit = self.per_test_seconds * max(1, len(tests)) + self.startup_seconds
-        payload = json.dumps(
-            {
-                "code": code,
-                "checks": checks,
-                "per_test_seconds": self.per_test_seconds,
-                "tripwire": box is None,
-                "limits": {
-                    "memory_bytes": self.memory_mb << 20,
-                    "cpu_seconds": math.ceil(limit) + 1,
-                    "file_bytes": 16 << 20,
-                    "processes": self.max_processes,
-                    "open_files": 256,
-                    "core_bytes": 0,
-                },
-            }
-        ).encode("utf-8", "surrogatepass")
+        settings: dict[str, Any] = {
+            "code": code,
+            "checks": checks,
+            "per_test_seconds": self.per_test_seconds,
+            "tripwire": box is None,
+            "limits": {
+                "memory_bytes": self.memory_mb << 20,
+                "cpu_seconds": math.ceil(limit) + 1,
+                "file_bytes": 16 << 20,
+                "processes": self.max_processes,
+                "open_files": 256,
+                "core_bytes": 0,
+            },
+        }
         command = [_python(), "-I", "-S", "-c", _harness_source()]
         cgroup: _Cgroup | None = None
         with contextlib.ExitStack() as stack:
@@ -627,7 +730,7 @@ class CodeRunner:
                         *command,
                     ]
             try:
-                raw, state, returncode = await self._talk(command, cwd, payload, limit)
+                raw, state, returncode = await self._talk(command, cwd, settings, limit)
             finally:
                 if cgroup is not None:
                     await cgroup.remove()
@@ -643,58 +746,83 @@ class CodeRunner:
                 f"no result: the process ended early (exit status {returncode}; out of memory, "
                 "CPU time or processes?)"
             )
+        # off the loop: decoding up to max_output_bytes of untrusted values takes a while
+        outcomes = await asyncio.to_thread(_outcomes, tests, plans, raw, why)
         return TestRun(
-            _outcomes(tests, plans, raw, why),
-            round(time.monotonic() - started, 3),
-            state == "timeout",
-            self._describe(box),
+            outcomes, round(time.monotonic() - started, 3), state == "timeout", self._describe(box)
         )
 
     async def _talk(
-        self, command: list[str], cwd: str, payload: bytes, limit: float
+        self, command: list[str], cwd: str, settings: dict[str, Any], limit: float
     ) -> tuple[bytes, str, int | None]:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=cwd,
-            env=_ENV,
-            start_new_session=True,  # its own process group, killed as a whole
-        )
+        # The result channel is a pipe of its own, not stdout: bubblewrap's init process (pid 1
+        # in the sandbox, reachable through /proc/1/fd) holds its stdin, stdout and stderr, and
+        # none of its other descriptors. Only the harness's reporter holds the write end.
+        source, sink = os.pipe()
+        try:
+            payload = json.dumps({**settings, "result_fd": sink}).encode("utf-8", "surrogatepass")
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                cwd=cwd,
+                env=_ENV,
+                pass_fds=(sink,),
+                start_new_session=True,  # its own process group, killed as a whole
+            )
+        except BaseException:
+            os.close(source)
+            raise
+        finally:
+            os.close(sink)
         chunks: list[bytes] = []
         state = "done"
+        pipe = os.fdopen(source, "rb", buffering=0)
+        reader = asyncio.StreamReader()
+        transport: asyncio.BaseTransport | None = None
         try:
+            transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), pipe
+            )
             try:
                 async with asyncio.timeout(limit):
-                    if not await _exchange(proc, payload, chunks, self.max_output_bytes):
+                    if not await _exchange(proc, reader, payload, chunks, self.max_output_bytes):
                         state = "overflow"
                     else:
                         await proc.wait()
             except TimeoutError:
                 state = "timeout"
         finally:
+            if transport is None:
+                pipe.close()
             # always, not only on timeout: whatever the code left running goes too
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await asyncio.shield(_reap(proc))
+            await asyncio.shield(_reap(proc, reader if transport is not None else None))
+            if transport is not None:
+                transport.close()
         return b"".join(chunks), state, proc.returncode
 
 
 async def _exchange(
-    proc: asyncio.subprocess.Process, payload: bytes, chunks: list[bytes], cap: int
+    proc: asyncio.subprocess.Process,
+    results: asyncio.StreamReader,
+    payload: bytes,
+    chunks: list[bytes],
+    cap: int,
 ) -> bool:
     """Feed the payload, read at most ``cap`` bytes until EOF; False when the cap was hit."""
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         proc.stdin.write(payload)
         await proc.stdin.drain()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         proc.stdin.close()
     total = 0
-    while chunk := await proc.stdout.read(1 << 16):
+    while chunk := await results.read(1 << 16):
         total += len(chunk)
         if total > cap:
             chunks.append(chunk[: len(chunk) - (total - cap)])
@@ -703,13 +831,13 @@ async def _exchange(
     return True
 
 
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    """Wait for the killed sandbox and read its pipe to the end, so the transport closes."""
-    assert proc.stdout is not None
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(10):  # every writer is dead: only buffered bytes remain
-            while await proc.stdout.read(1 << 16):
-                pass
+async def _reap(proc: asyncio.subprocess.Process, results: asyncio.StreamReader | None) -> None:
+    """Wait for the killed sandbox and read its result pipe to the end."""
+    if results is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):  # every writer is dead: only buffered bytes remain
+                while await results.read(1 << 16):
+                    pass
     await proc.wait()
 
 
