@@ -17,8 +17,25 @@ from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
 from asynctg.graph import Variable as NativeVariable
 
+from asynctg.compat.autograd import FormattedLLMCall, LLMCall, Module, OrderedFieldsMultimodalLLMCall
+from asynctg.compat.config import SingletonBackwardEngine
+from asynctg.compat.engine import get_engine
+from asynctg.compat.engine.base import EngineLM
+
+#: The test-time loss's default system prompt (asynctg's wording).
+DEFAULT_TEST_TIME = native.DEFAULT_TEST_TIME_SYSTEM_PROMPT
+
 __all__ = [
+    "DEFAULT_TEST_TIME",
+    "EngineLM",
+    "FormattedLLMCall",
     "ImageQALoss",
+    "LLMCall",
+    "Module",
+    "OrderedFieldsMultimodalLLMCall",
+    "SingletonBackwardEngine",
+    "Variable",
+    "get_engine",
     "MultiChoiceTestTime",
     "MultiFieldEvaluation",
     "MultiFieldTokenParsedEvaluation",

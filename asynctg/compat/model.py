@@ -12,7 +12,20 @@ from asynctg.engine.client import ChatEngine
 from asynctg.graph import BlackboxLLM as NativeBlackboxLLM
 from asynctg.graph import Variable as NativeVariable
 
-__all__ = ["BlackboxLLM"]
+from asynctg.compat.autograd import LLMCall, Module
+from asynctg.compat.config import SingletonBackwardEngine
+from asynctg.compat.engine import get_engine
+from asynctg.compat.engine.base import EngineLM
+
+__all__ = [
+    "BlackboxLLM",
+    "EngineLM",
+    "LLMCall",
+    "Module",
+    "SingletonBackwardEngine",
+    "Variable",
+    "get_engine",
+]
 
 
 class BlackboxLLM(NativeBlackboxLLM):

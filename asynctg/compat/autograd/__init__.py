@@ -37,6 +37,7 @@ from asynctg.optim.aggregation import aggregate as native_aggregate
 __all__ = [
     "FormattedLLMCall",
     "LLMCall",
+    "LLMCall_with_in_context_examples",
     "Module",
     "MultimodalLLMCall",
     "OrderedFieldsMultimodalLLMCall",
@@ -225,3 +226,7 @@ class StringBasedFunction(NativeStringBasedFunction):
         return self._output(inputs, result, response_role_description)
 
     forward = __call__  # type: ignore[assignment]
+
+
+# Defined in llm_ops (TextGrad's home for it), which builds on the classes above.
+from asynctg.compat.autograd.llm_ops import LLMCall_with_in_context_examples  # noqa: E402

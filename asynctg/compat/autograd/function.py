@@ -21,7 +21,10 @@ from asynctg.graph.function import GradientPlan
 from asynctg.graph.variable import GradientList
 from asynctg.graph.variable import Variable as NativeVariable
 
-__all__ = ["BackwardContext", "Function", "Module"]
+from asynctg.compat.engine.base import EngineLM
+from asynctg.compat.variable import Variable
+
+__all__ = ["BackwardContext", "EngineLM", "Function", "Module", "Variable"]
 
 
 class Function(abc.ABC):

@@ -1,4 +1,4 @@
-"""TextGrad's ``tg.optimizer`` namespace, blocking: ``optimizer.step()``.
+"""``textgrad.optimizer.optimizer``: the optimizers, blocking: ``optimizer.step()``.
 
 The optimizers are the native ones: every parameter's new value is asked for at once, and
 either all parameters change or none does. Deviation from TextGrad: a reply without the
@@ -10,24 +10,59 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 from asynctg import optim as native
 from asynctg import prompts
+from asynctg.compat._log import logger
 from asynctg.compat._loop import run
+from asynctg.compat.config import validate_engine_or_get_default
 from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.engine.base import EngineLM
+from asynctg.compat.optimizer.optimizer_prompts import (
+    GRADIENT_MULTIPART_TEMPLATE,
+    GRADIENT_TEMPLATE,
+    OPTIMIZER_SYSTEM_PROMPT,
+    construct_tgd_prompt,
+)
+from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
 from asynctg.graph import Variable as NativeVariable
 from asynctg.optim.tgd import DEFAULT_FORMAT_RETRIES
 
 __all__ = [
+    "GRADIENT_MULTIPART_TEMPLATE",
+    "GRADIENT_TEMPLATE",
+    "OPTIMIZER_SYSTEM_PROMPT",
     "TGD",
+    "EngineLM",
     "Optimizer",
     "TextualGradientDescent",
     "TextualGradientDescentwithMomentum",
+    "Variable",
+    "construct_tgd_prompt",
+    "get_gradient_and_context_text",
+    "logger",
+    "validate_engine_or_get_default",
 ]
 
 AnyEngine = Engine | ChatEngine | str | None
 
 Optimizer = native.Optimizer
+
+
+def get_gradient_and_context_text(variable: NativeVariable) -> str:
+    """The feedback a variable holds, each gradient with the conversation it came from."""
+    parts = []
+    for gradient in variable.gradients:
+        context: Any = variable.gradients_context.get(gradient)
+        if isinstance(context, dict) and {"context", "response_desc", "variable_desc"} <= set(
+            context
+        ):
+            parts.append(GRADIENT_TEMPLATE.format(feedback=gradient.value, **context))
+        else:
+            parts.append(str(gradient.value))
+    return "\n".join(parts)
 
 
 class TextualGradientDescent(native.TextualGradientDescent):
