@@ -81,3 +81,17 @@ __all__ = [
     "tasks",
     "variable",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext asynctg.compat``: in this kernel, ``import textgrad`` gives asynctg.compat."""
+    from asynctg.compat._hook import install
+
+    install()
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext asynctg.compat``: ``import textgrad`` is TextGrad's again."""
+    from asynctg.compat._hook import uninstall
+
+    uninstall()
