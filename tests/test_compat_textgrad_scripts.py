@@ -135,3 +135,70 @@ def test_solution_optimization_script_runs_unchanged(sim: SimProcess, tmp_path: 
     kinds = _kinds(sim.requests())
     # Per question: a zero-shot answer, then one test-time loss, one backward, one step.
     assert (kinds["forward"], kinds["backward"], kinds["optimizer"]) == (8, 4, 4)
+
+
+NOTEBOOK_SETUP = """\
+import os
+os.environ["OPENAI_BASE_URL"] = {base_url!r}
+os.environ["ASYNCTG_CACHE_DIR"] = {cache!r}
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+import httpx, openai
+_image = open({image!r}, "rb").read()
+def _offline_get(url, *args, **kwargs):
+    if url != {url!r}:
+        raise RuntimeError("the notebook tried to reach the network: " + url)
+    return httpx.Response(200, content=_image, request=httpx.Request("GET", url))
+httpx.get = _offline_get
+_client_init = openai.OpenAI.__init__
+def _to_simulator(self, *args, base_url=None, **kwargs):
+    if base_url == "http://localhost:1234/v1":  # the LM Studio server the notebook expects
+        base_url = {base_url!r}
+    _client_init(self, *args, base_url=base_url, **kwargs)
+openai.OpenAI.__init__ = _to_simulator
+%load_ext asynctg.compat
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "experimental_engines/Tutorial-ExperimentalEngines",
+        "experimental_engines/Tutorial-PrimitivesExperimentalEngines",
+        "Local-Model-With-LMStudio",
+    ],
+)
+def test_notebook_runs_unchanged(name: str, sim: SimProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell of the notebook runs in a real kernel switched by ``%load_ext asynctg.compat``,
+    its ``import textgrad`` lines unchanged."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for var in ("JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "IPYTHONDIR", "MPLCONFIGDIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(UPSTREAM / "notebooks" / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:  # no test installs anything
+        if cell.cell_type == "code" and cell.source.lstrip().startswith("!pip install"):
+            cell.source = "# (install line turned off by the harness) " + cell.source
+    setup = NOTEBOOK_SETUP.format(
+        base_url=sim.base_url,
+        cache=str(tmp_path / "cache"),
+        image=str(UPSTREAM / "assets" / "ant.jpg"),
+        url="https://upload.wikimedia.org/wikipedia/commons/a/a7/Camponotus_flavomarginatus_ant.jpg",
+    )
+    nb.cells.insert(0, nbformat.v4.new_code_cell(setup))
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    errors = [
+        (i, out["ename"], out["evalue"][:300])
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
+    assert errors == []

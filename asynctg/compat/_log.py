@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from asynctg.graph.variable import read_value
 
 __all__ = ["CustomJsonFormatter", "logger"]
 
@@ -24,3 +27,19 @@ class CustomJsonFormatter(logging.Formatter):
         data: dict[str, Any] = {"name": record.name, "msg": record.getMessage()}
         data.update({k: v for k, v in vars(record).items() if k not in self._standard})
         return json.dumps(data, default=str)
+
+
+def forward_logged(
+    make: Callable[[], Awaitable[Any]], system_prompt: Any, query: Any
+) -> Callable[[], Awaitable[Any]]:
+    """``make`` (a deferred LLM call), logging TextGrad's forward record once it returns."""
+
+    async def call() -> Any:
+        output = await make()
+        if logger.isEnabledFor(logging.INFO):
+            system = None if system_prompt is None else read_value(system_prompt)
+            text = f"System:{system}\nQuery: {read_value(query)}\nResponse: {output.value}"
+            logger.info("LLMCall function forward", extra={"text": text})
+        return output
+
+    return call

@@ -6,6 +6,7 @@ from functools import partial
 
 from asynctg import prompts
 from asynctg.compat._lazy import defer
+from asynctg.compat._log import forward_logged
 from asynctg.compat.engine import Engine, native_engine
 from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
@@ -50,7 +51,9 @@ class BlackboxLLM(NativeBlackboxLLM):
         x: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        call = partial(super().__call__, x, response_role_description)
+        call = forward_logged(
+            partial(super().__call__, x, response_role_description), self.system_prompt, x
+        )
         return defer(call, [x], reads=[self.system_prompt] if self.system_prompt else [])
 
     forward = __call__  # type: ignore[assignment]

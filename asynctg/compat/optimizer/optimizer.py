@@ -99,9 +99,19 @@ class TextualGradientDescent(native.TextualGradientDescent):
             format_retries=format_retries,
         )
 
+    _log_name = "TextualGradientDescent"
+    _log_prompt = "TextualGradientDescent prompt for update"
+
     def step(self) -> None:  # type: ignore[override]
         """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
         run(super().step())
+        _log_updates(self)
+
+    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
+        logger.info(self._log_prompt, extra={"prompt": content})
+        value: str = await super()._ask(engine, variable, content, report)
+        logger.info(f"{self._log_name} optimizer response", extra={"optimizer.response": value})
+        return value
 
 
 class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMomentum):
@@ -134,9 +144,28 @@ class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMoment
             format_retries=format_retries,
         )
 
+    _log_name = "TextualGradientDescentwithMomentum"
+    _log_prompt = "TextualGradientwithMomentum prompt for update"
+
     def step(self) -> None:  # type: ignore[override]
         """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
         run(super().step())
+        _log_updates(self)
+
+    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
+        logger.info(self._log_prompt, extra={"prompt": content})
+        value: str = await super()._ask(engine, variable, content, report)
+        logger.info(f"{self._log_name} optimizer response", extra={"optimizer.response": value})
+        return value
+
+
+def _log_updates(optimizer: Any) -> None:
+    """TextGrad's record of each parameter's new value, after a step that changed them."""
+    for parameter in optimizer.parameters:
+        if parameter.gradients:
+            logger.info(
+                f"{optimizer._log_name} updated text", extra={"parameter.value": parameter.value}
+            )
 
 
 TGD = TextualGradientDescent
