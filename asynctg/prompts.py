@@ -669,7 +669,9 @@ TEXTGRAD_TEMPLATES: dict[str, str] = {
         "{role}", "{variable_desc}"
     ),
     "OBJECTIVE_INSTRUCTION_CHAIN": _TG_CHAIN.replace("{output_tag}", "LM_OUTPUT"),
-    "OBJECTIVE_INSTRUCTION_CHAIN_STRING_FN": _TG_CHAIN.replace("{output_tag}", "OUTPUT_OF_FUNCTION"),
+    "OBJECTIVE_INSTRUCTION_CHAIN_STRING_FN": _TG_CHAIN.replace(
+        "{output_tag}", "OUTPUT_OF_FUNCTION"
+    ),
     "OBJECTIVE_INSTRUCTION_BASE": _OBJECTIVE_BASE,
     "EVALUATE_VARIABLE_INSTRUCTION": _SPAN.replace("{role}", "{variable_desc}").replace(
         "{span}", "{variable_short}"
@@ -701,12 +703,12 @@ TEXTGRAD_TEMPLATES: dict[str, str] = {
     ),
     "MOMENTUM_PROMPT_ADDITION": _OPT_PAST_ITERATIONS.replace("{past}", "{past_values}"),
     "CONSTRAINT_PROMPT_ADDITION": _OPT_CONSTRAINTS.replace("{constraints}", "{constraint_text}"),
-    "IN_CONTEXT_EXAMPLE_PROMPT_ADDITION": _OPT_EXAMPLES.replace("{role}", "{variable_desc}").replace(
-        "{examples}", "{in_context_examples}"
-    ),
-    "GRADIENT_TEMPLATE": _GRADIENT_WITH_CONTEXT.replace("{response_role}", "{response_desc}").replace(
-        "{variable_role}", "{variable_desc}"
-    ),
+    "IN_CONTEXT_EXAMPLE_PROMPT_ADDITION": _OPT_EXAMPLES.replace(
+        "{role}", "{variable_desc}"
+    ).replace("{examples}", "{in_context_examples}"),
+    "GRADIENT_TEMPLATE": _GRADIENT_WITH_CONTEXT.replace(
+        "{response_role}", "{response_desc}"
+    ).replace("{variable_role}", "{variable_desc}"),
     "GRADIENT_MULTIPART_TEMPLATE": _GRADIENT_AFTER_PARTS.replace(
         "{response_role}", "{response_desc}"
     ).replace("{variable_role}", "{variable_desc}"),
@@ -747,7 +749,7 @@ TEXTGRAD_TEMPLATES: dict[str, str] = {
 
 def textgrad_multichoice_query(question: str, choices: Sequence[str]) -> str:
     """A four-option question in the layout TextGrad's MMLU and GPQA loaders hand out."""
-    a, b, c, d = (list(choices) + ["", "", "", ""])[:4]
+    a, b, c, d = [*choices, "", "", "", ""][:4]
     return TEXTGRAD_TEMPLATES["QUERY_TEMPLATE_MULTICHOICE"].format(
         Question=question, A=a, B=b, C=c, D=d
     )

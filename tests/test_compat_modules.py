@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-MANIFEST = json.loads((Path(__file__).parent / "textgrad_upstream" / "module_names.json").read_text())
+MANIFEST = json.loads(
+    (Path(__file__).parent / "textgrad_upstream" / "module_names.json").read_text()
+)
 #: Names of ``textgrad/__init__.py`` that set up the JSON log file TextGrad writes on import;
 #: importing asynctg.compat writes no file (docs/textgrad-deviations.md).
 NOT_PROVIDED = {"textgrad": {"LOG_DIR", "log_file", "sh"}}
@@ -47,7 +49,9 @@ def test_manifest_matches_installed_textgrad(monkeypatch: pytest.MonkeyPatch) ->
         pytest.skip("TextGrad is not installed")
     found = {"textgrad"} | {
         info.name
-        for info in pkgutil.walk_packages(spec.submodule_search_locations, "textgrad.", onerror=lambda _: None)
+        for info in pkgutil.walk_packages(
+            spec.submodule_search_locations, "textgrad.", onerror=lambda _: None
+        )
     }
     # walk_packages imports packages to list their children; it never imports leaf modules.
     assert set(MANIFEST) <= found | {"textgrad.utils.image_utils"}

@@ -42,7 +42,11 @@ def _bbh_cache(folder: Path, task: str) -> None:
     examples = json.loads((HERE / "data" / "bbh" / f"{task}.json").read_text())["examples"]
     target = folder / "textgrad" / task
     target.mkdir(parents=True)
-    for split, part in (("train", examples[:50]), ("val", examples[50:150]), ("test", examples[150:])):
+    for split, part in (
+        ("train", examples[:50]),
+        ("val", examples[50:150]),
+        ("test", examples[150:]),
+    ):
         with open(target / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["", "x", "y"])
@@ -84,7 +88,14 @@ def test_prompt_optimization_script_runs_unchanged(sim: SimProcess, tmp_path: Pa
     sim.reset()
     args = ["--task", "BBH_word_sorting", "--max_epochs", "1", "--num_threads", "4"]
     done = subprocess.run(
-        [sys.executable, "-m", "asynctg.compat", str(UPSTREAM / "evaluation" / "prompt_optimization.py"), *args, "--do_not_run_larger_model"],
+        [
+            sys.executable,
+            "-m",
+            "asynctg.compat",
+            str(UPSTREAM / "evaluation" / "prompt_optimization.py"),
+            *args,
+            "--do_not_run_larger_model",
+        ],
         cwd=tmp_path,
         env=_env(sim, tmp_path),
         capture_output=True,
@@ -92,7 +103,9 @@ def test_prompt_optimization_script_runs_unchanged(sim: SimProcess, tmp_path: Pa
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "figures" / "results_BBH_word_sorting_gpt-3.5-turbo-0125.json").read_text())
+    results = json.loads(
+        (tmp_path / "figures" / "results_BBH_word_sorting_gpt-3.5-turbo-0125.json").read_text()
+    )
     assert len(results["prompt"]) == 5  # the start and four steps
     kinds = _kinds(sim.requests())
     # Measured with TextGrad 0.1.8 itself against the same simulator: forward 612 (100 test +
@@ -108,7 +121,11 @@ def _mmlu_cache(folder: Path) -> None:
     target = folder / "textgrad" / "mmlu"
     target.mkdir(parents=True)
     rows = [
-        {"question": f"What is {a} + {b}?", "choices": [str(a + b + d) for d in (-1, 0, 1, 2)], "answer": 1}
+        {
+            "question": f"What is {a} + {b}?",
+            "choices": [str(a + b + d) for d in (-1, 0, 1, 2)],
+            "answer": 1,
+        }
         for a, b in ((2, 3), (4, 4), (10, 7), (6, 9))
     ]
     (target / "machine_learning_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -121,7 +138,17 @@ def test_solution_optimization_script_runs_unchanged(sim: SimProcess, tmp_path: 
     _mmlu_cache(tmp_path / "cache")
     sim.reset()
     done = subprocess.run(
-        [sys.executable, "-m", "asynctg", "textgrad", str(UPSTREAM / "evaluation" / "solution_optimization.py"), "--max_iterations", "1", "--num_threads", "4"],
+        [
+            sys.executable,
+            "-m",
+            "asynctg",
+            "textgrad",
+            str(UPSTREAM / "evaluation" / "solution_optimization.py"),
+            "--max_iterations",
+            "1",
+            "--num_threads",
+            "4",
+        ],
         cwd=tmp_path,
         env=_env(sim, tmp_path),
         capture_output=True,
@@ -169,7 +196,9 @@ openai.OpenAI.__init__ = _to_simulator
         "Local-Model-With-LMStudio",
     ],
 )
-def test_notebook_runs_unchanged(name: str, sim: SimProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs_unchanged(
+    name: str, sim: SimProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every cell of the notebook runs in a real kernel switched by ``%load_ext asynctg.compat``,
     its ``import textgrad`` lines unchanged."""
     nbformat = pytest.importorskip("nbformat")
@@ -190,7 +219,10 @@ def test_notebook_runs_unchanged(name: str, sim: SimProcess, tmp_path: Path, mon
     )
     nb.cells.insert(0, nbformat.v4.new_code_cell(setup))
     client = nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", allow_errors=True,
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=True,
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()

@@ -1,4 +1,9 @@
-"""TextGrad 0.1.8's synchronous API on top of asynctg: change the import line, keep the script.
+"""TextGrad 0.1.8's synchronous API on top of asynctg: run a TextGrad script unchanged.
+
+The way to switch: ``python -m asynctg.compat SCRIPT ARGS`` (or ``asynctg textgrad SCRIPT
+ARGS``), or ``%load_ext asynctg.compat`` in a notebook's first cell: ``textgrad`` and every
+``textgrad.X`` then resolve to this package (``asynctg.compat._hook``). Importing it directly
+works too:
 
 ::
 

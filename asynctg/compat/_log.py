@@ -37,8 +37,9 @@ def forward_logged(
     async def call() -> Any:
         output = await make()
         if logger.isEnabledFor(logging.INFO):
-            system = None if system_prompt is None else read_value(system_prompt)
-            text = f"System:{system}\nQuery: {read_value(query)}\nResponse: {output.value}"
+            system = None if system_prompt is None else str(read_value(system_prompt))
+            asked = str(read_value(query))
+            text = f"System:{system}\nQuery: {asked}\nResponse: {output.value!s}"
             logger.info("LLMCall function forward", extra={"text": text})
         return output
 

@@ -7,16 +7,14 @@ from functools import partial
 from asynctg import prompts
 from asynctg.compat._lazy import defer
 from asynctg.compat._log import forward_logged
-from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.autograd import LLMCall, Module
+from asynctg.compat.config import SingletonBackwardEngine
+from asynctg.compat.engine import Engine, get_engine, native_engine
+from asynctg.compat.engine.base import EngineLM
 from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
 from asynctg.graph import BlackboxLLM as NativeBlackboxLLM
 from asynctg.graph import Variable as NativeVariable
-
-from asynctg.compat.autograd import LLMCall, Module
-from asynctg.compat.config import SingletonBackwardEngine
-from asynctg.compat.engine import get_engine
-from asynctg.compat.engine.base import EngineLM
 
 __all__ = [
     "BlackboxLLM",

@@ -219,7 +219,7 @@ class StringBasedFunction(NativeStringBasedFunction):
 
     @staticmethod
     def _logged(inputs: Mapping[str, NativeVariable], output: NativeVariable) -> NativeVariable:
-        logger.info("StringBasedFunction", extra={"text": f"In: {inputs}, Out: {output.value}"})
+        logger.info("StringBasedFunction", extra={"text": f"In: {inputs}, Out: {output.value!s}"})
         return output
 
     async def _later(

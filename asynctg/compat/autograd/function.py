@@ -17,12 +17,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from asynctg.compat.engine.base import EngineLM
+from asynctg.compat.variable import Variable
 from asynctg.graph.function import GradientPlan
 from asynctg.graph.variable import GradientList
 from asynctg.graph.variable import Variable as NativeVariable
-
-from asynctg.compat.engine.base import EngineLM
-from asynctg.compat.variable import Variable
 
 __all__ = ["BackwardContext", "EngineLM", "Function", "Module", "Variable"]
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from functools import partial
 
 from asynctg import prompts
-from asynctg.compat._log import logger
 from asynctg.compat._lazy import defer, reads_of
+from asynctg.compat._log import logger
 from asynctg.compat.autograd import FormattedLLMCall, LLMCall
 from asynctg.compat.autograd.function import BackwardContext, Function
 from asynctg.compat.autograd.llm_backward_prompts import (
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-class LLMCall_with_in_context_examples(LLMCall):  # noqa: N801  (TextGrad's name)
+class LLMCall_with_in_context_examples(LLMCall):
     """An ``LLMCall`` whose backward feedback is grounded in examples given with each call."""
 
     def __call__(  # type: ignore[override]

@@ -1,4 +1,5 @@
-"""``textgrad.engine.anthropic``: ``ChatAnthropic`` on Anthropic (ANTHROPIC_API_KEY), through the provider's
+"""``textgrad.engine.anthropic``: ``ChatAnthropic``
+on Anthropic (ANTHROPIC_API_KEY), through the provider's
 OpenAI-compatible API and asynctg's engine (no provider SDK needed)."""
 
 from asynctg.compat.engine._providers import ProviderChat

@@ -1,4 +1,5 @@
-"""``textgrad.engine.gemini``: ``ChatGemini`` on Google Gemini (GEMINI_API_KEY or GOOGLE_API_KEY), through the provider's
+"""``textgrad.engine.gemini``: ``ChatGemini``
+on Google Gemini (GEMINI_API_KEY or GOOGLE_API_KEY), through the provider's
 OpenAI-compatible API and asynctg's engine (no provider SDK needed)."""
 
 from asynctg.compat.engine._providers import ProviderChat

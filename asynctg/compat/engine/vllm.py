@@ -1,4 +1,5 @@
-"""``textgrad.engine.vllm``: ``ChatVLLM`` on a vLLM server (VLLM_BASE_URL, default http://localhost:8000/v1), through the provider's
+"""``textgrad.engine.vllm``: ``ChatVLLM``
+on a vLLM server (VLLM_BASE_URL, default http://localhost:8000/v1), through the provider's
 OpenAI-compatible API and asynctg's engine (no provider SDK needed)."""
 
 from asynctg.compat.engine._providers import ProviderChat

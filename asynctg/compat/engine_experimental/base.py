@@ -21,7 +21,7 @@ def cached(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(self: Any, content: Any, system_prompt: Any = None, **kwargs: Any) -> Any:
-        cache = getattr(self, "cache", False)
+        cache: Any = getattr(self, "cache", False)
         if cache is False or cache is None:
             return func(self, content, system_prompt, **kwargs)
         key = hashlib.sha256(repr((content, system_prompt)).encode()).hexdigest()

@@ -15,7 +15,13 @@ from asynctg.compat.engine.base import DEFAULT_SYSTEM_PROMPT
 from asynctg.compat.engine_experimental.base import EngineLM, cached
 from asynctg.compat.engine_experimental.engine_utils import open_ai_like_formatting
 
-__all__ = ["EngineLM", "OpenAICompatibleEngine", "OpenAIEngine", "cached", "open_ai_like_formatting"]
+__all__ = [
+    "EngineLM",
+    "OpenAICompatibleEngine",
+    "OpenAIEngine",
+    "cached",
+    "open_ai_like_formatting",
+]
 
 
 class OpenAIEngine(Engine):

@@ -9,7 +9,6 @@ where TextGrad raises a bare ``IndexError``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import Any
 
 from asynctg import optim as native

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from asynctg.compat.engine.base import EngineLM
 from asynctg.compat.tasks.base import DataLoader, Dataset
 from asynctg.compat.tasks.leetcode import LeetCodeHardEval
 from asynctg.compat.tasks.mmlu import MMLU, MMLUInstanceDataset
 from asynctg.compat.variable import Variable
-from asynctg.compat.engine.base import EngineLM
 
 __all__ = [
     "AVAILABLE_DATASETS",
@@ -65,12 +65,13 @@ def load_task(
     from asynctg.compat.tasks.big_bench_hard import BigBenchHard, string_based_equality_fn
     from asynctg.compat.tasks.gsm8k import GSM8K_DSPy
 
+    root = args[0] if args else kwargs.get("root")
     splits: list[Dataset]
     if "BBH" in task_name:
         name = task_name[4:]
-        splits = [BigBenchHard(name, split=s, *args, **kwargs) for s in ("train", "val", "test")]
+        splits = [BigBenchHard(name, root, s) for s in ("train", "val", "test")]
     elif task_name == "GSM8K_DSPy":
-        splits = [GSM8K_DSPy(split=s, *args, **kwargs) for s in ("train", "val", "test")]
+        splits = [GSM8K_DSPy(root, s) for s in ("train", "val", "test")]
     else:
         raise ValueError(f"Task {task_name} not found.")
     train, val, test = splits
@@ -93,11 +94,15 @@ def load_task(
     return train, val, test, eval_fn
 
 
-def load_instance_task(task_name: str, evaluation_api: Any = None, *args: Any, **kwargs: Any) -> Any:
+def load_instance_task(
+    task_name: str, evaluation_api: Any = None, *args: Any, **kwargs: Any
+) -> Any:
     """TextGrad's ``load_instance_task``: MMLU and GPQA items are ``(question, answer,
     test_time_objective, instance_eval_fn)``; LeetCode-Hard items ``(task_id, prompt, tests)``."""
+    root = args[0] if args else kwargs.get("root")
+    limit = kwargs.get("max_samples", -1)
     if "MMLU_" in task_name:
-        return MMLUInstanceDataset(evaluation_api, task_name[5:], *args, split="test", **kwargs)
+        return MMLUInstanceDataset(evaluation_api, task_name[5:], root, "test", limit)
     if "GPQA" in task_name:
         from asynctg.compat.tasks.gpqa import GPQAInstanceDataset
 

@@ -75,5 +75,3 @@ class DataLoader:
     def __len__(self) -> int:
         """Batches per pass (TextGrad's loader has no length; progress bars like one)."""
         return -(-len(self.data) // self.batch_size)
-
-

@@ -18,7 +18,7 @@ from asynctg.errors import ConfigError
 from asynctg.prompts import TEXTGRAD_TEMPLATES
 from asynctg.tasks.files import load_gsm8k
 
-__all__ = ["GSM8K", "GSM8K_DSPy", "Dataset"]
+__all__ = ["GSM8K", "Dataset", "GSM8K_DSPy"]
 
 
 def gsm8k_splits(root: Any = None) -> dict[str, list[tuple[str, str]]]:
@@ -63,7 +63,7 @@ class GSM8K(Dataset):
         return TEXTGRAD_TEMPLATES["GSM8K_TASK_DESCRIPTION"]
 
 
-class GSM8K_DSPy(GSM8K):  # noqa: N801  (TextGrad's name)
+class GSM8K_DSPy(GSM8K):
     """GSM8K with DSPy's splits (see the module)."""
 
     def __init__(self, root: Any = None, split: str = "train") -> None:

@@ -87,9 +87,7 @@ def mmlu_rows(subset: str, split: str, root: Any = None) -> list[tuple[str, list
     return out
 
 
-def multichoice_test_time_objective(
-    question: str, engine: Any
-) -> Callable[[Variable], Variable]:
+def multichoice_test_time_objective(question: str, engine: Any) -> Callable[[Variable], Variable]:
     """TextGrad's test-time loss for one multiple-choice question: the critique of an answer."""
     loss = MultiChoiceTestTime(TEXTGRAD_TEMPLATES["MULTICHOICE_TEST_TIME_INSTRUCTION"], engine)
 
@@ -150,7 +148,7 @@ class MMLUInstanceDataset(MMLU):
 
     def __getitem__(self, index: int) -> Any:
         question, choices, answer = self.data[index]
-        a, b, c, d = (choices + ["", "", "", ""])[:4]
+        a, b, c, d = [*choices, "", "", "", ""][:4]
         prompt = QUERY_TEMPLATE_MULTICHOICE.format(Question=question, A=a, B=b, C=c, D=d)
         return (
             prompt,
