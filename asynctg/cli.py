@@ -358,6 +358,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench_cli.add_parser(sub, endpoint_options=_endpoint_options, positive_int=_positive_int)
 
     sub.add_parser("tasks", help="list the tasks and the data they read")
+    sub.add_parser("textgrad", help="run a TextGrad script unchanged: textgrad SCRIPT [ARGS...]")
 
     sim = sub.add_parser(
         "sim",
@@ -393,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asynctg`` console script."""
     import signal
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["textgrad"]:  # everything after SCRIPT is the script's, not ours
+        from asynctg.compat.__main__ import run_script
+
+        return run_script(argv[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command in ("optimize", "solve", "code", "demo", "molecule", "radiotherapy"):

@@ -1,4 +1,9 @@
-"""TextGrad 0.1.8's synchronous API on top of asynctg: change the import line, keep the script.
+"""TextGrad 0.1.8's synchronous API on top of asynctg: run a TextGrad script unchanged.
+
+The way to switch: ``python -m asynctg.compat SCRIPT ARGS`` (or ``asynctg textgrad SCRIPT
+ARGS``), or ``%load_ext asynctg.compat`` in a notebook's first cell: ``textgrad`` and every
+``textgrad.X`` then resolve to this package (``asynctg.compat._hook``). Importing it directly
+works too:
 
 ::
 
@@ -23,11 +28,10 @@ docs/textgrad-deviations.md.
 
 from __future__ import annotations
 
-import logging
-
 from asynctg.compat import (
     autograd,
     config,
+    defaults,
     engine,
     engine_experimental,
     loss,
@@ -36,32 +40,38 @@ from asynctg.compat import (
     tasks,
     variable,
 )
+from asynctg.compat._log import CustomJsonFormatter, logger
 from asynctg.compat._loop import shutdown
 from asynctg.compat.autograd import aggregate, sum
-from asynctg.compat.config import set_backward_engine
+from asynctg.compat.config import SingletonBackwardEngine, set_backward_engine
 from asynctg.compat.engine import Engine, EngineLM, get_engine
 from asynctg.compat.loss import TextLoss
 from asynctg.compat.model import BlackboxLLM
 from asynctg.compat.optimizer import TGD, TextualGradientDescent
 from asynctg.compat.variable import Variable
 
-#: TextGrad exposes a logger at ``tg.logger``; this one writes nowhere unless configured.
-logger = logging.getLogger("asynctg.compat")
+#: TextGrad's JSON formatter instance (TextGrad attaches it to its log file; nothing here does).
+cf = CustomJsonFormatter()
+singleton_backward_engine = SingletonBackwardEngine()
 #: The TextGrad API version this layer follows (asynctg's own is ``asynctg.__version__``).
 __version__ = "0.1.8"
 
 __all__ = [
     "TGD",
     "BlackboxLLM",
+    "CustomJsonFormatter",
     "Engine",
     "EngineLM",
+    "SingletonBackwardEngine",
     "TextLoss",
     "TextualGradientDescent",
     "Variable",
     "__version__",
     "aggregate",
     "autograd",
+    "cf",
     "config",
+    "defaults",
     "engine",
     "engine_experimental",
     "get_engine",
@@ -71,7 +81,22 @@ __all__ = [
     "optimizer",
     "set_backward_engine",
     "shutdown",
+    "singleton_backward_engine",
     "sum",
     "tasks",
     "variable",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext asynctg.compat``: in this kernel, ``import textgrad`` gives asynctg.compat."""
+    from asynctg.compat._hook import install
+
+    install()
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext asynctg.compat``: ``import textgrad`` is TextGrad's again."""
+    from asynctg.compat._hook import uninstall
+
+    uninstall()

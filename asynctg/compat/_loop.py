@@ -8,7 +8,10 @@ threads call in: a thread pool's forward calls and a backward pass's fan-out sha
 provider's limits instead of each thread running a loop (and a session) of its own.
 
 The loop starts on first use (uvloop when installed), is restarted in a forked child, and at
-interpreter exit closes the engines that ran on it and stops (``atexit``). The blocking API
+interpreter exit first lets the calls still in flight finish (a script's last ``answer =
+model(question)`` is sent and answered, as TextGrad's blocking call would have been), for at
+most ``$ASYNCTG_COMPAT_EXIT_TIMEOUT`` seconds (default 120; a warning names what was cut), then
+closes the engines that ran on it and stops (``atexit``). The blocking API
 works from a thread that runs an event loop of its own (a Jupyter cell, an async function):
 that loop waits, as it would for TextGrad's blocking calls, while the private loop does the
 work. Only the private loop's own thread is refused (``ConfigError``): it would wait for
@@ -24,6 +27,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -43,6 +47,18 @@ _log = logging.getLogger("asynctg.compat")
 _LIVENESS_POLL_SECONDS = 0.5
 #: How long shutdown waits for engines to close and the loop thread to finish.
 _SHUTDOWN_TIMEOUT_SECONDS = 5.0
+#: How long shutdown lets calls still in flight finish, unless $ASYNCTG_COMPAT_EXIT_TIMEOUT says.
+_DRAIN_TIMEOUT_SECONDS = 120.0
+
+
+def _drain_timeout() -> float:
+    raw = os.environ.get("ASYNCTG_COMPAT_EXIT_TIMEOUT")
+    try:
+        value = float(raw) if raw else _DRAIN_TIMEOUT_SECONDS
+    except ValueError:
+        _log.warning("ignoring ASYNCTG_COMPAT_EXIT_TIMEOUT=%r (not a number of seconds)", raw)
+        return _DRAIN_TIMEOUT_SECONDS
+    return max(0.0, value)
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -64,6 +80,8 @@ class _LoopThread:
         # Engines whose HTTP sessions live on this loop: closed on it before it stops, since an
         # aiohttp session can only be closed from the loop it was opened in.
         self._engines: weakref.WeakSet[ChatEngine] = weakref.WeakSet()
+        # Work submitted and not finished yet: what shutdown lets finish first.
+        self._in_flight: set[concurrent.futures.Future[Any]] = set()
         self._atexit_registered = False
 
     # --- lifetime -----------------------------------------------------------------------------
@@ -141,6 +159,7 @@ class _LoopThread:
         if loop is None or thread is None:
             return
         if thread.is_alive():
+            self._drain(_drain_timeout())
             if engines:
                 closing = asyncio.run_coroutine_threadsafe(_close_engines(engines), loop)
                 try:
@@ -150,6 +169,25 @@ class _LoopThread:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout)
 
+    def _drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for submitted work to finish (work it starts too)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = [f for f in self._in_flight if not f.done()]
+            if not pending:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _log.warning(
+                    "asynctg.compat: %d call(s) still running after %.0f s at exit were "
+                    "cancelled (set ASYNCTG_COMPAT_EXIT_TIMEOUT to wait longer)",
+                    len(pending),
+                    timeout,
+                )
+                return
+            concurrent.futures.wait(pending, timeout=left)
+
     def _after_fork_in_child(self) -> None:
         # The thread did not survive the fork, and the lock may have been held by a thread that
         # no longer exists: start over, so the child's first call starts a loop of its own
@@ -158,6 +196,7 @@ class _LoopThread:
         self._loop = None
         self._thread = None
         self._engines = weakref.WeakSet()
+        self._in_flight = set()
 
     # --- running ------------------------------------------------------------------------------
 
@@ -183,10 +222,18 @@ class _LoopThread:
         self._refuse_on_own_loop(coro)
         try:
             loop, _ = self.get()
-            return asyncio.run_coroutine_threadsafe(coro, loop)
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
         except BaseException:
             coro.close()
             raise
+        with self._lock:
+            self._in_flight.add(future)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
 
     def wait(self, future: concurrent.futures.Future[T], *, cancel_on_exit: bool = True) -> T:
         """Block until ``future`` (work on the private loop) is done; its result or exception.

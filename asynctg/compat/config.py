@@ -12,7 +12,13 @@ from typing import Any
 from asynctg import runtime
 from asynctg.errors import ConfigError
 
-__all__ = ["SingletonBackwardEngine", "set_backward_engine", "validate_engine_or_get_default"]
+__all__ = [
+    "EngineLM",
+    "SingletonBackwardEngine",
+    "get_engine",
+    "set_backward_engine",
+    "validate_engine_or_get_default",
+]
 
 
 class SingletonBackwardEngine:
@@ -76,3 +82,8 @@ def validate_engine_or_get_default(engine: Any) -> Any:
 
         engine = get_engine(engine)
     return engine
+
+
+# TextGrad's config module exposes these two as well; imported last, as they import this module.
+from asynctg.compat.engine import get_engine  # noqa: E402
+from asynctg.compat.engine.base import EngineLM  # noqa: E402

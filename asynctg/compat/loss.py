@@ -12,17 +12,37 @@ from functools import partial
 
 from asynctg import loss as native
 from asynctg.compat._lazy import defer, reads_of
-from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.autograd import (
+    FormattedLLMCall,
+    LLMCall,
+    Module,
+    OrderedFieldsMultimodalLLMCall,
+)
+from asynctg.compat.config import SingletonBackwardEngine
+from asynctg.compat.engine import Engine, get_engine, native_engine
+from asynctg.compat.engine.base import EngineLM
 from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
 from asynctg.graph import Variable as NativeVariable
 
+#: The test-time loss's default system prompt (asynctg's wording).
+DEFAULT_TEST_TIME = native.DEFAULT_TEST_TIME_SYSTEM_PROMPT
+
 __all__ = [
+    "DEFAULT_TEST_TIME",
+    "EngineLM",
+    "FormattedLLMCall",
     "ImageQALoss",
+    "LLMCall",
+    "Module",
     "MultiChoiceTestTime",
     "MultiFieldEvaluation",
     "MultiFieldTokenParsedEvaluation",
+    "OrderedFieldsMultimodalLLMCall",
+    "SingletonBackwardEngine",
     "TextLoss",
+    "Variable",
+    "get_engine",
 ]
 
 AnyEngine = Engine | ChatEngine | str | None

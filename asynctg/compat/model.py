@@ -6,13 +6,25 @@ from functools import partial
 
 from asynctg import prompts
 from asynctg.compat._lazy import defer
-from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat._log import forward_logged
+from asynctg.compat.autograd import LLMCall, Module
+from asynctg.compat.config import SingletonBackwardEngine
+from asynctg.compat.engine import Engine, get_engine, native_engine
+from asynctg.compat.engine.base import EngineLM
 from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
 from asynctg.graph import BlackboxLLM as NativeBlackboxLLM
 from asynctg.graph import Variable as NativeVariable
 
-__all__ = ["BlackboxLLM"]
+__all__ = [
+    "BlackboxLLM",
+    "EngineLM",
+    "LLMCall",
+    "Module",
+    "SingletonBackwardEngine",
+    "Variable",
+    "get_engine",
+]
 
 
 class BlackboxLLM(NativeBlackboxLLM):
@@ -37,7 +49,9 @@ class BlackboxLLM(NativeBlackboxLLM):
         x: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        call = partial(super().__call__, x, response_role_description)
+        call = forward_logged(
+            partial(super().__call__, x, response_role_description), self.system_prompt, x
+        )
         return defer(call, [x], reads=[self.system_prompt] if self.system_prompt else [])
 
     forward = __call__  # type: ignore[assignment]

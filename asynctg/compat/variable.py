@@ -27,7 +27,14 @@ from asynctg.errors import BadValueError, ConfigError
 from asynctg.graph import Sum
 from asynctg.graph import Variable as NativeVariable
 
-__all__ = ["Variable", "adopt"]
+__all__ = [
+    "EngineLM",
+    "SingletonBackwardEngine",
+    "Variable",
+    "adopt",
+    "is_valid_url",
+    "logger",
+]
 
 
 def _fetch(url: str) -> bytes:
@@ -172,3 +179,10 @@ def adopt(variable: NativeVariable) -> Variable:
     if type(variable) is NativeVariable:
         variable.__class__ = Variable
     return variable  # type: ignore[return-value]
+
+
+# TextGrad's variable module exposes these too; imported last (they import this module).
+from asynctg.compat._log import logger  # noqa: E402
+from asynctg.compat.config import SingletonBackwardEngine  # noqa: E402
+from asynctg.compat.engine.base import EngineLM  # noqa: E402
+from asynctg.compat.utils.image_utils import is_valid_url  # noqa: E402

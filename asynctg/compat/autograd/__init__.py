@@ -19,6 +19,7 @@ from typing import Any
 
 from asynctg import prompts
 from asynctg.compat._lazy import defer, is_pending, reads_of
+from asynctg.compat._log import forward_logged, logger
 from asynctg.compat._loop import run
 from asynctg.compat.engine import Engine, native_engine
 from asynctg.compat.variable import Variable, adopt
@@ -37,6 +38,7 @@ from asynctg.optim.aggregation import aggregate as native_aggregate
 __all__ = [
     "FormattedLLMCall",
     "LLMCall",
+    "LLMCall_with_in_context_examples",
     "Module",
     "MultimodalLLMCall",
     "OrderedFieldsMultimodalLLMCall",
@@ -106,7 +108,11 @@ class LLMCall(NativeLLMCall):
         input_variable: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        call = partial(super().__call__, input_variable, response_role_description)
+        call = forward_logged(
+            partial(super().__call__, input_variable, response_role_description),
+            self.system_prompt,
+            input_variable,
+        )
         return defer(call, [input_variable], reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
@@ -209,7 +215,12 @@ class StringBasedFunction(NativeStringBasedFunction):
         result = self.fn(**inputs)
         if inspect.isawaitable(result):  # an async function: awaited on the loop
             result = run(_awaited(result))
-        return adopt(self._output(inputs, result, response_role_description))
+        return adopt(self._logged(inputs, self._output(inputs, result, response_role_description)))
+
+    @staticmethod
+    def _logged(inputs: Mapping[str, NativeVariable], output: NativeVariable) -> NativeVariable:
+        logger.info("StringBasedFunction", extra={"text": f"In: {inputs}, Out: {output.value!s}"})
+        return output
 
     async def _later(
         self, inputs: Mapping[str, NativeVariable], response_role_description: str | None
@@ -222,6 +233,10 @@ class StringBasedFunction(NativeStringBasedFunction):
             result = await asyncio.to_thread(self.fn, **seen)
         if inspect.isawaitable(result):
             result = await result
-        return self._output(inputs, result, response_role_description)
+        return self._logged(seen, self._output(inputs, result, response_role_description))
 
     forward = __call__  # type: ignore[assignment]
+
+
+# Defined in llm_ops (TextGrad's home for it), which builds on the classes above.
+from asynctg.compat.autograd.llm_ops import LLMCall_with_in_context_examples  # noqa: E402

@@ -17,11 +17,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from asynctg.compat.engine.base import EngineLM
+from asynctg.compat.variable import Variable
 from asynctg.graph.function import GradientPlan
 from asynctg.graph.variable import GradientList
 from asynctg.graph.variable import Variable as NativeVariable
 
-__all__ = ["BackwardContext", "Function", "Module"]
+__all__ = ["BackwardContext", "EngineLM", "Function", "Module", "Variable"]
 
 
 class Function(abc.ABC):

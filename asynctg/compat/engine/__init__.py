@@ -49,6 +49,7 @@ __all__ = [
     "CachedEngine",
     "Engine",
     "EngineLM",
+    "LiteLLMEngine",
     "cache_dir",
     "get_engine",
     "native_engine",
@@ -311,3 +312,7 @@ def set_backward_engine(engine: Any, override: bool = False, **kwargs: Any) -> N
     from asynctg.compat.config import set_backward_engine as _set
 
     _set(engine, override=override, **kwargs)
+
+
+# TextGrad's engine package re-exports the experimental LiteLLM engine, which builds on Engine.
+from asynctg.compat.engine_experimental.litellm import LiteLLMEngine  # noqa: E402

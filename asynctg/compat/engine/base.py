@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import os
+import shelve
 from typing import Any
 
 import msgspec
@@ -44,15 +46,25 @@ class EngineLM(abc.ABC):
         return self.generate(*args, **kwargs)
 
 
+def _open_store(cache_path: str) -> Any:
+    """A ``diskcache.Cache`` at ``cache_path`` when diskcache is installed, else a stdlib
+    ``shelve`` file there (asynctg does not depend on diskcache; engines deriving from
+    ``CachedEngine`` work on a fresh install)."""
+    try:
+        import diskcache  # type: ignore[import-untyped]
+    except ImportError:
+        os.makedirs(cache_path, exist_ok=True)
+        return shelve.open(os.path.join(cache_path, "replies"))
+    return diskcache.Cache(cache_path)
+
+
 class CachedEngine:
-    """TextGrad's mixin caching replies in a ``diskcache`` folder, keyed by the prompt."""
+    """TextGrad's mixin caching replies on disk, keyed by the prompt (see ``_open_store``)."""
 
     def __init__(self, cache_path: str) -> None:
-        import diskcache  # type: ignore[import-untyped]
-
         super().__init__()
         self.cache_path = cache_path
-        self.cache = diskcache.Cache(cache_path)
+        self.cache = _open_store(cache_path)
 
     def _hash_prompt(self, prompt: str) -> str:
         return hashlib.sha256(f"{prompt}".encode()).hexdigest()
@@ -69,10 +81,8 @@ class CachedEngine:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        import diskcache  # type: ignore[import-untyped]
-
         self.__dict__.update(state)
-        self.cache = diskcache.Cache(self.cache_path)
+        self.cache = _open_store(self.cache_path)
 
 
 class DiskCacheStore:

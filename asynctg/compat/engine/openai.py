@@ -11,10 +11,18 @@ import os
 from typing import Any
 
 from asynctg.compat.engine import OLLAMA_BASE_URL, Engine, make_native
-from asynctg.compat.engine.base import DEFAULT_SYSTEM_PROMPT
+from asynctg.compat.engine.base import DEFAULT_SYSTEM_PROMPT, CachedEngine, EngineLM
+from asynctg.compat.engine.engine_utils import get_image_type_from_bytes
 from asynctg.errors import ConfigError
 
-__all__ = ["OLLAMA_BASE_URL", "AzureChatOpenAI", "ChatOpenAI"]
+__all__ = [
+    "OLLAMA_BASE_URL",
+    "AzureChatOpenAI",
+    "CachedEngine",
+    "ChatOpenAI",
+    "EngineLM",
+    "get_image_type_from_bytes",
+]
 
 
 class _KeyMissing(ConfigError):

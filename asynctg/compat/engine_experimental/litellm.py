@@ -13,8 +13,10 @@ from typing import Any
 
 from asynctg.compat.engine import Engine, make_native
 from asynctg.compat.engine.base import DEFAULT_SYSTEM_PROMPT
+from asynctg.compat.engine_experimental.base import EngineLM, cached
+from asynctg.compat.engine_experimental.engine_utils import open_ai_like_formatting
 
-__all__ = ["LiteLLMEngine"]
+__all__ = ["EngineLM", "LiteLLMEngine", "cached", "open_ai_like_formatting"]
 
 
 class LiteLLMEngine(Engine):

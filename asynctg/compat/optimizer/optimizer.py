@@ -1,4 +1,4 @@
-"""TextGrad's ``tg.optimizer`` namespace, blocking: ``optimizer.step()``.
+"""``textgrad.optimizer.optimizer``: the optimizers, blocking: ``optimizer.step()``.
 
 The optimizers are the native ones: every parameter's new value is asked for at once, and
 either all parameters change or none does. Deviation from TextGrad: a reply without the
@@ -9,25 +9,59 @@ where TextGrad raises a bare ``IndexError``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from asynctg import optim as native
 from asynctg import prompts
+from asynctg.compat._log import logger
 from asynctg.compat._loop import run
+from asynctg.compat.config import validate_engine_or_get_default
 from asynctg.compat.engine import Engine, native_engine
+from asynctg.compat.engine.base import EngineLM
+from asynctg.compat.optimizer.optimizer_prompts import (
+    GRADIENT_MULTIPART_TEMPLATE,
+    GRADIENT_TEMPLATE,
+    OPTIMIZER_SYSTEM_PROMPT,
+    construct_tgd_prompt,
+)
+from asynctg.compat.variable import Variable
 from asynctg.engine.client import ChatEngine
 from asynctg.graph import Variable as NativeVariable
 from asynctg.optim.tgd import DEFAULT_FORMAT_RETRIES
 
 __all__ = [
+    "GRADIENT_MULTIPART_TEMPLATE",
+    "GRADIENT_TEMPLATE",
+    "OPTIMIZER_SYSTEM_PROMPT",
     "TGD",
+    "EngineLM",
     "Optimizer",
     "TextualGradientDescent",
     "TextualGradientDescentwithMomentum",
+    "Variable",
+    "construct_tgd_prompt",
+    "get_gradient_and_context_text",
+    "logger",
+    "validate_engine_or_get_default",
 ]
 
 AnyEngine = Engine | ChatEngine | str | None
 
 Optimizer = native.Optimizer
+
+
+def get_gradient_and_context_text(variable: NativeVariable) -> str:
+    """The feedback a variable holds, each gradient with the conversation it came from."""
+    parts = []
+    for gradient in variable.gradients:
+        context: Any = variable.gradients_context.get(gradient)
+        if isinstance(context, dict) and {"context", "response_desc", "variable_desc"} <= set(
+            context
+        ):
+            parts.append(GRADIENT_TEMPLATE.format(feedback=gradient.value, **context))
+        else:
+            parts.append(str(gradient.value))
+    return "\n".join(parts)
 
 
 class TextualGradientDescent(native.TextualGradientDescent):
@@ -64,9 +98,19 @@ class TextualGradientDescent(native.TextualGradientDescent):
             format_retries=format_retries,
         )
 
+    _log_name = "TextualGradientDescent"
+    _log_prompt = "TextualGradientDescent prompt for update"
+
     def step(self) -> None:  # type: ignore[override]
         """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
         run(super().step())
+        _log_updates(self)
+
+    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
+        logger.info(self._log_prompt, extra={"prompt": content})
+        value: str = await super()._ask(engine, variable, content, report)
+        logger.info(f"{self._log_name} optimizer response", extra={"optimizer.response": value})
+        return value
 
 
 class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMomentum):
@@ -99,9 +143,28 @@ class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMoment
             format_retries=format_retries,
         )
 
+    _log_name = "TextualGradientDescentwithMomentum"
+    _log_prompt = "TextualGradientwithMomentum prompt for update"
+
     def step(self) -> None:  # type: ignore[override]
         """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
         run(super().step())
+        _log_updates(self)
+
+    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
+        logger.info(self._log_prompt, extra={"prompt": content})
+        value: str = await super()._ask(engine, variable, content, report)
+        logger.info(f"{self._log_name} optimizer response", extra={"optimizer.response": value})
+        return value
+
+
+def _log_updates(optimizer: Any) -> None:
+    """TextGrad's record of each parameter's new value, after a step that changed them."""
+    for parameter in optimizer.parameters:
+        if parameter.gradients:
+            logger.info(
+                f"{optimizer._log_name} updated text", extra={"parameter.value": parameter.value}
+            )
 
 
 TGD = TextualGradientDescent

@@ -1,0 +1,1 @@
+"""``textgrad.utils``: helpers TextGrad keeps outside its main modules."""
