@@ -377,6 +377,7 @@ def optimizer_prompt(
     examples: Sequence[str] = (),
     past_values: Sequence[str] = (),
     memory: Sequence[str] = (),
+    past_feedback: Sequence[str] = (),
 ) -> str | list[str | bytes]:
     """The optimizer's user prompt for one variable.
 
@@ -387,6 +388,11 @@ def optimizer_prompt(
     tail = _OPT_TASK.format(role=role)
     if past_values:
         past = "".join(f"\n{role} at step {i + 1}: {v}.\n" for i, v in enumerate(past_values))
+        if past_feedback:  # TSGD-M: each sampled past value with the feedback it received
+            past = "".join(
+                f"\n{role} at an earlier step: {v}\nFeedback it received: {f}\n"
+                for v, f in zip(past_values, past_feedback, strict=True)
+            )
         tail += _OPT_PAST_ITERATIONS.format(past=past)
     if memory:
         blocks = "\n".join(
