@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
 import re
 import threading
@@ -466,3 +467,36 @@ def test_textgrad_proposer_runs_backward_then_one_tgd_step() -> None:
     assert calls["optimizer"] == len(proposals)
     assert calls["backward"] == 3 * len(proposals)
     assert all(c["system_prompt"].startswith("prompt#") for c in result.candidates)
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_cli_optimize_with_gepa_reports_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`asynctg optimize --optimizer gepa --sim` runs, writes the tree and front to its report,
+    and --resume with a larger --max-metric-calls continues the same search."""
+    from asynctg.cli import main
+
+    base = [
+        "optimize", "--sim", "--optimizer", "gepa", "--parallel-proposals", "2",
+        "--train-size", "8", "--val-size", "4", "--test-size", "4", "--json", "--quiet",
+        "--checkpoint", str(tmp_path / "ck"), "--report", str(tmp_path / "rep"),
+    ]  # fmt: skip
+    assert main([*base, "--max-metric-calls", "30"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["gepa"]["metric_calls"] >= 30
+    assert [row["step"] for row in first["history"]] == list(range(len(first["history"])))
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "GEPA candidate tree" in page and "Pareto front per iteration" in page
+    assert main([*base, "--max-metric-calls", "60", "--resume"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["gepa"]["metric_calls"] >= 60
+
+    def steps(rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+        return [(r["step"], r["prompt"]) for r in rows]
+
+    n = len(first["history"])
+    assert len(second["history"]) > n
+    assert steps(second["history"][:n]) == steps(first["history"])

@@ -134,6 +134,7 @@ class _Run:
     pool: concurrent.futures.ThreadPoolExecutor
     num_parallel_proposals: int
     progress: Callable[[Progress], None] | None
+    stoppers: list[Callable[[SearchState], bool]]
 
     # --- evaluation helpers ---------------------------------------------------------------
 
@@ -286,6 +287,8 @@ class _Run:
     def _stop(self, state: SearchState) -> bool:
         if self.max_metric_calls is not None and state.total_num_evals >= self.max_metric_calls:
             return True
+        if any(stop(state) for stop in self.stoppers):
+            return True
         return self.run_dir is not None and os.path.exists(os.path.join(self.run_dir, STOP_FILE))
 
     def _save(self, state: SearchState) -> None:
@@ -355,6 +358,7 @@ async def aoptimize(
     task_lm: Any = None,
     evaluator: Callable[[Mapping[str, Any], str], tuple[float, str]] | None = None,
     reflection_lm: Any = None,
+    *,
     candidate_selection_strategy: str | Any = "pareto",
     frontier_type: str = "instance",
     skip_perfect_score: bool = True,
@@ -368,11 +372,11 @@ async def aoptimize(
     max_merge_invocations: int = 5,
     merge_val_overlap_floor: int = 5,
     max_metric_calls: int | None = None,
+    stop_callbacks: Any = None,
     run_dir: str | None = None,
     track_best_outputs: bool = True,
     seed: int = 0,
     raise_on_exception: bool = True,
-    *,
     num_parallel_proposals: int = 1,
     proposer: str | Proposer = "reflection",
     optimizer_engine: Any = None,
@@ -387,7 +391,9 @@ async def aoptimize(
     engine or ``messages -> text`` callable) for the default single-prompt adapter.
     ``reflection_lm`` is a model name, an engine or a ``prompt -> text`` callable. The run
     stops once ``max_metric_calls`` examples have been scored (or a ``gepa.stop`` file appears
-    in ``run_dir``); with ``run_dir`` it checkpoints every iteration and resumes from it.
+    in ``run_dir``, or a ``stop_callbacks`` callable returns True for the state); with
+    ``run_dir`` it checkpoints every iteration and resumes from it. Arguments after
+    ``reflection_lm`` are keyword-only.
 
     asynctg additions: ``num_parallel_proposals`` (P parents from the front per iteration,
     proposed and evaluated concurrently), ``proposer="textgrad"`` (the reflective step as
@@ -407,8 +413,14 @@ async def aoptimize(
         raise ConfigError(f"frontier_type {frontier_type!r} is not supported; use 'instance'")
     if batch_sampler != "epoch_shuffled":
         raise ConfigError(f"batch_sampler {batch_sampler!r} is not supported")
-    if max_metric_calls is None and run_dir is None:
-        raise ConfigError("give max_metric_calls (or a run_dir to stop through gepa.stop)")
+    if stop_callbacks is None:
+        stoppers = []
+    elif callable(stop_callbacks):
+        stoppers = [stop_callbacks]
+    else:
+        stoppers = list(stop_callbacks)
+    if max_metric_calls is None and run_dir is None and not stoppers:
+        raise ConfigError("give max_metric_calls, stop_callbacks or a run_dir (gepa.stop)")
     if num_parallel_proposals < 1:
         raise ConfigError(
             f"num_parallel_proposals must be at least 1, got {num_parallel_proposals}"
@@ -476,6 +488,7 @@ async def aoptimize(
             pool=pool,
             num_parallel_proposals=num_parallel_proposals,
             progress=progress,
+            stoppers=stoppers,
         )
         return await run.run()
     finally:
