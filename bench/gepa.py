@@ -55,7 +55,11 @@ def _h(*parts: object) -> str:
 def data(n: int, offset: int = 0) -> list[dict[str, Any]]:
     """Question/answer examples in gepa's default format."""
     return [
-        {"input": f"Q{k}: what is the code of item {k}?", "additional_context": {}, "answer": f"A{k}"}
+        {
+            "input": f"Q{k}: what is the code of item {k}?",
+            "additional_context": {},
+            "answer": f"A{k}",
+        }
         for k in range(offset, offset + n)
     ]
 
@@ -125,15 +129,17 @@ t0 = time.perf_counter()
 if impl == "gepa":
     class Quiet:
         def log(self, m): pass
-    r = gepa.optimize(**kw, logger=Quiet(), sampling_strategy=IndependentSampling(P) if P > 1 else None)
+    sampling = IndependentSampling(P) if P > 1 else None
+    r = gepa.optimize(**kw, logger=Quiet(), sampling_strategy=sampling)
     waves = None
 else:
     r = asynctg.gepa.optimize(**kw, num_parallel_proposals=P)
     waves = floor_waves(r.trace)
 seconds = time.perf_counter() - t0
+lineage = json.dumps([r.candidates, r.parents]).encode()
 print(json.dumps({"seconds": seconds, "metric_calls": r.total_metric_calls,
     "candidates": len(r.candidates), "waves": waves,
-    "fingerprint": hashlib.sha256(json.dumps([r.candidates, r.parents]).encode()).hexdigest()[:12]}))
+    "fingerprint": hashlib.sha256(lineage).hexdigest()[:12]}))
 """
 
 
@@ -173,7 +179,10 @@ def _server(latency: float) -> tuple[Any, str]:
     return proc, url
 
 
-def _run(impl: str, scenario: tuple[str, str, int, int, int, int], latency: float, url: str) -> dict[str, Any]:
+Scenario = tuple[str, str, int, int, int, int]
+
+
+def _run(impl: str, scenario: Scenario, latency: float, url: str) -> dict[str, Any]:
     _, mode, p, n_train, n_val, budget = scenario
     env = {
         **os.environ,
