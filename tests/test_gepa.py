@@ -500,3 +500,23 @@ def test_cli_optimize_with_gepa_reports_and_resumes(
     n = len(first["history"])
     assert len(second["history"]) > n
     assert steps(second["history"][:n]) == steps(first["history"])
+
+
+def test_gepa_evaluator_with_task_lm_is_used_as_is() -> None:
+    """A gepa Evaluator (returning EvaluationResult) scores the default adapter's answers."""
+    from gepa.adapters.default_adapter.default_adapter import EvaluationResult
+
+    def strict(example: dict[str, Any], reply: str) -> Any:
+        good = reply.endswith(f"A{example['answer'][1:]}.")
+        return EvaluationResult(score=1.0 if good else 0.0, feedback="ok" if good else "bad")
+
+    kw: dict[str, Any] = dict(
+        seed_candidate={"system_prompt": "prompt#0"},
+        trainset=_data(8),
+        valset=_data(5, 100),
+        task_lm=task_lm,
+        reflection_lm=reflection_lm,
+        max_metric_calls=80,
+        evaluator=strict,
+    )
+    _same(ag.optimize(**kw), _gepa(1, **kw))

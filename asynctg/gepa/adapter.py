@@ -20,7 +20,7 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -116,8 +116,9 @@ async def evaluate(
     )
 
 
-#: ``(example, reply) -> (score, feedback)`` for the default adapter.
-Evaluator = Callable[[Mapping[str, Any], str], tuple[float, str]]
+#: ``(example, reply) -> (score, feedback, ...)`` for the default adapter (gepa's evaluators,
+#: which return an ``EvaluationResult(score, feedback, objective_scores)``, work as they are).
+Evaluator = Callable[[Mapping[str, Any], str], Sequence[Any]]
 
 
 def contains_answer(example: Mapping[str, Any], reply: str) -> tuple[float, str]:
@@ -153,7 +154,9 @@ class DefaultAdapter:
         )
         outputs, scores, traces = [], [], []
         for example, reply in zip(batch, replies, strict=True):
-            score, feedback = self.evaluator(example, reply)
+            # gepa's evaluators return (score, feedback, objective_scores): read the first two
+            verdict = self.evaluator(example, reply)
+            score, feedback = verdict[0], str(verdict[1])
             outputs.append({"full_assistant_response": reply})
             scores.append(float(score))
             traces.append({"data": example, "full_assistant_response": reply, "feedback": feedback})

@@ -356,7 +356,7 @@ async def aoptimize(
     valset: Sequence[Any] | None = None,
     adapter: Any = None,
     task_lm: Any = None,
-    evaluator: Callable[[Mapping[str, Any], str], tuple[float, str]] | None = None,
+    evaluator: Callable[[Mapping[str, Any], str], Sequence[Any]] | None = None,
     reflection_lm: Any = None,
     *,
     candidate_selection_strategy: str | Any = "pareto",
