@@ -4,7 +4,7 @@
 >>> engine = tg.get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
 """
 
-from asynctg import autograd, loss, prompts
+from asynctg import autograd, gepa, loss, prompts
 from asynctg._version import __version__
 from asynctg.engine import (
     ChatEngine,
@@ -108,6 +108,7 @@ __all__ = [
     "aggregate",
     "as_engine",
     "autograd",
+    "gepa",
     "get_backward_engine",
     "get_engine",
     "loss",

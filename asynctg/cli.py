@@ -3,7 +3,7 @@
 ::
 
     asynctg demo                       a short prompt-optimization run on the built-in simulator
-    asynctg optimize --task T ...      prompt optimization (BBH, GSM8K)
+    asynctg optimize --task T ...      prompt optimization (BBH, GSM8K); --optimizer gepa: GEPA
     asynctg solve --task T ...         solution optimization at test time (MMLU, GPQA)
     asynctg code --task T ...          code optimization from test feedback (LeetCode-Hard)
     asynctg tasks                      the tasks and the data files they read
@@ -288,6 +288,25 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--optimizer-model",
         help="model writing feedback, new prompts and verdicts (default: --model)",
+    )
+    g.add_argument(
+        "--optimizer",
+        choices=("tgd", "gepa"),
+        default="tgd",
+        help="tgd: textual gradient descent, the paper's loop (default); gepa: GEPA's "
+        "reflective Pareto search (asynctg.gepa) over the training and validation splits",
+    )
+    g.add_argument(
+        "--max-metric-calls",
+        type=_positive_int,
+        default=200,
+        help="gepa: examples scored before the search stops (200)",
+    )
+    g.add_argument(
+        "--parallel-proposals",
+        type=_positive_int,
+        default=1,
+        help="gepa: proposals per iteration, from parents drawn from the front (1)",
     )
     _endpoint_options(opt)
     _run_options(opt)
@@ -625,6 +644,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         **loop_config.fingerprint_fields(),
         **science_fields,
     }
+    if getattr(args, "optimizer", "tgd") == "gepa":  # a TGD run's fingerprint stays as it was
+        fingerprint.update(optimizer="gepa", parallel_proposals=args.parallel_proposals)
     plan = _Plan(
         command=command,
         task=task,
@@ -657,6 +678,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     }
     if command == "code":
         plan.meta["isolation"] = isolation
+    if fingerprint.get("optimizer") == "gepa":  # only extends a run, like --epochs
+        plan.meta["max_metric_calls"] = args.max_metric_calls
     return plan
 
 
@@ -775,6 +798,19 @@ async def _loop(
 
         assert args is not None
         return await run_loop(args, plan.task, plan.loop_config, engine, checkpoint, progress)
+    if plan.command == "optimize" and plan.fingerprint.get("optimizer") == "gepa":
+        from asynctg.apps.prompt_gepa import optimize_prompt_gepa
+
+        return await optimize_prompt_gepa(
+            plan.task,
+            engine,
+            backward_engine=backward,
+            config=plan.loop_config,
+            checkpoint=checkpoint,
+            on_event=progress,
+            max_metric_calls=plan.meta["max_metric_calls"],
+            parallel_proposals=plan.fingerprint["parallel_proposals"],
+        )
     if plan.command == "optimize":
         return await optimize_prompt(
             plan.task,

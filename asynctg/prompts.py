@@ -35,6 +35,9 @@ __all__ = [
     "BACKWARD_SYSTEM_PROMPT",
     "CUT_NOTICE",
     "DEFAULT_NEW_VARIABLE_TAGS",
+    "GEPA_CURRENT_TEXT",
+    "GEPA_EXAMPLES",
+    "GEPA_REFLECTION_TEMPLATE",
     "OPTIMIZER_SYSTEM_PROMPT",
     "REDUCE_SYSTEM_PROMPT",
     "SYSTEM_PROMPT_DEFAULT_ROLE",
@@ -43,6 +46,9 @@ __all__ = [
     "backward_prompt",
     "cut_to_fit",
     "format_reminder",
+    "gepa_examples",
+    "gepa_feedback",
+    "gepa_reflection_prompt",
     "gradient_block",
     "optimizer_prompt",
     "optimizer_system_prompt",
@@ -464,6 +470,7 @@ def optimizer_prompt(
     examples: Sequence[str] = (),
     past_values: Sequence[str] = (),
     memory: Sequence[str] = (),
+    past_feedback: Sequence[str] = (),
 ) -> str | list[str | bytes]:
     """The optimizer's user prompt for one variable.
 
@@ -474,6 +481,11 @@ def optimizer_prompt(
     tail = _OPT_TASK.format(role=role)
     if past_values:
         past = "".join(f"\n{role} at step {i + 1}: {v}.\n" for i, v in enumerate(past_values))
+        if past_feedback:  # TSGD-M: each sampled past value with the feedback it received
+            past = "".join(
+                f"\n{role} at an earlier step: {v}\nFeedback it received: {f}\n"
+                for v, f in zip(past_values, past_feedback, strict=True)
+            )
         tail += _OPT_PAST_ITERATIONS.format(past=past)
     if memory:
         blocks = "\n".join(
@@ -846,3 +858,76 @@ def textgrad_multichoice_query(question: str, choices: Sequence[str]) -> str:
     return TEXTGRAD_TEMPLATES["QUERY_TEMPLATE_MULTICHOICE"].format(
         Question=question, A=a, B=b, C=c, D=d
     )
+
+
+# --- GEPA's reflective step (asynctg.gepa) ----------------------------------------------------
+
+#: Where a reflection template puts the component's current text and the rendered examples;
+#: the same placeholders gepa 0.1.4 uses, so a template written for gepa works unchanged.
+GEPA_CURRENT_TEXT = "<curr_param>"
+GEPA_EXAMPLES = "<side_info>"
+
+GEPA_REFLECTION_TEMPLATE = """An assistant was given these instructions for a task I need done:
+```
+<curr_param>
+```
+Below are some task inputs it received, what it answered, and feedback on each answer saying \
+how the answer falls short or what the right result was:
+```
+<side_info>
+```
+Write improved instructions for the assistant. Work out from the inputs what format they \
+come in and what exactly the task asks. Study every answer together with its feedback: \
+collect the specific, domain-dependent facts the feedback reveals and put them into the \
+instructions, because the assistant will not see this feedback again. If an answer shows a \
+general strategy that works, state that strategy in the instructions too.
+Return only the new instructions, inside a ``` block."""
+
+
+def _gepa_value(value: object, depth: int) -> list[str]:
+    pad = "  " * depth
+    if isinstance(value, dict):
+        lines: list[str] = []
+        for k, v in value.items():
+            lines.append(f"{pad}[{k}]")
+            lines.extend(_gepa_value(v, depth + 1))
+        return lines or [f"{pad}(empty)"]
+    if isinstance(value, list | tuple):
+        lines = []
+        for n, item in enumerate(value, 1):
+            lines.append(f"{pad}[item {n}]")
+            lines.extend(_gepa_value(item, depth + 1))
+        return lines or [f"{pad}(empty)"]
+    return [pad + line for line in str(value).strip().splitlines()] or [pad]
+
+
+def gepa_examples(records: Sequence[object]) -> str:
+    """A reflective dataset (one mapping per example: inputs, outputs, feedback, ...) as text."""
+    blocks = []
+    for n, record in enumerate(records, 1):
+        lines = [f"=== Example {n} ==="]
+        items = record.items() if isinstance(record, dict) else [("Record", record)]
+        for key, value in items:
+            lines.append(f"[{key}]")
+            lines.extend(_gepa_value(value, 1))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def gepa_reflection_prompt(current: str, records: Sequence[object], template: str | None) -> str:
+    """The reflective step's request: ``template`` (gepa's placeholders) filled in."""
+    text = GEPA_REFLECTION_TEMPLATE if template is None else template
+    return text.replace(GEPA_CURRENT_TEXT, current).replace(GEPA_EXAMPLES, gepa_examples(records))
+
+
+def gepa_feedback(correct: bool, answer: str, context: dict[str, str]) -> str:
+    """The default adapter's feedback on one answer (the contains-the-answer check)."""
+    if correct:
+        return f"Correct: the response contains the expected answer '{answer}'."
+    text = (
+        f"Incorrect: the expected answer is '{answer}'. The response must contain it exactly "
+        "as written."
+    )
+    if context:
+        text += " Context that may help:\n" + "\n".join(f"{k}: {v}" for k, v in context.items())
+    return text

@@ -3,6 +3,7 @@
     python -m bench step|budget|overhead|scale|sandbox|aggregation [--quick] ...  one
     python -m bench batchsize [--base-url URL --model M] ...   accuracy vs B per strategy
     python -m bench all [--quick] [--check]                          all of them, then plots
+    python -m bench gepa [--quick]                                  asynctg.gepa vs gepa 0.1.4
     python -m bench plots                                            redraw the PNGs
     python -m bench report [--check]                                 headline + Markdown tables
 
@@ -35,6 +36,7 @@ EXTRA = {
     "telemetry": "bench.telemetry",
     "science": "bench.science",
     "loadgen": "bench.loadgen",
+    "gepa": "bench.gepa",
 }
 
 

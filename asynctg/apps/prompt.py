@@ -112,6 +112,8 @@ class PromptResult:
     usage: dict[str, Any]
     config: dict[str, Any]
     unreadable_verdicts: int = 0
+    #: GEPA runs only (asynctg.apps.prompt_gepa): the candidate tree and the front per iteration
+    gepa: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -274,6 +274,10 @@ def _prompt_sections(result: Mapping[str, Any]) -> str:
         )
     final = html.escape(str(result.get("final_prompt", "")))
     out.append(f"<h2>Final prompt</h2><pre>{final}</pre>")
+    if result.get("gepa"):
+        from asynctg.apps.prompt_gepa import gepa_sections
+
+        out.append(gepa_sections(result["gepa"]))
     return "".join(out)
 
 

@@ -31,6 +31,7 @@ from asynctg.optim.aggregation import (
     gradient_parts,
     optimizer_content,
 )
+from asynctg.optim.momentum import SampledMomentum
 from asynctg.runtime import get_backward_engine
 
 __all__ = [
@@ -121,6 +122,10 @@ class TextualGradientDescent(Optimizer):
     ``"concat"`` (the paper: one ``<FEEDBACK>`` block each), ``"tree"`` (reduced by concurrent
     LLM calls first) or ``"auto"`` (concat while it fits the context budget). ``step()``
     returns one ``AggregationReport`` per parameter changed, also kept in ``last_step``.
+
+    ``momentum_samples=k`` turns on TSGD-M (``asynctg.optim.momentum``): each step shows the
+    optimizer k past values of the parameter with the feedback each got, drawn with weight
+    ``momentum_decay ** age`` from a generator seeded with ``momentum_seed``.
     """
 
     def __init__(
@@ -136,8 +141,17 @@ class TextualGradientDescent(Optimizer):
         *,
         format_retries: int = DEFAULT_FORMAT_RETRIES,
         aggregation: Strategy = "auto",
+        momentum_samples: int = 0,
+        momentum_decay: float = 0.5,
+        momentum_seed: int = 0,
     ) -> None:
         super().__init__(parameters)
+        # TSGD-M (asynctg.optim.momentum): sampled past values and feedback, by recency
+        self.sampled_momentum = (
+            SampledMomentum(momentum_samples, momentum_decay, momentum_seed)
+            if momentum_samples
+            else None
+        )
         self.aggregation: Strategy = check_strategy(aggregation)
         self.last_step: list[AggregationReport] = []
         if engine is not None:
@@ -174,7 +188,12 @@ class TextualGradientDescent(Optimizer):
         memory: list[str] = []
         if self.gradient_memory:
             memory = self.gradient_memory_dict.get(variable, [])[-self.gradient_memory :]
-        return {"memory": memory}
+        extra: dict[str, Any] = {"memory": memory}
+        if self.sampled_momentum is not None:
+            drawn = self.sampled_momentum.draw(variable, self.steps)
+            extra["past_values"] = [value for value, _ in drawn]
+            extra["past_feedback"] = [feedback for _, feedback in drawn]
+        return extra
 
     def update_prompt(self, variable: Variable) -> str | list[str | bytes]:
         """The optimizer's user prompt for ``variable`` as it stands now, every feedback in its
@@ -290,6 +309,10 @@ class TextualGradientDescent(Optimizer):
         return self.last_step
 
     def _remember(self, variable: Variable) -> None:
+        if self.sampled_momentum is not None:
+            self.sampled_momentum.record(
+                variable, str(variable.value), variable.get_gradient_text()
+            )
         if self.gradient_memory:
             self.gradient_memory_dict.setdefault(variable, []).append(variable.get_gradient_text())
 
