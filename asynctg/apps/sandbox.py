@@ -18,7 +18,18 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
 - hard resource limits set before the code runs (address space, CPU seconds, file size,
   processes, open files, no core files): soft and hard are equal, so the code cannot raise them.
   As root the kernel does not apply the process limit, so a ``pids`` cgroup caps the sandbox
-  instead (and is used to kill every process it holds).
+  instead (and is used to kill every process it holds);
+- as root, a ``memory`` cgroup per run too (v1: ``memory.limit_in_bytes`` and, where present,
+  ``memory.memsw.limit_in_bytes``, made under this process's own memory cgroup when writable,
+  else the hierarchy's root; v2: ``memory.max`` and ``memory.swap.max = 0`` in the pids
+  cgroup). It holds all the sandbox's processes together to ``memory_mb`` plus the two tmpfs
+  plus 64 MiB for bubblewrap and the reporter, and it is charged with shared memory, which no
+  rlimit covers: tmpfs pages and System V segments (``shmget`` through ``ctypes``), which
+  otherwise live until the IPC namespace dies. Past it the kernel kills the run ("ran out of
+  memory"). As root, where a pids cgroup can be made and a memory cgroup cannot, the sandbox
+  refuses to run, as it does without a pids cgroup: no silently weaker run. As a regular user
+  no cgroup is made: the rlimits apply per process and System V segments are bounded only by
+  the run's end (``describe()`` says so).
 
 Verdicts are decided here, from values the code under test cannot forge into a pass. In the
 sandbox, ``asynctg/apps/_harness.py`` runs as two processes. The *reporter* starts first, makes
@@ -732,7 +743,9 @@ class CodeRunner:
 
     ``per_test_seconds`` is each test's wall-clock limit; the whole run gets
     ``per_test_seconds * tests + startup_seconds`` before it is killed. ``memory_mb`` caps each
-    process's address space, ``max_processes`` the processes and threads, ``max_output_bytes``
+    process's address space and, as root, the whole sandbox's memory (a memory cgroup of
+    ``memory_mb`` + 144 MiB: /tmp, /dev/shm, headroom), ``max_processes`` the processes and
+    threads, ``max_output_bytes``
     what is read from the child. ``isolation="bubblewrap"`` (the default) refuses to run where
     bubblewrap does not work; ``"unsafe-no-sandbox"`` runs without isolation and warns.
 
