@@ -305,6 +305,80 @@ async def test_dev_shm_and_dev_stop_at_a_bound() -> None:
     assert run.passed == (True, True), run
 
 
+_SYSV_GRAB = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+def grab(mib):
+    # segments of 16 MiB, each attached, touched and detached: the address space never holds
+    # more than one, so RLIMIT_AS never stops it; the pages stay until the IPC namespace dies
+    done = 0
+    for _ in range(mib // 16):
+        seg = libc.shmget(0, 16 << 20, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+        addr = libc.shmat(seg, None, 0) if seg >= 0 else None
+        if addr in (None, ctypes.c_void_p(-1).value):
+            break
+        ctypes.memset(addr, 1, 16 << 20)
+        libc.shmdt(ctypes.c_void_p(addr))
+        done += 16
+    return done
+"""
+
+
+def _need_root_cgroups() -> None:
+    """Skip only where this is not root and CI is unset: only root makes cgroups here."""
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("per-run cgroups are made only when running as root")
+
+
+def _peak_bytes(folder: Path) -> int:
+    for name in ("memory.max_usage_in_bytes", "memory.peak"):  # cgroup v1, v2
+        if (folder / name).exists():
+            return int((folder / name).read_text())
+    raise AssertionError(f"no peak usage file in {folder}")
+
+
+async def test_system_v_shared_memory_stops_at_the_runs_memory_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """System V segments past the run's memory bound stop the run with an out-of-memory
+    verdict and never charge more than the bound; a program within it passes; no cgroup of
+    the run is left behind."""
+    _need_root_cgroups()
+    roots = sandbox._bubblewrap().cgroups
+    assert roots is not None
+    peaks: list[int] = []
+    remove = sandbox._Cgroup.remove
+
+    async def measured_remove(self: sandbox._Cgroup) -> None:
+        if (memory := getattr(self, "memory", None)) is not None:  # none before the fix
+            peaks.append(_peak_bytes(memory))
+        await remove(self)
+
+    monkeypatch.setattr(sandbox._Cgroup, "remove", measured_remove)
+    runner = apps.CodeRunner(per_test_seconds=10.0, memory_mb=64)
+    bound = (64 + 64 + 16 + 64) << 20  # memory_mb, /tmp, /dev/shm, headroom
+    greedy = await runner.run(_SYSV_GRAB, ["assert grab(400) == 400", "assert 1 == 1"])
+    assert not any(greedy.passed), greedy
+    assert "ran out of memory" in greedy.outcomes[0].message, greedy
+    # the segments were charged to the run (well past memory_mb), and never past the bound
+    assert 128 << 20 < peaks[0] <= bound, peaks
+    honest = await runner.run(_SYSV_GRAB, ["assert grab(48) == 48", "assert 1 == 1"])
+    assert honest.passed == (True, True), honest
+    mine = f"asynctg-{os.getpid()}-*"
+    assert [*roots.pids.glob(mine), *roots.memory.glob(mine)] == []
+
+
+def test_root_without_a_memory_cgroup_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root, a pids cgroup without a memory cgroup is refused, not a silently weaker run."""
+    monkeypatch.setattr(sandbox, "_pids_cgroup_root", lambda: REPO / "pids")
+    monkeypatch.setattr(sandbox, "_memory_cgroup_root", lambda pids: None)
+    with pytest.raises(SandboxUnavailableError, match="System V shared memory"):
+        sandbox._cgroup_roots()
+
+
 _P = (1 << 61) - 1  # every multiple hashes to 0
 
 
@@ -789,10 +863,12 @@ def _processes_with(mark: str) -> list[int]:
 
 
 def _leftover_dirs(tmpdir: Path, pid: int) -> set[str]:
-    """The run folders left in the child's own TMPDIR and the pids cgroups named after the
-    child (other test processes on the machine make their own: not counted)."""
+    """The run folders left in the child's own TMPDIR and the pids and memory cgroups named after
+    the child (other test processes on the machine make their own: not counted)."""
     temp = {p.name for p in tmpdir.glob("asynctg-run-*")}
-    cgroups = {p.name for p in Path("/sys/fs/cgroup/pids").glob(f"asynctg-{pid}-*")}
+    roots = sandbox._bubblewrap().cgroups  # the child's are this process's (it inherits them)
+    folders = [roots.pids, roots.memory] if roots is not None else []
+    cgroups = {str(p) for folder in folders for p in folder.glob(f"asynctg-{pid}-*")}
     return temp | cgroups
 
 

@@ -18,7 +18,18 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
 - hard resource limits set before the code runs (address space, CPU seconds, file size,
   processes, open files, no core files): soft and hard are equal, so the code cannot raise them.
   As root the kernel does not apply the process limit, so a ``pids`` cgroup caps the sandbox
-  instead (and is used to kill every process it holds).
+  instead (and is used to kill every process it holds);
+- as root, a ``memory`` cgroup per run too (v1: ``memory.limit_in_bytes`` and, where present,
+  ``memory.memsw.limit_in_bytes``, made under this process's own memory cgroup when writable,
+  else the hierarchy's root; v2: ``memory.max`` and ``memory.swap.max = 0`` in the pids
+  cgroup). It holds all the sandbox's processes together to ``memory_mb`` plus the two tmpfs
+  plus 64 MiB for bubblewrap and the reporter, and it is charged with shared memory, which no
+  rlimit covers: tmpfs pages and System V segments (``shmget`` through ``ctypes``), which
+  otherwise live until the IPC namespace dies. Past it the kernel kills the run ("ran out of
+  memory"). As root, where a pids cgroup can be made and a memory cgroup cannot, the sandbox
+  refuses to run, as it does without a pids cgroup: no silently weaker run. As a regular user
+  no cgroup is made: the rlimits apply per process and System V segments are bounded only by
+  the run's end (``describe()`` says so).
 
 Verdicts are decided here, from values the code under test cannot forge into a pass. In the
 sandbox, ``asynctg/apps/_harness.py`` runs as two processes. The *reporter* starts first, makes
@@ -466,17 +477,77 @@ def _pids_cgroup_root() -> Path | None:
     return v2 if "pids" in controllers and os.access(v2, os.W_OK) else None
 
 
+def _memory_cgroup_root(pids_root: Path) -> Path | None:
+    """A memory-controller folder this process may create cgroups in (root only), or None.
+
+    cgroup v2: the pids folder itself, when its children get the memory controller. cgroup v1:
+    this process's own memory cgroup, so a run stays inside whatever limit the host put this
+    process under, else the hierarchy's root."""
+    if pids_root == Path("/sys/fs/cgroup"):
+        try:
+            controllers = (pids_root / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            return None
+        return pids_root if "memory" in controllers else None
+    v1 = Path("/sys/fs/cgroup/memory")
+    candidates: list[Path] = []
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines()[:64]:
+            _, names, path = line.split(":", 2)
+            if "memory" in names.split(","):
+                candidates.append(v1 / path.lstrip("/"))
+    candidates.append(v1)
+    for folder in candidates:
+        if (folder / "memory.limit_in_bytes").exists() and os.access(folder, os.W_OK):
+            return folder
+    return None
+
+
+@dataclass(frozen=True)
+class _CgroupRoots:
+    """Where each run gets its cgroups (root only); one folder for both on cgroup v2."""
+
+    pids: Path
+    memory: Path
+
+
+def _cgroup_roots() -> _CgroupRoots:
+    """Both roots, or SandboxUnavailableError: as root, nothing else bounds processes or shared
+    memory (the kernel ignores RLIMIT_NPROC for root; no rlimit covers System V segments)."""
+    pids = _pids_cgroup_root()
+    if pids is None:
+        raise SandboxUnavailableError(
+            "running as root, the code sandbox limits the number of processes with a pids "
+            "cgroup, and none is writable here (/sys/fs/cgroup/pids or a cgroup v2 root with "
+            "the pids controller). Run asynctg as a regular user, or in a container that "
+            "delegates a cgroup. " + _INSTALL_HINT
+        )
+    memory = _memory_cgroup_root(pids)
+    if memory is None:
+        raise SandboxUnavailableError(
+            "running as root, the code sandbox caps a run's memory, System V shared memory "
+            "included, with a memory cgroup, and none is writable here (/sys/fs/cgroup/memory, "
+            "or the memory controller in the cgroup v2 root's cgroup.subtree_control). Run "
+            "asynctg as a regular user, or in a container that delegates a cgroup. " + _INSTALL_HINT
+        )
+    return _CgroupRoots(pids, memory)
+
+
 @dataclass(frozen=True)
 class _Bubblewrap:
     bwrap: str
     version: str
     python: str
     options: tuple[str, ...]  # everything before the command
-    cgroups: Path | None  # where to make a pids cgroup per run (root only)
+    cgroups: _CgroupRoots | None  # where to make a run's cgroups (root only)
 
     def describe(self) -> str:
-        limit = "pids cgroup" if self.cgroups else "RLIMIT_NPROC"
-        return f"bubblewrap {self.version} (process limit: {limit})"
+        if self.cgroups is not None:
+            return f"bubblewrap {self.version} (process limit: pids cgroup; memory: cgroup)"
+        return (
+            f"bubblewrap {self.version} (process limit: RLIMIT_NPROC; memory: RLIMIT_AS per "
+            "process, System V shared memory unbounded)"
+        )
 
 
 def _bwrap_options(bwrap_help: str, tmp_bytes: int) -> list[str]:
@@ -518,6 +589,9 @@ def _bwrap_options(bwrap_help: str, tmp_bytes: int) -> list[str]:
 
 _TMP_BYTES = 64 << 20
 _SHM_BYTES = 16 << 20  # POSIX shared memory (multiprocessing's locks, shared_memory)
+# the memory cgroup's share beyond memory_mb and the two tmpfs: bubblewrap, its init, the
+# reporter and the kernel's own objects for them (page tables, namespaces); about 25 MiB is used
+_HEADROOM_BYTES = 64 << 20
 
 
 @functools.cache
@@ -541,17 +615,8 @@ def _bubblewrap() -> _Bubblewrap:
         ).stdout
     except (OSError, subprocess.SubprocessError, IndexError) as exc:
         raise SandboxUnavailableError(f"bubblewrap at {bwrap} does not run: {exc}") from exc
-    cgroups = None
-    if os.geteuid() == 0:
-        # The kernel never applies RLIMIT_NPROC to root, user namespace or not.
-        cgroups = _pids_cgroup_root()
-        if cgroups is None:
-            raise SandboxUnavailableError(
-                "running as root, the code sandbox limits the number of processes with a pids "
-                "cgroup, and none is writable here (/sys/fs/cgroup/pids or a cgroup v2 root with "
-                "the pids controller). Run asynctg as a regular user, or in a container that "
-                "delegates a cgroup. " + _INSTALL_HINT
-            )
+    # The kernel never applies RLIMIT_NPROC to root, user namespace or not.
+    cgroups = _cgroup_roots() if os.geteuid() == 0 else None
     box = _Bubblewrap(
         bwrap, version, _python(), tuple(_bwrap_options(help_text, _TMP_BYTES)), cgroups
     )
@@ -591,17 +656,55 @@ def probe_isolation(isolation: Isolation = "bubblewrap") -> str:
 
 
 class _Cgroup:
-    """One run's pids cgroup (root only): caps the process count and names every process."""
+    """One run's cgroups (root only): a pids one caps the process count and names every
+    process; a memory one caps the memory of all of them together, shared memory (tmpfs pages,
+    System V segments) included. One folder for both on cgroup v2."""
 
-    def __init__(self, root: Path, limit: int) -> None:
-        self.path = root / f"asynctg-{os.getpid()}-{time.monotonic_ns()}"
-        self.path.mkdir()
-        (self.path / "pids.max").write_text(str(limit))
+    def __init__(self, roots: _CgroupRoots, processes: int, memory_bytes: int) -> None:
+        name = f"asynctg-{os.getpid()}-{time.monotonic_ns()}"
+        self.pids, self.memory = roots.pids / name, roots.memory / name
+        self.paths = list(dict.fromkeys([self.memory, self.pids]))  # removed in reverse
+        made: list[Path] = []
+        try:
+            for path in self.paths:
+                path.mkdir()
+                made.append(path)
+            (self.pids / "pids.max").write_text(str(processes))
+            if (self.memory / "memory.limit_in_bytes").exists():  # v1
+                (self.memory / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                # memory and swap together (only after the first, which it may not undercut)
+                swap = self.memory / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    swap.write_text(str(memory_bytes))
+            else:
+                (self.memory / "memory.max").write_text(str(memory_bytes))
+                swap = self.memory / "memory.swap.max"  # v2 counts swap on its own
+                if swap.exists():
+                    swap.write_text("0")
+        except OSError:
+            for path in reversed(made):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
+
+    def joins(self) -> list[str]:
+        """The files a process writes its pid to, to enter every one of these cgroups."""
+        return [str(path / "cgroup.procs") for path in self.paths]
+
+    def out_of_memory(self) -> bool:
+        """Whether the kernel killed a process of the run for going past the memory limit."""
+        for name in ("memory.oom_control", "memory.events"):  # v1, v2
+            with contextlib.suppress(OSError, ValueError):
+                for line in (self.memory / name).read_text().splitlines()[:32]:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value) > 0
+        return False
 
     def kill_all(self) -> bool:
         """SIGKILL everything in it; True once it is empty."""
         try:
-            pids = (self.path / "cgroup.procs").read_text().split()
+            pids = (self.pids / "cgroup.procs").read_text().split()
         except OSError:
             return True
         for pid in pids:
@@ -610,15 +713,29 @@ class _Cgroup:
         return not pids
 
     async def remove(self) -> None:
-        for _ in range(400):  # a killed process leaves the cgroup when it is reaped
+        left = list(reversed(self.paths))
+        for attempt in range(400):  # a killed process leaves the cgroup when it is reaped
             if self.kill_all():
-                try:
-                    self.path.rmdir()
+                while left:
+                    try:
+                        left[0].rmdir()
+                    except OSError:
+                        if attempt == 200 and (left[0] / "memory.force_empty").exists():
+                            # v1 may keep a cgroup that still holds charges: drop them
+                            with contextlib.suppress(OSError):
+                                (left[0] / "memory.force_empty").write_text("0")
+                        break
+                    left.pop(0)
+                if not left:
                     return
-                except OSError:
-                    pass
             await asyncio.sleep(0.005)
-        log.warning("could not remove %s: processes are still leaving it", self.path)
+        log.warning(
+            "could not remove %s: processes are still leaving it", ", ".join(map(str, left))
+        )
+
+
+# pid into each cgroup.procs named before "--", then exec the rest (bubblewrap)
+_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
 class CodeRunner:
@@ -626,7 +743,9 @@ class CodeRunner:
 
     ``per_test_seconds`` is each test's wall-clock limit; the whole run gets
     ``per_test_seconds * tests + startup_seconds`` before it is killed. ``memory_mb`` caps each
-    process's address space, ``max_processes`` the processes and threads, ``max_output_bytes``
+    process's address space and, as root, the whole sandbox's memory (a memory cgroup of
+    ``memory_mb`` + 144 MiB: /tmp, /dev/shm, headroom), ``max_processes`` the processes and
+    threads, ``max_output_bytes``
     what is read from the child. ``isolation="bubblewrap"`` (the default) refuses to run where
     bubblewrap does not work; ``"unsafe-no-sandbox"`` runs without isolation and warns.
 
@@ -688,6 +807,10 @@ class CodeRunner:
                     self._describe(box),
                 )
 
+    def _memory_bytes(self) -> int:
+        """The memory cgroup's limit: the program's memory, the two tmpfs and the headroom."""
+        return (self.memory_mb << 20) + _TMP_BYTES + _SHM_BYTES + _HEADROOM_BYTES
+
     def _describe(self, box: _Bubblewrap | None) -> str:
         return box.describe() if box is not None else "none (--unsafe-no-sandbox)"
 
@@ -720,21 +843,22 @@ class CodeRunner:
                 cwd = "/"
                 command = [box.bwrap, *box.options, "--", box.python, *command[1:]]
                 if box.cgroups is not None:
-                    cgroup = _Cgroup(box.cgroups, self.max_processes + 4)
-                    # the shell joins the cgroup, then becomes bubblewrap: nothing escapes it
-                    command = [
-                        "/bin/sh",
-                        "-c",
-                        'echo $$ > "$0" && exec "$@"',
-                        str(cgroup.path / "cgroup.procs"),
-                        *command,
-                    ]
+                    cgroup = _Cgroup(box.cgroups, self.max_processes + 4, self._memory_bytes())
+                    # the shell joins the cgroups, then becomes bubblewrap: nothing escapes them
+                    command = ["/bin/sh", "-c", _JOIN, "sh", *cgroup.joins(), "--", *command]
+            out_of_memory = False
             try:
                 raw, state, returncode = await self._talk(command, cwd, settings, limit)
             finally:
                 if cgroup is not None:
+                    out_of_memory = cgroup.out_of_memory()
                     await cgroup.remove()
-        if state == "overflow":
+        if out_of_memory:
+            why = (
+                f"no result: the run ran out of memory (its {self._memory_bytes() >> 20} MiB "
+                "cover every process, /tmp, /dev/shm and shared memory together)"
+            )
+        elif state == "overflow":
             why = (
                 f"no result: output too large (the program wrote more than "
                 f"{self.max_output_bytes} bytes to the test harness)"
