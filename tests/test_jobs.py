@@ -535,3 +535,67 @@ async def test_jobs_share_a_bound_engine_fairly_end_to_end() -> None:
             release.put_nowait(None)
         await asyncio.gather(*calls)
     assert big.stats()["calls"] == 200 and late.stats()["calls"] == 4
+
+
+# --- the apps run as jobs ---------------------------------------------------------------------
+
+
+def _counting_task() -> Any:
+    from asynctg import tasks
+
+    return tasks.get_task("object_counting", train_size=8, val_size=6, test_size=6)
+
+
+async def test_an_apps_usage_and_budget_are_per_run_on_a_shared_engine() -> None:
+    """On an engine that has already made 50 calls, a run's result.usage counts only its own
+    calls and its Budget(max_calls=40) is not spent before it starts."""
+    from asynctg import apps
+
+    async with SimServer(SimConfig()) as sim:
+        engine = tg.get_engine("sim-1", base_url=sim.base_url, api_key="k")
+        async with engine:
+            await asyncio.gather(*(engine.generate(f"warm-up {i}") for i in range(50)))
+            config = apps.PromptConfig(
+                batch_size=2, epochs=1, steps_per_epoch=3, budget=apps.Budget(max_calls=40)
+            )
+            result = await apps.optimize_prompt(_counting_task(), engine, config=config)
+            total = engine.stats()["calls"]
+    assert result.status == "stopped" and result.stop_reason == "max_calls"
+    assert len(result.history) > 1  # it trained: the budget was not spent before it began
+    assert result.usage["calls"] == total - 50
+    assert result.history[0]["provider_calls"] == 6  # the test split's first evaluation only
+
+
+async def test_two_apps_on_one_engine_each_report_their_own_usage() -> None:
+    """Two solution runs at once on one engine: each run's usage is its own calls, and the two
+    add up to the engine's."""
+    from asynctg import apps, tasks
+
+    async with SimServer(SimConfig()) as sim:
+        engine = tg.get_engine("sim-1", base_url=sim.base_url, api_key="k")
+        async with engine:
+            task = tasks.get_task("arithmetic_choice", limit=3)
+            small = tasks.get_task("arithmetic_choice", limit=1)
+            config = apps.SolutionConfig(iterations=1)
+            big_run, small_run = await asyncio.gather(
+                apps.optimize_solutions(task, engine, config=config),
+                apps.optimize_solutions(small, engine, config=config),
+            )
+            total = engine.stats()["calls"]
+    assert big_run.usage["calls"] + small_run.usage["calls"] == total
+    assert big_run.usage["calls"] == 3 * small_run.usage["calls"] > 0
+
+
+async def test_an_app_given_a_job_runs_inside_it() -> None:
+    """An app given a job runs as a job nested in it: the caller's job counts the run's calls
+    and its caps bound it."""
+    from asynctg import apps
+
+    async with SimServer(SimConfig()) as sim:
+        engine = tg.get_engine("sim-1", base_url=sim.base_url, api_key="k")
+        async with engine, engine.job("request-17", max_calls=10) as job:
+            config = apps.PromptConfig(batch_size=2, epochs=1, steps_per_epoch=1)
+            with pytest.raises(tg.BudgetExceededError) as caught:
+                await apps.optimize_prompt(_counting_task(), job, config=config)
+            assert job.stats()["requests"] == 10
+    assert caught.value.job == "request-17"
