@@ -834,10 +834,11 @@ class ChatEngine:
         )
 
     def _account(self, result: ChatResult, usage: UsageStats) -> None:
-        usage.calls += 1
-        usage.prompt_tokens += result.usage.prompt_tokens
-        completion = result.usage.completion_tokens
-        usage.completion_tokens += completion
+        prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
+        for counters in usage.targets:  # the engine's, and a job's (its own and enclosing ones)
+            counters.calls += 1
+            counters.prompt_tokens += prompt
+            counters.completion_tokens += completion
         if completion:
             # A running estimate of answer length sizes the token charge made before sending.
             self._completion_estimate += (

@@ -95,7 +95,9 @@ class _Calling:
 
     def __enter__(self) -> None:
         job = self.job
-        job._check()
+        for j in job.chain:
+            if j._stopped is not None or j.state != "open":
+                job._check()  # raises the error that says why
         task = asyncio.current_task()
         assert task is not None  # calls are made from tasks
         self.task = task
@@ -191,6 +193,7 @@ class Job:
         )
         self.max_calls = max_calls
         self.calls_started = 0  # calls sent to the provider (or on their way), for max_calls
+        self._call_capped = tuple(j for j in self.chain if j.max_calls is not None)
         self.deadline = deadline
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
@@ -273,7 +276,7 @@ class Job:
         else:
             messages.append({"role": "user", "content": list(content)})
         priority = params.pop("priority", 0)
-        result = await self.send(self.request(messages, **params), priority=priority)
+        result = await self.send(self.engine.request(messages, **params), priority=priority)
         return result.text
 
     __call__ = generate
@@ -371,17 +374,18 @@ class Job:
 
     def start_call(self) -> None:
         """A call of this job is about to be sent: count it against every ``max_calls``."""
-        for job in self.chain:
-            if job.max_calls is not None and job.calls_started >= job.max_calls:
+        for job in self._call_capped:
+            cap = job.max_calls or 0
+            if job.calls_started >= cap:
                 raise BudgetExceededError(
-                    f"{self.engine.model}: job {job.name!r} has made its {job.max_calls} calls "
+                    f"{self.engine.model}: job {job.name!r} has made its {cap} calls "
                     "(max_calls); this one was not sent",
-                    cap=float(job.max_calls),
+                    cap=float(cap),
                     spent=float(job.calls_started),
                     limit="max_calls",
                     job=job.name,
                 )
-        for job in self.chain:
+        for job in self._call_capped:
             job.calls_started += 1
 
     def _expire(self) -> None:

@@ -66,6 +66,11 @@ class UsageStats:
         self.completion_tokens = 0
 
     @property
+    def targets(self) -> tuple[UsageStats, ...]:
+        """The counters a change goes to: this object alone (a ``ChargedUsage``: several)."""
+        return (self,)
+
+    @property
     def cost(self) -> float | None:
         if self.price is None:
             return None
@@ -102,21 +107,25 @@ class ChargedUsage(UsageStats):
     Built once per job, so a call costs no allocation.
     """
 
-    __slots__ = ("targets",)
+    __slots__ = ("_targets",)
 
     def __init__(self, targets: tuple[UsageStats, ...]) -> None:
         # no super().__init__(): every counter is a forwarding property (below)
-        self.targets = targets
+        self._targets = targets
         self.price = targets[0].price
+
+    @property
+    def targets(self) -> tuple[UsageStats, ...]:
+        return self._targets
 
 
 def _forward(name: str) -> property:
     def get(self: ChargedUsage) -> int:
-        return int(getattr(self.targets[0], name))
+        return int(getattr(self._targets[0], name))
 
     def set_(self: ChargedUsage, value: int) -> None:
-        delta = value - getattr(self.targets[0], name)
-        for target in self.targets:
+        delta = value - getattr(self._targets[0], name)
+        for target in self._targets:
             setattr(target, name, getattr(target, name) + delta)
 
     return property(get, set_, doc=f"``{name}``, counted for every target")
