@@ -1007,7 +1007,9 @@ def get_engine(
     ``cache_mode`` ("readwrite", "record": send everything and journal it, "replay": answer
     everything from ``cache``, send nothing, ``ReplayMissError`` on a miss),
     ``max_cost`` (dollars, or a ``CostCap`` shared by several engines: each call's worst-case
-    price is reserved before it is sent, so spending never passes it; ``BudgetExceededError``),
+    price is reserved before it is sent, so spending never passes it; a reservation that does
+    not fit beside others outstanding waits for them to settle, and ``BudgetExceededError`` is
+    raised only when the settled spending plus its worst case would pass the cap),
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:
