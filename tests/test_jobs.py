@@ -43,6 +43,11 @@ class _Gate:
         return HTTPResponse(200, {}, self._body)
 
 
+async def _settle() -> None:
+    """Let every runnable task run (the in-memory transport needs no real time)."""
+    await FakeClock.settle()
+
+
 def _engine(transport: Any, **options: Any) -> tg.ChatEngine:
     return tg.get_engine("m", base_url=BASE_URL, api_key="k", transport=transport, **options)
 
@@ -97,7 +102,7 @@ async def test_a_coalesced_request_counts_for_the_job_that_sent_it() -> None:
     engine = _engine(gate.transport)
     async with engine.job("a") as a, engine.job("b") as b, engine.job("c") as c:
         calls = [asyncio.create_task(j.generate("[same] question")) for j in (a, b, c)]
-        await asyncio.sleep(0.01)
+        await _settle()
         gate.open.set()
         assert await asyncio.gather(*calls) == ["ok"] * 3
         stats = [j.stats() for j in (a, b, c)]
@@ -247,7 +252,7 @@ async def test_deadline_stops_that_jobs_calls_in_flight_and_queued() -> None:
     assert engine.scheduler.in_flight == 0
 
 
-async def test_an_inner_job_stops_at_the_outer_jobs_deadline_and_cap() -> None:
+async def test_an_inner_job_obeys_the_outer_jobs_max_calls() -> None:
     """A nested job's calls obey the enclosing job's max_calls too, and the error names the
     job whose cap it was."""
     engine = _engine(_instant())
@@ -257,6 +262,30 @@ async def test_an_inner_job_stops_at_the_outer_jobs_deadline_and_cap() -> None:
         with pytest.raises(tg.BudgetExceededError) as caught:
             await inner.generate("[inner] 3")
     assert caught.value.job == "outer" and caught.value.limit == "max_calls"
+
+
+async def test_an_inner_jobs_calls_stop_at_the_outer_jobs_deadline() -> None:
+    """At the outer job's deadline (fake clock), the inner job's call in flight raises
+    DeadlineExceededError naming the outer job."""
+    clock = FakeClock()
+
+    async def slow(request: HTTPRequest) -> HTTPResponse:
+        await clock.sleep(10.0)
+        return HTTPResponse(200, {}, completion("ok"))
+
+    engine = _engine(MockTransport(slow), clock=clock)
+
+    async def run() -> BaseException | str:
+        async with engine.job("outer", deadline=3.0) as outer, outer.job("inner") as inner:
+            try:
+                return await inner.generate("[inner] slow")
+            except tg.DeadlineExceededError as exc:
+                return exc
+
+    caught = await clock.drive(run())
+    assert isinstance(caught, tg.DeadlineExceededError) and caught.job == "outer"
+    assert clock.now() == pytest.approx(3.0)
+    assert engine.scheduler.in_flight == 0
 
 
 # --- cancellation -----------------------------------------------------------------------------
@@ -274,7 +303,7 @@ async def test_leaving_a_job_stops_its_calls_and_leaves_nothing_behind() -> None
         doomed = [asyncio.create_task(job.generate(f"[doomed] {i}")) for i in range(10)]
         await asyncio.sleep(0)
         waiting = [asyncio.create_task(other.generate(f"[other] {i}")) for i in range(3)]
-        await asyncio.sleep(0.01)
+        await _settle()
         assert gate.sent == {"doomed": 2}
         await job.__aexit__(None, None, None)
         # at once: the job's calls have unwound, its slots went to the other job
@@ -282,7 +311,7 @@ async def test_leaving_a_job_stops_its_calls_and_leaves_nothing_behind() -> None
         assert all(isinstance(t.exception(), tg.JobClosedError) for t in doomed)
         assert job.flow.in_flight == job.flow.waiting == 0
         assert job.cost_cap is not None and job.cost_cap.reserved == 0
-        await asyncio.sleep(0.01)
+        await _settle()
         assert gate.sent == {"doomed": 2, "other": 2}
         gate.open.set()
         assert await asyncio.gather(*waiting) == ["ok"] * 3
@@ -309,7 +338,7 @@ async def test_cancelling_the_task_holding_a_job_stops_its_calls() -> None:
 
     task = asyncio.create_task(holder())
     await started.wait()
-    await asyncio.sleep(0.01)
+    await _settle()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
@@ -325,7 +354,7 @@ async def test_a_cancelled_caller_stays_cancelled() -> None:
     engine = _engine(gate.transport)
     async with engine.job("j") as job:
         call = asyncio.create_task(job.generate("[j] 1"))
-        await asyncio.sleep(0.01)
+        await _settle()
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
@@ -341,7 +370,7 @@ async def test_max_concurrency_bounds_a_jobs_calls_under_way() -> None:
     async with engine.job("narrow", max_concurrency=2) as narrow, engine.job("wide") as wide:
         calls = [asyncio.create_task(narrow.generate(f"[narrow] {i}")) for i in range(6)]
         calls += [asyncio.create_task(wide.generate(f"[wide] {i}")) for i in range(4)]
-        await asyncio.sleep(0.01)
+        await _settle()
         assert gate.sent == {"narrow": 2, "wide": 4}
         gate.open.set()
         await asyncio.gather(*calls)
@@ -524,13 +553,13 @@ async def test_jobs_share_a_bound_engine_fairly_end_to_end() -> None:
     engine = _engine(MockTransport(answer), max_concurrency=4)
     async with engine.job("big") as big, engine.job("late") as late:
         calls = [asyncio.create_task(big.generate(f"[big] {i}")) for i in range(200)]
-        await asyncio.sleep(0.01)
+        await _settle()
         calls += [asyncio.create_task(late.generate(f"[late] {i}")) for i in range(4)]
-        await asyncio.sleep(0.01)
+        await _settle()
         before = len(order)
         for _ in range(8):
             release.put_nowait(None)
-            await asyncio.sleep(0.005)
+            await _settle()
         assert order[before : before + 8].count("late") == 4
         for _ in range(300):
             release.put_nowait(None)
