@@ -1050,12 +1050,15 @@ async def _demo(args: argparse.Namespace) -> int:
             model = args.model or os.environ.get("ASYNCTG_MODEL") or ""
         engine, _, transports = _engines(args, base_url, model, model)
         stack.push_async_callback(engine.aclose)
-        progress = Progress(Meter([engine]).session, quiet=args.quiet)
+        # the bench is a job of its engine: its counts are its own run's, whatever else runs
+        job = await stack.enter_async_context(engine.job("bench"))
+        progress = Progress(Meter([job]).session, quiet=args.quiet)
         started = time.perf_counter()
         async with _live(progress):
-            result = await optimize_prompt(task, engine, config=config, on_event=progress)
+            result = await optimize_prompt(task, job, config=config, on_event=progress)
         wall = time.perf_counter() - started
-        stats = engine.stats()
+        stats = job.stats()
+        engine_stats = engine.stats()
         sim_stats = {k: v for k, v in server.stats().items() if k != "timeline"} if server else None
     from asynctg.loadtest.stats import percentile
 
@@ -1087,7 +1090,7 @@ async def _demo(args: argparse.Namespace) -> int:
         "prompt_tokens": stats["prompt_tokens"],
         "completion_tokens": stats["completion_tokens"],
         "cost_usd": stats["cost_usd"],
-        "engine": stats,
+        "engine": engine_stats,
         "simulator": sim_stats,
     }
     if args.json:

@@ -26,7 +26,10 @@
     │   ├── StreamInterruptedError  a stream broke after its first delta (not retried)
     │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
     │       └── StreamEventTooLargeError  one server-sent event is larger than its cap
-    ├── BudgetExceededError         a call would take spending past max_cost; it was not sent
+    ├── BudgetExceededError         a call would pass a cap (max_cost, a job's max_calls); not sent
+    ├── DeadlineExceededError       a job's deadline passed: its calls were stopped
+    ├── JobClosedError              a call of a job whose context was left (or whose holder was
+    │                               cancelled): stopped, nothing more was sent for it
     ├── ReplayMissError             a replayed run made a request its journal does not hold
     ├── GraphError                  a computation graph that cannot be built or differentiated
     ├── WorkerError                 a function run in a worker pool (asynctg.workers) failed
@@ -67,9 +70,11 @@ __all__ = [
     "ConfigError",
     "ContextBudgetError",
     "ContextLengthError",
+    "DeadlineExceededError",
     "EvaluationParseError",
     "GraphError",
     "InsufficientQuotaError",
+    "JobClosedError",
     "NotAVariableError",
     "OptimizerError",
     "OptimizerParseError",
@@ -295,13 +300,52 @@ class ResponseParseError(APIError):
 
 
 class BudgetExceededError(AsyncTGError):
-    """Sending a call could take spending past ``max_cost``; it was not sent. ``cap`` and
-    ``spent`` are in dollars (``spent``: settled so far, by every process sharing the cap)."""
+    """Sending a call could take it past a cap; it was not sent.
 
-    def __init__(self, message: str, *, cap: float = 0.0, spent: float = 0.0) -> None:
+    ``limit`` names the cap: "max_cost" (``cap`` and ``spent`` in dollars; ``spent``: settled
+    so far, by every process sharing the cap) or "max_calls" (``cap`` and ``spent`` in calls).
+    ``job`` is the name of the job whose cap it is (``engine.job(...)``), None for the
+    engine's own (or a Redis-shared) cap.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cap: float = 0.0,
+        spent: float = 0.0,
+        limit: str = "max_cost",
+        job: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.cap = cap
         self.spent = spent
+        self.limit = limit
+        self.job = job
+
+
+class DeadlineExceededError(AsyncTGError):
+    """A job's deadline passed: its calls still queued or in flight were stopped, and later
+    calls are refused unsent. ``job`` is the name of the job whose deadline it was (a nested
+    job's calls stop at an enclosing job's deadline too), ``deadline`` its length in seconds
+    and ``limit`` is "deadline"."""
+
+    limit = "deadline"
+
+    def __init__(self, message: str, *, job: str | None = None, deadline: float = 0.0) -> None:
+        super().__init__(message)
+        self.job = job
+        self.deadline = deadline
+
+
+class JobClosedError(AsyncTGError):
+    """A call of a job that was closed: its ``async with`` block was left (or the task holding
+    it was cancelled) while the call was queued or in flight, or the call came after. The call
+    was stopped; nothing more was sent for it. ``job`` is the closed job's name."""
+
+    def __init__(self, message: str, *, job: str | None = None) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 class ReplayMissError(AsyncTGError):

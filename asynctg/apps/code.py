@@ -22,10 +22,10 @@ from typing import Any
 
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import Budget, EventSink, ItemRun
+from asynctg.apps.run import Budget, EventSink, ItemRun, run_host
 from asynctg.apps.sandbox import CodeRunner, Isolation, TestRun, extract_code
-from asynctg.engine.adapters import as_chat_engine
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.jobs import Job
+from asynctg.engine.protocol import Engine
 from asynctg.errors import require_int
 from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall
@@ -42,7 +42,7 @@ class CodeTestTimeLoss(Module):
     >>> # loss = await CodeTestTimeLoss(engine)(problem_text, program_variable, run.feedback())
     """
 
-    def __init__(self, engine: ChatEngine | None = None, system_prompt: Variable | None = None):
+    def __init__(self, engine: Engine | None = None, system_prompt: Variable | None = None):
         self.system_prompt = system_prompt or Variable(
             prompts.CODE_EVALUATOR_SYSTEM_PROMPT,
             requires_grad=False,
@@ -132,7 +132,7 @@ def _run_record(code: str, run: TestRun) -> dict[str, Any]:
 
 async def _refine(
     problem: CodeProblem,
-    engine: ChatEngine,
+    engine: Engine,
     runner: CodeRunner,
     loss_fn: CodeTestTimeLoss,
     iterations: int,
@@ -194,7 +194,7 @@ def pass_rate_by_round(records: list[dict[str, Any]], width: int) -> list[float 
 
 async def optimize_code(
     task: CodeTask,
-    engine: ChatEngine,
+    engine: Engine,
     *,
     config: CodeConfig | None = None,
     runner: CodeRunner | None = None,
@@ -210,8 +210,20 @@ async def optimize_code(
     unfinished problems are replayed from the journal. A problem whose calls fail for good is
     recorded with its error and the others go on.
     """
+    async with run_host(engine).job(f"optimize_code {task.name}") as job:
+        return await _optimize_code(task, job, config, runner, checkpoint, on_event)
+
+
+async def _optimize_code(
+    task: CodeTask,
+    engine: Job,
+    config: CodeConfig | None,
+    runner: CodeRunner | None,
+    checkpoint: Checkpoint | None,
+    on_event: EventSink | None,
+) -> CodeResult:
+    """The run, inside its job."""
     config = config or CodeConfig()
-    engine = as_chat_engine(engine)
     runner = runner or CodeRunner(
         per_test_seconds=config.per_test_seconds,
         memory_mb=config.memory_mb,

@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import EventSink, ItemRun, RoundsConfig
-from asynctg.engine.adapters import as_chat_engine
-from asynctg.engine.client import ChatEngine
+from asynctg.apps.run import EventSink, ItemRun, RoundsConfig, run_host
+from asynctg.engine.jobs import Job
+from asynctg.engine.protocol import Engine
 from asynctg.errors import ConfigError, WorkerError
 from asynctg.graph.ops import StringBasedFunction
 from asynctg.graph.variable import Variable
@@ -105,7 +105,7 @@ async def _optimize_one(
     index: int,
     start: str,
     designer: Designer,
-    engine: ChatEngine,
+    engine: Engine,
     pool: Any,
     iterations: int,
     on_iteration: Callable[[int, int, dict[str, Any]], None],
@@ -142,7 +142,7 @@ async def _optimize_one(
 async def optimize_designs(
     designer: Designer,
     starts: Sequence[str],
-    engine: ChatEngine,
+    engine: Engine,
     *,
     pool: Any,
     config: DesignConfig | None = None,
@@ -155,10 +155,23 @@ async def optimize_designs(
     evaluator: receptor maps, dose matrix). With ``checkpoint`` (already ``open()``) every
     finished design is saved and a resumed run skips it.
     """
+    async with run_host(engine).job(f"optimize_designs {designer.kind}") as job:
+        return await _optimize_designs(designer, starts, job, pool, config, checkpoint, on_event)
+
+
+async def _optimize_designs(
+    designer: Designer,
+    starts: Sequence[str],
+    engine: Job,
+    pool: Any,
+    config: DesignConfig | None,
+    checkpoint: Checkpoint | None,
+    on_event: EventSink | None,
+) -> DesignResult:
+    """The run, inside its job."""
     if not starts:
         raise ConfigError(f"{designer.kind}: no starting designs given")
     config = config or DesignConfig()
-    engine = as_chat_engine(engine)
     clock = time.monotonic()
     run = ItemRun(
         engine,

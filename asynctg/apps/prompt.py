@@ -8,7 +8,9 @@ back-propagated, the optimizer rewrites the system prompt, and (with ``validate`
 prompt is kept only if validation accuracy did not drop; then the test set is evaluated again.
 What asynctg changes is only how the calls run: a minibatch's answers, losses and feedback are
 all in flight at once, and evaluating a split is one concurrent fan-out through the engine's
-budget.
+budget. The run is a job of the engine it is given (``asynctg.engine.jobs``): on an engine
+shared with other work, ``result.usage``, the ``Budget`` and the progress lines count this
+run's calls only.
 
 Differences from the script, on purpose: the validation set is evaluated before training only
 when ``validate`` is on (the script evaluates it always and never uses it otherwise); an
@@ -22,6 +24,7 @@ unreadable judge verdict scores 0 instead of crashing the run.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,12 +37,14 @@ from asynctg.apps.run import (
     Budget,
     EventSink,
     Meter,
+    Metered,
     RunEvent,
     count_bounded,
+    engine_of,
     gather,
+    run_host,
 )
-from asynctg.engine.adapters import as_chat_engine
-from asynctg.engine.client import ChatEngine
+from asynctg.engine.protocol import Engine
 from asynctg.errors import ConfigError, OptimizerParseError, require_int
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.ops import sum as tg_sum
@@ -127,8 +132,8 @@ class _PromptRun:
     def __init__(
         self,
         task: PromptTask,
-        engine: ChatEngine,
-        backward_engine: ChatEngine,
+        engine: Metered,
+        backward_engine: Metered,
         config: PromptConfig,
         checkpoint: Checkpoint | None,
         on_event: EventSink | None,
@@ -398,9 +403,9 @@ def _accuracies(row: dict[str, Any]) -> str:
 
 async def optimize_prompt(
     task: PromptTask,
-    engine: ChatEngine,
+    engine: Engine,
     *,
-    backward_engine: ChatEngine | None = None,
+    backward_engine: Engine | None = None,
     config: PromptConfig | None = None,
     checkpoint: Checkpoint | None = None,
     on_event: EventSink | None = None,
@@ -409,18 +414,23 @@ async def optimize_prompt(
 
     ``engine`` answers the questions (the paper's "test engine"); ``backward_engine`` (default:
     ``engine``) writes the feedback, the new prompts and, for judged tasks, the verdicts (the
-    paper's "evaluation engine"). With ``checkpoint`` (already ``open()``), every call goes
-    through its journal and the state is saved after every step; a checkpoint holding a state
-    is resumed from it. ``on_event`` receives progress events.
+    paper's "evaluation engine"). The run goes through a job of each (one when they are the
+    same; a ``Job`` given gets the run's job nested inside it). With ``checkpoint`` (already
+    ``open()``), every call goes through its journal and the state is saved after every step;
+    a checkpoint holding a state is resumed from it. ``on_event`` receives progress events.
     """
     config = config or PromptConfig()
-    engine = as_chat_engine(engine)
-    backward_engine = as_chat_engine(backward_engine) if backward_engine is not None else None
+    forward = run_host(engine)
+    backward = run_host(backward_engine) if backward_engine is not None else forward
     if config.validate and not task.val:
         raise ConfigError("validation needs a validation split; raise the validation size")
     if checkpoint is not None:
-        checkpoint.attach(engine, backward_engine or engine)
+        checkpoint.attach(engine_of(forward), engine_of(backward))
+    name = f"optimize_prompt {task.name}"
     with telemetry.span(f"optimize {task.name}", asynctg__batch_size=config.batch_size):
-        return await _PromptRun(
-            task, engine, backward_engine or engine, config, checkpoint, on_event
-        ).run()
+        async with contextlib.AsyncExitStack() as jobs:
+            job = await jobs.enter_async_context(forward.job(name))
+            backward_job = job
+            if backward is not forward:
+                backward_job = await jobs.enter_async_context(backward.job(name))
+            return await _PromptRun(task, job, backward_job, config, checkpoint, on_event).run()

@@ -1,5 +1,9 @@
-"""What every loop shares: events for progress displays, usage metering, budget caps, and
-running many coroutines at once inside one task group.
+"""What every loop shares: events for progress displays, usage metering, budget caps, the job
+a run goes through, and running many coroutines at once inside one task group.
+
+Every app runs as a job of the engine it is given (``run_job``): on a shared engine its
+``result.usage``, its ``Budget`` and its progress lines count that run's calls only, and a
+service that gives an app a job of its own gets the run nested inside it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from asynctg.apps.checkpoint import JournalView
+from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
+from asynctg.engine.jobs import Job
 from asynctg.engine.usage import UsageStats
 from asynctg.errors import AsyncTGError, ConfigError, first_error, require_int
 from asynctg.fanout import gather
@@ -26,10 +32,37 @@ __all__ = [
     "Meter",
     "RoundsConfig",
     "RunEvent",
+    "engine_of",
     "gather",
     "merge_usage",
     "run_all",
+    "run_host",
 ]
+
+#: What a run's usage is read from: a job (what the apps run as) or a whole engine.
+Metered = ChatEngine | Job
+
+
+def run_host(engine: Any) -> Metered:
+    """What an app opens its job on: a ``ChatEngine`` or a ``Job`` as given (a run in a job
+    nests inside it), anything else with ``generate``/``chat`` wrapped (``as_chat_engine``)."""
+    if isinstance(engine, ChatEngine | Job):
+        return engine
+    return as_chat_engine(engine)
+
+
+def engine_of(host: Metered) -> ChatEngine:
+    """The engine under a job (or the engine itself): what a checkpoint's journal attaches to."""
+    return host.engine if isinstance(host, Job) else host
+
+
+def _load(metered: Metered) -> tuple[int, int]:
+    """(requests in flight, requests queued) of a job's share, or of a whole engine."""
+    if isinstance(metered, Job):
+        return metered.flow.in_flight, metered.flow.waiting
+    stats = metered.scheduler.statistics()
+    return stats["in_flight"], stats["queued"]
+
 
 T = TypeVar("T")
 
@@ -86,9 +119,10 @@ def merge_usage(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 class Meter:
-    """Usage of a run's engines, plus what earlier sessions of the same run used.
+    """Usage of a run's jobs (or engines), plus what earlier sessions of the same run used.
 
-    ``session()`` is this process's usage; ``total()`` adds the usage saved in the checkpoint
+    ``session()`` is this process's usage (of the jobs: their own calls, not the lifetime of
+    the engines they share); ``total()`` adds the usage saved in the checkpoint
     by earlier sessions (a resumed run's budget counts everything the run has spent) and
     ``recovered()``: the calls an earlier session paid for after its last save, which this one
     replays from the journal. Each is counted as paid on its first replay, with the tokens its
@@ -97,9 +131,9 @@ class Meter:
     """
 
     def __init__(
-        self, engines: Sequence[ChatEngine], previous: Mapping[str, Any] | None = None
+        self, engines: Sequence[Metered], previous: Mapping[str, Any] | None = None
     ) -> None:
-        unique: list[ChatEngine] = []
+        unique: list[Metered] = []
         for engine in engines:
             if all(engine is not e for e in unique):
                 unique.append(engine)
@@ -109,8 +143,9 @@ class Meter:
 
     def session(self) -> dict[str, Any]:
         usage = merge_usage(e.stats() for e in self.engines)
-        usage["in_flight"] = sum(e.scheduler.statistics()["in_flight"] for e in self.engines)
-        usage["queued"] = sum(e.scheduler.statistics()["queued"] for e in self.engines)
+        loads = [_load(e) for e in self.engines]
+        usage["in_flight"] = sum(in_flight for in_flight, _ in loads)
+        usage["queued"] = sum(queued for _, queued in loads)
         usage["seconds"] = round(time.monotonic() - self.started, 3)
         return usage
 
@@ -256,7 +291,7 @@ class ItemRun:
 
     def __init__(
         self,
-        engine: ChatEngine,
+        engine: Metered,
         *,
         noun: str,
         total: int,
@@ -265,7 +300,7 @@ class ItemRun:
         on_event: EventSink | None,
     ) -> None:
         if checkpoint is not None:
-            checkpoint.attach(engine)
+            checkpoint.attach(engine_of(engine))
         state = checkpoint.state if checkpoint is not None and checkpoint.state else {}
         self.records: dict[int, dict[str, Any]] = {
             int(k): v for k, v in state.get("done", {}).items()

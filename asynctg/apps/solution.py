@@ -21,9 +21,9 @@ from typing import Any
 
 from asynctg import prompts
 from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import EventSink, ItemRun, RoundsConfig
-from asynctg.engine.adapters import as_chat_engine
-from asynctg.engine.client import ChatEngine
+from asynctg.apps.run import EventSink, ItemRun, RoundsConfig, run_host
+from asynctg.engine.jobs import Job
+from asynctg.engine.protocol import Engine
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
@@ -72,7 +72,7 @@ def accuracy_by_round(records: Sequence[dict[str, Any]], width: int) -> list[flo
 async def _solve_one(
     index: int,
     item: MultipleChoice,
-    engine: ChatEngine,
+    engine: Engine,
     loss_fn: MultiChoiceTestTime,
     iterations: int,
 ) -> dict[str, Any]:
@@ -116,7 +116,7 @@ async def _solve_one(
 
 async def optimize_solutions(
     task: SolutionTask,
-    engine: ChatEngine,
+    engine: Engine,
     *,
     config: SolutionConfig | None = None,
     checkpoint: Checkpoint | None = None,
@@ -129,8 +129,19 @@ async def optimize_solutions(
     question whose calls fail for good (an API error after retries, an unparseable optimizer
     reply) is recorded with its error and the others go on; ``failed`` counts them.
     """
+    async with run_host(engine).job(f"optimize_solutions {task.name}") as job:
+        return await _optimize_solutions(task, job, config, checkpoint, on_event)
+
+
+async def _optimize_solutions(
+    task: SolutionTask,
+    engine: Job,
+    config: SolutionConfig | None,
+    checkpoint: Checkpoint | None,
+    on_event: EventSink | None,
+) -> SolutionResult:
+    """The run, inside its job."""
     config = config or SolutionConfig()
-    engine = as_chat_engine(engine)
     run = ItemRun(
         engine,
         noun="questions",

@@ -1,4 +1,5 @@
-"""The engine layer: an OpenAI-compatible chat client, its scheduler, retries, cache and usage.
+"""The engine layer: an OpenAI-compatible chat client, its scheduler, retries, cache and usage,
+and jobs (one run's share of a shared engine: ``engine.job(...)``).
 
 >>> import asynctg as tg
 >>> engine = tg.get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600, tpm=200_000)
@@ -8,9 +9,10 @@ from asynctg.engine.adapters import as_engine
 from asynctg.engine.cache import ResponseCache
 from asynctg.engine.client import DEFAULT_TIMEOUT, ChatEngine, get_engine
 from asynctg.engine.clock import Clock, FakeClock, LoopClock
+from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
 from asynctg.engine.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy
-from asynctg.engine.scheduler import Scheduler, TokenBucket
+from asynctg.engine.scheduler import Flow, Scheduler, TokenBucket
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
@@ -33,6 +35,8 @@ __all__ = [
     "Clock",
     "Engine",
     "FakeClock",
+    "Flow",
+    "Job",
     "LoopClock",
     "ResponseCache",
     "RetryPolicy",

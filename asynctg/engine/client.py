@@ -23,6 +23,7 @@ from asynctg import telemetry
 from asynctg._version import __version__
 from asynctg.engine.cache import ResponseCache, ResponseStore
 from asynctg.engine.clock import Clock, LoopClock
+from asynctg.engine.jobs import Job, current_job
 from asynctg.engine.models import context_window_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
@@ -298,6 +299,39 @@ class ChatEngine:
     def __repr__(self) -> str:
         return f"<ChatEngine {self.model!r} at {self.base_url}>"
 
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def job(
+        self,
+        name: str | None = None,
+        *,
+        weight: float = 1.0,
+        max_cost: float | None = None,
+        max_calls: int | None = None,
+        deadline: float | None = None,
+        max_concurrency: int | None = None,
+    ) -> Job:
+        """A job on this engine: use it as ``async with engine.job(...) as job:``; it is an
+        ``Engine`` with its own usage, caps, deadline and fair share (``asynctg.engine.jobs``).
+
+        >>> # async with engine.job("tenant-a", max_cost=0.5, deadline=30) as job:
+        >>> #     text = await job.generate("What is 2+2?")
+        """
+        return Job(
+            self,
+            name,
+            weight=weight,
+            max_cost=max_cost,
+            max_calls=max_calls,
+            deadline=deadline,
+            max_concurrency=max_concurrency,
+        )
+
+    def _charged(self) -> UsageStats:
+        """The counters the running call changes: the engine's, and its job's if it has one."""
+        job = current_job(self)
+        return self.usage if job is None else job.charged
+
     # --- building requests ---------------------------------------------------------------------
 
     def request(self, messages: Any, **params: Any) -> ChatRequest:
@@ -443,8 +477,9 @@ class ChatEngine:
         if self.cache is not None and self.cache_mode == "readwrite":
             hit = self.cache.get(key)
             if hit is not None:
-                self.usage.cache_hits += 1
-                self.usage.calls += 1
+                usage = self._charged()
+                usage.cache_hits += 1
+                usage.calls += 1
                 telemetry.cache_hit(self.model)
                 return msgspec.structs.replace(hit, cached=True)
         while True:
@@ -457,8 +492,9 @@ class ChatEngine:
             finally:
                 shared.waiters -= 1
             if shared.result is not None:
-                self.usage.coalesced += 1
-                self.usage.calls += 1
+                usage = self._charged()
+                usage.coalesced += 1
+                usage.calls += 1
                 return shared.result
             if shared.error is not None:
                 raise shared.error
@@ -468,8 +504,9 @@ class ChatEngine:
         assert self.cache is not None
         key = self._cache_key(request)
         hit = self.cache.get(key)
+        usage = self._charged()
         if hit is None:
-            self.usage.failures += 1
+            usage.failures += 1
             last = request.messages[-1].get("content") if request.messages else ""
             text = last if isinstance(last, str) else str(last)[:200]
             raise ReplayMissError(
@@ -478,8 +515,8 @@ class ChatEngine:
                 "requests must be exactly the recorded ones (same configuration, same data)",
                 key=key,
             )
-        self.usage.cache_hits += 1
-        self.usage.calls += 1
+        usage.cache_hits += 1
+        usage.calls += 1
         return msgspec.structs.replace(hit, cached=True)
 
     async def _lead(self, key: str, request: ChatRequest, priority: int) -> ChatResult:
@@ -554,7 +591,14 @@ class ChatEngine:
         parts = (prompt_estimate, completion * (request.n or 1)) if self._split else None
         scheduler = self.scheduler
         clock = self.clock
+        job = current_job(self)
         usage = self.usage
+        flow = None
+        caps: tuple[CostCap, ...] = () if self._cost_cap is None else (self._cost_cap,)
+        if job is not None:
+            job.start_call()  # max_calls
+            usage, flow, caps = job.charged, job.flow, job.caps + caps
+        nano = self._worst_case_nano(request) if caps or self.shared is not None else 0
         policy = self.retry
         started = now = clock.now()
         attempts = 0
@@ -562,7 +606,7 @@ class ChatEngine:
         while True:
             left = policy.max_total_seconds - (now - started)
             try:
-                await scheduler.acquire(tokens, priority, max_wait=left, parts=parts)
+                await scheduler.acquire(tokens, priority, max_wait=left, parts=parts, flow=flow)
             except QueueTimeout as exc:
                 usage.failures += 1
                 raise BudgetTimeoutError(
@@ -572,11 +616,11 @@ class ChatEngine:
                     "it, or lower the load (fewer calls at once, a larger rpm/tpm if allowed)."
                 ) from exc
             reservation = None
-            if self.shared is not None or self._cost_cap is not None:
+            if self.shared is not None or caps:
                 try:
-                    reservation = await self._reserve(request, tokens, started, parts)
+                    reservation = await self._reserve(tokens, started, parts, caps, nano, usage)
                 except BaseException:
-                    scheduler.release(tokens, None, parts=parts)
+                    scheduler.release(tokens, None, parts=parts, flow=flow)
                     raise
             sent_at = clock.now()
             actual: int | None = None
@@ -653,14 +697,17 @@ class ChatEngine:
                         u = done.usage
                         actual_parts = (u.prompt_tokens, u.completion_tokens)
                     scheduler.on_success()
-                    self._account(done)
+                    self._account(done, usage)
                     if reservation is not None:
                         settled = True
-                        await self._settle(reservation, tokens, done, parts)
+                        await self._settle(reservation, tokens, done, parts, caps, nano)
             finally:
-                scheduler.release(tokens, actual, parts=parts, actual_parts=actual_parts)
+                scheduler.release(tokens, actual, parts=parts, actual_parts=actual_parts, flow=flow)
                 if reservation is not None and not settled:
-                    await asyncio.shield(self._settle(reservation, tokens, None, parts))
+                    for cap in caps:  # at once: a stopped job leaves no reservation behind
+                        cap.settle(nano, 0)
+                    if self.shared is not None:
+                        await asyncio.shield(self._settle(reservation, tokens, None, parts))
             if done is not None:
                 if sink is not None:
                     sink.ended_at = clock.now()
@@ -713,24 +760,36 @@ class ChatEngine:
 
     async def _reserve(
         self,
-        request: ChatRequest,
         tokens: int,
         started: float,
         parts: tuple[int, int] | None,
+        caps: tuple[CostCap, ...],
+        nano: int,
+        usage: UsageStats,
     ) -> Reservation:
-        nano = self._worst_case_nano(request)
-        if self.shared is None:
-            assert self._cost_cap is not None
-            self._cost_cap.reserve(nano, self.model)
-            return Reservation(tokens, nano)
+        """Reserve ``nano`` (the call's worst case) from every dollar cap in ``caps`` (a job's,
+        innermost first, then the engine's), waiting while other calls' reservations fill
+        one, then from the shared budget if any; all or nothing."""
         left = self.retry.max_total_seconds - (self.clock.now() - started)
+        held = 0
         try:
+            for cap in caps:
+                await cap.acquire(nano, self.model, clock=self.clock, max_wait=left)
+                held += 1
+            if self.shared is None:
+                return Reservation(tokens, nano)
+            left = self.retry.max_total_seconds - (self.clock.now() - started)
             return await self.shared.reserve(tokens, nano, left, parts or (0, 0))
-        except QueueTimeout as exc:
-            self.usage.failures += 1
+        except BaseException as exc:
+            for cap in caps[:held]:
+                cap.settle(nano, 0)
+            if not isinstance(exc, QueueTimeout):
+                raise
+            usage.failures += 1
+            which = "dollar cap" if held < len(caps) else "shared budget"
             raise BudgetTimeoutError(
-                f"{self.model}: the shared budget held this call past "
-                f"RetryPolicy.max_total_seconds ({self.retry.max_total_seconds:g} s): {exc}"
+                f"{self.model}: the {which} held this call past RetryPolicy.max_total_seconds "
+                f"({self.retry.max_total_seconds:g} s): {exc}"
             ) from exc
 
     async def _settle(
@@ -739,15 +798,17 @@ class ChatEngine:
         tokens: int,
         result: ChatResult | None,
         parts: tuple[int, int] | None = None,
+        caps: tuple[CostCap, ...] = (),
+        nano: int = 0,
     ) -> None:
         spent = 0
         price = self.usage.price
         if result is not None and price is not None:
             u = result.usage
             spent = int(micro_dollars(price, u.prompt_tokens, u.completion_tokens) * 1000)
+        for cap in caps:
+            cap.settle(nano, spent)
         if self.shared is None:
-            if self._cost_cap is not None:
-                self._cost_cap.settle(reservation.nano, spent)
             return
         await self.shared.settle(reservation, spent if result is not None else None)
         if result is not None:
@@ -796,12 +857,12 @@ class ChatEngine:
             request_id=response.headers.get("x-request-id"),
         )
 
-    def _account(self, result: ChatResult) -> None:
-        usage = self.usage
-        usage.calls += 1
-        usage.prompt_tokens += result.usage.prompt_tokens
-        completion = result.usage.completion_tokens
-        usage.completion_tokens += completion
+    def _account(self, result: ChatResult, usage: UsageStats) -> None:
+        prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
+        for counters in usage.targets:  # the engine's, and a job's (its own and enclosing ones)
+            counters.calls += 1
+            counters.prompt_tokens += prompt
+            counters.completion_tokens += completion
         if completion:
             # A running estimate of answer length sizes the token charge made before sending.
             self._completion_estimate += (
@@ -983,7 +1044,9 @@ def get_engine(
     ``cache_mode`` ("readwrite", "record": send everything and journal it, "replay": answer
     everything from ``cache``, send nothing, ``ReplayMissError`` on a miss),
     ``max_cost`` (dollars, or a ``CostCap`` shared by several engines: each call's worst-case
-    price is reserved before it is sent, so spending never passes it; ``BudgetExceededError``),
+    price is reserved before it is sent, so spending never passes it; a reservation that does
+    not fit beside others outstanding waits for them to settle, and ``BudgetExceededError`` is
+    raised only when the settled spending plus its worst case would pass the cap),
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:

@@ -6,6 +6,15 @@ request to spare, and the tokens-per-minute bucket has the request's estimated t
 requests are served highest priority first, then in arrival order, so when the budget binds the
 calls on a step's critical path go first.
 
+Requests belong to a ``Flow``: one per job (``asynctg.engine.jobs``), and a default one for
+calls made outside any job. When the budget binds, backlogged flows are served in proportion
+to their weights by start-time fair queuing: each flow carries a virtual time, the flow with
+the lowest one sends its highest-priority request next, and its virtual time then advances by
+that request's estimated tokens divided by the flow's weight. A flow that was idle starts at
+the virtual time of the last request started, so a job arriving behind another's backlog of a
+thousand requests is served at the next free slot, not after them; priorities order requests
+within a flow, never across. A lone flow gets the whole engine (the queue is work-conserving).
+
 Budgets are token buckets holding about one second's worth, refilled continuously: providers
 enforce per-minute limits on a finer grain (60,000/min is enforced as 1,000/s), so bursting a
 whole minute's allowance would only earn 429s. When no limit is given, the scheduler learns it
@@ -27,7 +36,7 @@ from typing import Any
 
 from asynctg.engine.clock import Clock, LoopClock, TimerHandle
 
-__all__ = ["QueueTimeout", "Scheduler", "TokenBucket"]
+__all__ = ["Flow", "QueueTimeout", "Scheduler", "TokenBucket"]
 
 #: Fraction of a learned limit we aim for: headroom for clock skew between us and the provider.
 LEARNED_LIMIT_HEADROOM = 0.97
@@ -107,6 +116,33 @@ class _Waiter:
         self.parts = parts
 
 
+class Flow:
+    """One job's place in the scheduler: its waiting requests (highest priority first, then in
+    arrival order), its ``weight`` and its virtual time (see the module).
+
+    ``in_flight`` counts its admitted requests not yet released, ``waiting`` its requests
+    waiting for admission.
+    """
+
+    __slots__ = ("backlogged", "heap", "in_flight", "name", "vtime", "waiting", "weight")
+
+    def __init__(self, weight: float = 1.0, name: str = "") -> None:
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"a flow's weight must be a number, got {weight!r}")
+        if not 0 < weight < math.inf:
+            raise ValueError(f"a flow's weight must be positive and finite, got {weight!r}")
+        self.weight = float(weight)
+        self.name = name
+        self.heap: list[tuple[int, int, _Waiter]] = []
+        self.vtime = 0.0
+        self.backlogged = False  # in the scheduler's heap of flows with waiters
+        self.in_flight = 0
+        self.waiting = 0
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r} weight={self.weight:g} in_flight={self.in_flight}>"
+
+
 class Scheduler:
     """Admits requests within the concurrency limit and the rpm/tpm budgets, by priority.
 
@@ -115,11 +151,13 @@ class Scheduler:
     that have them (a request's ``parts`` = (input, output) estimate is charged to each);
     ``max_concurrency`` caps requests in flight. Use::
 
-        await scheduler.acquire(tokens, priority)
+        await scheduler.acquire(tokens, priority, flow=flow)
         try:
             ...send...
         finally:
-            scheduler.release(tokens, actual_tokens)
+            scheduler.release(tokens, actual_tokens, flow=flow)
+
+    (``flow``: the job's ``Flow``; None: the default flow, shared by calls outside any job.)
     """
 
     def __init__(
@@ -147,7 +185,12 @@ class Scheduler:
         self._adaptive = adaptive
         self._limit = float(max_concurrency)
         self._in_flight = 0
-        self._heap: list[tuple[int, int, _Waiter]] = []
+        self._default = Flow(1.0, "")
+        self._heap = self._default.heap  # the default flow's waiters
+        # Flows with waiters, by virtual time: (vtime, seq, flow); the head sends next.
+        self._backlog: list[tuple[float, int, Flow]] = []
+        self._vtime = 0.0  # the virtual time of the last request admitted from the backlog
+        self._entries = 0  # waiters in the flows' heaps, cancelled ones not yet dropped included
         self._cancelled = 0  # waiters cancelled in the queue since it was last swept
         self._seq = itertools.count()
         self._cool_until = -math.inf
@@ -213,22 +256,35 @@ class Scheduler:
         *,
         max_wait: float | None = None,
         parts: tuple[int, int] | None = None,
+        flow: Flow | None = None,
     ) -> None:
-        """Wait until a request estimated at ``tokens`` may be sent; higher priority first.
+        """Wait until a request estimated at ``tokens`` may be sent; higher priority first
+        within its ``flow`` (None: the default flow), flows in fair shares (see the module).
 
         ``max_wait`` (seconds on the scheduler's clock, which may be a fake one in tests: hence
         not ``asyncio.timeout``) bounds the wait: past it, ``QueueTimeout`` is raised and
         nothing was admitted.
         """
-        if not self._heap and self._in_flight < self._limit:
+        if flow is None:
+            flow = self._default
+        if not self._backlog and self._in_flight < self._limit:
             if self._wait_time(tokens, self.clock.now(), parts) <= 0:
                 self._admit(tokens, parts)
+                flow.in_flight += 1
                 return
         if max_wait is not None and max_wait <= 0:
             raise QueueTimeout(f"no capacity now and no time left to wait ({max_wait:g} s)")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(fut, tokens, parts)
-        heapq.heappush(self._heap, (-priority, next(self._seq), waiter))
+        heapq.heappush(flow.heap, (-priority, next(self._seq), waiter))
+        self._entries += 1
+        if not flow.backlogged:
+            # Start-time fair queuing: a flow that was idle starts at the virtual time of the
+            # last request started, neither owed the service it missed nor behind the others.
+            flow.backlogged = True
+            flow.vtime = max(flow.vtime, self._vtime)
+            heapq.heappush(self._backlog, (flow.vtime, next(self._seq), flow))
+        flow.waiting += 1
         deadline = None
         if max_wait is not None:
 
@@ -247,13 +303,14 @@ class Scheduler:
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Admitted and cancelled in the same instant: hand the slot back.
-                self.release(tokens, tokens, admitted=True)
+                self.release(tokens, tokens, admitted=True, flow=flow)
             else:
                 fut.cancel()
                 self._drop_cancelled()
                 self._pump()  # a cancelled head of line may have been blocking others
             raise
         finally:
+            flow.waiting -= 1
             if deadline is not None:
                 deadline.cancel()
 
@@ -265,10 +322,12 @@ class Scheduler:
         admitted: bool = True,
         parts: tuple[int, int] | None = None,
         actual_parts: tuple[int, int] | None = None,
+        flow: Flow | None = None,
     ) -> None:
         """A request finished (any outcome): free its slot, correct its token charges."""
         if admitted:
             self._in_flight -= 1
+            (flow if flow is not None else self._default).in_flight -= 1
         if parts is not None and actual_parts is not None and self._split is not None:
             now = self.clock.now()
             for bucket, est, got in zip(self._split, parts, actual_parts, strict=True):
@@ -276,7 +335,7 @@ class Scheduler:
                     bucket.correct(est, got, now)
         if actual is not None and self._tpm is not None:
             self._tpm.correct(estimated, actual, self.clock.now())
-        if self._heap:
+        if self._backlog:
             self._pump()
 
     def _drop_cancelled(self) -> None:
@@ -287,19 +346,30 @@ class Scheduler:
         as long as the stall lasts. Sweeping at half keeps the cost amortised O(1).
         """
         self._cancelled += 1
-        heap = self._heap
-        if 2 * self._cancelled > len(heap):
-            heap[:] = [entry for entry in heap if not entry[2].fut.done()]
-            heapq.heapify(heap)
+        if 2 * self._cancelled > self._entries:
+            entries = 0
+            for _, _, flow in self._backlog:
+                heap = flow.heap
+                heap[:] = [entry for entry in heap if not entry[2].fut.done()]
+                heapq.heapify(heap)
+                entries += len(heap)
+            self._entries = entries
             self._cancelled = 0
 
     def _pump(self) -> None:
-        heap = self._heap
+        backlog = self._backlog
         now = self.clock.now()
-        while heap:
+        while backlog:
+            vtime, _, flow = backlog[0]
+            heap = flow.heap
+            if not heap:  # its waiters were admitted or cancelled: the flow is idle
+                heapq.heappop(backlog)
+                flow.backlogged = False
+                continue
             waiter = heap[0][2]
             if waiter.fut.done():  # cancelled while waiting
                 heapq.heappop(heap)
+                self._entries -= 1
                 continue
             if self._in_flight >= self._limit:
                 return  # a release will pump again
@@ -308,8 +378,19 @@ class Scheduler:
                 self._set_timer(now + wait)
                 return
             heapq.heappop(heap)
+            self._entries -= 1
             self._admit(waiter.tokens, waiter.parts)
+            flow.in_flight += 1
             waiter.fut.set_result(None)
+            # The flow's next request is tagged after this one's cost (its estimated tokens;
+            # at least 1, so requests of no estimate still take turns) scaled by its weight.
+            self._vtime = vtime
+            flow.vtime = vtime + max(1, waiter.tokens) / flow.weight
+            if heap:
+                heapq.heapreplace(backlog, (flow.vtime, next(self._seq), flow))
+            else:
+                heapq.heappop(backlog)
+                flow.backlogged = False
 
     def _set_timer(self, when: float) -> None:
         if self._timer is not None and self._timer_at <= when:
@@ -336,7 +417,7 @@ class Scheduler:
             # The provider says we are over budget: whatever our bucket believes, it is empty.
             self._rpm.refill(self.clock.now())
             self._rpm.level = min(self._rpm.level, 0.0)
-        if self._heap:
+        if self._backlog:
             self._pump()
 
     def on_rate_limited(self, sent_at: float) -> None:
@@ -355,7 +436,7 @@ class Scheduler:
         """Additive increase: about one more slot per window of successes."""
         if self._limit < self.max_concurrency:
             self._limit = min(float(self.max_concurrency), self._limit + 1.0 / self._limit)
-            if self._heap:
+            if self._backlog:
                 self._pump()
 
     def learn_limits(self, headers: Mapping[str, str]) -> None:
@@ -385,7 +466,7 @@ class Scheduler:
 
     @property
     def queued(self) -> int:
-        return sum(1 for _, _, w in self._heap if not w.fut.done())
+        return sum(1 for _, _, flow in self._backlog for _, _, w in flow.heap if not w.fut.done())
 
     @property
     def concurrency_limit(self) -> int:

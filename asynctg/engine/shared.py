@@ -37,6 +37,7 @@ was left), logs one warning, and rejoins when Redis answers again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -145,36 +146,120 @@ class Reservation:
 
 
 class CostCap:
-    """A dollar cap in one process: reserve a call's worst case, settle the real cost."""
+    """A dollar cap in one process: reserve a call's worst case, settle the real cost.
 
-    def __init__(self, max_cost: float) -> None:
+    ``acquire`` waits while other calls' reservations fill the cap (they usually settle well
+    below their worst case) and refuses only when the settled spending plus this call's worst
+    case would pass it; waiters are served in arrival order. ``reserve`` refuses at once when
+    it does not fit (the offline share of a Redis-shared cap). ``job`` names the job the cap
+    belongs to, for the errors (None: an engine's cap).
+    """
+
+    def __init__(self, max_cost: float, *, job: str | None = None) -> None:
         if not (isinstance(max_cost, int | float) and 0 < max_cost < math.inf):
             raise ConfigError(f"max_cost must be a positive number of dollars, got {max_cost!r}")
         self.cap = int(max_cost * _NANO)
         self.spent = 0
         self.reserved = 0
+        self.job = job
+        self._waiters: collections.deque[tuple[int, str, asyncio.Future[None]]] = (
+            collections.deque()
+        )
 
     def reserve(self, nano: int, model: str) -> None:
         if self.spent + self.reserved + nano > self.cap:
-            raise _exceeded(model, self.cap, self.spent, self.reserved, nano)
+            raise _exceeded(model, self.cap, self.spent, self.reserved, nano, self.job)
         self.reserved += nano
+
+    async def acquire(
+        self, nano: int, model: str, *, clock: Clock | None = None, max_wait: float | None = None
+    ) -> None:
+        """Reserve ``nano``, waiting for reservations outstanding to settle if they leave no
+        room; ``BudgetExceededError`` when the settled spending leaves none, ``QueueTimeout``
+        past ``max_wait`` seconds of ``clock``."""
+        if self.spent + nano > self.cap:
+            raise _exceeded(model, self.cap, self.spent, self.reserved, nano, self.job)
+        if not self._waiters and self.spent + self.reserved + nano <= self.cap:
+            self.reserved += nano
+            return
+        from asynctg.engine.scheduler import QueueTimeout
+
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (nano, model, fut)
+        self._waiters.append(entry)
+        timer = None
+        if clock is not None and max_wait is not None:
+
+            def expire() -> None:
+                if not fut.done():
+                    fut.set_exception(
+                        QueueTimeout(f"the dollar cap had no room within {max_wait:g} s")
+                    )
+                    self._grant()
+
+            timer = clock.call_at(clock.now() + max(0.0, max_wait), expire)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.reserved -= nano  # granted and cancelled in the same instant
+            else:
+                fut.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+            self._grant()  # a waiter that was first in line may have held the others back
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def settle(self, reserved: int, actual: int) -> None:
         self.reserved -= reserved
         self.spent += actual
+        if self._waiters:
+            self._grant()
+
+    def _grant(self) -> None:
+        """Serve waiters in order while they fit; refuse those that never will."""
+        waiters = self._waiters
+        while waiters:
+            nano, model, fut = waiters[0]
+            if fut.done():
+                waiters.popleft()
+            elif self.spent + nano > self.cap:
+                waiters.popleft()
+                fut.set_exception(
+                    _exceeded(model, self.cap, self.spent, self.reserved, nano, self.job)
+                )
+            elif self.spent + self.reserved + nano <= self.cap:
+                waiters.popleft()
+                self.reserved += nano
+                fut.set_result(None)
+            else:
+                return
+
+    @property
+    def waiting(self) -> int:
+        """Reservations waiting for room."""
+        return sum(1 for _, _, fut in self._waiters if not fut.done())
 
     @property
     def spent_usd(self) -> float:
         return self.spent / _NANO
 
 
-def _exceeded(model: str, cap: int, spent: int, reserved: int, nano: int) -> BudgetExceededError:
+def _exceeded(
+    model: str, cap: int, spent: int, reserved: int, nano: int, job: str | None = None
+) -> BudgetExceededError:
+    whose = f"job {job!r}'s" if job is not None else "the"
     return BudgetExceededError(
         f"{model}: this call could cost up to ${nano / _NANO:.6f}, and ${spent / _NANO:.6f} is "
-        f"spent and ${reserved / _NANO:.6f} reserved of the ${cap / _NANO:.6f} cap (max_cost); "
-        "it was not sent. Raise max_cost to go on.",
+        f"spent and ${reserved / _NANO:.6f} reserved of {whose} ${cap / _NANO:.6f} cap "
+        "(max_cost); it was not sent. Raise max_cost to go on.",
         cap=cap / _NANO,
         spent=spent / _NANO,
+        limit="max_cost",
+        job=job,
     )
 
 

@@ -1,4 +1,4 @@
-"""Usage and cost accounting, per engine."""
+"""Usage and cost accounting, per engine and per job."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from asynctg.engine.models import lookup
 from asynctg.errors import ConfigError
 
-__all__ = ["PRICES", "UsageStats", "check_price", "micro_dollars", "price_for"]
+__all__ = ["PRICES", "ChargedUsage", "UsageStats", "check_price", "micro_dollars", "price_for"]
 
 #: US dollars per million (prompt, completion) tokens, from the providers' public price pages.
 #: A model missing here reports no cost unless ``price=`` is given to ``get_engine``.
@@ -89,6 +89,11 @@ class UsageStats:
         self.completion_tokens = 0
 
     @property
+    def targets(self) -> tuple[UsageStats, ...]:
+        """The counters a change goes to: this object alone (a ``ChargedUsage``: several)."""
+        return (self,)
+
+    @property
     def cost(self) -> float | None:
         if self.price is None:
             return None
@@ -110,3 +115,44 @@ class UsageStats:
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "cost_usd": self.cost,
         }
+
+
+#: The counters of ``UsageStats`` (what ``ChargedUsage`` forwards).
+COUNTERS = tuple(name for name in UsageStats.__slots__ if name != "price")
+
+
+class ChargedUsage(UsageStats):
+    """The counters a job's calls change: an engine's and its jobs' at once.
+
+    The engine counts a call with ``usage.requests += 1`` and the like; given this object
+    instead of its own ``UsageStats``, each such change reaches every one of ``targets`` (the
+    engine's, the job's, the enclosing jobs'). Reading a counter reads the first target's.
+    Built once per job, so a call costs no allocation.
+    """
+
+    __slots__ = ("_targets",)
+
+    def __init__(self, targets: tuple[UsageStats, ...]) -> None:
+        # no super().__init__(): every counter is a forwarding property (below)
+        self._targets = targets
+        self.price = targets[0].price
+
+    @property
+    def targets(self) -> tuple[UsageStats, ...]:
+        return self._targets
+
+
+def _forward(name: str) -> property:
+    def get(self: ChargedUsage) -> int:
+        return int(getattr(self._targets[0], name))
+
+    def set_(self: ChargedUsage, value: int) -> None:
+        delta = value - getattr(self._targets[0], name)
+        for target in self._targets:
+            setattr(target, name, getattr(target, name) + delta)
+
+    return property(get, set_, doc=f"``{name}``, counted for every target")
+
+
+for _name in COUNTERS:
+    setattr(ChargedUsage, _name, _forward(_name))
