@@ -14,10 +14,15 @@ import pytest
 # folder. Set at import, so engines made by module- and session-scoped fixtures see it too.
 _SESSION_CACHE = tempfile.mkdtemp(prefix="asynctg-test-cache-")
 os.environ["ASYNCTG_CACHE_DIR"] = _SESSION_CACHE
+# Importing TextGrad (the fidelity oracle) writes a log file into ./logs at import: keep it, and
+# the compat records its handler then receives, out of the checkout. Subprocesses inherit it.
+_TEXTGRAD_LOGS = tempfile.mkdtemp(prefix="asynctg-test-textgrad-logs-")
+os.environ["TEXTGRAD_LOG_DIR"] = _TEXTGRAD_LOGS
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+    shutil.rmtree(_TEXTGRAD_LOGS, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
