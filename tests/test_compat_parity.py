@@ -6,13 +6,16 @@ diskcache."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import SimProcess
@@ -83,6 +86,59 @@ def test_call_never_read_is_sent_before_exit(slow_sim: SimProcess, tmp_path: Pat
     done = _run(["-c", code], tmp_path, OPENAI_API_KEY="sk-test")
     assert done.returncode == 0, done.stderr
     assert slow_sim.stats()["ok"] == 1
+
+
+def _log_records(module: str, sim: SimProcess, folder: Path) -> list[list[Any]]:
+    """``log_records_script.py`` under ``module``: the ``textgrad`` logger's records."""
+    folder.mkdir()
+    done = _run(
+        [str(HERE / "log_records_script.py"), module],
+        folder,  # importing TextGrad writes ./logs and a disk cache: keep both in here
+        OPENAI_BASE_URL=sim.base_url,
+        OPENAI_API_KEY="sk-test",
+        XDG_CACHE_HOME=str(folder / "cache"),
+        TEXTGRAD_LOG_DIR=str(folder / "logs"),
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records: list[list[Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return records
+
+
+def _phases(records: list[list[Any]]) -> list[Counter[tuple[str, tuple[str, ...]]]]:
+    """(message, extra keys) per phase; a phase ends with an optimizer step's last record."""
+    phases: list[Counter[tuple[str, tuple[str, ...]]]] = [Counter()]
+    for message, keys, _ in records:
+        phases[-1][(message, tuple(keys))] += 1
+        if message.endswith("updated text"):
+            phases.append(Counter())
+    return phases
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("textgrad") is None, reason="textgrad 0.1.8 is not installed"
+)
+def test_textgrad_logger_gets_textgrads_forward_backward_and_step_records(
+    tmp_path: Path,
+) -> None:
+    """The same forward/backward/step logs the same (message, extra keys) to ``textgrad`` under
+    TextGrad 0.1.8 and compat, phase by phase; each feedback prompt record is followed by its
+    gradient record, and the optimizer's response record holds the raw reply."""
+    sim = SimProcess("--latency", "0")
+    try:
+        runs = {m: _log_records(m, sim, tmp_path / m) for m in ("textgrad", "asynctg.compat")}
+    finally:
+        sim.close()
+    reference, compat = runs["textgrad"], runs["asynctg.compat"]
+    assert _phases(compat) == _phases(reference)
+    assert any(message.startswith("_backward_through") for message, _, _ in compat)
+    for message, _, extra in compat:
+        if message.endswith("optimizer response"):
+            assert "<IMPROVED_VARIABLE>" in extra["optimizer.response"]
+    messages = [message for message, _, _ in compat]
+    for i, message in enumerate(messages):
+        if message.startswith("_backward_through") and not message.endswith(" gradient"):
+            assert messages[i + 1] == message.removesuffix(" prompt") + " gradient"
 
 
 def test_textgrad_logger_gets_forward_records(

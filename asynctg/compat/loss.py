@@ -12,6 +12,7 @@ from functools import partial
 
 from asynctg import loss as native
 from asynctg.compat._lazy import defer, reads_of
+from asynctg.compat._log import forward_logged
 from asynctg.compat.autograd import (
     FormattedLLMCall,
     LLMCall,
@@ -58,7 +59,8 @@ class TextLoss(native.TextLoss):
         super().__init__(eval_system_prompt, native_engine(engine))
 
     def __call__(self, instance: NativeVariable) -> Variable:  # type: ignore[override]
-        return defer(partial(super().__call__, instance), [instance], reads=reads_of(self))
+        call = forward_logged(partial(super().__call__, instance), self.eval_system_prompt)
+        return defer(call, [instance], reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]
 

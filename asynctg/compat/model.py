@@ -50,7 +50,7 @@ class BlackboxLLM(NativeBlackboxLLM):
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         call = forward_logged(
-            partial(super().__call__, x, response_role_description), self.system_prompt, x
+            partial(super().__call__, x, response_role_description), self.system_prompt
         )
         return defer(call, [x], reads=[self.system_prompt] if self.system_prompt else [])
 

@@ -20,12 +20,14 @@ import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from asynctg.compat._log import log_backward
 from asynctg.compat._loop import run
 from asynctg.compat.engine import native_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import BadValueError, ConfigError
 from asynctg.graph import Sum
 from asynctg.graph import Variable as NativeVariable
+from asynctg.graph.executor import backward as graph_backward
 
 __all__ = [
     "EngineLM",
@@ -167,7 +169,8 @@ async def _backward(root: NativeVariable, engine: ChatEngine | None) -> None:
     from asynctg.compat._lazy import resolve_graph
 
     await resolve_graph(root)
-    await NativeVariable.backward(root, engine)
+    # The executor tells compat's observer each piece of feedback: TextGrad's log records.
+    await graph_backward(root, engine, observer=log_backward)
 
 
 def adopt(variable: NativeVariable) -> Variable:

@@ -19,6 +19,11 @@ completion time, so the same graph yields byte-identical prompts on every run. T
 gathered off to the side and written to the variables only when the whole pass succeeded: a
 failed or cancelled backward leaves every variable as it was.
 
+An optional ``BackwardObserver`` (``backward(root, engine, observer=...)``) is told, once per
+plan, which node's rule made it, the feedback that node had, and the feedback text the plan
+yielded (the engine's reply, or the rule's own text). ``asynctg.compat`` uses it to write
+TextGrad's log records; the executor itself neither logs nor knows who listens.
+
 Calls are prioritised by the length of the feedback chain still below them, so when the budget
 binds, the calls on the longest remaining path go first.
 
@@ -33,7 +38,7 @@ import asyncio
 import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from asynctg import telemetry
 from asynctg.engine.protocol import Engine
@@ -43,7 +48,26 @@ from asynctg.graph.function import GradientMerge, GradientPlan
 from asynctg.graph.variable import GradientContext, GradientList, Variable, describe_sample
 from asynctg.runtime import get_backward_engine
 
-__all__ = ["BackwardPlan", "GradientEntry", "backward", "compute_gradients", "post_order"]
+__all__ = [
+    "BackwardObserver",
+    "BackwardPlan",
+    "GradientEntry",
+    "backward",
+    "compute_gradients",
+    "post_order",
+]
+
+
+class BackwardObserver(Protocol):
+    """Told about each piece of feedback a backward pass produced, as it is produced."""
+
+    def __call__(self, output: Variable, feedback: str, plan: GradientPlan, text: str) -> None:
+        """``output``'s rule (holding ``feedback``) made ``plan``, which yielded ``text``.
+
+        Called on the event loop once the plan's reply is in (for a plan with no request,
+        ``text`` is ``plan.value``); it must not block. An exception it raises fails the pass.
+        """
+        ...
 
 
 @dataclass(eq=False)
@@ -157,9 +181,12 @@ def _new_gradient(target: Variable, text: str, merges: tuple[GradientMerge, ...]
 class _Pass:
     """One backward pass in progress."""
 
-    def __init__(self, plan: BackwardPlan, engine: Engine) -> None:
+    def __init__(
+        self, plan: BackwardPlan, engine: Engine, observer: BackwardObserver | None = None
+    ) -> None:
         self.plan = plan
         self.engine = engine
+        self.observer = observer
         self.pending = dict(plan.pending)
         self.entries: dict[int, list[GradientEntry]] = {}
         self.final: dict[int, list[GradientEntry]] = {}
@@ -187,7 +214,8 @@ class _Pass:
             return
         assert v.grad_fn is not None
         merges = tuple(dict.fromkeys(m for e in entries for m in e.merges))
-        plans = v.grad_fn.plans(v, _feedback_text(entries), self.engine)
+        feedback = _feedback_text(entries)
+        plans = v.grad_fn.plans(v, feedback, self.engine)
         if inspect.isawaitable(plans):  # a rule that must wait (asynctg.compat's TextGrad-style)
             plans = await plans
         by_target: dict[int, list[GradientPlan]] = {}
@@ -204,7 +232,7 @@ class _Pass:
         assert self.group is not None
         for pos, target in targets:
             self.group.create_task(
-                self.deliver(me, pos, target, by_target.get(id(target), []), merges)
+                self.deliver(me, pos, target, by_target.get(id(target), []), merges, feedback)
             )
 
     async def deliver(
@@ -214,10 +242,14 @@ class _Pass:
         target: Variable,
         plans: list[GradientPlan],
         merges: tuple[GradientMerge, ...],
+        feedback: str,
     ) -> None:
         priority = self.plan.height[id(target)] + 1
         output = self.plan.order[consumer]
         texts = await gather(self.resolve(p, priority, output) for p in plans)
+        if self.observer is not None:
+            for p, text in zip(plans, texts, strict=True):
+                self.observer(output, feedback, p, text)
         bucket = self.entries.setdefault(id(target), [])
         for i, (p, text) in enumerate(zip(plans, texts, strict=True)):
             marks = tuple(dict.fromkeys((p.merge, *merges) if p.merge else merges))
@@ -271,14 +303,14 @@ class _Pass:
 
 
 async def compute_gradients(
-    root: Variable, engine: Engine | None = None
+    root: Variable, engine: Engine | None = None, *, observer: BackwardObserver | None = None
 ) -> dict[Variable, list[Variable]]:
     """Run a backward pass and return each reached variable's full gradient list, unapplied.
 
     Nothing is written to the variables; ``backward`` does that. Useful for inspecting feedback
     before deciding to keep it.
     """
-    state = await _run(root, engine)
+    state = await _run(root, engine, observer)
     return {
         v: [e.gradient for e in state.final[id(v)]]
         for v in state.plan.reached
@@ -286,11 +318,11 @@ async def compute_gradients(
     }
 
 
-async def _run(root: Variable, engine: Engine | None) -> _Pass:
+async def _run(root: Variable, engine: Engine | None, observer: BackwardObserver | None) -> _Pass:
     if not isinstance(root, Variable):
         raise GraphError(f"backward needs a Variable, got {type(root).__name__}")
     chosen = get_backward_engine(engine)
-    state = _Pass(plan_backward(root), chosen)
+    state = _Pass(plan_backward(root), chosen, observer)
     depth = state.plan.height.get(id(root), 0)
     with telemetry.span("backward", asynctg__backward__depth=depth) as span:
         try:
@@ -305,9 +337,11 @@ async def _run(root: Variable, engine: Engine | None) -> _Pass:
     return state
 
 
-async def backward(root: Variable, engine: Engine | None = None) -> None:
+async def backward(
+    root: Variable, engine: Engine | None = None, *, observer: BackwardObserver | None = None
+) -> None:
     """``await root.backward(engine)``: compute feedback, then add it to the variables."""
-    state = await _run(root, engine)
+    state = await _run(root, engine, observer)
     for v in state.plan.reached:
         entries = state.final.get(id(v))
         if entries is None:

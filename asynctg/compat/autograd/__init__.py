@@ -111,7 +111,6 @@ class LLMCall(NativeLLMCall):
         call = forward_logged(
             partial(super().__call__, input_variable, response_role_description),
             self.system_prompt,
-            input_variable,
         )
         return defer(call, [input_variable], reads=reads_of(self))
 
@@ -140,7 +139,9 @@ class FormattedLLMCall(NativeFormattedLLMCall):
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         self._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
-        call = partial(super().__call__, inputs, response_role_description)
+        call = forward_logged(
+            partial(super().__call__, inputs, response_role_description), self.system_prompt
+        )
         return defer(call, inputs.values(), reads=reads_of(self))
 
     forward = __call__  # type: ignore[assignment]

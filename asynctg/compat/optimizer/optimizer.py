@@ -13,7 +13,7 @@ from typing import Any
 
 from asynctg import optim as native
 from asynctg import prompts
-from asynctg.compat._log import logger
+from asynctg.compat._log import ReplyTap, logger
 from asynctg.compat._loop import run
 from asynctg.compat.config import validate_engine_or_get_default
 from asynctg.compat.engine import Engine, native_engine
@@ -107,10 +107,9 @@ class TextualGradientDescent(native.TextualGradientDescent):
         _log_updates(self)
 
     async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
-        logger.info(self._log_prompt, extra={"prompt": content})
-        value: str = await super()._ask(engine, variable, content, report)
-        logger.info(f"{self._log_name} optimizer response", extra={"optimizer.response": value})
-        return value
+        return await _ask_logged(
+            super()._ask, self._log_name, self._log_prompt, engine, variable, content, report
+        )
 
 
 class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMomentum):
@@ -152,10 +151,21 @@ class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMoment
         _log_updates(self)
 
     async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
-        logger.info(self._log_prompt, extra={"prompt": content})
-        value: str = await super()._ask(engine, variable, content, report)
-        logger.info(f"{self._log_name} optimizer response", extra={"optimizer.response": value})
-        return value
+        return await _ask_logged(
+            super()._ask, self._log_name, self._log_prompt, engine, variable, content, report
+        )
+
+
+async def _ask_logged(ask: Any, name: str, prompt_message: str, engine: Any, *args: Any) -> str:
+    """``ask`` through an engine that logs each raw reply, as TextGrad logs its response."""
+    content = args[1]
+    logger.info(prompt_message, extra={"prompt": content})
+
+    def replied(text: str) -> None:
+        logger.info(f"{name} optimizer response", extra={"optimizer.response": text})
+
+    value: str = await ask(ReplyTap(engine, replied), *args)
+    return value
 
 
 def _log_updates(optimizer: Any) -> None:
