@@ -665,9 +665,13 @@ def _run_command(args: argparse.Namespace) -> int:
             print(json.dumps(estimate.to_json()) if args.json else estimate.line())
             return 0
         if estimate.low_usd is not None and args.max_cost < estimate.low_usd:
-            raise ConfigError(
-                f"--max-cost ${args.max_cost:g} is below the low end of this run's estimate: "
-                f"{estimate.line()}. Raise --max-cost, or shrink the run (--steps, sizes)."
+            # A warning, not a refusal: a run stopped by its cap ends like a finished one
+            # (checkpoint, report, --json) and --resume with a larger cap continues it.
+            print(
+                f"asynctg: warning: --max-cost ${args.max_cost:g} is below the low end of this "
+                f"run's estimate ({estimate.line()}): the run will stop at the cap before it "
+                "finishes; --resume with a larger --max-cost continues it",
+                file=sys.stderr,
             )
     if getattr(args, "otel", False):
         from asynctg import telemetry
@@ -900,7 +904,9 @@ def _print_result(plan: _Plan, data: dict[str, Any]) -> None:
     lines = [f"asynctg {plan.command}: {plan.task.name} — {data['status']}"]
     if data.get("stop_reason"):
         lines[0] += f" (--{data['stop_reason'].replace('_', '-')} reached; --resume continues)"
-    if plan.command == "optimize":
+    if plan.command == "optimize" and not data["history"]:
+        lines.append("  nothing evaluated before the stop")
+    elif plan.command == "optimize":
         first, last = data["history"][0], data["history"][-1]
         for key, label in (("test_accuracy", "test"), ("validation_accuracy", "validation")):
             if first.get(key) is not None:

@@ -42,13 +42,16 @@ def test_the_estimate_sends_nothing_and_brackets_the_real_spend(sim: SimProcess)
     assert guess["calls"] == json.loads(real.stdout)["usage"]["calls"]
 
 
-def test_a_max_cost_below_the_estimate_is_refused(sim: SimProcess) -> None:
-    """A run whose --max-cost is below the estimate's low end exits 2 before sending."""
+def test_a_max_cost_below_the_estimate_is_a_warning(sim: SimProcess) -> None:
+    """A run whose --max-cost is below the estimate's low end is warned, not refused: it runs,
+    stops at the cap (exit 0, `--json` status "stopped") and never spends past it."""
     sim.reset()
-    proc = _cli("--base-url", sim.base_url, "--max-cost", "0.0001", "--quiet")
-    assert proc.returncode == 2
-    assert "below the low end of this run's estimate" in proc.stderr
-    assert sim.stats()["requests"] == 0
+    proc = _cli("--base-url", sim.base_url, "--max-cost", "0.002", "--max-tokens", "32", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: --max-cost $0.002 is below the low end" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "stopped" and out["stop_reason"] == "max_cost"
+    assert out["usage"]["cost_usd"] <= 0.002
 
 
 def test_a_resumed_run_calibrates_on_its_journal(sim: SimProcess, tmp_path: Path) -> None:

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asynctg.apps.checkpoint import JournalView
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.usage import UsageStats
-from asynctg.errors import AsyncTGError, ConfigError, first_error, require_int
+from asynctg.errors import (
+    AsyncTGError,
+    BudgetExceededError,
+    ConfigError,
+    first_error,
+    require_int,
+)
 from asynctg.fanout import gather
 
 if TYPE_CHECKING:
@@ -314,15 +320,22 @@ class ItemRun:
         tasks: list[asyncio.Task[None]] = []
 
         async def one(i: int) -> None:
+            reason: str | None
+            record: dict[str, Any] | None
             try:
                 record = await solve(i)
+            except BudgetExceededError:
+                # the engine's dollar cap refused a call mid-item: stop as between items; the
+                # item is not recorded (a resumed run redoes it, its paid calls from the journal)
+                record, reason = None, "max_cost"
             except AsyncTGError as exc:
                 record = failed(i, exc)
-            self.records[i] = record
-            message, data = describe(i, record)
-            self.emit("item", message, progress=self.progress(), index=i, **data)
-            # checked before the save's await, so no sibling sends a call past the cap meanwhile
-            reason = self.budget.exceeded(self.meter.total())
+            if record is not None:
+                self.records[i] = record
+                message, data = describe(i, record)
+                self.emit("item", message, progress=self.progress(), index=i, **data)
+                # checked before the save's await, so no sibling sends a call past the cap
+                reason = self.budget.exceeded(self.meter.total())
             if reason is not None and self.stop_reason is None:
                 self.stop_reason = reason
                 for t in tasks:
