@@ -795,8 +795,11 @@ async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
     """The run's dry run on a local simulator (asynctg.apps.estimate), calibrated on the
     checkpoint's journal when one holds real replies."""
     import dataclasses
+    import shutil
+    import tempfile
 
     from asynctg.apps import Budget, Progress
+    from asynctg.apps.checkpoint import Checkpoint
     from asynctg.apps.estimate import dry_run
     from asynctg.engine import get_engine
 
@@ -820,33 +823,37 @@ async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
     async def run_loop(engines: dict[str, Any]) -> Any:
         engine = engines[plan.model]
         backward = engines[plan.optimizer_model]
-        return await _loop(unbounded, engine, backward, None, Progress(lambda: {}, quiet=True))
+        quiet = Progress(lambda: {}, quiet=True)
+        saved = plan.checkpoint
+        if saved is None or not saved.journal_path.exists():
+            return await _loop(unbounded, engine, backward, None, quiet)
+        # A resumed run resumes here too, on a copy of its checkpoint (the real one is not
+        # touched): finished steps are skipped and the journal's calls are free hits.
+        with tempfile.TemporaryDirectory(prefix="asynctg-estimate-") as tmp:
+            copy = Path(tmp) / "run"
+            await asyncio.to_thread(shutil.copytree, saved.path, copy)
+            checkpoint = Checkpoint(copy, saved.config, resume=True)
+            checkpoint.open()
+            try:
+                return await _loop(unbounded, engine, backward, checkpoint, quiet)
+            finally:
+                checkpoint.close()
 
     prices = {m: args.price for m in (plan.model, plan.optimizer_model)} if args.price else None
-    first = await dry_run(
-        make,
-        [plan.model, plan.optimizer_model],
-        run_loop,
-        prices=prices,
-        max_tokens=args.max_tokens,
-    )
+    first = await dry_run(make, [plan.model, plan.optimizer_model], run_loop, prices=prices)
     scale = _journal_reply_scale(plan, first)
     if scale is None:
         return first
     return await dry_run(
-        make,
-        [plan.model, plan.optimizer_model],
-        run_loop,
-        prices=prices,
-        max_tokens=args.max_tokens,
-        reply_scale=scale,
+        make, [plan.model, plan.optimizer_model], run_loop, prices=prices, reply_scale=scale
     )
 
 
 def _journal_reply_scale(plan: _Plan, first: Any) -> float | None:
     """Mean real reply length in the checkpoint's journal / the dry run's, if known."""
     checkpoint = plan.checkpoint
-    if checkpoint is None or checkpoint.state is None or not first.calls:
+    sent = first.calls - first.journal_hits
+    if checkpoint is None or checkpoint.state is None or not sent:
         return None
     from asynctg.engine.cache import ResponseCache
 
@@ -857,7 +864,7 @@ def _journal_reply_scale(plan: _Plan, first: Any) -> float | None:
         journal.close()
     if not lengths or not first.completion_tokens:
         return None
-    return float((sum(lengths) / len(lengths)) / (first.completion_tokens / first.calls))
+    return float((sum(lengths) / len(lengths)) / (first.completion_tokens / sent))
 
 
 async def _execute(args: argparse.Namespace, plan: _Plan) -> int:
