@@ -193,16 +193,27 @@ class _Parser(argparse.ArgumentParser):
 
         wrong = re.findall(r"unrecognized arguments: (.*)", message)
         if wrong:
-            parsers = [self]
+            parsers: dict[str, argparse.ArgumentParser] = {"": self}
             for action in self._actions:  # the subcommands' options too
                 if isinstance(action, argparse._SubParsersAction):
-                    parsers.extend(action.choices.values())
-            known = sorted({o for p in parsers for a in p._actions for o in a.option_strings})
+                    parsers.update(action.choices)
+            owners: dict[str, list[str]] = {}
+            for name, p in parsers.items():
+                for a in p._actions:
+                    for o in a.option_strings:
+                        owners.setdefault(o, []).append(name)
             for word in wrong[0].split():
-                if word.startswith("--"):
-                    close = difflib.get_close_matches(word.split("=")[0], known, n=1)
-                    if close:
-                        message += f" (did you mean {close[0]}?)"
+                if not word.startswith("--"):
+                    continue
+                option = word.split("=")[0]
+                if option in owners:
+                    # a real option of other commands: "did you mean" itself would be absurd
+                    names = ", ".join(f"asynctg {n}" for n in owners[option] if n)
+                    message += f" (this command has no {option}; {names} take it)"
+                    continue
+                close = difflib.get_close_matches(option, sorted(owners), n=1)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
         return super().error(message)
 
 
@@ -437,7 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupted(args: argparse.Namespace) -> str:
-    folder = getattr(args, "checkpoint", None)
+    if not hasattr(args, "checkpoint"):
+        return "asynctg: interrupted"  # bench, sim, demo: nothing to resume, say nothing of it
+    folder = args.checkpoint
     if folder:
         return (
             f"asynctg: interrupted; {folder} holds the last completed step: rerun the same "

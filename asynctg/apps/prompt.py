@@ -98,6 +98,10 @@ class PromptConfig:
 class PromptResult:
     """A run's outcome: one history row per step (row 0: before training) and the final prompt.
 
+    A step's row has ``accepted`` (False when validation rejected the new prompt; the row's
+    ``prompt`` is then the one kept, and ``rejected`` holds the candidate's ``prompt`` and
+    ``validation_accuracy``, with ``accepted: false``).
+
     ``status`` is "completed", or "stopped" with ``stop_reason`` "max_cost" / "max_calls".
     ``unreadable_verdicts`` counts judge replies without a 0/1 verdict (scored 0) in this
     session.
@@ -267,6 +271,7 @@ class _PromptRun:
         reverted: bool,
         started: float,
         unusable: bool = False,
+        rejected: dict[str, Any] | None = None,
     ) -> None:
         usage = self.meter.total()
         row = {
@@ -285,6 +290,9 @@ class _PromptRun:
         }
         if step > 0:
             row["aggregation"] = self.aggregation
+            row["accepted"] = rejected is None
+            if rejected is not None:
+                row["rejected"] = rejected
         self.history.append(row)
         shown = test_acc if test_acc is not None else val_acc if val_acc is not None else train_acc
         if step == 0:
@@ -292,8 +300,11 @@ class _PromptRun:
         else:
             where = f"step {step}/{self.total_steps} (epoch {self.epoch + 1})"
             message = f"{where}: {_accuracies(row)}"
-            if reverted:
-                message += " (new prompt rejected by validation)"
+            if rejected is not None:
+                message += (
+                    " (new prompt rejected by validation: "
+                    f"{rejected['validation_accuracy']:.3f} < {val_acc:.3f})"
+                )
         self.emit(
             "step",
             message,
@@ -320,10 +331,17 @@ class _PromptRun:
         train_acc, usable = await self.train_step(batch)
         val_acc = None
         reverted = False
+        rejected: dict[str, Any] | None = None
         if config.validate:
             val_acc = await self.evaluate("validation", self.task.val)
             best = self.history[-1]["validation_accuracy"]
             if val_acc is not None and best is not None and val_acc < best:
+                # kept in the history (not only the prompt validation chose): what was tried
+                rejected = {
+                    "prompt": str(self.system_prompt.value),
+                    "validation_accuracy": val_acc,
+                    "accepted": False,
+                }
                 self.system_prompt.set_value(previous_prompt)
                 val_acc = best
                 reverted = True
@@ -339,6 +357,7 @@ class _PromptRun:
             reverted=reverted,
             started=started,
             unusable=not usable,
+            rejected=rejected,
         )
         await self.save("running")
         return config.budget.exceeded(self.meter.total())
