@@ -237,7 +237,7 @@ def _aggregation_cell(report: Mapping[str, Any] | None) -> str:
 
 
 def _rejected_cell(row: Mapping[str, Any]) -> str:
-    """"yes" for a step whose prompt validation rejected, with the candidate's score."""
+    """The "rejected" column: "yes" and the candidate's score, for a step validation rejected."""
     if not row.get("reverted"):
         return ""
     rejected = row.get("rejected")
