@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,11 @@ _OPTIMIZE = [
 def _no_endpoint_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "ASYNCTG_MODEL"):
         monkeypatch.delenv(name, raising=False)
+
+
+def _trajectory(result: dict[str, Any]) -> list[tuple[Any, ...]]:
+    keys = ("prompt", "train_accuracy", "test_accuracy", "reverted")
+    return [tuple(row[k] for k in keys) for row in result["history"]]
 
 
 def _journal_keys(folder: Path) -> set[str]:
@@ -79,3 +85,28 @@ def test_a_max_cost_stop_of_solve_prints_json_and_writes_the_report(
     assert json.loads((tmp_path / "r" / "report.json").read_text())["result"]["status"] == (
         "stopped"
     )
+
+
+_UNCAPPED_REPLIES = [a for a in _OPTIMIZE if a not in ("--max-tokens", "64")]
+
+
+def test_a_cap_added_later_changes_no_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An uncapped run's journal answers a `--replay` with `--max-cost` (nothing missing), and
+    a run stopped by --max-calls resumed with a newly added `--max-cost` replays its calls and
+    reaches the uncapped run's prompts (no --max-tokens: a cap once added one)."""
+    folder = str(tmp_path / "full")
+    assert main([*_UNCAPPED_REPLIES, "--checkpoint", folder]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert main([*_UNCAPPED_REPLIES, "--replay", folder, "--max-cost", "5"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert _trajectory(replayed) == _trajectory(full)
+    part = str(tmp_path / "part")
+    assert main([*_UNCAPPED_REPLIES, "--checkpoint", part, "--max-calls", "20"]) == 0
+    assert json.loads(capsys.readouterr().out)["stop_reason"] == "max_calls"
+    assert main([*_UNCAPPED_REPLIES, "--checkpoint", part, "--resume", "--max-cost", "5"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["status"] == "completed"
+    assert _trajectory(resumed) == _trajectory(full)
+    assert _journal_keys(tmp_path / "part") == _journal_keys(tmp_path / "full")
