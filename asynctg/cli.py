@@ -193,16 +193,27 @@ class _Parser(argparse.ArgumentParser):
 
         wrong = re.findall(r"unrecognized arguments: (.*)", message)
         if wrong:
-            parsers = [self]
+            parsers: dict[str, argparse.ArgumentParser] = {"": self}
             for action in self._actions:  # the subcommands' options too
                 if isinstance(action, argparse._SubParsersAction):
-                    parsers.extend(action.choices.values())
-            known = sorted({o for p in parsers for a in p._actions for o in a.option_strings})
+                    parsers.update(action.choices)
+            owners: dict[str, list[str]] = {}
+            for name, p in parsers.items():
+                for a in p._actions:
+                    for o in a.option_strings:
+                        owners.setdefault(o, []).append(name)
             for word in wrong[0].split():
-                if word.startswith("--"):
-                    close = difflib.get_close_matches(word.split("=")[0], known, n=1)
-                    if close:
-                        message += f" (did you mean {close[0]}?)"
+                if not word.startswith("--"):
+                    continue
+                option = word.split("=")[0]
+                if option in owners:
+                    # a real option of other commands: "did you mean" itself would be absurd
+                    names = ", ".join(f"asynctg {n}" for n in owners[option] if n)
+                    message += f" (this command has no {option}; {names} take it)"
+                    continue
+                close = difflib.get_close_matches(option, sorted(owners), n=1)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
         return super().error(message)
 
 
@@ -462,7 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupted(args: argparse.Namespace) -> str:
-    folder = getattr(args, "checkpoint", None)
+    if not hasattr(args, "checkpoint"):
+        return "asynctg: interrupted"  # bench, sim, demo: nothing to resume, say nothing of it
+    folder = args.checkpoint
     if folder:
         return (
             f"asynctg: interrupted; {folder} holds the last completed step: rerun the same "
@@ -694,9 +707,13 @@ def _run_command(args: argparse.Namespace) -> int:
             print(json.dumps(estimate.to_json()) if args.json else estimate.line())
             return 0
         if estimate.low_usd is not None and args.max_cost < estimate.low_usd:
-            raise ConfigError(
-                f"--max-cost ${args.max_cost:g} is below the low end of this run's estimate: "
-                f"{estimate.line()}. Raise --max-cost, or shrink the run (--steps, sizes)."
+            # A warning, not a refusal: a run stopped by its cap ends like a finished one
+            # (checkpoint, report, --json) and --resume with a larger cap continues it.
+            print(
+                f"asynctg: warning: --max-cost ${args.max_cost:g} is below the low end of this "
+                f"run's estimate ({estimate.line()}): the run will stop at the cap before it "
+                "finishes; --resume with a larger --max-cost continues it",
+                file=sys.stderr,
             )
     if getattr(args, "otel", False):
         from asynctg import telemetry
@@ -833,8 +850,11 @@ async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
     """The run's dry run on a local simulator (asynctg.apps.estimate), calibrated on the
     checkpoint's journal when one holds real replies."""
     import dataclasses
+    import shutil
+    import tempfile
 
     from asynctg.apps import Budget, Progress
+    from asynctg.apps.checkpoint import Checkpoint
     from asynctg.apps.estimate import dry_run
     from asynctg.engine import get_engine
 
@@ -858,33 +878,37 @@ async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
     async def run_loop(engines: dict[str, Any]) -> Any:
         engine = engines[plan.model]
         backward = engines[plan.optimizer_model]
-        return await _loop(unbounded, engine, backward, None, Progress(lambda: {}, quiet=True))
+        quiet = Progress(lambda: {}, quiet=True)
+        saved = plan.checkpoint
+        if saved is None or not saved.journal_path.exists():
+            return await _loop(unbounded, engine, backward, None, quiet)
+        # A resumed run resumes here too, on a copy of its checkpoint (the real one is not
+        # touched): finished steps are skipped and the journal's calls are free hits.
+        with tempfile.TemporaryDirectory(prefix="asynctg-estimate-") as tmp:
+            copy = Path(tmp) / "run"
+            await asyncio.to_thread(shutil.copytree, saved.path, copy)
+            checkpoint = Checkpoint(copy, saved.config, resume=True)
+            checkpoint.open()
+            try:
+                return await _loop(unbounded, engine, backward, checkpoint, quiet)
+            finally:
+                checkpoint.close()
 
     prices = {m: args.price for m in (plan.model, plan.optimizer_model)} if args.price else None
-    first = await dry_run(
-        make,
-        [plan.model, plan.optimizer_model],
-        run_loop,
-        prices=prices,
-        max_tokens=args.max_tokens,
-    )
+    first = await dry_run(make, [plan.model, plan.optimizer_model], run_loop, prices=prices)
     scale = _journal_reply_scale(plan, first)
     if scale is None:
         return first
     return await dry_run(
-        make,
-        [plan.model, plan.optimizer_model],
-        run_loop,
-        prices=prices,
-        max_tokens=args.max_tokens,
-        reply_scale=scale,
+        make, [plan.model, plan.optimizer_model], run_loop, prices=prices, reply_scale=scale
     )
 
 
 def _journal_reply_scale(plan: _Plan, first: Any) -> float | None:
     """Mean real reply length in the checkpoint's journal / the dry run's, if known."""
     checkpoint = plan.checkpoint
-    if checkpoint is None or checkpoint.state is None or not first.calls:
+    sent = first.calls - first.journal_hits
+    if checkpoint is None or checkpoint.state is None or not sent:
         return None
     from asynctg.engine.cache import ResponseCache
 
@@ -895,7 +919,7 @@ def _journal_reply_scale(plan: _Plan, first: Any) -> float | None:
         journal.close()
     if not lengths or not first.completion_tokens:
         return None
-    return float((sum(lengths) / len(lengths)) / (first.completion_tokens / first.calls))
+    return float((sum(lengths) / len(lengths)) / (first.completion_tokens / sent))
 
 
 async def _execute(args: argparse.Namespace, plan: _Plan) -> int:
@@ -942,7 +966,9 @@ def _print_result(plan: _Plan, data: dict[str, Any]) -> None:
     lines = [f"asynctg {plan.command}: {plan.task.name} — {data['status']}"]
     if data.get("stop_reason"):
         lines[0] += f" (--{data['stop_reason'].replace('_', '-')} reached; --resume continues)"
-    if plan.command == "optimize":
+    if plan.command == "optimize" and not data["history"]:
+        lines.append("  nothing evaluated before the stop")
+    elif plan.command == "optimize":
         first, last = data["history"][0], data["history"][-1]
         for key, label in (("test_accuracy", "test"), ("validation_accuracy", "validation")):
             if first.get(key) is not None:

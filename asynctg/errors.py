@@ -45,7 +45,7 @@ original, so ``except asynctg.AsyncTGError`` catches every failure of ours and t
 in the traceback. Cancellation is never turned into one of these.
 
 Errors leave a task group one way (``first_error``): the first failure is raised as itself, not
-as an ``ExceptionGroup``, with a note counting the others (several calls of one fan-out often
+as an ``ExceptionGroup``, with a note naming the others' kinds (several calls of one fan-out often
 fail for one reason, such as an exhausted quota); a ``KeyboardInterrupt`` or ``SystemExit``
 among them wins.
 """
@@ -134,8 +134,11 @@ def first_error() -> Iterator[None]:
     except BaseExceptionGroup as eg:
         leaves = list(_leaves(eg))
         first = next((e for e in leaves if not isinstance(e, Exception)), leaves[0])
-        if len(leaves) > 1:
-            first.add_note(f"({len(leaves) - 1} more error(s) in the same task group)")
+        others = sorted({type(e).__name__ for e in leaves if e is not first})
+        if others:
+            # their kinds, not their number: how many siblings fail before the group's
+            # cancellation reaches them is a matter of timing, and messages must not vary
+            first.add_note(f"(more errors in the same task group: {', '.join(others)})")
         raise first from None
 
 

@@ -651,7 +651,7 @@ async def test_backward_of_a_non_variable_is_a_graph_error() -> None:
 
 async def test_several_failures_in_one_backward_leave_as_the_first_error() -> None:
     """When many feedback calls fail at once (an exhausted quota), backward raises one typed
-    error with a note counting the others, never an ExceptionGroup."""
+    error with a note naming the others' kinds, never an ExceptionGroup."""
     from support import scripted
 
     transport = scripted([ok("answer")] * 6, then=error(429, "quota", code="insufficient_quota"))

@@ -183,7 +183,7 @@ async def test_calls_percentiles_sit_on_the_simulators_latency() -> None:
     chunks come 1/tokens_per_second apart: each reported quantile is at least the configured
     one (a request can only be slower than the server made it, never faster)."""
     latency, tps = 0.03, 400.0
-    async with SimServer(SimConfig(latency=f"{latency}", tokens_per_second=tps)) as sim:
+    async with SimServer(SimConfig(latency=f"{latency}s", tokens_per_second=tps)) as sim:
         async with _engine(sim) as engine:
             row = await run_calls(
                 engine,

@@ -724,6 +724,8 @@ async def test_client_giving_up_cancels_the_handler(
         ({"fault_rate": -0.1}, r"\[0, 1\]"),
         ({"faults": ("500", "teapot")}, "accepted kinds"),
         ({"latency": "soon"}, "accepted latency specs"),
+        ({"latency": "100"}, "with a unit"),
+        ({"latency": "uniform:50,150ms"}, "with a unit"),
         ({"latency": "uniform:2s,1s"}, "low <= high"),
         ({"latency": -1}, "accepted latency specs"),
         ({"quota_tokens": 0}, "quota_tokens"),
@@ -742,7 +744,7 @@ def test_parse_latency_specs() -> None:
     assert parse_latency("0") == LatencyModel("fixed", 0.0)
     assert parse_latency("0").is_zero
     assert parse_latency("100ms") == LatencyModel("fixed", 0.1)
-    assert parse_latency("0.1") == LatencyModel("fixed", 0.1)
+    assert parse_latency("0.1s") == LatencyModel("fixed", 0.1)
     assert parse_latency("2s") == LatencyModel("fixed", 2.0)
     assert parse_latency(0.25) == LatencyModel("fixed", 0.25)
     assert parse_latency("uniform:50ms,150ms") == LatencyModel("uniform", 0.05, 0.15)
@@ -857,3 +859,17 @@ async def test_admin_posts_without_a_key_still_need_json(
     ) as r:
         assert r.status == 415
     assert sim.stats()["requests"] == 1
+
+
+def test_a_bare_latency_number_is_refused_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`asynctg sim --latency 100` (ms or s?) exits 2 asking for a unit instead of serving
+    answers 100 seconds late; every spec round-trips through its own spec() string."""
+    from asynctg.cli import main
+
+    assert main(["sim", "--latency", "100", "--port", "0"]) == 2
+    assert "with a unit" in capsys.readouterr().err
+    for spec in ("0", "100ms", "uniform:50ms,150ms", "lognormal:80ms,0.4", "exp:2s"):
+        model = parse_latency(spec)
+        assert parse_latency(model.spec()) == model

@@ -45,7 +45,13 @@ from asynctg.apps.run import (
     run_host,
 )
 from asynctg.engine.protocol import Engine
-from asynctg.errors import ConfigError, OptimizerParseError, require_int
+from asynctg.errors import (
+    BudgetExceededError,
+    ConfigError,
+    DeadlineExceededError,
+    OptimizerParseError,
+    require_int,
+)
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.ops import sum as tg_sum
 from asynctg.graph.variable import Variable
@@ -102,6 +108,10 @@ class PromptConfig:
 @dataclass
 class PromptResult:
     """A run's outcome: one history row per step (row 0: before training) and the final prompt.
+
+    A step's row has ``accepted`` (False when validation rejected the new prompt; the row's
+    ``prompt`` is then the one kept, and ``rejected`` holds the candidate's ``prompt`` and
+    ``validation_accuracy``, with ``accepted: false``).
 
     ``status`` is "completed", or "stopped" with ``stop_reason`` "max_cost" / "max_calls".
     ``unreadable_verdicts`` counts judge replies without a 0/1 verdict (scored 0) in this
@@ -274,6 +284,7 @@ class _PromptRun:
         reverted: bool,
         started: float,
         unusable: bool = False,
+        rejected: dict[str, Any] | None = None,
     ) -> None:
         usage = self.meter.total()
         row = {
@@ -292,6 +303,9 @@ class _PromptRun:
         }
         if step > 0:
             row["aggregation"] = self.aggregation
+            row["accepted"] = rejected is None
+            if rejected is not None:
+                row["rejected"] = rejected
         self.history.append(row)
         shown = test_acc if test_acc is not None else val_acc if val_acc is not None else train_acc
         if step == 0:
@@ -299,8 +313,11 @@ class _PromptRun:
         else:
             where = f"step {step}/{self.total_steps} (epoch {self.epoch + 1})"
             message = f"{where}: {_accuracies(row)}"
-            if reverted:
-                message += " (new prompt rejected by validation)"
+            if rejected is not None:
+                message += (
+                    " (new prompt rejected by validation: "
+                    f"{rejected['validation_accuracy']:.3f} < {val_acc:.3f})"
+                )
         self.emit(
             "step",
             message,
@@ -308,6 +325,55 @@ class _PromptRun:
             accuracy=shown,
             **row,
         )
+
+    async def one_step(self, steps_per_epoch: int) -> str | None:
+        """The next minibatch's step (or the move to the next epoch), saved; then why the
+        budget stops the run, or None."""
+        config = self.config
+        if self.step_in_epoch == 0 and self.loader.epoch == self.epoch:
+            self.loader.start_epoch()  # the shuffle of this pass, once
+        batch = self.loader.next_batch() if self.step_in_epoch < steps_per_epoch else None
+        if batch is None:
+            self.epoch += 1
+            self.step_in_epoch = 0
+            return None
+        started = time.monotonic()
+        step = len(self.history)
+        self.emit("progress", "", progress=f"step {step}/{self.total_steps} running")
+        previous_prompt = str(self.system_prompt.value)
+        train_acc, usable = await self.train_step(batch)
+        val_acc = None
+        reverted = False
+        rejected: dict[str, Any] | None = None
+        if config.validate:
+            val_acc = await self.evaluate("validation", self.task.val)
+            best = self.history[-1]["validation_accuracy"]
+            if val_acc is not None and best is not None and val_acc < best:
+                # kept in the history (not only the prompt validation chose): what was tried
+                rejected = {
+                    "prompt": str(self.system_prompt.value),
+                    "validation_accuracy": val_acc,
+                    "accepted": False,
+                }
+                self.system_prompt.set_value(previous_prompt)
+                val_acc = best
+                reverted = True
+        test_acc = None
+        if config.evaluate_test:
+            test_acc = await self.evaluate("test", self.task.test)
+        self.step_in_epoch += 1
+        self.record(
+            step,
+            train_acc,
+            test_acc,
+            val_acc,
+            reverted=reverted,
+            started=started,
+            unusable=not usable,
+            rejected=rejected,
+        )
+        await self.save("running")
+        return config.budget.exceeded(self.meter.total())
 
     async def run(self) -> PromptResult:
         config = self.config
@@ -326,48 +392,26 @@ class _PromptRun:
                 f"step{'s' if self.total_steps != 1 else ''} of {config.batch_size}",
                 progress=f"step 0/{self.total_steps}",
             )
+        stop_reason: str | None = None
         if not self.history:
-            await self.initial()
-            await self.save("running")
-        stop_reason = config.budget.exceeded(self.meter.total())
+            try:
+                await self.initial()
+            except (BudgetExceededError, DeadlineExceededError) as exc:
+                stop_reason = exc.limit  # not even the first evaluation fit: nothing to keep
+            else:
+                await self.save("running")
+        stop_reason = stop_reason or config.budget.exceeded(self.meter.total())
         steps_per_epoch = config.steps_per_epoch or len(self.loader)
         while stop_reason is None and self.epoch < config.epochs:
-            if self.step_in_epoch == 0 and self.loader.epoch == self.epoch:
-                self.loader.start_epoch()  # the shuffle of this pass, once
-            batch = self.loader.next_batch() if self.step_in_epoch < steps_per_epoch else None
-            if batch is None:
-                self.epoch += 1
-                self.step_in_epoch = 0
-                continue
-            started = time.monotonic()
-            step = len(self.history)
-            self.emit("progress", "", progress=f"step {step}/{self.total_steps} running")
-            previous_prompt = str(self.system_prompt.value)
-            train_acc, usable = await self.train_step(batch)
-            val_acc = None
-            reverted = False
-            if config.validate:
-                val_acc = await self.evaluate("validation", self.task.val)
-                best = self.history[-1]["validation_accuracy"]
-                if val_acc is not None and best is not None and val_acc < best:
-                    self.system_prompt.set_value(previous_prompt)
-                    val_acc = best
-                    reverted = True
-            test_acc = None
-            if config.evaluate_test:
-                test_acc = await self.evaluate("test", self.task.test)
-            self.step_in_epoch += 1
-            self.record(
-                step,
-                train_acc,
-                test_acc,
-                val_acc,
-                reverted=reverted,
-                started=started,
-                unusable=not usable,
-            )
-            await self.save("running")
-            stop_reason = config.budget.exceeded(self.meter.total())
+            # The engine's dollar cap may refuse a call mid-step; the run then ends as it does
+            # between steps, from the state before the step (steps are atomic; the step's paid
+            # calls stay in the journal, so a resumed run replays them for free).
+            before = self.state("running")
+            try:
+                stop_reason = await self.one_step(steps_per_epoch)
+            except (BudgetExceededError, DeadlineExceededError) as exc:
+                self.restore(before)
+                stop_reason = exc.limit
         status = "stopped" if stop_reason else "completed"
         await self.save(status, stop_reason)
         if stop_reason:
@@ -384,7 +428,8 @@ class _PromptRun:
             config={**config.fingerprint_fields(), "epochs": config.epochs},
             unreadable_verdicts=getattr(self.evaluator, "unreadable", 0),
         )
-        self.emit("done", f"{status}: {_accuracies(self.history[-1])}", status=status)
+        last = _accuracies(self.history[-1]) if self.history else "nothing evaluated"
+        self.emit("done", f"{status}: {last}", status=status)
         return result
 
 

@@ -238,6 +238,15 @@ def _aggregation_cell(report: Mapping[str, Any] | None) -> str:
     return f"{how}; prompt ~{report['prompt_tokens']} tokens"
 
 
+def _rejected_cell(row: Mapping[str, Any]) -> str:
+    """The "rejected" column: "yes" and the candidate's score, for a step validation rejected."""
+    if not row.get("reverted"):
+        return ""
+    rejected = row.get("rejected")
+    score = rejected.get("validation_accuracy") if isinstance(rejected, Mapping) else None
+    return f"yes ({score:.3f})" if isinstance(score, int | float) else "yes"
+
+
 def _prompt_sections(result: Mapping[str, Any]) -> str:
     history = result.get("history", [])
     labels = [str(row["step"]) for row in history]
@@ -255,7 +264,7 @@ def _prompt_sections(result: Mapping[str, Any]) -> str:
             row.get("train_accuracy"),
             row.get("validation_accuracy"),
             row.get("test_accuracy"),
-            "yes" if row.get("reverted") else "",
+            _rejected_cell(row),
             _aggregation_cell(row.get("aggregation")),
         )
         for row in history
@@ -266,6 +275,18 @@ def _prompt_sections(result: Mapping[str, Any]) -> str:
     if history:
         out.append(f"<h3>Step 0 (start)</h3><pre>{html.escape(str(history[0]['prompt']))}</pre>")
     for before, row in itertools.pairwise(history):
+        rejected = row.get("rejected")
+        if isinstance(rejected, Mapping):
+            # the candidate validation turned down, with its score: what was tried, not only
+            # what was kept
+            score = rejected.get("validation_accuracy")
+            shown = f"{score:.3f}" if isinstance(score, int | float) else "n/a"
+            out.append(
+                f"<h3>Step {row['step']} &mdash; rejected by validation (validation accuracy "
+                f"{shown}), previous prompt kept</h3><p>The rejected candidate:</p>"
+                f"<pre>{diff_html(str(before['prompt']), str(rejected.get('prompt', '')))}</pre>"
+            )
+            continue
         kept = row.get("reverted")
         note = " &mdash; rejected by validation, previous prompt kept" if kept else ""
         out.append(

@@ -19,7 +19,14 @@ from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.jobs import Job
 from asynctg.engine.usage import UsageStats
-from asynctg.errors import AsyncTGError, ConfigError, first_error, require_int
+from asynctg.errors import (
+    AsyncTGError,
+    BudgetExceededError,
+    ConfigError,
+    DeadlineExceededError,
+    first_error,
+    require_int,
+)
 from asynctg.fanout import gather
 
 if TYPE_CHECKING:
@@ -349,15 +356,22 @@ class ItemRun:
         tasks: list[asyncio.Task[None]] = []
 
         async def one(i: int) -> None:
+            reason: str | None
+            record: dict[str, Any] | None
             try:
                 record = await solve(i)
+            except (BudgetExceededError, DeadlineExceededError) as exc:
+                # a cap or the deadline refused a call mid-item: stop as between items; the
+                # item is not recorded (a resumed run redoes it, its paid calls from the journal)
+                record, reason = None, exc.limit
             except AsyncTGError as exc:
                 record = failed(i, exc)
-            self.records[i] = record
-            message, data = describe(i, record)
-            self.emit("item", message, progress=self.progress(), index=i, **data)
-            # checked before the save's await, so no sibling sends a call past the cap meanwhile
-            reason = self.budget.exceeded(self.meter.total())
+            if record is not None:
+                self.records[i] = record
+                message, data = describe(i, record)
+                self.emit("item", message, progress=self.progress(), index=i, **data)
+                # checked before the save's await, so no sibling sends a call past the cap
+                reason = self.budget.exceeded(self.meter.total())
             if reason is not None and self.stop_reason is None:
                 self.stop_reason = reason
                 for t in tasks:

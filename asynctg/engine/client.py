@@ -24,7 +24,7 @@ from asynctg._version import __version__
 from asynctg.engine.cache import ResponseCache, ResponseStore
 from asynctg.engine.clock import Clock, LoopClock
 from asynctg.engine.jobs import Job, current_job
-from asynctg.engine.models import context_window_for
+from asynctg.engine.models import context_window_for, max_output_tokens_for
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import CostCap, Reservation, SharedBudget
@@ -71,9 +71,14 @@ DEFAULT_TIMEOUT = 120.0
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: What ``cache_mode`` may be (see ``ChatEngine.cache_mode``).
 CACHE_MODES = ("readwrite", "record", "replay")
-#: Reply cap an engine with ``max_cost`` puts on requests that set none (a call's worst-case
-#: price must be bounded to be reserved).
-DEFAULT_CAPPED_REPLY_TOKENS = 4096
+#: Reply tokens a dollar cap reserves for a request without ``max_tokens`` to a model the table
+#: (``asynctg.engine.models.MAX_OUTPUT_TOKENS``) does not know. Nothing is added to the request
+#: (a cap must not change what is sent: journals and caches would miss), so this is an
+#: assumption, not a bound: 4096 is the reply cap of most chat models of the 2023-24 generation
+#: and of common local-server defaults, and far above what the paper's prompts elicit (a few
+#: hundred tokens). A model that may write more should be given ``max_tokens`` or
+#: ``cost_reserve_tokens``.
+DEFAULT_COST_RESERVE_TOKENS = 4096
 #: Completion size assumed for the token budget before any answer has been seen.
 _INITIAL_COMPLETION_ESTIMATE = 64
 
@@ -159,6 +164,7 @@ class ChatEngine:
         redis_url: str | None = None,
         redis_namespace: str = "asynctg",
         reservation_ttl: float | None = None,
+        cost_reserve_tokens: int | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("model must be a non-empty string, e.g. get_engine('gpt-4o')")
@@ -172,6 +178,7 @@ class ChatEngine:
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
         require_int("context_window", context_window, 16, optional=True)
+        require_int("cost_reserve_tokens", cost_reserve_tokens, 1, optional=True)
         if price is not None:
             price = check_price(price)
         self.model = model
@@ -255,8 +262,12 @@ class ChatEngine:
                     f"max_cost needs a price for {model!r}: pass price=(dollars per 1M prompt "
                     "tokens, per 1M completion tokens) to get_engine()"
                 )
-            # A call's worst case must be bounded to be reserved: cap replies unless told.
-            self.defaults.setdefault("max_tokens", DEFAULT_CAPPED_REPLY_TOKENS)
+        #: Reply tokens the dollar cap reserves for a request without ``max_tokens``: given, the
+        #: model's reply cap from the table, else ``DEFAULT_COST_RESERVE_TOKENS``. Reserved only,
+        #: never sent: a cap does not change requests (replays and caches of uncapped runs hit).
+        self.cost_reserve_tokens: int = (
+            cost_reserve_tokens or max_output_tokens_for(model) or DEFAULT_COST_RESERVE_TOKENS
+        )
         if redis_url is not None:
             self.shared = SharedBudget(
                 redis_url,
@@ -750,13 +761,21 @@ class ChatEngine:
 
     def _worst_case_nano(self, request: ChatRequest) -> int:
         """A call's highest possible price in nano-dollars: every prompt character a token (no
-        tokenizer does worse on text), the reply at its cap."""
+        tokenizer does worse on text), the reply at its cap (``max_tokens``, else
+        ``cost_reserve_tokens``)."""
         price = self.usage.price
         if price is None:
             return 0
         prompt = len(request.text()) + 8 * len(request.messages)
-        reply = (request.max_tokens or DEFAULT_CAPPED_REPLY_TOKENS) * (request.n or 1)
+        reply = (request.max_tokens or self.cost_reserve_tokens) * (request.n or 1)
         return int(micro_dollars(price, prompt, reply) * 1000) + 1
+
+    def worst_case_usd(self, request: ChatRequest) -> float | None:
+        """The most ``request`` can cost in dollars (what a dollar cap reserves before sending
+        it), or None without a price."""
+        if self.usage.price is None:
+            return None
+        return self._worst_case_nano(request) / 1e9
 
     async def _reserve(
         self,
@@ -1046,7 +1065,10 @@ def get_engine(
     ``max_cost`` (dollars, or a ``CostCap`` shared by several engines: each call's worst-case
     price is reserved before it is sent, so spending never passes it; a reservation that does
     not fit beside others outstanding waits for them to settle, and ``BudgetExceededError`` is
-    raised only when the settled spending plus its worst case would pass the cap),
+    raised only when the settled spending plus its worst case would pass the cap; the requests
+    sent are the same as without a cap), ``cost_reserve_tokens`` (the reply tokens that cap
+    reserves for a request without ``max_tokens``; default: the model's reply cap from
+    ``asynctg.engine.models``, else 4096),
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:

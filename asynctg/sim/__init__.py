@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency",
         default="0",
-        help='latency spec: "0", "100ms", "2s", "uniform:50ms,150ms", "lognormal:100ms,0.5", '
-        '"exp:100ms" (default 0)',
+        help='latency spec, with its unit: "0", "100ms", "2s", "uniform:50ms,150ms", '
+        '"lognormal:100ms,0.5", "exp:100ms" (default 0; a bare "100" is refused)',
     )
     parser.add_argument(
         "--tokens-per-second",

@@ -54,22 +54,25 @@ _DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|
 _UNIT_SECONDS = {None: 1.0, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0}
 
 _LATENCY_HELP = (
-    'accepted latency specs: "0", "100ms", "0.1" (seconds), "2s", "uniform:50ms,150ms", '
+    'accepted latency specs: "0", "100ms", "0.1s", "2s", "uniform:50ms,150ms", '
     '"lognormal:100ms,0.5" (median, sigma), "exp:100ms" (mean), or a LatencyModel'
 )
 
 
 def parse_duration(text: str) -> float:
-    """Parse ``"100ms"``, ``"2s"``, ``"0.1"`` (seconds), ``"250us"`` or ``"1m"`` into seconds.
+    """Parse ``"100ms"``, ``"2s"``, ``"250us"`` or ``"1m"`` into seconds.
+
+    The unit is required (only ``"0"`` may go without): a bare ``"100"`` is read as 100 ms by
+    some tools and 100 s by others, and a simulator taking 100 s per answer looks hung.
 
     >>> parse_duration("150ms")
     0.15
     """
     match = _DURATION_RE.match(text)
-    if match is None:
+    if match is None or (match.group(2) is None and float(match.group(1)) != 0):
         raise ValueError(
-            f"cannot parse duration {text!r}: expected a non-negative number with an optional "
-            'unit us, ms, s or m, e.g. "100ms", "2s", "0.1"'
+            f"cannot parse duration {text!r}: expected a non-negative number with a unit us, "
+            'ms, s or m, e.g. "100ms", "0.1s", "2s" (only "0" needs no unit)'
         )
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
@@ -130,18 +133,19 @@ class LatencyModel:
     def spec(self) -> str:
         """The spec string that :func:`parse_latency` turns back into this model."""
         if self.kind == "fixed":
-            return f"{self.a}"
+            return f"{self.a}s"
         if self.kind == "uniform":
-            return f"uniform:{self.a},{self.b}"
+            return f"uniform:{self.a}s,{self.b}s"
         if self.kind == "lognormal":
-            return f"lognormal:{self.a},{self.b}"
-        return f"exp:{self.a}"
+            return f"lognormal:{self.a}s,{self.b}"
+        return f"exp:{self.a}s"
 
 
 def parse_latency(spec: str | float | LatencyModel) -> LatencyModel:
     """Turn a latency spec into a :class:`LatencyModel`.
 
-    Accepted: a number of seconds or a duration (``"0"``, ``"0.1"``, ``"100ms"``, ``"2s"``),
+    Accepted: a number of seconds, or a duration with its unit (``"0"``, ``"100ms"``, ``"0.1s"``,
+    ``"2s"``; a bare ``"100"`` is refused: milliseconds or seconds?),
     ``"uniform:LOW,HIGH"``, ``"lognormal:MEDIAN,SIGMA"`` (sigma is unitless),
     ``"exp:MEAN"``, or a :class:`LatencyModel` (returned as is).
 
