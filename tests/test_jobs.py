@@ -618,14 +618,27 @@ async def test_two_apps_on_one_engine_each_report_their_own_usage() -> None:
 
 async def test_an_app_given_a_job_runs_inside_it() -> None:
     """An app given a job runs as a job nested in it: the caller's job counts the run's calls
-    and its caps bound it."""
+    and its caps bound it; the run stops there as a finished run ends, with the cap named."""
     from asynctg import apps
 
     async with SimServer(SimConfig()) as sim:
         engine = tg.get_engine("sim-1", base_url=sim.base_url, api_key="k")
         async with engine, engine.job("request-17", max_calls=10) as job:
             config = apps.PromptConfig(batch_size=2, epochs=1, steps_per_epoch=1)
-            with pytest.raises(tg.BudgetExceededError) as caught:
-                await apps.optimize_prompt(_counting_task(), job, config=config)
+            result = await apps.optimize_prompt(_counting_task(), job, config=config)
             assert job.stats()["requests"] == 10
-    assert caught.value.job == "request-17"
+    assert (result.status, result.stop_reason) == ("stopped", "max_calls")
+
+
+async def test_an_app_whose_job_deadline_passes_stops_like_a_finished_run() -> None:
+    """An app run in a job whose deadline has passed ends as a stopped run naming the
+    deadline, not with an exception."""
+    from asynctg import apps
+
+    async with SimServer(SimConfig()) as sim:
+        engine = tg.get_engine("sim-1", base_url=sim.base_url, api_key="k")
+        async with engine, engine.job("late", deadline=1e-9) as job:
+            await asyncio.sleep(0)  # yield: the deadline passes (the clock moved)
+            config = apps.PromptConfig(batch_size=2, epochs=1, steps_per_epoch=1)
+            result = await apps.optimize_prompt(_counting_task(), job, config=config)
+    assert (result.status, result.stop_reason) == ("stopped", "deadline")
