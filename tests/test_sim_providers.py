@@ -721,3 +721,19 @@ async def test_admin_routes_keep_key_and_json(
         assert r.status == 200 and (await r.json())["advanced"] == 5
     async with http.post(f"{sim.url}/sim/advance", json={"seconds": -1}, headers=auth) as r:
         assert r.status == 400
+
+
+def test_cli_options_reach_the_config() -> None:
+    """The new `asynctg sim` options land in SimConfig."""
+    import argparse
+
+    from asynctg.sim import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = "--anthropic-otpm 8000 --no-prompt-cache --flex-unavailable-rate 0.25"
+    argv += " --batch-completion-seconds 5 --batch-failure-rate 0.1"
+    args = parser.parse_args(argv.split())
+    cfg = config_from_args(args)
+    assert (cfg.anthropic_otpm, cfg.prompt_cache, cfg.flex_unavailable_rate) == (8000, False, 0.25)
+    assert (cfg.batch_completion_seconds, cfg.batch_failure_rate) == (5.0, 0.1)

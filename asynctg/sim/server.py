@@ -1,4 +1,5 @@
-"""The simulated OpenAI-compatible provider: an aiohttp.web server and its statistics.
+"""The simulated provider (OpenAI- and Anthropic-compatible): an aiohttp.web server and its
+statistics.
 
 Routes::
 
@@ -8,6 +9,10 @@ Routes::
     GET  /sim/requests                                     recorded request bodies (record=True)
     POST /sim/reset                                        SimServer.reset_stats()
     POST /sim/config                                       SimServer.update(**body)
+    GET  /sim/bill                                         SimServer.bill(): the provider's bill
+    POST /sim/advance   {"seconds": N}                     SimServer.advance(N): fast-forward
+    POST /v1/messages                                      Anthropic's Messages API
+    /v1/files, /v1/batches, /v1/messages/batches           batch APIs (asynctg.sim.batches)
 
 The ``/sim/*`` admin routes take the same ``Authorization: Bearer KEY`` as the model when an
 ``api_key`` is set (401 without it), and their POSTs must say ``Content-Type:
