@@ -22,6 +22,7 @@ so a bill of a million requests is still exact.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 from fractions import Fraction
@@ -33,6 +34,7 @@ __all__ = ["DEFAULT_ANTHROPIC_PRICES", "DEFAULT_OPENAI_PRICES", "TIERS", "Bill",
 TIERS: tuple[str, ...] = ("standard", "flex", "batch")
 
 
+@functools.lru_cache(maxsize=256)  # the hot path bills every request at a handful of prices
 def _as_fraction(value: float) -> Fraction:
     # via str: 0.3 means 3/10 as written in a config, not the nearest binary double
     return Fraction(str(value))
