@@ -12,6 +12,46 @@ the request's format instructions (see :mod:`asynctg.sim.answers`).
 
 From a shell: ``python -m asynctg.sim --port 0 --latency 50ms --rpm 600`` prints the base URL on
 one line once it is serving, then serves until SIGINT or SIGTERM.
+
+Beyond OpenAI's chat completions the simulator serves, on the same port:
+
+* **Anthropic's Messages API** (``POST /v1/messages``): ``x-api-key`` (required when the sim has
+  an ``api_key``), ``anthropic-version`` (400 without it), ``model``, ``max_tokens`` (required),
+  ``system`` (a string or text blocks), ``messages`` (strings or text/image blocks),
+  ``temperature``, ``stop_sequences``, ``stream``. Answers follow the same format rules as chat
+  (:mod:`asynctg.sim.answers`). Errors in Anthropic's shape (``{"type": "error", "error":
+  {"type", "message"}}``): 400 ``invalid_request_error`` ("prompt is too long" past
+  ``context_window``, counting ``max_tokens``), 401 ``authentication_error``, 429
+  ``rate_limit_error`` with ``retry-after``, 500 ``api_error`` and 529 ``overloaded_error`` (fault
+  kinds "500" and "529"; in a stream they become an ``error`` event after half the text).
+  Streams send ``message_start``, ``content_block_start``, ``ping``, ``content_block_delta``
+  (``text_delta``), ``content_block_stop``, ``message_delta``, ``message_stop``. Budgets
+  ``anthropic_rpm``, ``anthropic_itpm``, ``anthropic_otpm`` are separate buckets reported in
+  ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,remaining,reset}`` (reset
+  an RFC 3339 time); ``max_tokens`` is charged against the output budget up front and what the
+  answer did not use is given back when it is sent; cache reads do not count against the input
+  budget (see :class:`asynctg.sim.buckets.InputOutputLimiter`).
+* **Prompt caching** for both APIs (:mod:`asynctg.sim.prefix_cache`): OpenAI's automatic cache
+  reports ``usage.prompt_tokens_details.cached_tokens`` (0, or 1,024 + k * 128) and honours
+  ``prompt_cache_key`` when ``prompt_cache_shards`` > 1; Anthropic's explicit ``cache_control``
+  breakpoints (at most 4; 1,024 tokens minimum, 2,048 for Haiku) report
+  ``cache_creation_input_tokens`` on a write and ``cache_read_input_tokens`` on a hit.
+  ``prompt_cache`` (on/off), ``prompt_cache_ttl`` (300 s after last use, on the sim's clock),
+  ``prompt_cache_max_entries`` (bounded memory).
+* **A provider-side bill** (:mod:`asynctg.sim.billing`) per API in integer nano-dollars at
+  ``openai_prices`` / ``anthropic_prices`` (:class:`~asynctg.sim.billing.Prices`: input,
+  output, cached input, 5-minute cache write, batch and flex factors), on ``GET /sim/bill`` and
+  in ``/sim/stats`` under ``"bill"``, so tests compare an engine's cost with the provider's.
+* **Flex processing**: ``service_tier: "flex"`` in a chat request is slower
+  (``flex_latency_factor``), refused with 429 ``resource_unavailable`` for a
+  ``flex_unavailable_rate`` share (not billed), billed at the flex factor, and answered with
+  ``"service_tier": "flex"`` (other requests say ``"default"``).
+* **Batch APIs** (:mod:`asynctg.sim.batches`): OpenAI's ``/v1/files`` and ``/v1/batches`` and
+  Anthropic's ``/v1/messages/batches``, progressing on the sim's clock
+  (``batch_completion_seconds``), with a ``batch_failure_rate`` share of failed requests and a
+  ``batch_expire`` switch; billed at the batch factor, outside the rpm/tpm budgets.
+* **A fast-forwardable clock**: ``SimServer.advance(seconds)`` or ``POST /sim/advance
+  {"seconds": N}`` moves budgets, cache TTLs and batches forward, so tests never sleep.
 """
 
 from __future__ import annotations
@@ -25,6 +65,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asynctg.sim.answers import default_answer
+from asynctg.sim.billing import Prices
 from asynctg.sim.buckets import RateLimiter, TokenBucket, format_duration
 from asynctg.sim.config import FAULT_KINDS, LatencyModel, SimConfig, parse_latency
 from asynctg.sim.server import SimServer
@@ -32,6 +73,7 @@ from asynctg.sim.server import SimServer
 __all__ = [
     "FAULT_KINDS",
     "LatencyModel",
+    "Prices",
     "RateLimiter",
     "SimConfig",
     "SimServer",
@@ -104,6 +146,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-name", default="sim-1", help="model reported when a request names none"
     )
+    parser.add_argument("--anthropic-rpm", type=int, default=None, help="Messages API requests/min")
+    parser.add_argument(
+        "--anthropic-itpm", type=int, default=None, help="Messages input tokens/min"
+    )
+    parser.add_argument(
+        "--anthropic-otpm", type=int, default=None, help="Messages output tokens/min"
+    )
+    parser.add_argument("--no-prompt-cache", action="store_true", help="report no cached tokens")
+    parser.add_argument(
+        "--prompt-cache-ttl", type=float, default=300.0, help="cached prefix lifetime (300 s)"
+    )
+    parser.add_argument(
+        "--flex-unavailable-rate", type=float, default=0.0, help="share of flex 429s, 0..1"
+    )
+    parser.add_argument(
+        "--batch-completion-seconds", type=float, default=60.0, help="batch duration (60 s)"
+    )
+    parser.add_argument(
+        "--batch-failure-rate", type=float, default=0.0, help="share of failed batch requests"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -124,6 +186,14 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         rate_limit_headers=not args.no_rate_limit_headers,
         record=args.record,
         model_name=getattr(args, "model_name", "sim-1"),
+        anthropic_rpm=getattr(args, "anthropic_rpm", None),
+        anthropic_itpm=getattr(args, "anthropic_itpm", None),
+        anthropic_otpm=getattr(args, "anthropic_otpm", None),
+        prompt_cache=not getattr(args, "no_prompt_cache", False),
+        prompt_cache_ttl=getattr(args, "prompt_cache_ttl", 300.0),
+        flex_unavailable_rate=getattr(args, "flex_unavailable_rate", 0.0),
+        batch_completion_seconds=getattr(args, "batch_completion_seconds", 60.0),
+        batch_failure_rate=getattr(args, "batch_failure_rate", 0.0),
     )
 
 

@@ -24,7 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-__all__ = ["EARLY_TOLERANCE", "RateLimiter", "TokenBucket", "format_duration"]
+__all__ = [
+    "EARLY_TOLERANCE",
+    "InputOutputLimiter",
+    "RateLimiter",
+    "TokenBucket",
+    "format_duration",
+]
 
 #: Seconds early a request may arrive and still be admitted (see the module docstring).
 EARLY_TOLERANCE = 0.01
@@ -91,6 +97,10 @@ class TokenBucket:
         """Remove ``amount`` unconditionally (callers check :meth:`wait_time` first)."""
         self._refill()
         self._level -= amount
+
+    def give_back(self, amount: float) -> None:
+        """Return ``amount`` taken too much up front (never past a full bucket)."""
+        self._level = min(self.capacity, self._refill() + amount)
 
     def try_take(self, amount: float) -> float:
         """Take ``amount`` if it fits and return 0.0, else return the seconds to wait."""
@@ -164,6 +174,62 @@ class RateLimiter:
         if wait_r >= wait_t:
             return "requests", wait_r
         return "tokens", wait_t
+
+
+class InputOutputLimiter:
+    """Anthropic's three budgets: requests, input tokens and output tokens per minute.
+
+    Output tokens are charged up front with the request's ``max_tokens`` (the provider cannot
+    know the answer's length yet); :meth:`settle` returns the unused part once the answer is
+    sent. Input tokens are charged with what the prompt cache did not serve (cache reads do
+    not count against the input budget; cache writes do). A refusal charges nothing.
+    """
+
+    __slots__ = ("input", "output", "requests")
+
+    def __init__(
+        self, rpm: int | None, itpm: int | None, otpm: int | None, now: Callable[[], float]
+    ) -> None:
+        self.requests = TokenBucket.per_minute(rpm, now) if rpm else None
+        self.input = TokenBucket.per_minute(itpm, now) if itpm else None
+        self.output = TokenBucket.per_minute(otpm, now) if otpm else None
+
+    @property
+    def unlimited(self) -> bool:
+        """True when no budget is set."""
+        return self.requests is None and self.input is None and self.output is None
+
+    def buckets(self) -> tuple[tuple[str, TokenBucket | None], ...]:
+        """``(name, bucket)`` pairs, named as in the ``anthropic-ratelimit-*`` headers."""
+        return (
+            ("requests", self.requests),
+            ("input-tokens", self.input),
+            ("output-tokens", self.output),
+        )
+
+    def admit(self, input_tokens: int, max_tokens: int) -> tuple[str | None, float]:
+        """``(None, 0.0)`` when admitted (all charged), else the binding budget's name and the
+        seconds until the request would fit every budget."""
+        waits = (
+            ("requests", self.requests.wait_time(1) if self.requests else 0.0),
+            ("input-tokens", self.input.wait_time(input_tokens) if self.input else 0.0),
+            ("output-tokens", self.output.wait_time(max_tokens) if self.output else 0.0),
+        )
+        worst = max(waits, key=lambda item: item[1])
+        if worst[1] > 0.0:
+            return worst[0], worst[1]
+        if self.requests is not None:
+            self.requests.take(1)
+        if self.input is not None:
+            self.input.take(input_tokens)
+        if self.output is not None:
+            self.output.take(max_tokens)
+        return None, 0.0
+
+    def settle(self, max_tokens: int, output_tokens: int) -> None:
+        """Give back the output tokens reserved but not written."""
+        if self.output is not None and max_tokens > output_tokens:
+            self.output.give_back(max_tokens - output_tokens)
 
 
 def format_duration(seconds: float) -> str:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from random import Random
 from typing import Any, Literal
 
+from asynctg.sim.billing import DEFAULT_ANTHROPIC_PRICES, DEFAULT_OPENAI_PRICES, Prices
+
 __all__ = [
     "FAULT_KINDS",
     "LatencyModel",
@@ -30,12 +32,15 @@ __all__ = [
 #: closes the connection without a response; "malformed" is a 200 whose body is not JSON;
 #: "truncated" a 200 whose JSON stops midway; "slow" sleeps ``slow_seconds`` and then answers
 #: normally; "empty_choices" a 200 with ``"choices": []``; "no_content" a 200 whose message has
-#: no ``content``.
+#: no ``content``; "529" Anthropic's ``overloaded_error`` (the OpenAI path answers it as a 503
+#: with OpenAI's JSON error body, since OpenAI never sends 529). On the Anthropic path a stream
+#: that faults with "500" or "529" starts normally and ends with an ``error`` event.
 FAULT_KINDS: tuple[str, ...] = (
     "500",
     "502",
     "503",
     "504",
+    "529",
     "drop",
     "malformed",
     "truncated",
@@ -189,6 +194,17 @@ def _check_limit(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be a positive integer or None (unlimited), got {value!r}")
 
 
+def _check_number(name: str, value: Any, *, low: float, high: float = math.inf) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not low <= value <= high
+        or not math.isfinite(value)
+    ):
+        bound = f"in [{low}, {high}]" if high < math.inf else f"finite and >= {low}"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+
+
 def _normalise_faults(faults: Iterable[str | int] | str) -> tuple[str, ...]:
     items = faults.split(",") if isinstance(faults, str) else list(faults)
     kinds = tuple(str(item).strip() for item in items if str(item).strip())
@@ -231,6 +247,33 @@ class SimConfig:
     record: bool = False
     responder: Responder | None = None
     model_name: str = "sim-1"
+    # --- Anthropic Messages API budgets (None: unlimited); separate from rpm/tpm above
+    anthropic_rpm: int | None = None
+    anthropic_itpm: int | None = None
+    anthropic_otpm: int | None = None
+    # --- prompt prefix cache (both APIs)
+    prompt_cache: bool = True
+    #: seconds a remembered prefix lives after its last use, on the simulator's clock
+    prompt_cache_ttl: float = 300.0
+    prompt_cache_max_entries: int = 65536
+    #: OpenAI cache machines; > 1 makes prompt_cache_key matter (see asynctg.sim.prefix_cache)
+    prompt_cache_shards: int = 1
+    # --- prices (dollars per million tokens) behind the provider-side bill
+    openai_prices: Prices | dict[str, Any] = DEFAULT_OPENAI_PRICES
+    anthropic_prices: Prices | dict[str, Any] = DEFAULT_ANTHROPIC_PRICES
+    # --- OpenAI flex processing (service_tier "flex")
+    #: flex latency = drawn latency * this factor
+    flex_latency_factor: float = 3.0
+    #: share of flex requests refused with 429 resource_unavailable (never billed)
+    flex_unavailable_rate: float = 0.0
+    # --- batch APIs (OpenAI /v1/batches, Anthropic /v1/messages/batches)
+    #: seconds on the simulator's clock from creation until a batch has ended
+    batch_completion_seconds: float = 60.0
+    #: share of batch requests that fail (an error line, an "errored" result)
+    batch_failure_rate: float = 0.0
+    #: when true a batch never finishes in time: at the end of its 24 h window it expires with
+    #: its first half done and the rest expired
+    batch_expire: bool = False
     _latency_model: LatencyModel = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -278,6 +321,21 @@ class SimConfig:
             raise ValueError("responder must be a callable(request_dict) -> str | None, or None")
         if not isinstance(self.model_name, str) or not self.model_name:
             raise ValueError("model_name must be a non-empty string")
+        _check_limit("anthropic_rpm", self.anthropic_rpm)
+        _check_limit("anthropic_itpm", self.anthropic_itpm)
+        _check_limit("anthropic_otpm", self.anthropic_otpm)
+        _check_limit("prompt_cache_max_entries", self.prompt_cache_max_entries)
+        _check_limit("prompt_cache_shards", self.prompt_cache_shards)
+        for name in ("prompt_cache", "batch_expire"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        _check_number("prompt_cache_ttl", self.prompt_cache_ttl, low=0.0)
+        _check_number("flex_latency_factor", self.flex_latency_factor, low=0.0)
+        _check_number("batch_completion_seconds", self.batch_completion_seconds, low=0.0)
+        _check_number("flex_unavailable_rate", self.flex_unavailable_rate, low=0.0, high=1.0)
+        _check_number("batch_failure_rate", self.batch_failure_rate, low=0.0, high=1.0)
+        self.openai_prices = Prices.from_value(self.openai_prices)
+        self.anthropic_prices = Prices.from_value(self.anthropic_prices)
 
     @property
     def latency_model(self) -> LatencyModel:
@@ -302,5 +360,7 @@ class SimConfig:
                 value = None if value is None else getattr(value, "__name__", repr(value))
             elif name == "api_key":
                 value = None if value is None else "***"
+            elif isinstance(value, Prices):
+                value = value.to_dict()
             out[name] = value
         return out

@@ -1,4 +1,5 @@
-"""The simulated OpenAI-compatible provider: an aiohttp.web server and its statistics.
+"""The simulated provider (OpenAI- and Anthropic-compatible): an aiohttp.web server and its
+statistics.
 
 Routes::
 
@@ -8,6 +9,10 @@ Routes::
     GET  /sim/requests                                     recorded request bodies (record=True)
     POST /sim/reset                                        SimServer.reset_stats()
     POST /sim/config                                       SimServer.update(**body)
+    GET  /sim/bill                                         SimServer.bill(): the provider's bill
+    POST /sim/advance   {"seconds": N}                     SimServer.advance(N): fast-forward
+    POST /v1/messages                                      Anthropic's Messages API
+    /v1/files, /v1/batches, /v1/messages/batches           batch APIs (asynctg.sim.batches)
 
 The ``/sim/*`` admin routes take the same ``Authorization: Bearer KEY`` as the model when an
 ``api_key`` is set (401 without it), and their POSTs must say ``Content-Type:
@@ -42,10 +47,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from asynctg.sim import anthropic as wire
 from asynctg.sim.answers import default_answer
-from asynctg.sim.buckets import RateLimiter, TokenBucket, format_duration
+from asynctg.sim.batches import BatchStore
+from asynctg.sim.billing import Bill, Prices
+from asynctg.sim.buckets import InputOutputLimiter, RateLimiter, TokenBucket, format_duration
 from asynctg.sim.config import SimConfig
-from asynctg.sim.tokens import prompt_tokens
+from asynctg.sim.prefix_cache import OPENAI_MIN_CACHED_TOKENS, PrefixCache, anthropic_min_tokens
+from asynctg.sim.tokens import message_text, prompt_tokens
 
 __all__ = ["SimServer"]
 
@@ -70,6 +79,30 @@ _SERVER_ERRORS: dict[str, tuple[int, str]] = {
 _PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 
+_SERVICE_TIERS = ("auto", "default", "flex", "priority")
+# the provider documents flex refusals as "429 Resource Unavailable"; not billed
+_FLEX_MESSAGE = (
+    "Resource unavailable: flex processing has no capacity for this request right now. "
+    "Retry later, or send it without service_tier 'flex'. You were not charged."
+)
+
+
+def _canonical_prompt(messages: list[Any]) -> str:
+    """The text the OpenAI prefix cache cuts into blocks: roles and contents in order (image
+    parts by a hash of their URL), so equal prompts give equal text."""
+    parts: list[str] = []
+    for message in messages:
+        parts.append(f"\x00{message.get('role')}\x01")
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = str(part.get("image_url"))
+                    parts.append(f"\x02{hashlib.blake2b(url.encode(), digest_size=8).hexdigest()}")
+        parts.append(message_text(content))
+    return "".join(parts)
+
+
 class _Message(msgspec.Struct, kw_only=True):
     role: str = "assistant"
     content: str
@@ -82,10 +115,15 @@ class _Choice(msgspec.Struct, kw_only=True):
     finish_reason: str
 
 
+class _PromptDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int = 0
+
+
 class _Usage(msgspec.Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: _PromptDetails = msgspec.field(default_factory=_PromptDetails)
 
 
 class _Completion(msgspec.Struct, kw_only=True):
@@ -96,6 +134,7 @@ class _Completion(msgspec.Struct, kw_only=True):
     choices: list[_Choice]
     usage: _Usage
     system_fingerprint: str = "fp_sim"
+    service_tier: str = "default"
 
 
 class _Counters:
@@ -106,6 +145,7 @@ class _Counters:
         "completion_tokens",
         "context_length_exceeded",
         "faults",
+        "flex_unavailable",
         "in_flight",
         "max_in_flight",
         "max_prompt_tokens",
@@ -130,6 +170,7 @@ class _Counters:
         self.quota_exceeded = 0
         self.bad_request = 0
         self.context_length_exceeded = 0
+        self.flex_unavailable = 0
         self.unauthorized = 0
         self.faults: dict[str, int] = {}
         self.prompt_tokens = 0
@@ -170,7 +211,10 @@ class SimServer:
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
         self._limiter = RateLimiter(None, None)
-        self._now = time.monotonic
+        self._base_now = time.monotonic
+        # seconds the clock was moved forward by advance(): batches, cache TTLs and buckets
+        # all read _now(), so tests fast-forward instead of sleeping
+        self._skew = 0.0
         self._t0 = 0.0
         self._started_at = time.time()
         self._seq = 0
@@ -179,7 +223,41 @@ class SimServer:
         # second offset -> [requests_ok, tokens_ok, rate_limited]
         self._timeline: dict[int, list[int]] = {}
         self._requests: list[Any] = []
+        self._anthropic = _Counters()
+        self._bill = Bill()
+        cfg = self._config
+        self._openai_cache = PrefixCache(
+            ttl=cfg.prompt_cache_ttl,
+            max_entries=cfg.prompt_cache_max_entries,
+            shards=cfg.prompt_cache_shards,
+            now=self._now,
+        )
+        self._anthropic_cache = PrefixCache(
+            ttl=cfg.prompt_cache_ttl, max_entries=cfg.prompt_cache_max_entries, now=self._now
+        )
+        self._anthropic_limiter = InputOutputLimiter(None, None, None, self._now)
+        self._batches = BatchStore(self)
         self._seed_rngs()
+
+    def _now(self) -> float:
+        return self._base_now() + self._skew
+
+    def _wall(self) -> float:
+        """Unix time on the simulator's clock (advance() moves it too)."""
+        return time.time() + self._skew
+
+    def advance(self, seconds: float) -> float:
+        """Move the simulator's clock forward by ``seconds`` (budgets refill, cached prefixes
+        age, batches progress) and return the total advance so far.
+
+        Tests use it (or ``POST /sim/advance``) instead of sleeping.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValueError(f"seconds must be a number, got {seconds!r}")
+        if not 0 <= seconds < math.inf:
+            raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
+        self._skew += seconds
+        return self._skew
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -188,16 +266,21 @@ class SimServer:
         if self._runner is not None:
             raise RuntimeError("SimServer is already started")
         loop = asyncio.get_running_loop()
-        self._now = loop.time
-        self._t0 = loop.time()
+        self._base_now = loop.time
+        self._t0 = self._now()
         self._started_at = time.time()
-        self._limiter = RateLimiter.from_limits(self._config.rpm, self._config.tpm, loop.time)
+        self._limiter = RateLimiter.from_limits(self._config.rpm, self._config.tpm, self._now)
+        self._build_anthropic_limiter()
 
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/models", self._models)
+        app.router.add_post("/v1/messages", self._messages)
+        self._batches.add_routes(app)
+        app.router.add_get("/sim/bill", self._bill_route)
+        app.router.add_post("/sim/advance", self._advance_route)
         app.router.add_get("/sim/stats", self._stats_route)
         app.router.add_get("/sim/requests", self._requests_route)
         app.router.add_post("/sim/reset", self._reset_route)
@@ -297,7 +380,23 @@ class SimServer:
             self._limiter = RateLimiter.from_limits(new.rpm, new.tpm, self._now)
         if new.seed != old.seed:
             self._seed_rngs()
+        if (new.anthropic_rpm, new.anthropic_itpm, new.anthropic_otpm) != (
+            old.anthropic_rpm,
+            old.anthropic_itpm,
+            old.anthropic_otpm,
+        ):
+            self._build_anthropic_limiter()
+        for cache in (self._openai_cache, self._anthropic_cache):
+            cache.ttl = new.prompt_cache_ttl
+            cache.max_entries = new.prompt_cache_max_entries
+        self._openai_cache.shards = new.prompt_cache_shards
         return new
+
+    def _build_anthropic_limiter(self) -> None:
+        cfg = self._config
+        self._anthropic_limiter = InputOutputLimiter(
+            cfg.anthropic_rpm, cfg.anthropic_itpm, cfg.anthropic_otpm, self._now
+        )
 
     def reset_stats(self) -> None:
         """Zero the counters, the timeline, the recorded requests and the quota used."""
@@ -305,6 +404,12 @@ class SimServer:
         self._timeline = {}
         self._requests = []
         self._quota_used = 0
+        self._anthropic = _Counters(self._anthropic.in_flight)
+        self._bill = Bill()
+        self._batches.reset_counts()
+        # the remembered prefixes stay (a provider's cache does not empty when you look away)
+        for cache in (self._openai_cache, self._anthropic_cache):
+            cache.hits = cache.writes = 0
         self._t0 = self._now()
         self._started_at = time.time()
 
@@ -344,7 +449,43 @@ class SimServer:
             "started_at": self._started_at,
             "elapsed": self._now() - self._t0,
             "timeline": timeline,
+            "flex_unavailable": c.flex_unavailable,
+            "anthropic": self._counter_view(self._anthropic),
+            "prompt_cache": {
+                "openai": self._openai_cache.stats(),
+                "anthropic": self._anthropic_cache.stats(),
+            },
+            "batches": self._batches.stats(),
+            "bill": self._bill.snapshot(),
+            "clock_advanced": self._skew,
         }
+
+    @staticmethod
+    def _counter_view(c: _Counters) -> dict[str, Any]:
+        return {
+            "requests": c.requests,
+            "ok": c.ok,
+            "streams": c.streams,
+            "rate_limited": c.rate_limited,
+            "bad_request": c.bad_request,
+            "context_length_exceeded": c.context_length_exceeded,
+            "unauthorized": c.unauthorized,
+            "faults": dict(c.faults),
+            "input_tokens": c.prompt_tokens,
+            "output_tokens": c.completion_tokens,
+            "in_flight": c.in_flight,
+            "max_in_flight": c.max_in_flight,
+        }
+
+    def bill(self) -> dict[str, Any]:
+        """The provider-side bill since start (or the last reset); see :mod:`.billing`."""
+        cfg = self._config
+        out = self._bill.snapshot()
+        out["prices"] = {
+            "openai": Prices.from_value(cfg.openai_prices).to_dict(),
+            "anthropic": Prices.from_value(cfg.anthropic_prices).to_dict(),
+        }
+        return out
 
     # ----------------------------------------------------------------- internals
 
@@ -352,6 +493,7 @@ class SimServer:
         seed = self._config.seed
         # separate streams, so e.g. adding latency does not change which requests fault
         self._fault_rng = random.Random(f"asynctg-sim:{seed}:faults")
+        self._flex_rng = random.Random(f"asynctg-sim:{seed}:flex")
         self._latency_rng = random.Random(f"asynctg-sim:{seed}:latency")
         self._answer_rng = random.Random()
         self._answer_hash = hashlib.blake2b(f"asynctg-sim:{seed}:answer".encode(), digest_size=8)
@@ -533,33 +675,29 @@ class SimServer:
         if cfg.quota_tokens is not None and self._quota_used >= cfg.quota_tokens:
             self._counters.quota_exceeded += 1
             return self._error(429, _QUOTA_MESSAGE, "insufficient_quota", "insufficient_quota")
+        tier = req.get("service_tier")
+        if tier is not None and tier not in _SERVICE_TIERS:
+            return self._bad_request(
+                f"Invalid 'service_tier': expected one of {', '.join(_SERVICE_TIERS)}."
+            )
+        flex = tier == "flex"
+        if (
+            flex
+            and cfg.flex_unavailable_rate
+            and (self._flex_rng.random() < cfg.flex_unavailable_rate)
+        ):
+            # flex capacity ran out: refused at once, nothing charged or billed
+            self._counters.flex_unavailable += 1
+            return self._error(429, _FLEX_MESSAGE, "resource_unavailable", "resource_unavailable")
 
         # The answer is computed before admission: the tokens bucket is charged with the whole
         # request (prompt + completion), as providers that know max_tokens up front do.
-        rng = self._answer_rng
-        digest = self._answer_hash.copy()
         if req.get("stream") or "stream_options" in req:
             # a streamed request gets the answer the same request unstreamed gets
             plain = {k: v for k, v in req.items() if k not in ("stream", "stream_options")}
-            digest.update(_encode(plain))
+            choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
         else:
-            digest.update(body)
-        rng.seed(int.from_bytes(digest.digest(), "big"))
-        limit_chars = max_tokens * 4 if max_tokens is not None else None
-        responder = cfg.responder
-        choices: list[_Choice] = []
-        ctoks = 0
-        for index in range(n):
-            text = responder(req) if responder is not None else None
-            if text is None:
-                text = default_answer(req, rng, feedback_tokens=cfg.feedback_tokens)
-            finish = "stop"
-            if limit_chars is not None and len(text) > limit_chars:
-                text = text[:limit_chars]
-                finish = "length"
-            ctoks += (len(text) + 3) // 4
-            message = _Message(content=text)
-            choices.append(_Choice(index=index, message=message, finish_reason=finish))
+            choices, ctoks = self._answer(req, body, n, max_tokens)
         total = ptoks + ctoks
 
         limiter = self._limiter
@@ -576,9 +714,22 @@ class SimServer:
         stream = bool(req.get("stream"))
         if cfg.tokens_per_second and not stream:  # a stream spaces its chunks instead
             delay += ctoks / cfg.tokens_per_second
+        if flex:
+            delay *= cfg.flex_latency_factor
 
         c = self._counters
+        cached = 0
         if fault is None or fault == "slow":
+            if cfg.prompt_cache and ptoks >= OPENAI_MIN_CACHED_TOKENS:
+                cached = self._openai_cached(req, ptoks)
+            self._bill.charge(
+                "openai",
+                "flex" if flex else "standard",
+                Prices.from_value(cfg.openai_prices),
+                input=ptoks - cached,
+                cached=cached,
+                output=ctoks,
+            )
             c.ok += 1
             c.prompt_tokens += ptoks
             c.max_prompt_tokens = max(c.max_prompt_tokens, ptoks)
@@ -602,7 +753,12 @@ class SimServer:
             options = req.get("stream_options")
             usage = None
             if isinstance(options, dict) and options.get("include_usage"):
-                usage = _Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=total)
+                usage = _Usage(
+                    prompt_tokens=ptoks,
+                    completion_tokens=ctoks,
+                    total_tokens=total,
+                    prompt_tokens_details=_PromptDetails(cached_tokens=cached),
+                )
             return await self._stream(request, seq, model, choices[0], usage, headers, fault)
         if fault is None or fault == "slow":
             completion = _Completion(
@@ -610,10 +766,60 @@ class SimServer:
                 created=int(time.time()),
                 model=model,
                 choices=choices,
-                usage=_Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=total),
+                usage=_Usage(
+                    prompt_tokens=ptoks,
+                    completion_tokens=ctoks,
+                    total_tokens=total,
+                    prompt_tokens_details=_PromptDetails(cached_tokens=cached),
+                ),
+                service_tier="flex" if flex else "default",
             )
             return self._json(200, completion, headers)
         return self._fault_response(fault, request, seq, model, choices, ptoks, ctoks, headers)
+
+    def _answer(
+        self, req: dict[str, Any], digest_of: bytes, n: int, max_tokens: int | None
+    ) -> tuple[list[_Choice], int]:
+        """The ``n`` choices for a chat request and their completion tokens; the answer is
+        seeded from the seed and ``digest_of`` (the request's bytes), so it is repeatable."""
+        cfg = self._config
+        rng = self._answer_rng
+        digest = self._answer_hash.copy()
+        digest.update(digest_of)
+        rng.seed(int.from_bytes(digest.digest(), "big"))
+        limit_chars = max_tokens * 4 if max_tokens is not None else None
+        responder = cfg.responder
+        choices: list[_Choice] = []
+        ctoks = 0
+        for index in range(n):
+            text = responder(req) if responder is not None else None
+            if text is None:
+                text = default_answer(req, rng, feedback_tokens=cfg.feedback_tokens)
+            finish = "stop"
+            if limit_chars is not None and len(text) > limit_chars:
+                text = text[:limit_chars]
+                finish = "length"
+            ctoks += (len(text) + 3) // 4
+            message = _Message(content=text)
+            choices.append(_Choice(index=index, message=message, finish_reason=finish))
+        return choices, ctoks
+
+    def _openai_cached(self, req: dict[str, Any], ptoks: int) -> int:
+        """Cached prompt tokens of a served chat request; remembers its prefix blocks."""
+        cache = self._openai_cache
+        key = req.get("prompt_cache_key")
+        if cache.shards == 1:
+            shard = 0
+        elif isinstance(key, str) and key:
+            shard = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest()) % (
+                cache.shards
+            )
+        else:
+            shard = self._seq % cache.shards
+        keys = cache.openai_keys(_canonical_prompt(req["messages"]), shard=shard)
+        cached = cache.openai_lookup(keys, ptoks)
+        cache.openai_commit(keys, cached)
+        return cached
 
     async def _stream(
         self,
@@ -696,6 +902,10 @@ class SimServer:
         if fault in _SERVER_ERRORS:
             status, message = _SERVER_ERRORS[fault]
             return self._error(status, message, "server_error", None, headers)
+        if fault == "529":
+            # OpenAI has no 529: an overloaded OpenAI answers 503 with its JSON error body
+            message = "The engine is currently overloaded, please try again later."
+            return self._error(503, message, "server_error", None, headers)
         if fault == "503":
             headers["Content-Type"] = "text/plain"
             return web.Response(status=503, body=_PLAIN_503, headers=headers)
@@ -721,6 +931,330 @@ class SimServer:
         for choice in payload["choices"]:
             del choice["message"]["content"]
         return self._json(200, payload, headers)
+
+    # ----------------------------------------------------------------- Anthropic Messages
+
+    def _anthropic_error(
+        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        out = headers if headers is not None else {}
+        out["request-id"] = f"req_sim{self._next_id():012x}"
+        return self._json(status, wire.error_body(kind, message), out)
+
+    def anthropic_refusal(self, request: web.Request) -> web.Response | None:
+        """401 without the right ``x-api-key`` (when the sim has a key), 400 without an
+        ``anthropic-version`` header; None when the request may proceed."""
+        key = self._config.api_key
+        if key is not None:
+            given = request.headers.get("x-api-key", "").encode()
+            if not hmac.compare_digest(given, key.encode()):
+                return self._anthropic_error(401, "authentication_error", "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            return self._anthropic_error(
+                400, "invalid_request_error", "anthropic-version: header is required"
+            )
+        return None
+
+    def _rfc3339(self, seconds_from_now: float) -> str:
+        moment = self._wall() + max(0.0, seconds_from_now)
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(moment)))
+
+    def _anthropic_limit_headers(self, headers: dict[str, str]) -> None:
+        for name, bucket in self._anthropic_limiter.buckets():
+            if bucket is not None:
+                prefix = f"anthropic-ratelimit-{name}"
+                headers[f"{prefix}-limit"] = str(bucket.limit)
+                headers[f"{prefix}-remaining"] = str(bucket.remaining())
+                headers[f"{prefix}-reset"] = self._rfc3339(bucket.reset_seconds())
+
+    def anthropic_message(
+        self, parsed: wire.MessagesRequest, digest_of: bytes
+    ) -> tuple[str, str, str | None, int]:
+        """The answer to a Messages request: ``(text, stop_reason, stop_sequence, tokens)``."""
+        (choice,), _ = self._answer(parsed.chat, digest_of, 1, None)
+        text, reason, stop = wire.finish(
+            choice.message.content, parsed.max_tokens, parsed.stop_sequences
+        )
+        return text, reason, stop, (len(text) + 3) // 4
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        c = self._anthropic
+        c.requests += 1
+        c.in_flight += 1
+        c.max_in_flight = max(c.max_in_flight, c.in_flight)
+        try:
+            return await self._message(request)
+        finally:
+            self._anthropic.in_flight -= 1
+
+    async def _message(self, request: web.Request) -> web.StreamResponse:
+        cfg = self._config
+        c = self._anthropic
+        if (refusal := self.anthropic_refusal(request)) is not None:
+            if refusal.status == 401:
+                c.unauthorized += 1
+            else:
+                c.bad_request += 1
+            return refusal
+        body = await request.read()
+        try:
+            parsed = wire.parse_messages_request(_decode(body))
+        except (msgspec.DecodeError, wire.AnthropicRequestError) as exc:
+            c.bad_request += 1
+            return self._anthropic_error(400, "invalid_request_error", str(exc))
+        if cfg.record:
+            self._requests.append(parsed.chat)
+        itoks = parsed.input_tokens
+        if cfg.context_window is not None and itoks + parsed.max_tokens > cfg.context_window:
+            c.bad_request += 1
+            c.context_length_exceeded += 1
+            return self._anthropic_error(
+                400,
+                "invalid_request_error",
+                f"prompt is too long: {itoks} tokens + {parsed.max_tokens} max_tokens > "
+                f"{cfg.context_window} maximum",
+            )
+        if cfg.quota_tokens is not None and self._quota_used >= cfg.quota_tokens:
+            c.bad_request += 1
+            return self._anthropic_error(
+                400,
+                "invalid_request_error",
+                "Your credit balance is too low to access the Anthropic API. Please go to Plans "
+                "& Billing to upgrade or purchase credits.",
+            )
+        plain = {k: v for k, v in parsed.chat.items()}
+        text, reason, stop, otoks = self.anthropic_message(parsed, _encode(plain))
+
+        read = written = 0
+        keys: list[bytes] = []
+        if cfg.prompt_cache:
+            read, written, keys = self._anthropic_cache.anthropic_plan(
+                parsed.blocks, anthropic_min_tokens(parsed.model)
+            )
+        limiter = self._anthropic_limiter
+        if not limiter.unlimited:
+            which, wait = limiter.admit(itoks - read, parsed.max_tokens)
+            if which is not None:
+                c.rate_limited += 1
+                headers = {"retry-after": str(max(1, math.ceil(wait)))}
+                if cfg.rate_limit_headers:
+                    self._anthropic_limit_headers(headers)
+                return self._anthropic_error(
+                    429,
+                    "rate_limit_error",
+                    f"This request would exceed the rate limit for your organization of "
+                    f"{which.replace('-', ' ')} per minute. Please retry after the time in "
+                    "the retry-after header.",
+                    headers,
+                )
+
+        fault: str | None = None
+        if cfg.fault_rate and self._fault_rng.random() < cfg.fault_rate:
+            fault = self._fault_rng.choice(cfg.faults)
+        latency = cfg.latency_model
+        delay = 0.0 if latency.is_zero else latency.draw(self._latency_rng)
+        if cfg.tokens_per_second and not parsed.stream:
+            delay += otoks / cfg.tokens_per_second
+        stream_error = parsed.stream and fault in ("500", "529")
+        served = fault is None or fault == "slow" or stream_error
+        if served:
+            if keys:
+                self._anthropic_cache.anthropic_commit(read, written, keys)
+            self._bill.charge(
+                "anthropic",
+                "standard",
+                Prices.from_value(cfg.anthropic_prices),
+                input=itoks - read - written,
+                cached=read,
+                written=written,
+                output=otoks,
+            )
+            c.ok += 1
+            c.prompt_tokens += itoks
+            c.completion_tokens += otoks
+            self._quota_used += itoks + otoks
+        if fault is not None:
+            c.faults[fault] = c.faults.get(fault, 0) + 1
+            if fault == "slow":
+                delay += cfg.slow_seconds
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not limiter.unlimited:
+            limiter.settle(parsed.max_tokens, otoks if served else 0)
+
+        seq = self._next_id()
+        headers = {"request-id": f"req_sim{seq:012x}"}
+        if cfg.rate_limit_headers and not limiter.unlimited:
+            self._anthropic_limit_headers(headers)
+        use = wire.usage(itoks - read - written, otoks, read, written)
+        message = wire.message_body(f"msg_sim{seq:016x}", parsed.model, text, reason, stop, use)
+        if fault in ("500", "502", "504") and not stream_error:
+            status = int(fault)
+            return self._anthropic_error(status, "api_error", "Internal server error", headers)
+        if fault == "529" and not stream_error:
+            return self._anthropic_error(529, "overloaded_error", "Overloaded", headers)
+        if fault == "503":
+            headers["Content-Type"] = "text/plain"
+            return web.Response(status=503, body=_PLAIN_503, headers=headers)
+        if fault == "drop" and not parsed.stream:
+            return self._fault_response("drop", request, seq, parsed.model, [], 0, 0, headers)
+        if parsed.stream:
+            error = None
+            if stream_error:
+                error = (
+                    ("overloaded_error", "Overloaded")
+                    if fault == "529"
+                    else (
+                        "api_error",
+                        "Internal server error",
+                    )
+                )
+            return await self._anthropic_stream(request, message, headers, fault, error)
+        if fault == "malformed":
+            headers["Content-Type"] = _JSON
+            return web.Response(status=200, body=_MALFORMED_BODY, headers=headers)
+        if fault == "truncated":
+            full = _encode(message)
+            headers["Content-Type"] = _JSON
+            return web.Response(status=200, body=full[: len(full) // 2], headers=headers)
+        if fault in ("empty_choices", "no_content"):
+            message["content"] = []
+        return self._json(200, message, headers)
+
+    async def _anthropic_stream(
+        self,
+        request: web.Request,
+        message: dict[str, Any],
+        headers: dict[str, str],
+        fault: str | None,
+        error: tuple[str, str] | None,
+    ) -> web.StreamResponse:
+        """Anthropic's event stream (see :func:`asynctg.sim.anthropic.stream_events`); faults
+        as on the OpenAI path: "malformed" a broken event, "truncated" stops halfway,
+        "drop" closes the connection halfway; "500"/"529" end with an ``error`` event."""
+        events, deltas = wire.stream_events(message, error=error)
+        cut = None
+        if fault in ("truncated", "drop"):
+            cut = 3 + deltas // 2
+        elif fault == "malformed":
+            events.insert(3 + deltas // 2, b'event: content_block_delta\ndata: {"type": <html>\n\n')
+        response = web.StreamResponse(
+            status=200,
+            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        )
+        await response.prepare(request)
+        self._anthropic.streams += 1
+        sent = events if cut is None else events[:cut]
+        gap = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
+        if gap == 0.0:
+            await response.write(b"".join(sent))
+        else:
+            for i, chunk in enumerate(sent):
+                if 3 < i <= 3 + deltas:
+                    await asyncio.sleep(gap)
+                await response.write(chunk)
+        if fault == "drop":
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    # ----------------------------------------------------------------- batch work
+
+    def wall(self) -> float:
+        """Unix time on the simulator's clock."""
+        return self._wall()
+
+    def now(self) -> float:
+        """The simulator's monotonic clock (the event loop's, plus :meth:`advance`)."""
+        return self._now()
+
+    def openai_refusal(self, request: web.Request) -> web.Response | None:
+        """401 when the request lacks the bearer key the sim requires; else None."""
+        if not self._authorized(request):
+            self._counters.unauthorized += 1
+            return self._unauthorized()
+        return None
+
+    def openai_error(self, status: int, message: str, code: str | None = None) -> web.Response:
+        """An error response in OpenAI's shape."""
+        return self._error(status, message, "invalid_request_error", code)
+
+    def anthropic_error(self, status: int, kind: str, message: str) -> web.Response:
+        """An error response in Anthropic's shape."""
+        return self._anthropic_error(status, kind, message)
+
+    def json_response(self, payload: Any, status: int = 200) -> web.Response:
+        """A JSON response."""
+        return self._json(status, payload, {})
+
+    def batch_chat(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """Serve one OpenAI batch line's body: ``(status_code, response body)``, billed at the
+        batch discount; no budgets, faults or latency (the batch's delay stands for them)."""
+        try:
+            req, ptoks, n, max_tokens = self._parse(_encode(body))
+        except _BadRequest as exc:
+            error = {"message": str(exc), "type": "invalid_request_error"}
+            return 400, {"error": {**error, "param": None, "code": None}}
+        choices, ctoks = self._answer(req, _encode(req), n, max_tokens)
+        model = req.get("model") if isinstance(req.get("model"), str) else self._config.model_name
+        self._bill.charge(
+            "openai",
+            "batch",
+            Prices.from_value(self._config.openai_prices),
+            input=ptoks,
+            output=ctoks,
+        )
+        completion = _Completion(
+            id=f"chatcmpl-sim{self._next_id():012x}",
+            created=int(self._wall()),
+            model=str(model),
+            choices=choices,
+            usage=_Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=ptoks + ctoks),
+            service_tier="batch",
+        )
+        return 200, msgspec.to_builtins(completion)
+
+    def batch_message(self, params: Any) -> tuple[bool, dict[str, Any]]:
+        """Serve one Anthropic batch request: ``(succeeded, message or error body)``, billed at
+        the batch discount."""
+        try:
+            parsed = wire.parse_messages_request(params)
+        except wire.AnthropicRequestError as exc:
+            return False, wire.error_body("invalid_request_error", str(exc))
+        text, reason, stop, otoks = self.anthropic_message(parsed, _encode(parsed.chat))
+        itoks = parsed.input_tokens
+        self._bill.charge(
+            "anthropic",
+            "batch",
+            Prices.from_value(self._config.anthropic_prices),
+            input=itoks,
+            output=otoks,
+        )
+        use = wire.usage(itoks, otoks, 0, 0)
+        ident = f"msg_sim{self._next_id():016x}"
+        return True, wire.message_body(ident, parsed.model, text, reason, stop, use)
+
+    # ----------------------------------------------------------------- small routes
+
+    async def _bill_route(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
+        return self._json(200, self.bill(), {})
+
+    async def _advance_route(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
+        try:
+            payload = _decode(await request.read())
+            if not isinstance(payload, dict) or set(payload) != {"seconds"}:
+                raise ValueError('expected {"seconds": N}')
+            total = self.advance(payload["seconds"])
+        except (ValueError, msgspec.DecodeError) as exc:
+            return self._error(400, str(exc), "invalid_request_error", None)
+        return self._json(200, {"advanced": total}, {})
 
     async def _models(self, request: web.Request) -> web.Response:
         model = {"id": self._config.model_name, "object": "model", "owned_by": "asynctg-sim"}
