@@ -4,6 +4,7 @@
     python -m bench batchsize [--base-url URL --model M] ...   accuracy vs B per strategy
     python -m bench all [--quick] [--check]                          all of them, then plots
     python -m bench gepa [--quick]                                  asynctg.gepa vs gepa 0.1.4
+    python -m bench services [--quick]                  jobs on one engine: fairness, CPU
     python -m bench plots                                            redraw the PNGs
     python -m bench report [--check]                                 headline + Markdown tables
 
@@ -37,6 +38,7 @@ EXTRA = {
     "science": "bench.science",
     "loadgen": "bench.loadgen",
     "gepa": "bench.gepa",
+    "services": "bench.services",
 }
 
 

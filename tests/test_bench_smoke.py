@@ -125,6 +125,16 @@ def test_overhead_benchmark_measures_every_client(overhead: Path) -> None:
     assert all(r["cpu_us_per_call"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
 
 
+def test_services_benchmark_reports_fairness_and_cpu(results: Path) -> None:
+    """`bench services` at a tiny size reports the three ratios its targets are about."""
+    args = ("--small-jobs", "3", "--big-calls", "24", "--slots", "4", "--latency", "5ms")
+    _bench(results, "services", *args, "--fair-rounds", "1", "--rounds", "2", "--cpu-calls", "50")
+    out = _result(results, "services")["results"]
+    assert {"small_ratio", "big_ratio", "big_bound_s"} <= set(out["fairness"])
+    assert out["fairness"]["big_bound_s"] == 0.045  # ceil((24 + 3 x 4) / 4) x 5 ms
+    assert out["cpu_plain_us"] > 0 and out["cpu_job_us"] > 0
+
+
 def test_scale_benchmark_runs_each_size_in_its_own_process(scale: Path) -> None:
     """`bench scale` reports calls, wall time and peak memory per batch size."""
     rows = _result(scale, "scale")["results"]["rows"]

@@ -12,12 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_example(name: str) -> str:
+def _run_example(name: str, *args: str) -> str:
     """Run examples/NAME as a user would, with no endpoint configured (the simulator); its
     standard output, after checking it exited 0."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name)],
+        [sys.executable, str(ROOT / "examples" / name), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -32,6 +32,16 @@ def test_prompt_step_example_runs_on_the_simulator() -> None:
     stdout = _run_example("prompt_step.py")
     assert "new system prompt: Answer the question." in stdout
     assert "calls: 13" in stdout
+
+
+def test_service_example_serves_three_tenants_on_the_simulator() -> None:
+    """examples/service.py --demo: three tenants' requests, one job each, usage per tenant."""
+    stdout = _run_example("service.py", "--demo")
+    lines = [
+        line for line in stdout.splitlines() if line.split(":")[0] in ("gold", "silver", "bronze")
+    ]
+    assert len(lines) == 3 and all(", 4 calls, " in line for line in lines)
+    assert "gold: weight 4" in stdout and "bronze: weight 1" in stdout
 
 
 def test_molecule_example_docks_on_the_simulator() -> None:

@@ -8,12 +8,30 @@ calls on a step's critical path go first.
 
 Requests belong to a ``Flow``: one per job (``asynctg.engine.jobs``), and a default one for
 calls made outside any job. When the budget binds, backlogged flows are served in proportion
-to their weights by start-time fair queuing: each flow carries a virtual time, the flow with
-the lowest one sends its highest-priority request next, and its virtual time then advances by
-that request's estimated tokens divided by the flow's weight. A flow that was idle starts at
-the virtual time of the last request started, so a job arriving behind another's backlog of a
-thousand requests is served at the next free slot, not after them; priorities order requests
-within a flow, never across. A lone flow gets the whole engine (the queue is work-conserving).
+to their weights by start-time fair queuing for a server of depth D (SFQ(D), as storage
+schedulers with D requests outstanding do): each flow carries a virtual time, the flow with
+the lowest one sends its highest-priority request next (on a tie, the flow with fewer requests
+in flight), and its virtual time then advances by that request's cost (its estimated tokens,
+at least 1) divided by the flow's weight. A lone flow gets the whole engine (the queue is
+work-conserving); priorities order requests within a flow, never across.
+
+A flow that becomes backlogged starts at the system virtual time ``V``, neither owed the
+service it missed while idle nor behind the others. ``V`` counts the requests in flight as
+not yet served: it is the virtual time of *finished* work. Measured at dispatch instead (the
+tag of the last request started), a job arriving behind another's backlog on 16 slots would
+only alternate with it, because the 16 requests the other job has in flight were never charged
+against it; measured at completion, the newcomer's requests are tagged from where the other
+job's requests in flight start, so a job with up to D requests waiting has them all started
+within the next D slot releases, however large the other backlog. ``V`` is the larger of two
+clocks, both O(1) per request:
+
+- the frontier (the highest finish tag dispatched) minus the virtual cost of every request in
+  flight: the start of the work in flight when flows are served in tag order; and
+- finished work over active weight: each release advances it by the request's cost divided by
+  the total weight of the flows with requests queued or in flight (GPS's virtual time, sampled
+  at completions). It always moves, so a stream of newly arriving jobs tagged below a backlogged
+  job cannot hold ``V`` still and starve it (with only the first clock, or with the tag of the
+  last request started, every arrival would be tagged below it forever).
 
 Budgets are token buckets holding about one second's worth, refilled continuously: providers
 enforce per-minute limits on a finer grain (60,000/min is enforced as 1,000/s), so bursting a
@@ -124,7 +142,17 @@ class Flow:
     waiting for admission.
     """
 
-    __slots__ = ("backlogged", "heap", "in_flight", "name", "vtime", "waiting", "weight")
+    __slots__ = (
+        "active",
+        "backlogged",
+        "charged",
+        "heap",
+        "in_flight",
+        "name",
+        "vtime",
+        "waiting",
+        "weight",
+    )
 
     def __init__(self, weight: float = 1.0, name: str = "") -> None:
         if isinstance(weight, bool) or not isinstance(weight, int | float):
@@ -136,6 +164,8 @@ class Flow:
         self.heap: list[tuple[int, int, _Waiter]] = []
         self.vtime = 0.0
         self.backlogged = False  # in the scheduler's heap of flows with waiters
+        self.active = False  # backlogged or in flight: its weight counts in the scheduler's
+        self.charged = 0.0  # the virtual cost of its requests in flight
         self.in_flight = 0
         self.waiting = 0
 
@@ -187,9 +217,15 @@ class Scheduler:
         self._in_flight = 0
         self._default = Flow(1.0, "")
         self._heap = self._default.heap  # the default flow's waiters
-        # Flows with waiters, by virtual time: (vtime, seq, flow); the head sends next.
-        self._backlog: list[tuple[float, int, Flow]] = []
-        self._vtime = 0.0  # the virtual time of the last request admitted from the backlog
+        # Flows with waiters: (vtime, in flight when queued, seq, flow); the head sends next.
+        self._backlog: list[tuple[float, int, int, Flow]] = []
+        # The system virtual time's two clocks (see the module): finished work over active
+        # weight (never decreases), and the frontier with the virtual cost in flight.
+        self._vdone = 0.0
+        self._frontier = 0.0
+        self._charged = 0.0
+        self._weights = 0.0  # the total weight of the active flows
+        self._active = 0  # how many flows are active
         self._entries = 0  # waiters in the flows' heaps, cancelled ones not yet dropped included
         self._cancelled = 0  # waiters cancelled in the queue since it was last swept
         self._seq = itertools.count()
@@ -270,7 +306,11 @@ class Scheduler:
         if not self._backlog and self._in_flight < self._limit:
             if self._wait_time(tokens, self.clock.now(), parts) <= 0:
                 self._admit(tokens, parts)
-                flow.in_flight += 1
+                # Not backlogged (nothing is): its request starts where an arrival would.
+                if not flow.active:
+                    self._activate(flow)
+                vtime = self._system_vtime()
+                self._dispatched(flow, flow.vtime if flow.vtime > vtime else vtime, tokens)
                 return
         if max_wait is not None and max_wait <= 0:
             raise QueueTimeout(f"no capacity now and no time left to wait ({max_wait:g} s)")
@@ -279,11 +319,13 @@ class Scheduler:
         heapq.heappush(flow.heap, (-priority, next(self._seq), waiter))
         self._entries += 1
         if not flow.backlogged:
-            # Start-time fair queuing: a flow that was idle starts at the virtual time of the
-            # last request started, neither owed the service it missed nor behind the others.
+            # A newly backlogged flow starts at the system virtual time (see the module),
+            # neither owed the service it missed nor behind the others.
+            if not flow.active:
+                self._activate(flow)
             flow.backlogged = True
-            flow.vtime = max(flow.vtime, self._vtime)
-            heapq.heappush(self._backlog, (flow.vtime, next(self._seq), flow))
+            flow.vtime = max(flow.vtime, self._system_vtime())
+            heapq.heappush(self._backlog, (flow.vtime, flow.in_flight, next(self._seq), flow))
         flow.waiting += 1
         deadline = None
         if max_wait is not None:
@@ -327,7 +369,22 @@ class Scheduler:
         """A request finished (any outcome): free its slot, correct its token charges."""
         if admitted:
             self._in_flight -= 1
-            (flow if flow is not None else self._default).in_flight -= 1
+            if flow is None:
+                flow = self._default
+            flow.in_flight -= 1
+            cost = float(max(1, estimated))
+            # Finished work advances the virtual time by its share of the active weight
+            # (this flow's included: it was active while the request ran).
+            if self._weights > 0:
+                self._vdone += cost / self._weights
+            charge = cost / flow.weight
+            if flow.in_flight:
+                flow.charged -= charge
+            else:
+                flow.charged = 0.0  # exact zero: no float residue of adding and subtracting
+                if not flow.backlogged:
+                    self._deactivate(flow)
+            self._charged = self._charged - charge if self._in_flight else 0.0
         if parts is not None and actual_parts is not None and self._split is not None:
             now = self.clock.now()
             for bucket, est, got in zip(self._split, parts, actual_parts, strict=True):
@@ -348,7 +405,7 @@ class Scheduler:
         self._cancelled += 1
         if 2 * self._cancelled > self._entries:
             entries = 0
-            for _, _, flow in self._backlog:
+            for _, _, _, flow in self._backlog:
                 heap = flow.heap
                 heap[:] = [entry for entry in heap if not entry[2].fut.done()]
                 heapq.heapify(heap)
@@ -360,11 +417,13 @@ class Scheduler:
         backlog = self._backlog
         now = self.clock.now()
         while backlog:
-            vtime, _, flow = backlog[0]
+            vtime, _, _, flow = backlog[0]
             heap = flow.heap
             if not heap:  # its waiters were admitted or cancelled: the flow is idle
                 heapq.heappop(backlog)
                 flow.backlogged = False
+                if not flow.in_flight:
+                    self._deactivate(flow)
                 continue
             waiter = heap[0][2]
             if waiter.fut.done():  # cancelled while waiting
@@ -380,17 +439,45 @@ class Scheduler:
             heapq.heappop(heap)
             self._entries -= 1
             self._admit(waiter.tokens, waiter.parts)
-            flow.in_flight += 1
             waiter.fut.set_result(None)
-            # The flow's next request is tagged after this one's cost (its estimated tokens;
-            # at least 1, so requests of no estimate still take turns) scaled by its weight.
-            self._vtime = vtime
-            flow.vtime = vtime + max(1, waiter.tokens) / flow.weight
+            self._dispatched(flow, vtime, waiter.tokens)
             if heap:
-                heapq.heapreplace(backlog, (flow.vtime, next(self._seq), flow))
+                heapq.heapreplace(backlog, (flow.vtime, flow.in_flight, next(self._seq), flow))
             else:
                 heapq.heappop(backlog)
                 flow.backlogged = False
+
+    # --- virtual time ------------------------------------------------------------------------
+
+    def _system_vtime(self) -> float:
+        """Where a newly backlogged flow starts: the larger of the two clocks (see the module)."""
+        start = self._frontier - self._charged
+        if start > self._vdone:
+            self._vdone = start  # it never goes back
+        return self._vdone
+
+    def _dispatched(self, flow: Flow, start: float, tokens: int) -> None:
+        """A request of ``flow`` tagged ``start`` was admitted: charge it to the flow."""
+        flow.in_flight += 1
+        # Its cost: the estimated tokens, at least 1 so requests of no estimate still take
+        # turns, scaled by the flow's weight; the flow's next request is tagged after it.
+        charge = max(1, tokens) / flow.weight
+        flow.vtime = start + charge
+        flow.charged += charge
+        self._charged += charge
+        if flow.vtime > self._frontier:
+            self._frontier = flow.vtime
+
+    def _activate(self, flow: Flow) -> None:
+        flow.active = True
+        self._weights += flow.weight
+        self._active += 1
+
+    def _deactivate(self, flow: Flow) -> None:
+        flow.active = False
+        self._active -= 1
+        # Exact zero when the last one leaves: no float residue accumulates.
+        self._weights = self._weights - flow.weight if self._active else 0.0
 
     def _set_timer(self, when: float) -> None:
         if self._timer is not None and self._timer_at <= when:
@@ -466,7 +553,9 @@ class Scheduler:
 
     @property
     def queued(self) -> int:
-        return sum(1 for _, _, flow in self._backlog for _, _, w in flow.heap if not w.fut.done())
+        return sum(
+            1 for _, _, _, flow in self._backlog for _, _, w in flow.heap if not w.fut.done()
+        )
 
     @property
     def concurrency_limit(self) -> int:
