@@ -157,6 +157,41 @@ async def test_told_budget_earns_no_429() -> None:
         assert clock.now() == pytest.approx((12 - 4) * 0.25)  # paced at the rate, no slower
 
 
+async def _fan_out_against_untold_budget(config: SimConfig) -> tuple[int, float, float]:
+    """150 calls at once against the simulator's rpm=600, which the engine is not told, on a
+    clock both share: (429s answered, finish time, floor). The floor is the simulator's bucket
+    drained at its rate: its capacity goes at once, the rest at ``rate`` a second."""
+    clock = FakeClock()
+    async with SimServer(config) as sim, _engine(sim, clock=clock) as engine:
+        sim._limiter = RateLimiter.from_limits(600, None, clock.now)
+        bucket = sim._limiter.requests
+        assert bucket is not None
+        calls = asyncio.gather(*(engine.generate(f"q{i}") for i in range(150)))
+        await _in_lockstep(clock, engine, calls)
+        assert sim.stats()["ok"] == 150
+        assert engine.stats()["rate_limited"] == sim.stats()["rate_limited"]
+        return sim.stats()["rate_limited"], clock.now(), (150 - bucket.capacity) / bucket.rate
+
+
+async def test_a_lone_limit_header_paces_a_fan_out_with_few_429s() -> None:
+    """Only x-ratelimit-limit-requests on answers (no remaining/reset): 150 calls at once
+    take at most 10 429s and finish within 1.1x the floor (14 s)."""
+    config = SimConfig(rate_limit_headers_limit_only=True)
+    refused, finished, floor = await _fan_out_against_untold_budget(config)
+    assert floor == pytest.approx(14.0)
+    assert refused <= 10
+    assert finished <= 1.1 * floor
+
+
+async def test_a_budget_without_headers_is_learned_from_pacing_with_few_429s() -> None:
+    """No rate-limit headers at all, a 429 carrying only retry-after in whole seconds: 150
+    calls at once take at most 10 429s and finish within 1.1x the floor (14 s)."""
+    config = SimConfig(rate_limit_headers=False, retry_after_whole_seconds=True)
+    refused, finished, floor = await _fan_out_against_untold_budget(config)
+    assert refused <= 10
+    assert finished <= 1.1 * floor
+
+
 async def test_single_flight_over_http_sends_one_request() -> None:
     """Twenty identical concurrent calls reach the server as one request."""
     async with SimServer(SimConfig(latency="50ms")) as sim, _engine(sim) as engine:

@@ -192,3 +192,95 @@ async def test_adaptive_concurrency_halves_once_per_window_and_grows_back() -> N
     for _ in range(200):
         sched.on_success()
     assert sched.concurrency_limit > 20
+
+
+async def test_a_lone_limit_header_starts_the_bucket_empty() -> None:
+    """A limit header without remaining (gateways) paces from an empty bucket, not a burst."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock)
+    sched.learn_limits({"x-ratelimit-limit-requests": "600"})
+    times = await _admit_times(sched, clock, 3)
+    step = 60 / (600 * 0.97)
+    assert times == pytest.approx([step, 2 * step, 3 * step])
+
+
+async def test_unknown_budget_is_probed_with_a_bounded_first_burst() -> None:
+    """learn_rate: with nothing known, 16 requests go at one instant, the rest wait."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock, learn_rate=True)
+    for _ in range(16):
+        await sched.acquire()
+    waiter = asyncio.ensure_future(sched.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done() and sched.in_flight == 16
+    waiter.cancel()
+
+
+async def _first_epoch(sched: Scheduler, waiting: int) -> list[asyncio.Future[None]]:
+    """16 sent at t=0 (the probe), 10 accepted, 6 refused and told to wait 1 s; ``waiting``
+    requests queued behind them (so the refusals measure the provider, not our demand)."""
+    for _ in range(16):
+        await sched.acquire()
+    waiters = [asyncio.ensure_future(sched.acquire()) for _ in range(waiting)]
+    for waiter in waiters:  # answered at once (the refusals also cut concurrency, not tested)
+        waiter.add_done_callback(lambda _: sched.release(0))
+    await asyncio.sleep(0)
+    for _ in range(10):
+        sched.on_success(sent_at=0.0)
+        sched.release(0)
+    sched.cool_down(1.0)
+    for _ in range(6):
+        sched.on_rate_limited(sent_at=0.0)
+        sched.release(0)
+    return waiters
+
+
+async def test_rate_is_learned_from_requests_accepted_before_a_429() -> None:
+    """10 accepted then refusals at t=0, told to wait 1 s: the provider's bucket (taken as
+    full at the start) gave 10 for 1 s' worth, so from t=1 the engine paces at 600/min (97%),
+    its bucket refilled during the cool-down."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock, learn_rate=True)
+    waiters = await _first_epoch(sched, 12)
+    await clock.advance(0.999)
+    assert sum(w.done() for w in waiters) == 0  # the cool-down holds everyone
+    await clock.advance(0.001)
+    assert sched.paced_rpm == pytest.approx(600)
+    assert sched.statistics()["rpm_limit"] == pytest.approx(600 * 0.97)
+    assert sum(w.done() for w in waiters) == 9  # 9.7 refilled since the refusal at t=0
+    await clock.advance(0.1)
+    assert sum(w.done() for w in waiters) == 10  # then about one per 0.103 s
+    await clock.advance(0.25)
+    assert all(w.done() for w in waiters)
+    assert sched.rate_estimates == 1
+
+
+async def test_a_paced_rate_probes_upward_while_nothing_is_refused() -> None:
+    """After an estimate, the pace grows by 0.5% of itself per second without a 429."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock, learn_rate=True)
+    waiters = await _first_epoch(sched, 1)
+    await clock.advance(1.0)
+    assert all(w.done() for w in waiters)
+    base = sched.statistics()["rpm_limit"]
+    assert base == pytest.approx(600 * 0.97)
+    await clock.advance(10.0)
+    await sched.acquire()
+    assert sched.statistics()["rpm_limit"] == pytest.approx(base * 1.05)
+
+
+async def test_a_429_with_nothing_waiting_teaches_no_rate() -> None:
+    """A refusal while no request waits measures our demand, not the provider: no estimate,
+    and the probe's bucket is dropped, so after the cool-down everyone goes at once."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock, learn_rate=True)
+    await sched.acquire()
+    sched.on_success(sent_at=0.0)
+    sched.release(0)
+    await sched.acquire()
+    sched.cool_down(1.0)
+    sched.on_rate_limited(sent_at=0.0)
+    sched.release(0)
+    times = await _admit_times(sched, clock, 40)
+    assert times == [1.0] * 40
+    assert sched.paced_rpm is None and sched.rate_estimates == 0

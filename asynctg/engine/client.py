@@ -212,6 +212,8 @@ class ChatEngine:
             clock=self.clock,
             input_tpm=local_split[0],
             output_tpm=local_split[1],
+            # no budget at all: probe it and learn its rate (a shared one is Redis's to pace)
+            learn_rate=redis_url is None,
         )
         self._split = input_tpm is not None or output_tpm is not None
         self._learn = rpm is None or tpm is None
@@ -707,7 +709,7 @@ class ChatEngine:
                     if actual is not None:
                         u = done.usage
                         actual_parts = (u.prompt_tokens, u.completion_tokens)
-                    scheduler.on_success()
+                    scheduler.on_success(sent_at)
                     self._account(done, usage)
                     if reservation is not None:
                         settled = True

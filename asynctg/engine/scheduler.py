@@ -35,9 +35,30 @@ clocks, both O(1) per request:
 
 Budgets are token buckets holding about one second's worth, refilled continuously: providers
 enforce per-minute limits on a finer grain (60,000/min is enforced as 1,000/s), so bursting a
-whole minute's allowance would only earn 429s. When no limit is given, the scheduler learns it
-from the ``x-ratelimit-limit-*`` headers providers send, and otherwise adapts the concurrency
-limit to 429s (halve on a 429, grow by one per window of successes), as TCP does.
+whole minute's allowance would only earn 429s.
+
+When no limit is given, the scheduler learns it, in this order of trust:
+
+- **Headers.** ``x-ratelimit-limit-requests/-tokens`` set the bucket (at 97% of the limit).
+  ``x-ratelimit-remaining-*`` says how full it starts; a limit header alone (gateways that
+  send nothing else) starts it empty, since it arrives right after a burst that likely spent it.
+- **Pacing** (``learn_rate=True``: the engine's choice when it is given no budget at all).
+  Until anything is known, a budget of unknown size is probed as TCP's slow start does: at most
+  ``START_BURST`` requests at one instant, a provisional bucket of one second's worth growing by
+  one per success (and refunding one when the answer took time, so a slow provider's window
+  doubles each round trip). A 429 then ends an *epoch*: the provider's bucket was empty when the
+  refused request was sent, and it was empty (or full, for the first epoch) when the epoch
+  began, so the requests it accepted in between measure its rate. With ``A`` requests accepted
+  between resuming at ``t0`` and the refusal at ``t1``, and ``g`` the pause before ``t0`` (the
+  cool-down, during which the provider's bucket refilled, at most one second's worth):
+  ``rate = A / (t1 - t0 + min(g, 1 s))``. The engine is then paced at 97% of that rate and
+  probes upward slowly (``RATE_PROBE`` of the rate per second without a 429), so a rate
+  underestimated (answers counted late, idle gaps) is regained and a limit raised is found.
+  The estimate is made when the cool-down ends, once the epoch's answers are in.
+- **Concurrency.** A 429 also halves the concurrency limit (once per window; it grows by one
+  per window of successes), as TCP does.
+
+``retry-after`` on a 429 is always an engine-wide cool-down.
 
 No task is spawned: waiters are futures in a heap, woken by whoever frees capacity (a release)
 or by one timer set for the moment the next budget refills.
@@ -64,6 +85,11 @@ BUCKET_SECONDS = 1.0
 #: ignored, as ``1e-300`` requests a minute would otherwise hold the next call for 6e301 s.
 LEARNED_RPM_RANGE = (1.0, 1e8)
 LEARNED_TPM_RANGE = (100.0, 1e11)
+#: With no budget known (``learn_rate``), at most this many requests go at one instant: a probe
+#: of a budget of unknown size (TCP's initial window is 10 segments for the same reason).
+START_BURST = 16
+#: A rate learned from pacing rises by this fraction of itself per second without a 429.
+RATE_PROBE = 0.005
 
 
 class QueueTimeout(Exception):
@@ -200,6 +226,7 @@ class Scheduler:
         adaptive: bool = True,
         input_tpm: float | None = None,
         output_tpm: float | None = None,
+        learn_rate: bool = False,
     ) -> None:
         self.clock: Clock = clock or LoopClock()
         self._split_values = (input_tpm, output_tpm)
@@ -233,6 +260,9 @@ class Scheduler:
         self._timer: TimerHandle | None = None
         self._timer_at = math.inf
         self._last_cut = -math.inf
+        # Learning a budget no one told us, from pacing (see the module docstring).
+        self._learn_rate = learn_rate and adaptive and rpm is None and tpm is None
+        self._pace: _Pace | None = None
         # statistics
         self.admitted = 0
         self.max_in_flight = 0
@@ -240,10 +270,18 @@ class Scheduler:
         self.concurrency_cuts = 0
         self.learned_rpm: float | None = None
         self.learned_tpm: float | None = None
+        #: requests/min measured from accepted and refused requests (None: not measured)
+        self.paced_rpm: float | None = None
+        self.rate_estimates = 0
 
     # --- admission ---------------------------------------------------------------------------
 
     def _buckets(self, now: float) -> tuple[TokenBucket | None, TokenBucket | None]:
+        if self._learn_rate and self.learned_rpm is None and self.learned_tpm is None:
+            if self._paced_bucket(now):
+                # An estimate is due when the cool-down ends, replacing this bucket: until
+                # then the cool-down alone holds requests (and sets the timer).
+                return None, self._tpm
         if self._rpm is None and self._rpm_value is not None:
             self._rpm = TokenBucket(self._rpm_value, now)
         if self._tpm is None and self._tpm_value is not None:
@@ -508,9 +546,25 @@ class Scheduler:
             self._pump()
 
     def on_rate_limited(self, sent_at: float) -> None:
-        """A 429 arrived for a request sent at ``sent_at``: cut concurrency once per window."""
+        """A 429 arrived for a request sent at ``sent_at``: cut concurrency once per window,
+        and (``learn_rate``) end the pacing epoch the rate is measured over."""
         if not self._adaptive or self._rpm_given:
             return
+        pace = self._pace
+        if pace is not None and pace.pending is None and sent_at > pace.last_empty:
+            # The first refusal of a request sent in this epoch: the provider's bucket was
+            # empty at ``sent_at``. It measures the provider's rate only if more was waiting
+            # than was sent (else it measures our demand). Later answers of the epoch may
+            # still come in: the estimate waits for the cool-down's end (``_paced_bucket``).
+            if self._backlog:
+                pace.pending = (pace.before, pace.resumed, sent_at, pace.accepted)
+            elif pace.probing:  # the probe is over, having measured nothing
+                pace.probing = False
+                self._rpm = None
+                self._rpm_value = None
+            pace.last_empty = pace.before = sent_at
+            pace.resumed = math.inf
+            pace.accepted = 0
         # Only requests sent after the last cut say the new limit is still too high; the rest
         # of a burst of 429s describes the old limit and must not cut again.
         if sent_at <= self._last_cut:
@@ -519,12 +573,88 @@ class Scheduler:
         self._limit = max(1.0, min(self._limit, self._in_flight + 1) / 2)
         self.concurrency_cuts += 1
 
-    def on_success(self) -> None:
-        """Additive increase: about one more slot per window of successes."""
+    def on_success(self, sent_at: float | None = None) -> None:
+        """Additive increase: about one more slot per window of successes. ``sent_at`` (when
+        the request was sent) counts it towards the rate learned from pacing."""
+        pace = self._pace
+        if pace is not None and sent_at is not None:
+            self._count_accepted(pace, sent_at)
         if self._limit < self.max_concurrency:
             self._limit = min(float(self.max_concurrency), self._limit + 1.0 / self._limit)
             if self._backlog:
                 self._pump()
+
+    def _count_accepted(self, pace: _Pace, sent_at: float) -> None:
+        if sent_at > pace.last_empty:
+            if not self._backlog:
+                # Nothing waits: our demand, not the provider, set the pace. The epoch starts
+                # over, with the provider's bucket taken as full (it refills while we idle).
+                pace.before = -math.inf
+                pace.resumed = math.inf
+                pace.accepted = 0
+            pace.accepted += 1
+            if sent_at < pace.resumed:
+                pace.resumed = sent_at
+        elif pace.pending is not None and sent_at > pace.pending[0]:
+            # an answer of the epoch that ended, come in after the refusal that ended it
+            before, resumed, ended, accepted = pace.pending
+            pace.pending = (before, min(resumed, sent_at), ended, accepted + 1)
+        bucket = self._rpm
+        if pace.probing and bucket is not None:
+            # Slow start, as TCP's: each success widens the bucket by one and, once the round
+            # is answered (nothing else in flight, so any refusal of the round has been read),
+            # gives back its request and one more: the burst allowed doubles each round.
+            bucket.refill(self.clock.now())
+            bucket.capacity += 1.0
+            bucket.rate = bucket.capacity / BUCKET_SECONDS
+            pace.owed += 2
+            if self._in_flight <= 1:  # (this request is released just after)
+                bucket.give_back(pace.owed)
+                pace.owed = 0
+            if self._backlog:
+                self._pump()
+
+    def _paced_bucket(self, now: float) -> bool:
+        """Keep ``self._rpm`` at the rate learned from pacing (or probing, before any 429);
+        True while an estimate waits for the cool-down to end."""
+        pace = self._pace
+        if pace is None:
+            self._pace = _Pace(now)
+            self._rpm = TokenBucket(START_BURST * 60.0 / BUCKET_SECONDS, now)
+            return False
+        if pace.pending is not None:
+            if now < self._cool_until:
+                return True
+            before, resumed, ended, accepted = pace.pending
+            pace.pending = None
+            if pace.probing:
+                pace.probing = False
+                self._rpm = None
+                self._rpm_value = None
+            if not accepted:
+                # Refused at once: nothing measured. The cool-down said all there was to say;
+                # the provisional bucket (if any) is gone, so everyone goes when it ends.
+                return False
+            # The provider's bucket refilled during the pause before the epoch (empty at its
+            # start, at most full; full before the first epoch), then at its rate throughout.
+            span = max(0.0, ended - resumed) + min(resumed - before, BUCKET_SECONDS)
+            rate = min(max(accepted / span * 60.0, LEARNED_RPM_RANGE[0]), LEARNED_RPM_RANGE[1])
+            self.paced_rpm = rate
+            self.rate_estimates += 1
+            pace.base = rate * LEARNED_LIMIT_HEADROOM
+            pace.since = now
+            # empty when the refused request was sent, refilled at the new rate since
+            self._rpm = TokenBucket(pace.base, ended, level=0.0)
+            self._rpm_value = pace.base
+        elif not pace.probing and pace.base > 0 and self._rpm is not None:
+            per_minute = pace.base * (1.0 + RATE_PROBE * (now - pace.since))
+            if per_minute != self._rpm_value:
+                bucket = self._rpm
+                bucket.refill(now)
+                bucket.rate = per_minute / 60.0
+                bucket.capacity = max(1.0, bucket.rate * BUCKET_SECONDS)
+                self._rpm_value = per_minute
+        return False
 
     def learn_limits(self, headers: Mapping[str, str]) -> None:
         """Adopt ``x-ratelimit-limit-requests/-tokens`` when no budget was given."""
@@ -537,6 +667,7 @@ class Scheduler:
                 self._rpm = _learned_bucket(self._rpm_value, limit, remaining, self.clock.now())
                 # With a known budget, pacing replaces the 429-driven concurrency guess.
                 self._limit = float(self.max_concurrency)
+                self._pace = None
         if not self._tpm_given:
             limit = _sane(_header_number(headers, "x-ratelimit-limit-tokens"), LEARNED_TPM_RANGE)
             if limit is not None and limit != self.learned_tpm:
@@ -544,6 +675,11 @@ class Scheduler:
                 self._tpm_value = limit * LEARNED_LIMIT_HEADROOM
                 remaining = _header_number(headers, "x-ratelimit-remaining-tokens")
                 self._tpm = _learned_bucket(self._tpm_value, limit, remaining, self.clock.now())
+                if self._pace is not None and self.learned_rpm is None:
+                    # a tokens budget now paces: the probe of an unknown one ends
+                    self._pace = None
+                    self._rpm = None
+                    self._rpm_value = None
 
     # --- inspection --------------------------------------------------------------------------
 
@@ -575,7 +711,43 @@ class Scheduler:
             "learned_tpm": self.learned_tpm,
             "cool_downs": self.cool_downs,
             "concurrency_cuts": self.concurrency_cuts,
+            "paced_rpm": self.paced_rpm,
+            "rate_estimates": self.rate_estimates,
         }
+
+
+class _Pace:
+    """What learning a budget from pacing remembers (see the module docstring).
+
+    An epoch runs from its first accepted request (``resumed``) to the next refusal;
+    ``accepted`` counts its successes, ``before`` is when the provider's bucket was last known
+    empty before it (``-inf``: taken as full). ``last_empty`` is the send time of the last
+    refused request: refusals of requests sent before it belong to an epoch already ended.
+    ``pending`` holds an ended epoch (before, resumed, ended, accepted) until its estimate.
+    """
+
+    __slots__ = (
+        "accepted",
+        "base",
+        "before",
+        "last_empty",
+        "owed",
+        "pending",
+        "probing",
+        "resumed",
+        "since",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.probing = True  # no 429 yet: the provisional bucket of slow start
+        self.last_empty = -math.inf
+        self.before = -math.inf
+        self.resumed = math.inf
+        self.accepted = 0
+        self.owed = 0  # requests the slow start gives back when its round is answered
+        self.pending: tuple[float, float, float, int] | None = None
+        self.base = 0.0  # requests/min paced at when the last estimate was made
+        self.since = now  # when it was made
 
 
 def _learned_bucket(
@@ -589,7 +761,9 @@ def _learned_bucket(
     bursts into 429s right after learning).
     """
     if remaining is None:
-        return TokenBucket(per_minute, now)
+        # A limit alone (gateways that send nothing else): it comes back with the answers of
+        # a burst that likely spent the budget, so the bucket starts empty, not full.
+        return TokenBucket(per_minute, now, level=0.0)
     bucket = TokenBucket(per_minute, now, level=0.0)
     bucket.level = min(bucket.capacity, max(0.0, remaining / limit) * bucket.capacity)
     return bucket

@@ -244,6 +244,11 @@ class SimConfig:
     feedback_tokens: int | None = 300
     api_key: str | None = None
     rate_limit_headers: bool = True
+    #: send only ``x-ratelimit-limit-*`` (no remaining/reset), as some gateways do
+    rate_limit_headers_limit_only: bool = False
+    #: a 429 carries only ``retry-after`` in whole seconds (no ``retry-after-ms``), as many
+    #: gateways and self-hosted servers send
+    retry_after_whole_seconds: bool = False
     record: bool = False
     responder: Responder | None = None
     model_name: str = "sim-1"

@@ -539,6 +539,8 @@ class SimServer:
         ):
             if bucket is not None:
                 headers[f"x-ratelimit-limit-{suffix}"] = str(bucket.limit)
+                if self._config.rate_limit_headers_limit_only:
+                    continue
                 headers[f"x-ratelimit-remaining-{suffix}"] = str(bucket.remaining())
                 headers[f"x-ratelimit-reset-{suffix}"] = format_duration(bucket.reset_seconds())
 
@@ -563,8 +565,9 @@ class SimServer:
         headers = {
             # ceil: a client sleeping the advertised time must find room
             "retry-after": str(max(1, math.ceil(wait))),
-            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
         }
+        if not self._config.retry_after_whole_seconds:
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
         if self._config.rate_limit_headers:
             self._limit_headers(headers)
         return self._error(429, message, which, "rate_limit_exceeded", headers)
