@@ -274,3 +274,19 @@ async def test_learned_limits_belong_to_an_endpoint_not_to_a_model_name(
         published = redis_server.command("HGET", f"{here.shared.prefix}limits", "rpm")
         assert published.split(b"\r\n")[1] in (b"1", b"1.0")
         assert redis_server.command("EXISTS", f"{there.shared.prefix}limits") == b":0\r\n"
+
+
+async def test_a_call_refused_by_the_cap_gives_its_rpm_token_back() -> None:
+    """A call the dollar cap refuses never reached the provider: the request it took from the
+    rpm bucket goes back, so the next call is not held for a refill."""
+    from support import engine_with, ok, scripted
+
+    from asynctg.engine import FakeClock
+
+    clock = FakeClock()
+    transport = scripted([], then=ok())
+    engine = engine_with(transport, clock=clock, rpm=60, price=(1.0, 2.0), max_cost=1e-4)
+    with pytest.raises(tg.BudgetExceededError):
+        await clock.drive(engine.generate("x" * 400))  # its worst case passes the cap
+    await clock.drive(engine.generate("q", max_tokens=1))
+    assert clock.now() == 0.0 and len(transport.requests) == 1

@@ -633,7 +633,7 @@ class ChatEngine:
                 try:
                     reservation = await self._reserve(tokens, started, parts, caps, nano, usage)
                 except BaseException:
-                    scheduler.release(tokens, None, parts=parts, flow=flow)
+                    scheduler.release(tokens, None, parts=parts, flow=flow, sent=False)
                     raise
             sent_at = clock.now()
             actual: int | None = None

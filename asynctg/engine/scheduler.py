@@ -403,8 +403,25 @@ class Scheduler:
         parts: tuple[int, int] | None = None,
         actual_parts: tuple[int, int] | None = None,
         flow: Flow | None = None,
+        sent: bool = True,
     ) -> None:
-        """A request finished (any outcome): free its slot, correct its token charges."""
+        """A request finished (any outcome): free its slot, correct its token charges.
+
+        ``sent=False``: it was admitted but never reached the provider (a cap refused it), so
+        its request and token charges go back to the buckets."""
+        if not sent:
+            now = self.clock.now()
+            if self._rpm is not None:
+                self._rpm.refill(now)
+                self._rpm.give_back(1.0)
+            if self._tpm is not None:
+                self._tpm.refill(now)
+                self._tpm.give_back(float(estimated))
+            if parts is not None and self._split is not None:
+                for bucket, est in zip(self._split, parts, strict=True):
+                    if bucket is not None:
+                        bucket.refill(now)
+                        bucket.give_back(float(est))
         if admitted:
             self._in_flight -= 1
             if flow is None:
@@ -423,6 +440,13 @@ class Scheduler:
                 if not flow.backlogged:
                     self._deactivate(flow)
             self._charged = self._charged - charge if self._in_flight else 0.0
+            pace = self._pace
+            if pace is not None and pace.owed and not self._in_flight and self._rpm is not None:
+                # The slow start's round is over, whatever its last request's outcome (a
+                # refusal by a cap, an error): what its successes earned is given back now.
+                self._rpm.refill(self.clock.now())
+                self._rpm.give_back(pace.owed)
+                pace.owed = 0
         if parts is not None and actual_parts is not None and self._split is not None:
             now = self.clock.now()
             for bucket, est, got in zip(self._split, parts, actual_parts, strict=True):
