@@ -85,8 +85,7 @@ def add_parsers(
             "for the AAPM TG-119 C-shape phantom, as in the TextGrad paper: each iteration "
             "optimises the beam fluences in a worker process (pyRadPlan), an LLM critiques the "
             "dose metrics against the clinical goals, and the optimizer rewrites the objectives. "
-            "Needs: pip install 'asynctg[radiotherapy]' && pip install --no-deps "
-            "pyradplan==0.5.0."
+            "Needs: pip install 'asynctg[radiotherapy]'."
         ),
     )
     g = rt.add_argument_group("treatment planning")

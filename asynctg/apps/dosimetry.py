@@ -77,10 +77,7 @@ _CACHE_FORMAT = 2  # bump when the stored arrays change (1: a pickle, never read
 _STRUCTURES = ("Core", "OuterTarget", "BODY")
 _TARGETS = ("OuterTarget",)
 _METRIC_PREFIX = {"OuterTarget": "ptv", "Core": "core", "BODY": "body"}
-_INSTALL = (
-    "pip install 'asynctg[radiotherapy]' && pip install --no-deps pyradplan==0.5.0"
-    " (its own metadata would pull in pydantic-ai and some eighty more packages)"
-)
+_INSTALL = "pip install 'asynctg[radiotherapy]'"
 
 
 class ObjectiveError(ValueError):
