@@ -496,7 +496,7 @@ def _cli_message(exc: AsyncTGError, args: argparse.Namespace) -> str:
             f"; set the key in ${key_env} (or name another variable with --api-key-env), "
             "and check --base-url"
         )
-    from asynctg.apps.progress import printable
+    from asynctg.runs.progress import printable
 
     return printable(text)
 
@@ -561,9 +561,9 @@ def resolve_endpoint(args: argparse.Namespace, *, use_sim: bool) -> tuple[str | 
 
 def _plan(args: argparse.Namespace) -> _Plan:
     from asynctg.apps import Budget, CodeConfig, PromptConfig, SolutionConfig
-    from asynctg.apps.checkpoint import Checkpoint
     from asynctg.apps.report import prepare_report_dir
-    from asynctg.apps.run import unpriced_error
+    from asynctg.runs.checkpoint import Checkpoint
+    from asynctg.runs.loop import unpriced_error
     from asynctg.tasks import TASKS, get_task
 
     command = args.command
@@ -581,8 +581,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     science_fields: dict[str, Any] = {}
     task: Any
     if science:
-        from asynctg.apps.design import DesignConfig
         from asynctg.cli_science import plan_task
+        from asynctg.science.design import DesignConfig
 
         task, science_fields = plan_task(args)
         loop_config: Any = DesignConfig(iterations=args.iterations, budget=budget)
@@ -612,7 +612,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         task = get_task(args.task, data=args.data, data_seed=args.data_seed, limit=args.limit)
         loop_config = SolutionConfig(iterations=args.iterations, budget=budget)
     else:
-        from asynctg.apps.sandbox import probe_isolation
+        from asynctg.runs.sandbox import probe_isolation
 
         task = get_task(args.task, data=args.data, limit=args.limit)
         loop_config = CodeConfig(
@@ -847,16 +847,16 @@ async def _loop(
 
 
 async def _estimate(args: argparse.Namespace, plan: _Plan) -> Any:
-    """The run's dry run on a local simulator (asynctg.apps.estimate), calibrated on the
+    """The run's dry run on a local simulator (asynctg.runs.estimate), calibrated on the
     checkpoint's journal when one holds real replies."""
     import dataclasses
     import shutil
     import tempfile
 
     from asynctg.apps import Budget, Progress
-    from asynctg.apps.checkpoint import Checkpoint
-    from asynctg.apps.estimate import dry_run
     from asynctg.engine import get_engine
+    from asynctg.runs.checkpoint import Checkpoint
+    from asynctg.runs.estimate import dry_run
 
     def make(model: str, base_url: str) -> Any:
         extra = {"price": args.price} if args.price is not None else {}
@@ -1008,7 +1008,7 @@ def _print_result(plan: _Plan, data: dict[str, Any]) -> None:
 
 
 def _one_line(text: str, n: int) -> str:
-    from asynctg.apps.progress import printable
+    from asynctg.runs.progress import printable
 
     flat = " ".join(printable(text).split())
     return flat if len(flat) <= n else flat[: n - 3] + "..."
@@ -1039,8 +1039,8 @@ async def _demo(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, epochs=1, steps_per_epoch=args.steps, seed=args.seed
     )
     if args.estimate:
-        from asynctg.apps.estimate import dry_run
         from asynctg.engine import get_engine
+        from asynctg.runs.estimate import dry_run
 
         name = args.model or ("sim-1" if on_sim else os.environ.get("ASYNCTG_MODEL") or "")
 

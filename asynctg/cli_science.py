@@ -156,8 +156,8 @@ def plan_task(args: argparse.Namespace) -> tuple[DesignTask, dict[str, Any]]:
 
         local_workers(args.workers)  # checked now, before anything runs
     if args.command == "molecule":
-        from asynctg.apps import docking
-        from asynctg.apps.molecule import DEFAULT_STARTS
+        from asynctg.science import docking
+        from asynctg.science.molecule import DEFAULT_STARTS
 
         missing = docking.available()
         if missing:
@@ -180,8 +180,8 @@ def plan_task(args: argparse.Namespace) -> tuple[DesignTask, dict[str, Any]]:
         receptor = Path(setup.receptor).name
         task = DesignTask("molecule", starts, setup, docking.init_worker, f"receptor {receptor}")
     else:
-        from asynctg.apps import dosimetry
-        from asynctg.apps.radiotherapy import starting_sets
+        from asynctg.science import dosimetry
+        from asynctg.science.radiotherapy import starting_sets
 
         missing = dosimetry.available()
         if missing:
@@ -204,7 +204,7 @@ async def run_loop(
     progress: Any,
 ) -> Any:
     """Run the loop with its pool (closed at the end); evaluations cached in the checkpoint."""
-    from asynctg.apps.design import make_pool
+    from asynctg.science.design import make_pool
 
     cache = checkpoint.path / "evaluations.jsonl" if checkpoint is not None else None
     pool = make_pool(
@@ -217,11 +217,11 @@ async def run_loop(
     )
     run: Callable[..., Any]
     if task.name == "molecule":
-        from asynctg.apps.molecule import optimize_molecules
+        from asynctg.science.molecule import optimize_molecules
 
         run = optimize_molecules
     else:
-        from asynctg.apps.radiotherapy import optimize_plans
+        from asynctg.science.radiotherapy import optimize_plans
 
         run = optimize_plans
     async with pool:
@@ -259,7 +259,7 @@ def print_result(data: dict[str, Any], lines: list[str]) -> None:
 def _text(value: object, limit: int) -> str:
     """Model-written text as one printable line: control sequences gone (``printable``, as
     everywhere the CLI prints), whitespace collapsed, at most ``limit`` characters."""
-    from asynctg.apps.progress import printable
+    from asynctg.runs.progress import printable
 
     flat = " ".join(printable(str(value)).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
