@@ -407,7 +407,7 @@ def test_degenerate_plans_are_not_valid_and_say_why() -> None:
 def test_a_plan_at_the_iteration_cap_is_flagged_not_converged() -> None:
     """Stopping at ``max_iterations`` (or the solver saying so) keeps the plan but marks it
     ``converged: False`` with a warning the loss reads and the summary shows."""
-    from asynctg.cli_science import _plan_metrics
+    from asynctg.cli.science import _plan_metrics
     from asynctg.science import radiotherapy
 
     for capped_result in (_judged(500), _judged(37, capped=True)):

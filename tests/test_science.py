@@ -234,7 +234,7 @@ async def test_hostile_objective_sets_are_rejected_designs_not_an_aborted_run() 
 def test_science_summaries_print_model_text_without_control_sequences() -> None:
     """`asynctg molecule`'s and `radiotherapy`'s summaries pass every model-written string (a
     SMILES, an error quoting it, a failed design's error) through ``printable``."""
-    from asynctg.cli_science import print_result
+    from asynctg.cli.science import print_result
 
     esc = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"
     molecule = {
