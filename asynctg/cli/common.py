@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from asynctg.errors import ConfigError
 from asynctg.output.text import printable
@@ -197,7 +197,7 @@ def run_options(p: argparse.ArgumentParser) -> None:
 class Parser(argparse.ArgumentParser):
     """argparse with "did you mean" for mistyped options (as Python 3.14's suggest_on_error)."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         import difflib
         import re
 
@@ -224,7 +224,7 @@ class Parser(argparse.ArgumentParser):
                 close = difflib.get_close_matches(option, sorted(owners), n=1)
                 if close:
                     message += f" (did you mean {close[0]}?)"
-        return super().error(message)
+        super().error(message)
 
 
 #: Where a replayed run's engines "send": never contacted (every answer is in the journal).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from asynctg.output.svg import line_chart_svg, xy_chart_svg
@@ -59,11 +59,17 @@ def design_sections(command: str, result: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-def _molecule_trajectory(rows: Sequence[Mapping[str, Any]]) -> str:
+def _depiction() -> Callable[[str], str | None] | None:
+    """The molecule drawer, or None where RDKit is missing (a report may be rebuilt elsewhere)."""
     try:
         from asynctg.science.docking import depict_svg
-    except ImportError:  # pragma: no cover - the run needed RDKit; a report may be rebuilt
-        depict_svg = None  # type: ignore[assignment]
+    except ImportError:  # pragma: no cover - the run needed RDKit
+        return None
+    return depict_svg
+
+
+def _molecule_trajectory(rows: Sequence[Mapping[str, Any]]) -> str:
+    depict_svg = _depiction()
     table = [
         "<table><tr><th>iteration</th><th>molecule</th><th>SMILES</th><th>Vina</th>"
         "<th>QED</th><th>Lipinski violations</th></tr>"
