@@ -56,12 +56,12 @@ def _seconds(text: str) -> float:
 
 async def _one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     import asynctg as tg
-    from asynctg.apps.design import DesignConfig, make_pool
+    from asynctg.science.design import DesignConfig, make_pool
     from asynctg.sim import SimConfig, SimServer
 
     if kind == "molecule":
-        from asynctg.apps import docking
-        from asynctg.apps.molecule import optimize_molecules as optimize
+        from asynctg.science import docking
+        from asynctg.science.molecule import optimize_molecules as optimize
 
         setup: Any = docking.DockingSetup.default(exhaustiveness=1)
         starts = list(FRAGMENTS[: args.molecules])
@@ -69,9 +69,9 @@ async def _one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         import tempfile
 
-        from asynctg.apps import dosimetry
-        from asynctg.apps.radiotherapy import optimize_plans as optimize
-        from asynctg.apps.radiotherapy import starting_sets
+        from asynctg.science import dosimetry
+        from asynctg.science.radiotherapy import optimize_plans as optimize
+        from asynctg.science.radiotherapy import starting_sets
 
         setup = dosimetry.PlanSetup(cache_dir=tempfile.mkdtemp(prefix="bench-dose-"))
         starts = starting_sets(args.starts, setup)

@@ -13,9 +13,9 @@ import contextlib
 import os
 
 import asynctg as tg
-from asynctg.apps import docking
-from asynctg.apps.design import DesignConfig, make_pool
-from asynctg.apps.molecule import optimize_molecules
+from asynctg.science import docking
+from asynctg.science.design import DesignConfig, make_pool
+from asynctg.science.molecule import optimize_molecules
 from asynctg.sim import SimConfig, SimServer
 
 

@@ -15,11 +15,11 @@ import pytest
 
 import asynctg as tg
 from asynctg import apps, tasks
-from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.report import diff_html, line_chart_svg, write_report
 from asynctg.engine import RetryPolicy
 from asynctg.engine.client import ChatEngine
 from asynctg.errors import ConfigError
+from asynctg.runs.checkpoint import Checkpoint
 from asynctg.sim import SimConfig, SimServer
 
 Responder = Callable[[Mapping[str, Any]], "str | None"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from support import SimProcess
 
-from asynctg.apps.progress import Progress, format_counters
-from asynctg.apps.run import RunEvent
+from asynctg.runs.loop import RunEvent
+from asynctg.runs.progress import Progress, format_counters
 from asynctg.sim import SimConfig
 
 CLI = [sys.executable, "-m", "asynctg"]

@@ -1,4 +1,4 @@
-"""The molecule evaluator (asynctg.apps.docking): box files, bad SMILES, scores, determinism.
+"""The molecule evaluator (asynctg.science.docking): box files, bad SMILES, scores, determinism.
 
 Docking runs at exhaustiveness 1 against the shipped Abl kinase receptor: about a second per
 small molecule. Without rdkit, vina and meeko the chemistry tests skip, except under CI, where
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from asynctg.apps import docking
-from asynctg.apps.docking import DockingSetup, DockingSetupError
+from asynctg.science import docking
+from asynctg.science.docking import DockingSetup, DockingSetupError
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 IBUPROFEN = "CC(C)Cc1ccc(cc1)C(C)C(=O)O"
@@ -106,7 +106,7 @@ def test_available_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_importing_the_module_imports_no_chemistry() -> None:
     code = (
-        "import sys, asynctg.apps.docking\n"
+        "import sys, asynctg.science.docking\n"
         "print(sorted({'rdkit', 'vina', 'meeko', 'numpy'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

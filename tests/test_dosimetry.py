@@ -1,4 +1,4 @@
-"""The treatment-planning evaluator: objective JSON in, plan metrics out (asynctg.apps.dosimetry).
+"""The treatment-planning evaluator: objective JSON in, plan metrics out (science.dosimetry).
 
 The dose matrix is computed once for the module (into a temporary cache folder); every other
 evaluation, here and in the spawned process, loads it from there.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from asynctg.apps import dosimetry as d
+from asynctg.science import dosimetry as d
 
 # Without CI set, a machine without pyRadPlan skips the plan tests; CI must have it and fails.
 _SKIP = importlib.util.find_spec("pyRadPlan") is None and not os.environ.get("CI")
@@ -371,7 +371,7 @@ def test_a_hostile_answer_is_a_rejected_set_with_a_reason(answer: str, reason: s
     """Deep nesting, endless digits, non-finite or absurd weights and oversized answers are
     rejected with a reason the loss reads (no RecursionError or ValueError escapes, no plan is
     optimized), and the trajectory row, the cache key and the loss's text are strict JSON."""
-    from asynctg.apps import radiotherapy
+    from asynctg.science import radiotherapy
 
     setup = d.PlanSetup()  # no cache folder: nothing here may reach pyRadPlan
     result = d.evaluate(answer, setup)
@@ -407,8 +407,8 @@ def test_degenerate_plans_are_not_valid_and_say_why() -> None:
 def test_a_plan_at_the_iteration_cap_is_flagged_not_converged() -> None:
     """Stopping at ``max_iterations`` (or the solver saying so) keeps the plan but marks it
     ``converged: False`` with a warning the loss reads and the summary shows."""
-    from asynctg.apps import radiotherapy
-    from asynctg.cli_science import _plan_metrics
+    from asynctg.cli.science import _plan_metrics
+    from asynctg.science import radiotherapy
 
     for capped_result in (_judged(500), _judged(37, capped=True)):
         assert capped_result["valid"] is True and capped_result["converged"] is False

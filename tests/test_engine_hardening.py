@@ -16,12 +16,12 @@ from aiohttp import web
 from support import completion, engine_with, ok
 
 import asynctg as tg
-from asynctg.apps.checkpoint import Checkpoint, atomic_write_text, probe_writable
 from asynctg.cli import main
 from asynctg.engine import ResponseCache, RetryPolicy
 from asynctg.engine.streaming import SSEParser
 from asynctg.engine.types import Usage
 from asynctg.errors import ConfigError, RedirectError, StreamEventTooLargeError
+from asynctg.runs.checkpoint import Checkpoint, atomic_write_text, probe_writable
 from asynctg.transport import MockTransport
 
 BASE_URL = "http://127.0.0.1:9/v1"

@@ -23,12 +23,12 @@ from support import engine_with
 
 import asynctg as tg
 from asynctg import apps, tasks
-from asynctg.apps.checkpoint import FORMAT, Checkpoint, fingerprint
 from asynctg.cli import main
 from asynctg.engine import ResponseCache, RetryPolicy
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.types import ChatResult, Usage
 from asynctg.errors import ConfigError
+from asynctg.runs.checkpoint import FORMAT, Checkpoint, fingerprint
 from asynctg.sim import SimConfig, SimServer
 from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
 

@@ -9,8 +9,8 @@ import pytest
 from support import BASE_URL, completion, engine_with, ok, one_slow_rest_fail, scripted
 
 import asynctg as tg
-from asynctg.apps.progress import format_counters
 from asynctg.engine import FakeClock, RetryPolicy
+from asynctg.runs.progress import format_counters
 from asynctg.transport import HTTPResponse, http
 
 

@@ -61,7 +61,7 @@ def test_ctrl_c_in_bench_advertises_no_checkpoint(
 ) -> None:
     """Ctrl-C in `asynctg bench` (which has no --checkpoint/--resume) exits 130 with a plain
     "interrupted", not advice about options the command does not have."""
-    from asynctg.loadtest import cli as bench_cli
+    from asynctg.cli import bench as bench_cli
 
     def interrupted(args: Any) -> int:
         raise KeyboardInterrupt

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asynctg import apps, tasks
-from asynctg.apps import sandbox
-from asynctg.apps.sandbox import Isolation, probe_isolation
 from asynctg.errors import ConfigError, SandboxUnavailableError
+from asynctg.runs import sandbox
+from asynctg.runs.sandbox import Isolation, probe_isolation
 
 REPO = Path(__file__).resolve().parents[1]
 

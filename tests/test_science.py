@@ -73,10 +73,10 @@ def test_radiotherapy_loop_plans_for_real_and_rejected_sets_become_feedback(
     import anyio
 
     import asynctg as tg
-    from asynctg.apps import dosimetry
-    from asynctg.apps.design import DesignConfig, make_pool
-    from asynctg.apps.radiotherapy import optimize_plans, starting_sets
     from asynctg.apps.report import write_report
+    from asynctg.science import dosimetry
+    from asynctg.science.design import DesignConfig, make_pool
+    from asynctg.science.radiotherapy import optimize_plans, starting_sets
     from asynctg.sim import SimConfig, SimServer
 
     setup = dosimetry.PlanSetup(cache_dir=str(tmp_path / "dose"))
@@ -142,7 +142,7 @@ def test_a_stopped_molecule_run_resumes_without_redoing_anything(
 def test_science_commands_check_their_input_before_running(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from asynctg.apps import docking, dosimetry
+    from asynctg.science import docking, dosimetry
 
     monkeypatch.setattr(docking, "available", lambda: "pip install 'asynctg[molecule]'")
     assert main(["molecule", "--sim"]) == 2
@@ -208,9 +208,9 @@ async def test_hostile_objective_sets_are_rejected_designs_not_an_aborted_run() 
     """A reply of 3,000 "[" and one with a 5,000-digit weight each become a rejected design with
     its reason in the trajectory; the other designs go on and the run completes."""
     import asynctg as tg
-    from asynctg.apps import dosimetry
-    from asynctg.apps.design import DesignConfig
-    from asynctg.apps.radiotherapy import optimize_plans
+    from asynctg.science import dosimetry
+    from asynctg.science.design import DesignConfig
+    from asynctg.science.radiotherapy import optimize_plans
 
     setup = dosimetry.PlanSetup()
     digits = json.dumps(dosimetry.default_objectives()).replace("300", "9" * 5000, 1)
@@ -234,7 +234,7 @@ async def test_hostile_objective_sets_are_rejected_designs_not_an_aborted_run() 
 def test_science_summaries_print_model_text_without_control_sequences() -> None:
     """`asynctg molecule`'s and `radiotherapy`'s summaries pass every model-written string (a
     SMILES, an error quoting it, a failed design's error) through ``printable``."""
-    from asynctg.cli_science import print_result
+    from asynctg.cli.science import print_result
 
     esc = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"
     molecule = {

@@ -226,7 +226,7 @@ async def test_dask_docks_exactly_like_the_local_pool(dask_address: str) -> None
     """Same molecules, same seeds: the cluster's Vina scores equal the local processes'."""
     if not os.environ.get("CI"):
         pytest.importorskip("vina")
-    from asynctg.apps import docking
+    from asynctg.science import docking
     from asynctg.workers import DaskPool
 
     setup = docking.DockingSetup.default(exhaustiveness=1)

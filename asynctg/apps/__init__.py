@@ -5,7 +5,7 @@
 - ``optimize_solutions``: solution optimization at test time (MMLU, GPQA): refine each answer
   with a test-time loss, majority vote over the iterates.
 - ``optimize_code``: code optimization (LeetCode-Hard): refine each program from the results of
-  running its tests in a bubblewrap sandbox (see ``asynctg.apps.sandbox``).
+  running its tests in a bubblewrap sandbox (see ``asynctg.runs.sandbox``).
 
 Each takes a task from ``asynctg.tasks``, an engine, an optional ``Checkpoint`` (resumable
 runs) and an optional event listener (e.g. ``Progress``), and returns a result with
@@ -20,14 +20,14 @@ runs) and an optional event listener (e.g. ``Progress``), and returns a result w
 ...         apps.write_report("report", "optimize", result.to_json(), {"task": task.name})
 """
 
-from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.code import CodeConfig, CodeResult, CodeTestTimeLoss, optimize_code
-from asynctg.apps.progress import Progress
 from asynctg.apps.prompt import PromptConfig, PromptResult, optimize_prompt
 from asynctg.apps.report import write_report
-from asynctg.apps.run import Budget, EventSink, Meter, RunEvent
-from asynctg.apps.sandbox import CodeRunner, TestOutcome, TestRun, extract_code, run_tests
 from asynctg.apps.solution import SolutionConfig, SolutionResult, optimize_solutions
+from asynctg.runs.checkpoint import Checkpoint
+from asynctg.runs.loop import Budget, EventSink, Meter, RunEvent
+from asynctg.runs.progress import Progress
+from asynctg.runs.sandbox import CodeRunner, TestOutcome, TestRun, extract_code, run_tests
 
 __all__ = [
     "Budget",

@@ -4,7 +4,7 @@ Following TextGrad's ``evaluation/code_optimization/leetcode_testtime_with_super
 call for call, for each problem: a first program from the model (a code-only system prompt);
 the program becomes a variable to optimise, with the constraints "no asserts" and "include the
 imports"; then, round after round, the program is run against the problem's tests in a
-sandboxed subprocess (``asynctg.apps.sandbox``), the test results and the program go to an LLM
+sandboxed subprocess (``asynctg.runs.sandbox``), the test results and the program go to an LLM
 evaluator whose critique is the loss (``CodeTestTimeLoss``), the critique is back-propagated
 and the optimizer rewrites the program. The first round always optimises; from the second on,
 a program that passes every test ends the refinement. Problems run concurrently.
@@ -21,9 +21,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asynctg import prompts
-from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import Budget, EventSink, ItemRun, run_host
-from asynctg.apps.sandbox import CodeRunner, Isolation, TestRun, extract_code
 from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
 from asynctg.errors import require_int
@@ -31,6 +28,9 @@ from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall
 from asynctg.graph.variable import Variable
 from asynctg.optim.tgd import TextualGradientDescent
+from asynctg.runs.checkpoint import Checkpoint
+from asynctg.runs.loop import Budget, EventSink, ItemRun, run_host
+from asynctg.runs.sandbox import CodeRunner, Isolation, TestRun, extract_code
 from asynctg.tasks.types import CodeProblem, CodeTask
 
 __all__ = ["CodeConfig", "CodeResult", "CodeTestTimeLoss", "optimize_code"]
@@ -80,7 +80,7 @@ class CodeTestTimeLoss(Module):
 class CodeConfig:
     """Settings: up to ``1 + iterations`` refinement rounds per problem (the paper: 4);
     each test may run ``per_test_seconds``, in ``memory_mb`` of memory. ``isolation`` is the
-    sandbox (see ``asynctg.apps.sandbox``): "bubblewrap", or "unsafe-no-sandbox" to run
+    sandbox (see ``asynctg.runs.sandbox``): "bubblewrap", or "unsafe-no-sandbox" to run
     model-written code without one."""
 
     iterations: int = 4

@@ -31,19 +31,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asynctg import prompts, telemetry
-from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import (
-    EVALUATION_WINDOW,
-    Budget,
-    EventSink,
-    Meter,
-    Metered,
-    RunEvent,
-    count_bounded,
-    engine_of,
-    gather,
-    run_host,
-)
 from asynctg.engine.protocol import Engine
 from asynctg.errors import (
     BudgetExceededError,
@@ -57,6 +44,19 @@ from asynctg.graph.ops import sum as tg_sum
 from asynctg.graph.variable import Variable
 from asynctg.optim.aggregation import Strategy, check_strategy
 from asynctg.optim.tgd import TextualGradientDescent
+from asynctg.runs.checkpoint import Checkpoint
+from asynctg.runs.loop import (
+    EVALUATION_WINDOW,
+    Budget,
+    EventSink,
+    Meter,
+    Metered,
+    RunEvent,
+    count_bounded,
+    engine_of,
+    gather,
+    run_host,
+)
 from asynctg.tasks.evaluation import make_evaluator
 from asynctg.tasks.loader import DataLoader
 from asynctg.tasks.types import QA, PromptTask

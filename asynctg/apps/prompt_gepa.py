@@ -20,14 +20,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from asynctg.apps.checkpoint import Checkpoint
 from asynctg.apps.prompt import ANSWER_ROLE, QUERY_ROLE, PromptConfig, PromptResult
-from asynctg.apps.run import EventSink, Meter, RunEvent, gather
 from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.gepa import EvaluationBatch, GEPAResult, Progress, aoptimize
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
+from asynctg.runs.checkpoint import Checkpoint
+from asynctg.runs.loop import EventSink, Meter, RunEvent, gather
 from asynctg.tasks.evaluation import make_evaluator
 from asynctg.tasks.types import QA, PromptTask
 

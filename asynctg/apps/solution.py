@@ -20,14 +20,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from asynctg import prompts
-from asynctg.apps.checkpoint import Checkpoint
-from asynctg.apps.run import EventSink, ItemRun, RoundsConfig, run_host
 from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
 from asynctg.optim.tgd import TextualGradientDescent
+from asynctg.runs.checkpoint import Checkpoint
+from asynctg.runs.loop import EventSink, ItemRun, RoundsConfig, run_host
 from asynctg.tasks.evaluation import choice_score, majority_vote, parse_choice
 from asynctg.tasks.types import MultipleChoice, SolutionTask
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from asynctg.apps.checkpoint import atomic_write_text
-from asynctg.apps.progress import printable
-from asynctg.apps.report import xy_chart_svg
+from asynctg.output.files import atomic_write_text
+from asynctg.output.svg import xy_chart_svg
+from asynctg.output.text import printable
 
 __all__ = ["knee_note", "level_notes", "write_report"]
 

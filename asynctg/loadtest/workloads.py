@@ -358,7 +358,7 @@ async def run_steps(
     the test evaluations of a short optimization run); per step: time, calls, tokens, and the
     critical-path bound and budget floor it is compared with."""
     from asynctg.apps import PromptConfig, optimize_prompt
-    from asynctg.apps.run import RunEvent
+    from asynctg.runs.loop import RunEvent
     from asynctg.tasks import PromptTask, get_task
 
     task = get_task(

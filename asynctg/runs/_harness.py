@@ -1,4 +1,4 @@
-"""Sandbox side of the code runner (``asynctg.apps.sandbox``); never imported by asynctg.
+"""Sandbox side of the code runner (``asynctg.runs.sandbox``); never imported by asynctg.
 
 The parent runs this file's text as ``python -I -S -c SOURCE`` inside the sandbox, hands it the
 write end of a private pipe (the *result channel*, its number in the payload) and writes one

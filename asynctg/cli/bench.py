@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         "prompts": load_prompts(args.dataset) if args.dataset else None,
     }
     if args.report:
-        from asynctg.apps.report import prepare_report_dir
+        from asynctg.runs.report import prepare_report_dir
 
         prepare_report_dir(args.report)
     result = run_loop(_bench(args, levels, options))
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 async def _bench(args: argparse.Namespace, levels: list[float], options: dict[str, Any]) -> Any:
     import contextlib
 
-    from asynctg.cli import engine_options as endpoint_engine_options
+    from asynctg.cli.common import engine_options as endpoint_engine_options
     from asynctg.engine import RetryPolicy, get_engine
     from asynctg.engine.clock import LoopClock
     from asynctg.loadtest.recorder import RecordingTransport
@@ -284,7 +284,7 @@ async def _endpoint(args: argparse.Namespace, stack: Any) -> tuple[str | None, s
             )
         )
         return sim.base_url, args.model or "sim-1", sim
-    from asynctg.cli import resolve_endpoint
+    from asynctg.cli.common import resolve_endpoint
 
     base_url, model = resolve_endpoint(args, use_sim=False)
     return base_url, model, None
