@@ -585,7 +585,7 @@ class _Outcomes:
 def _assert_engine_idle(engine: ChatEngine) -> None:
     assert engine.scheduler.in_flight == 0
     assert engine.scheduler.queued == 0
-    assert engine._shared == {}
+    assert engine._in_flight == {}
     session = engine.transport._session  # type: ignore[attr-defined]
     if session is not None:
         assert not session.connector._acquired  # every connection back in the pool or closed
@@ -918,7 +918,7 @@ async def test_100k_pending_calls_cost_constant_bounded_memory_all_returned() ->
     assert abs(last - first) < 0.15 * first
     assert left_blocks < 0.001 * queued_blocks  # a few container tables, nothing per call
     assert engine.scheduler.queued == engine.scheduler.in_flight == 0
-    assert engine._shared == {} and engine.scheduler._heap == []
+    assert engine._in_flight == {} and engine.scheduler._heap == []
 
 
 async def test_completed_calls_give_their_memory_back() -> None:
