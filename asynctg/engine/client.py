@@ -48,7 +48,7 @@ from asynctg.engine.config import CACHE_MODES, DEFAULT_TIMEOUT, EngineConfig, ch
 from asynctg.engine.jobs import Job, current_job
 from asynctg.engine.models import context_window_for, max_output_tokens_for
 from asynctg.engine.providers import CallSite, provider
-from asynctg.engine.retry import RetryPolicy
+from asynctg.engine.retry import Retrying, RetryPolicy
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import SharedBudget
 from asynctg.engine.streaming import ChatStream, check_streaming
@@ -62,13 +62,10 @@ from asynctg.engine.types import (
 )
 from asynctg.engine.usage import UsageStats, nano_dollars
 from asynctg.errors import (
-    APIConnectionError,
     APIError,
-    APIStatusError,
     BudgetTimeoutError,
     ConfigError,
     ContextBudgetError,
-    InsufficientQuotaError,
     RateLimitError,
     ReplayMissError,
     ResponseParseError,
@@ -557,8 +554,7 @@ class ChatEngine:
                 budget = Budgets((self._local, *job.budgets, *self._outer))
         estimate = self._estimate(request, priority, flow, budget is not self._local)
         clock, scheduler = self.clock, self.scheduler
-        started = clock.now()
-        tries = [0, 0]  # failures retried, 429s
+        retrying = Retrying(self.retry, self._rng, clock.now())
         while True:
             try:
                 permit = await budget.reserve(estimate)
@@ -591,7 +587,7 @@ class ChatEngine:
                 return
             error = outcome.error
             assert error is not None
-            delay = self._retry_delay(error, outcome.wait, tries, started, usage)
+            delay = retrying.delay(error, outcome.wait, clock.now(), usage)
             if rspan is not None:
                 kind = (
                     "asynctg.rate_limited" if isinstance(error, RateLimitError) else "asynctg.retry"
@@ -680,38 +676,6 @@ class ChatEngine:
         if window is not None and (self.context_window is None or window < self.context_window):
             self.context_window = window
         outcome.error, outcome.wait = report.error, report.retry_after
-
-    def _retry_delay(
-        self,
-        error: APIError,
-        wait: float | None,
-        tries: list[int],
-        started: float,
-        usage: UsageStats,
-    ) -> float:
-        """Seconds to wait before retrying after ``error``; raises it when the policy says not
-        to retry. ``tries`` counts retried failures and 429s so far (updated here)."""
-        policy = self.retry
-        if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
-            tries[1] += 1
-            usage.rate_limited += 1
-            exhausted = tries[1] >= policy.max_rate_limit_attempts
-            delay = wait if wait is not None else policy.backoff(tries[1], self._rng)
-        elif _retryable(error):
-            tries[0] += 1
-            usage.faults += 1
-            if isinstance(error, APIConnectionError):
-                usage.connection_errors += 1
-            exhausted = tries[0] >= policy.max_attempts
-            delay = wait if wait is not None else policy.backoff(tries[0], self._rng)
-        else:
-            usage.failures += 1
-            raise error
-        if exhausted or self.clock.now() + delay - started > policy.max_total_seconds:
-            usage.failures += 1
-            raise error
-        usage.retries += 1
-        return delay
 
     # --- budgets -------------------------------------------------------------------------------
 
@@ -820,14 +784,6 @@ class ChatEngine:
         await self.aclose()
 
 
-def _retryable(error: APIError) -> bool:
-    if isinstance(error, InsufficientQuotaError):
-        return False
-    if isinstance(error, APIStatusError):
-        return RetryPolicy.is_retryable_status(error.status)
-    return isinstance(error, APIConnectionError | ResponseParseError)
-
-
 def get_engine(
     model: str,
     *,
@@ -859,7 +815,9 @@ def get_engine(
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:
-    ``asynctg.engine.shared``).
+    ``asynctg.engine.shared``), ``provider`` (the wire-format adapter,
+    ``asynctg.engine.providers``; default and only one today: "openai"). The options are
+    checked once, as an ``EngineConfig`` (``engine.config``).
 
     >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
     """

@@ -29,6 +29,10 @@ lingers): ``rpm`` and ``tpm`` (bucket state, 2 min), ``cool`` (the cool-down), `
 for every endpoint and model of the namespace together, ``{namespace}:cost:spent`` and
 ``{namespace}:cost:reserved`` (the dollar cap, 1 day after the last call).
 
+``SharedBudget`` is a ``Budget`` (``asynctg.engine.budget``): the engine's chain reserves from
+it last, after its local scheduler and any job's caps, and settles it last, so a slow Redis
+never holds a local slot. Money is integer nano-dollars here as everywhere in the engine.
+
 If Redis becomes unreachable mid-run, the engine goes on with a local share of the budget (the
 limit divided by the number of processes last seen live; for the dollar cap, its share of what
 was left), logs one warning, and rejoins when Redis answers again.

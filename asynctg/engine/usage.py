@@ -19,7 +19,6 @@ __all__ = [
     "ChargedUsage",
     "UsageStats",
     "check_price",
-    "micro_dollars",
     "nano_dollars",
     "price_for",
 ]
@@ -62,12 +61,6 @@ def check_price(price: Any) -> tuple[float, float]:
             f"prices must be finite numbers >= 0 (dollars per 1M tokens), got {price!r}"
         )
     return prompt, completion
-
-
-def micro_dollars(price: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> float:
-    """What the tokens cost at ``price`` (dollars per million prompt, completion tokens), in
-    millionths of a dollar (a float; the engine counts ``nano_dollars``)."""
-    return prompt_tokens * price[0] + completion_tokens * price[1]
 
 
 def nano_dollars(price: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> int:
