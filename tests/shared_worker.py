@@ -49,7 +49,7 @@ async def main(args: argparse.Namespace) -> None:
     await asyncio.gather(*(one(i) for i in range(args.n)))
     end = time.time()
     stats = engine.stats()
-    redis_errors = engine.shared.redis_errors if engine.shared is not None else 0
+    redis_errors = engine.redis_budget.redis_errors if engine.redis_budget is not None else 0
     await engine.aclose()
     print(
         json.dumps(

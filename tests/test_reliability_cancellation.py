@@ -82,7 +82,7 @@ class _Outcomes:
 def _assert_engine_idle(engine: ChatEngine) -> None:
     assert engine.scheduler.in_flight == 0
     assert engine.scheduler.queued == 0
-    assert engine._shared == {}
+    assert engine._in_flight == {}
     session = engine.transport._session  # type: ignore[attr-defined]
     if session is not None:
         assert not session.connector._acquired  # every connection back in the pool or closed

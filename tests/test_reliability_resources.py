@@ -118,7 +118,7 @@ async def test_100k_pending_calls_cost_constant_bounded_memory_all_returned() ->
     assert abs(last - first) < 0.15 * first
     assert left_blocks < 0.001 * queued_blocks  # a few container tables, nothing per call
     assert engine.scheduler.queued == engine.scheduler.in_flight == 0
-    assert engine._shared == {} and engine.scheduler._heap == []
+    assert engine._in_flight == {} and engine.scheduler._heap == []
 
 
 async def test_completed_calls_give_their_memory_back() -> None:

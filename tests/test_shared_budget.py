@@ -269,11 +269,15 @@ async def test_learned_limits_belong_to_an_endpoint_not_to_a_model_name(
     async with here, again, there:
         assert await here.generate("q") == "a"  # learns rpm 1 and publishes it
         assert await there.generate("q") == "b"
-        assert here.shared is not None and there.shared is not None and again.shared is not None
-        assert again.shared.prefix == here.shared.prefix != there.shared.prefix
-        published = redis_server.command("HGET", f"{here.shared.prefix}limits", "rpm")
+        assert (
+            here.redis_budget is not None
+            and there.redis_budget is not None
+            and again.redis_budget is not None
+        )
+        assert again.redis_budget.prefix == here.redis_budget.prefix != there.redis_budget.prefix
+        published = redis_server.command("HGET", f"{here.redis_budget.prefix}limits", "rpm")
         assert published.split(b"\r\n")[1] in (b"1", b"1.0")
-        assert redis_server.command("EXISTS", f"{there.shared.prefix}limits") == b":0\r\n"
+        assert redis_server.command("EXISTS", f"{there.redis_budget.prefix}limits") == b":0\r\n"
 
 
 async def test_a_call_refused_by_the_cap_gives_its_rpm_token_back() -> None:

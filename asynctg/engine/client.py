@@ -1,76 +1,82 @@
-"""The OpenAI-compatible chat engine: one request in, a completion out, within budget.
+"""The chat engine: one request in, a completion out, within budget.
 
-Every call goes the same way: validate, answer from the cache or from an identical request
-already in flight if allowed, wait for the scheduler's admission, send through the transport,
-classify the answer, and retry what the policy says to retry. The graph layer builds requests
-and hands them here; nothing above this module talks HTTP, sleeps or retries.
+A call is a small pipeline, each stage a separate piece:
+
+1. **Config** (``asynctg.engine.config.EngineConfig``): every option, validated once when the
+   engine is built.
+2. **Request**: ``engine.request(messages, **params)`` validates messages and parameters and
+   applies the defaults; ``send`` refuses a request past the known context window.
+3. **Cache and single-flight**: answered from the cache or the journal, or from an identical
+   request already in flight (``_InFlight``), when allowed.
+4. **Budgets** (``asynctg.engine.budget``): one ``reserve(estimate) -> Permit`` /
+   ``permit.settle(spent)`` protocol; the chain is the local scheduler, the caps of the call's
+   job, and the engine's dollar cap or its Redis-shared budget.
+5. **Attempt** (``_attempt``): one HTTP request, unary or streamed, read by the provider
+   adapter (``asynctg.engine.providers``: wire format, errors, usage, rate-limit headers).
+6. **Retry** (``_call``): reserve, attempt, settle; then the policy (``asynctg.engine.retry``)
+   says whether and when to try again.
+
+The graph layer builds requests and hands them here; nothing above this module talks HTTP,
+sleeps or retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
-import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
 from asynctg import telemetry
-from asynctg._version import __version__
+from asynctg.engine.budget import (
+    Budget,
+    Budgets,
+    CapBudget,
+    CostCap,
+    Estimate,
+    SchedulerBudget,
+    Spent,
+)
 from asynctg.engine.cache import ResponseCache, ResponseStore
 from asynctg.engine.clock import Clock, LoopClock
+from asynctg.engine.config import CACHE_MODES, DEFAULT_TIMEOUT, EngineConfig, check_params
 from asynctg.engine.jobs import Job, current_job
 from asynctg.engine.models import context_window_for, max_output_tokens_for
-from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy, retry_after_seconds
+from asynctg.engine.providers import CallSite, provider
+from asynctg.engine.retry import Retrying, RetryPolicy
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
-from asynctg.engine.shared import CostCap, Reservation, SharedBudget
-from asynctg.engine.streaming import ChatStream, SSEParser, check_streaming
+from asynctg.engine.shared import SharedBudget
+from asynctg.engine.streaming import ChatStream, check_streaming
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
-    Usage,
-    decode_completion,
-    decode_error,
     endpoint_key,
     estimate_tokens,
     request_key,
     validate_messages,
 )
-from asynctg.engine.usage import UsageStats, check_price, micro_dollars, price_for
+from asynctg.engine.usage import UsageStats, nano_dollars
 from asynctg.errors import (
-    APIConnectionError,
     APIError,
-    APIStatusError,
-    AuthenticationError,
-    BadRequestError,
     BudgetTimeoutError,
     ConfigError,
     ContextBudgetError,
-    ContextLengthError,
-    InsufficientQuotaError,
-    PermissionDeniedError,
     RateLimitError,
-    RedirectError,
     ReplayMissError,
     ResponseParseError,
-    ServerError,
     StreamInterruptedError,
-    require_int,
 )
 from asynctg.transport import AiohttpTransport, HTTPRequest, HTTPResponse, Transport
 
-__all__ = ["DEFAULT_TIMEOUT", "ChatEngine", "get_engine"]
+__all__ = ["CACHE_MODES", "DEFAULT_TIMEOUT", "ChatEngine", "EngineConfig", "get_engine"]
 
-#: Seconds one HTTP attempt may take; a long completion from a slow model fits in it.
-DEFAULT_TIMEOUT = 120.0
 #: The OpenAI API, used when a key is known but no base URL is.
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-#: What ``cache_mode`` may be (see ``ChatEngine.cache_mode``).
-CACHE_MODES = ("readwrite", "record", "replay")
 #: Reply tokens a dollar cap reserves for a request without ``max_tokens`` to a model the table
 #: (``asynctg.engine.models.MAX_OUTPUT_TOKENS``) does not know. Nothing is added to the request
 #: (a cap must not change what is sent: journals and caches would miss), so this is an
@@ -81,21 +87,6 @@ CACHE_MODES = ("readwrite", "record", "replay")
 DEFAULT_COST_RESERVE_TOKENS = 4096
 #: Completion size assumed for the token budget before any answer has been seen.
 _INITIAL_COMPLETION_ESTIMATE = 64
-
-_CONTEXT_HINTS = (
-    "context_length_exceeded",
-    "context length",
-    "context window",
-    "context size",
-    "maximum context",
-    "too many tokens",
-    "exceeds the context",
-    "n_ctx",
-    "prompt is too long",
-)
-
-#: "This model's maximum context length is 8192 tokens" (OpenAI, vLLM and the simulator).
-_WINDOW_IN_MESSAGE = re.compile(r"(?:maximum context length|context window) (?:is|of) (\d+)")
 
 _SAMPLING_KEYS = frozenset(
     {"temperature", "top_p", "max_tokens", "seed", "stop", "n", "response_format"}
@@ -113,22 +104,33 @@ class _SecretHeaders(dict[str, str]):
         return (_SecretHeaders, ({k: v for k, v in self.items() if k != "authorization"},))
 
 
-class _Shared:
-    """Outcome slot of a request being sent once for several identical callers."""
+class _InFlight:
+    """Single-flight: the outcome slot of a request sent once for several identical callers."""
 
-    __slots__ = ("done", "error", "result", "waiters")
+    __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.result: ChatResult | None = None
         self.error: BaseException | None = None
-        self.waiters = 0
+
+
+class _Outcome:
+    """What one attempt ended with: the answer, or the error and the wait it asked for."""
+
+    __slots__ = ("error", "result", "wait")
+
+    def __init__(self) -> None:
+        self.result: ChatResult | None = None
+        self.error: APIError | None = None
+        self.wait: float | None = None
 
 
 class ChatEngine:
-    """An OpenAI-compatible chat-completions client with budgets, retries and a cache.
+    """A chat-completions client with budgets, retries and a cache.
 
-    Create one with ``asynctg.get_engine``. Use it as ``async with engine: ...`` or call
+    Create one with ``asynctg.get_engine`` (or ``ChatEngine(EngineConfig(...))``; keyword
+    options build the config). Use it as ``async with engine: ...`` or call
     ``await engine.aclose()`` when done; the HTTP session opens lazily in the running loop.
 
     >>> import asynctg as tg
@@ -137,162 +139,114 @@ class ChatEngine:
     'sim-1'
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str,
-        api_key: str | None = None,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        max_concurrency: int = 64,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        cache: ResponseStore | str | os.PathLike[str] | None = None,
-        cache_sampled: bool = False,
-        price: tuple[float, float] | None = None,
-        temperature: float | None = 0.0,
-        max_tokens: int | None = None,
-        seed: int | None = None,
-        transport: Transport | None = None,
-        clock: Clock | None = None,
-        context_window: int | None = None,
-        cache_mode: str = "readwrite",
-        max_cost: float | CostCap | None = None,
-        input_tpm: float | None = None,
-        output_tpm: float | None = None,
-        redis_url: str | None = None,
-        redis_namespace: str = "asynctg",
-        reservation_ttl: float | None = None,
-        cost_reserve_tokens: int | None = None,
-    ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise ConfigError("model must be a non-empty string, e.g. get_engine('gpt-4o')")
-        for name, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and (not isinstance(value, int | float) or value <= 0):
-                raise ConfigError(
-                    f"{name} must be a positive number (or None to learn it), got {value!r}"
-                )
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"timeout must be positive seconds or None, got {timeout!r}")
-        require_int("context_window", context_window, 16, optional=True)
-        require_int("cost_reserve_tokens", cost_reserve_tokens, 1, optional=True)
-        if price is not None:
-            price = check_price(price)
-        self.model = model
-        self.base_url = _check_base_url(base_url)
-        self._url = self.base_url + "/chat/completions"
-        self.timeout = timeout
-        self.retry = retry
-        self.defaults: dict[str, Any] = {}
-        if temperature is not None:
-            self.defaults["temperature"] = temperature
-        if max_tokens is not None:
-            self.defaults["max_tokens"] = max_tokens
-        if seed is not None:
-            self.defaults["seed"] = seed
-        headers = _SecretHeaders(
-            {"content-type": "application/json", "user-agent": f"asynctg/{__version__}"}
-        )
-        if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
-        self._headers = headers
-        self._has_key = bool(api_key)
-        self.clock: Clock = clock or LoopClock()
-        # With a shared budget, Redis paces rpm/tpm for every process; locally only the
+    def __init__(self, model: str | EngineConfig, **options: Any) -> None:
+        if isinstance(model, EngineConfig):
+            if options:
+                raise TypeError("ChatEngine(config) takes no other options")
+            config = model
+        else:
+            config = EngineConfig(model=model, **options)
+        #: the options, without the API key (which lives only in the request headers)
+        self.config = dataclasses.replace(config, api_key=None)
+        self.model = model = config.model
+        self.base_url = config.base_url
+        self.provider = provider(config.provider)
+        self._url = self.provider.url(self.base_url)
+        self.timeout = config.timeout
+        self.retry: RetryPolicy = config.retry
+        self.defaults: dict[str, Any] = config.defaults
+        self._headers = _SecretHeaders(self.provider.headers(config.api_key))
+        self._site = CallSite(self._url, model, bool(config.api_key))
+        self.clock: Clock = config.clock or LoopClock()
+        redis_url = config.redis_url
+        # With a Redis budget, Redis paces rpm/tpm for every process; locally only the
         # in-flight cap (and 429-driven concurrency) apply.
-        local_rpm, local_tpm = (None, None) if redis_url else (rpm, tpm)
-        local_split = (None, None) if redis_url else (input_tpm, output_tpm)
+        local = redis_url is None
         self.scheduler = Scheduler(
-            rpm=local_rpm,
-            tpm=local_tpm,
-            max_concurrency=max_concurrency,
+            rpm=config.rpm if local else None,
+            tpm=config.tpm if local else None,
+            max_concurrency=config.max_concurrency,
             clock=self.clock,
-            input_tpm=local_split[0],
-            output_tpm=local_split[1],
+            input_tpm=config.input_tpm if local else None,
+            output_tpm=config.output_tpm if local else None,
             # no budget at all: probe it and learn its rate (a shared one is Redis's to pace)
-            learn_rate=redis_url is None,
+            learn_rate=local,
         )
-        self._split = input_tpm is not None or output_tpm is not None
-        self._learn = rpm is None or tpm is None
-        self.transport: Transport = transport or AiohttpTransport()
+        self._split = config.input_tpm is not None or config.output_tpm is not None
+        self._learn = config.rpm is None or config.tpm is None
+        self.transport: Transport = config.transport or AiohttpTransport()
+        cache = config.cache
         self.cache: ResponseStore | None
         if cache is None or isinstance(cache, str | os.PathLike):
             self.cache = None if cache is None else ResponseCache(cache)
         else:
             self.cache = cache  # ResponseCache, or any store with get / put / close
-        if cache_mode not in CACHE_MODES:
-            raise ConfigError(
-                f"cache_mode must be one of {', '.join(CACHE_MODES)}, got {cache_mode!r}"
-            )
-        if cache_mode != "readwrite" and self.cache is None:
-            raise ConfigError(f"cache_mode={cache_mode!r} needs cache=PATH (the journal)")
-        if (
-            cache_mode == "replay"
-            and isinstance(cache, str | os.PathLike)
-            and not len(
-                self.cache  # type: ignore[arg-type]
-            )
-        ):
-            raise ConfigError(f"cache_mode='replay': the journal {cache} holds no call to replay")
+        if config.cache_mode == "replay" and isinstance(self.cache, ResponseCache):
+            if isinstance(cache, str | os.PathLike) and not len(self.cache):
+                raise ConfigError(
+                    f"cache_mode='replay': the journal {cache} holds no call to replay"
+                )
         #: "readwrite": answer from the cache at temperature 0 (or always, with cache_sampled)
         #: and store new answers; "record": send every call and store every answer; "replay":
         #: answer every call from the cache, never send, ``ReplayMissError`` on a miss.
-        self.cache_mode = cache_mode
-        self.cache_sampled = cache_sampled or cache_mode == "record"
+        self.cache_mode = config.cache_mode
+        self.cache_sampled = config.cache_sampled or config.cache_mode == "record"
         #: The endpoint that keys cached answers with the request (``request_key``), so a
         #: cache shared by several servers (or filled by someone else) never answers for
         #: another one. None for a run's journal ("record", "replay", and checkpoints, which
         #: set it so): that holds one run's own answers, replayed whatever address the server
         #: had then (a simulator on another port, a replay that contacts nothing).
         self.cache_endpoint: str | None = (
-            endpoint_key(self.base_url) if cache_mode == "readwrite" else None
+            endpoint_key(self.base_url) if config.cache_mode == "readwrite" else None
         )
-        self.usage = UsageStats(price if price is not None else price_for(model))
+        self.usage = UsageStats(config.price)
         #: Tokens a request (prompt and reply) may use: given, from the model table, or learned
         #: from the provider's first context-length error that names it; None: unknown.
-        self.context_window: int | None = (
-            context_window if context_window is not None else context_window_for(model)
-        )
-        self._cost_cap: CostCap | None = None
-        self.shared: SharedBudget | None = None
-        if max_cost is not None:
-            if self.usage.price is None:
-                raise ConfigError(
-                    f"max_cost needs a price for {model!r}: pass price=(dollars per 1M prompt "
-                    "tokens, per 1M completion tokens) to get_engine()"
-                )
+        self.context_window: int | None = config.context_window or context_window_for(model)
         #: Reply tokens the dollar cap reserves for a request without ``max_tokens``: given, the
         #: model's reply cap from the table, else ``DEFAULT_COST_RESERVE_TOKENS``. Reserved only,
         #: never sent: a cap does not change requests (replays and caches of uncapped runs hit).
         self.cost_reserve_tokens: int = (
-            cost_reserve_tokens or max_output_tokens_for(model) or DEFAULT_COST_RESERVE_TOKENS
+            config.cost_reserve_tokens
+            or max_output_tokens_for(model)
+            or DEFAULT_COST_RESERVE_TOKENS
         )
+        max_cost = config.max_cost
+        self._cost_cap: CostCap | None = None
+        #: rpm/tpm, cool-downs and the dollar cap shared through Redis (``redis_url``), or None
+        self.redis_budget: SharedBudget | None = None
         if redis_url is not None:
-            self.shared = SharedBudget(
+            self.redis_budget = SharedBudget(
                 redis_url,
                 model=model,
                 clock=self.clock,
-                rpm=rpm,
-                tpm=tpm,
+                rpm=config.rpm,
+                tpm=config.tpm,
                 max_cost=max_cost.cap / 1e9 if isinstance(max_cost, CostCap) else max_cost,
-                namespace=redis_namespace,
-                reservation_ttl=reservation_ttl or max(900.0, self.retry.max_total_seconds + 60),
-                input_tpm=input_tpm,
-                output_tpm=output_tpm,
+                namespace=config.redis_namespace,
+                reservation_ttl=config.reservation_ttl
+                or max(900.0, self.retry.max_total_seconds + 60),
+                input_tpm=config.input_tpm,
+                output_tpm=config.output_tpm,
                 endpoint=endpoint_key(self.base_url),
             )
+            self.redis_budget.learned = self._learned_limits
         elif max_cost is not None:
             # A CostCap given by the caller is shared with its other engines (one run's cap).
             self._cost_cap = max_cost if isinstance(max_cost, CostCap) else CostCap(max_cost)
-        self._shared: dict[str, _Shared] = {}
+        self._local = SchedulerBudget(self.scheduler)
+        #: the budgets after a job's own caps: the engine's dollar cap, or its Redis budget
+        self._outer: tuple[Budget, ...] = ()
+        if self._cost_cap is not None:
+            self._outer = (CapBudget(self._cost_cap, model, self.clock),)
+        elif self.redis_budget is not None:
+            self._outer = (self.redis_budget,)
+        self._budget: Budget = Budgets((self._local, *self._outer)) if self._outer else self._local
+        self._in_flight: dict[str, _InFlight] = {}
         self._completion_estimate = float(_INITIAL_COMPLETION_ESTIMATE)
         self._rng = random.Random()
-        host = urlsplit(self.base_url).hostname or ""
         #: gen_ai.provider.name: "openai" for OpenAI's API, else the server's host name.
-        self._provider_name = "openai" if host == "api.openai.com" else host
+        self._provider_name = self.provider.system(self.base_url)
         telemetry.track(self)
         #: Whether image parts may be sent (custom engines say so with ``is_multimodal``).
         self.multimodal = True
@@ -357,7 +311,7 @@ class ChatEngine:
         merged = {**self.defaults, **params}
         extra = {k: v for k, v in merged.items() if k not in _SAMPLING_KEYS}
         fields = {k: v for k, v in merged.items() if k in _SAMPLING_KEYS and v is not None}
-        _check_params(fields)
+        check_params(fields)
         if isinstance(fields.get("stop"), list):
             fields["stop"] = tuple(fields["stop"])
         return ChatRequest(model=self.model, messages=msgs, extra=extra or None, **fields)
@@ -414,36 +368,44 @@ class ChatEngine:
         check_streaming(self.transport)
         return ChatStream(self, self.request(turns, **params), priority)
 
-    def _open_stream(self, sink: ChatStream) -> AsyncIterator[Any]:
-        """What a ``ChatStream`` reads: lists of text deltas, then the ``ChatResult``."""
-        request = sink.request
-        self.check_fits(request)
+    def open_stream(self, stream: ChatStream) -> AsyncIterator[list[str] | ChatResult]:
+        """The ``StreamSource`` side of a ``ChatStream``: lists of text deltas, then the
+        ``ChatResult`` (see ``asynctg.engine.streaming``)."""
+        self.check_fits(stream.request)
         if self.cache_mode == "replay":
-            return self._replayed_stream(sink)
-        sink._rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
-        return self._attempt_iter(request, sink.priority, sink._rspan, sink)
+            return self._replayed_stream(stream)
+        return self._streamed(stream)
 
-    def _stream_done(self, sink: ChatStream, result: ChatResult) -> None:
-        """A finished stream: its answer goes into the journal like any call's (streams are
-        not served from the cache, but a recorded run must replay them); its span closes."""
-        request = sink.request
-        if (
-            not result.cached
-            and self.cache is not None
-            and self.cache_mode != "replay"
-            and self._cacheable(request)
-        ):
-            self.cache.put(self._cache_key(request), result)
-        rspan, sink._rspan = sink._rspan, None
-        if rspan is not None:
-            self._finish_span(rspan, result)
+    async def _streamed(self, stream: ChatStream) -> AsyncIterator[list[str] | ChatResult]:
+        request = stream.request
+        rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
+        items = self._call(request, stream.priority, rspan, stream)
+        try:
+            async for item in items:
+                if isinstance(item, ChatResult):
+                    # Streams are not served from the cache, but a recorded run must replay
+                    # them: the answer goes into the journal like any call's.
+                    if self.cache is not None and self._cacheable(request):
+                        self.cache.put(self._cache_key(request), item)
+                    if rspan is not None:
+                        self._finish_span(rspan, item)
+                        rspan = None
+                yield item
+        except GeneratorExit:
+            raise  # the reader stopped: not a failed call
+        except BaseException as exc:
+            if rspan is not None:
+                rspan.finish(error=exc)
+            raise
+        finally:
+            await items.aclose()  # at once: the attempt's connection and budgets go back
 
-    async def _replayed_stream(self, sink: ChatStream) -> AsyncIterator[Any]:
-        result = self._replay(sink.request)
+    async def _replayed_stream(self, stream: ChatStream) -> AsyncIterator[list[str] | ChatResult]:
+        result = self._replay(stream.request)
         now = self.clock.now()
-        sink._sent(now)
-        sink._delta(now)
-        sink.ended_at = now
+        stream.sent(now)
+        stream.deltas(now)
+        stream.ended(now)
         yield [result.text]
         yield result
 
@@ -496,21 +458,17 @@ class ChatEngine:
                 telemetry.cache_hit(self.model)
                 return msgspec.structs.replace(hit, cached=True)
         while True:
-            shared = self._shared.get(key)
-            if shared is None:
+            flight = self._in_flight.get(key)
+            if flight is None:
                 return await self._lead(key, request, priority)
-            shared.waiters += 1
-            try:
-                await shared.done.wait()
-            finally:
-                shared.waiters -= 1
-            if shared.result is not None:
+            await flight.done.wait()
+            if flight.result is not None:
                 usage = self._charged()
                 usage.coalesced += 1
                 usage.calls += 1
-                return shared.result
-            if shared.error is not None:
-                raise shared.error
+                return flight.result
+            if flight.error is not None:
+                raise flight.error
             # The request's owner was cancelled before an answer: try again ourselves.
 
     def _replay(self, request: ChatRequest) -> ChatResult:
@@ -533,219 +491,105 @@ class ChatEngine:
         return msgspec.structs.replace(hit, cached=True)
 
     async def _lead(self, key: str, request: ChatRequest, priority: int) -> ChatResult:
-        shared = self._shared[key] = _Shared()
+        flight = self._in_flight[key] = _InFlight()
         try:
             result = await self._send(request, priority)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            shared.error = exc
+            flight.error = exc
             raise
         else:
-            shared.result = result
+            flight.result = result
             if self.cache is not None:
                 self.cache.put(key, result)
             return result
         finally:
-            del self._shared[key]
-            shared.done.set()
+            del self._in_flight[key]
+            flight.done.set()
 
     async def _send(self, request: ChatRequest, priority: int) -> ChatResult:
         """One call to the provider (retries included), inside its telemetry span if any."""
         rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
-        if rspan is None:
-            return await self._attempts(request, priority, None)
         try:
-            result = await self._attempts(request, priority, rspan)
+            result: Any = None
+            async for item in self._call(request, priority, rspan, None):
+                result = item  # without a stream the only item is the result
         except BaseException as exc:
-            rspan.finish(error=exc)
+            if rspan is not None:
+                rspan.finish(error=exc)
             raise
-        self._finish_span(rspan, result)
-        return result
+        if rspan is not None:
+            self._finish_span(rspan, result)
+        return result  # type: ignore[no-any-return]
 
     def _finish_span(self, rspan: telemetry.RequestSpan, result: ChatResult) -> None:
         """Close a request's span with its usage and its price (0 when unpriced)."""
         price = self.usage.price
-        cost = 0.0
-        if price is not None:
-            u = result.usage
-            cost = micro_dollars(price, u.prompt_tokens, u.completion_tokens) / 1e6
-        rspan.finish(result, cost=cost)
+        u = result.usage
+        nano = nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0
+        rspan.finish(result, cost=nano / 1e9)
 
-    async def _attempts(
-        self, request: ChatRequest, priority: int, rspan: telemetry.RequestSpan | None
-    ) -> ChatResult:
-        result: Any = None
-        async for item in self._attempt_iter(request, priority, rspan, None):
-            result = item  # without a stream the only item is the result
-        return result  # type: ignore[no-any-return]
+    # --- the retry loop and one attempt --------------------------------------------------------
 
-    async def _attempt_iter(
+    async def _call(
         self,
         request: ChatRequest,
         priority: int,
         rspan: telemetry.RequestSpan | None,
-        sink: ChatStream | None,
-    ) -> AsyncIterator[Any]:
-        """Send ``request`` until it succeeds or may not be retried; the one loop of budgets,
-        cost reservations, retries and accounting. Yields the ``ChatResult`` last; with a
-        ``sink`` (a ``ChatStream``) the request streams and each text delta is yielded as it
-        arrives (a list: those of one network read), and a failure after the first delta is
-        not retried (``StreamInterruptedError``)."""
-        body = request.body()
-        if sink is not None:  # the same JSON object with the two streaming fields added
-            body = body[:-1] + _STREAM_FIELDS
+        stream: ChatStream | None,
+    ) -> AsyncGenerator[list[str] | ChatResult, None]:
+        """Send ``request`` until it succeeds or may not be retried: reserve the budgets,
+        make one attempt, settle, and ask the retry policy. Yields the ``ChatResult`` last;
+        with a ``stream`` each network read's text deltas are yielded first (a list), and a
+        failure after the first delta is not retried (``StreamInterruptedError``)."""
+        body = self.provider.body(request, stream=stream is not None)
         http = HTTPRequest(
             "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
         )
-        completion = request.max_tokens or int(self._completion_estimate)
-        prompt_estimate = estimate_tokens(request.messages)
-        tokens = prompt_estimate + completion * (request.n or 1)
-        parts = (prompt_estimate, completion * (request.n or 1)) if self._split else None
-        scheduler = self.scheduler
-        clock = self.clock
         job = current_job(self)
-        usage = self.usage
-        flow = None
-        caps: tuple[CostCap, ...] = () if self._cost_cap is None else (self._cost_cap,)
+        usage, budget, flow = self.usage, self._budget, None
         if job is not None:
             job.start_call()  # max_calls
-            usage, flow, caps = job.charged, job.flow, job.caps + caps
-        nano = self._worst_case_nano(request) if caps or self.shared is not None else 0
-        policy = self.retry
-        started = now = clock.now()
-        attempts = 0
-        rate_limited = 0
+            usage, flow = job.charged, job.flow
+            if job.budgets:
+                budget = Budgets((self._local, *job.budgets, *self._outer))
+        estimate = self._estimate(request, priority, flow, budget is not self._local)
+        clock, scheduler = self.clock, self.scheduler
+        retrying = Retrying(self.retry, self._rng, clock.now())
         while True:
-            left = policy.max_total_seconds - (now - started)
             try:
-                await scheduler.acquire(tokens, priority, max_wait=left, parts=parts, flow=flow)
+                permit = await budget.reserve(estimate)
             except QueueTimeout as exc:
                 usage.failures += 1
-                raise BudgetTimeoutError(
-                    f"{self.model}: waited {clock.now() - started:.1f} s for the engine's "
-                    f"budget (rpm/tpm, in-flight cap, cool-downs) without being sent; the limit "
-                    f"is RetryPolicy.max_total_seconds ({policy.max_total_seconds:g} s). Raise "
-                    "it, or lower the load (fewer calls at once, a larger rpm/tpm if allowed)."
-                ) from exc
-            reservation = None
-            if self.shared is not None or caps:
-                try:
-                    reservation = await self._reserve(tokens, started, parts, caps, nano, usage)
-                except BaseException:
-                    scheduler.release(tokens, None, parts=parts, flow=flow, sent=False)
-                    raise
+                raise self._timed_out(exc, estimate) from exc
             sent_at = clock.now()
-            actual: int | None = None
-            actual_parts: tuple[int, int] | None = None
-            settled = False
-            done: ChatResult | None = None
+            outcome = _Outcome()
+            spent = None
             try:
                 usage.requests += 1
-                if sink is None:
-                    try:
-                        response = await self.transport.send(http)
-                    except APIError as exc:  # connection failures, timeouts, an oversized body
-                        error: APIError = exc
-                        wait = None
-                    else:
-                        if self._learn:
-                            scheduler.learn_limits(response.headers)
-                        if response.status == 200:
-                            try:
-                                done = self._parse(response)
-                            except ResponseParseError as exc:
-                                error, wait = exc, None
-                        else:
-                            error = self._status_error(response)
-                            wait = retry_after_seconds(response.headers)
-                else:
-                    sink._sent(sent_at)
-                    committed = False
-                    try:
-                        async with self.transport.stream(http) as streamed:  # type: ignore[attr-defined]
-                            if self._learn:
-                                scheduler.learn_limits(streamed.headers)
-                            if streamed.status != 200:
-                                whole = HTTPResponse(
-                                    streamed.status, streamed.headers, await streamed.read()
-                                )
-                                error = self._status_error(whole)
-                                wait = retry_after_seconds(streamed.headers)
-                            else:
-                                parser = SSEParser()
-                                async for block in streamed.chunks():
-                                    deltas = parser.feed(block)
-                                    if deltas:
-                                        sink._delta(clock.now(), len(deltas))
-                                        committed = True
-                                        yield deltas
-                                    if parser.done and streamed.at_eof():
-                                        break  # (else read to the end: the connection is reused)
-                                if parser.plain:  # one JSON answer, not an event stream
-                                    answer = self._parse(
-                                        HTTPResponse(200, streamed.headers, parser.body())
-                                    )
-                                    if answer.text:
-                                        sink._delta(clock.now())
-                                        committed = True
-                                        yield [answer.text]
-                                    done = answer
-                                else:
-                                    done, sink.usage_estimated = parser.result(
-                                        request, streamed.headers.get("x-request-id")
-                                    )
-                    except APIError as exc:
-                        if committed:
-                            usage.failures += 1
-                            raise StreamInterruptedError(
-                                f"{self.model}: the stream broke after "
-                                f"{len(sink.delta_at)} deltas ({exc}); not retried, as part "
-                                "of the answer was already read",
-                            ) from exc
-                        error, wait = exc, None
+                attempt = self._attempt(http, request, stream, sent_at, outcome, usage)
+                try:
+                    async for deltas in attempt:
+                        yield deltas
+                finally:
+                    if stream is not None:
+                        await attempt.aclose()
+                done = outcome.result
                 if done is not None:
-                    actual = done.usage.total_tokens or None
-                    if actual is not None:
-                        u = done.usage
-                        actual_parts = (u.prompt_tokens, u.completion_tokens)
                     scheduler.on_success(sent_at)
                     self._account(done, usage)
-                    if reservation is not None:
-                        settled = True
-                        await self._settle(reservation, tokens, done, parts, caps, nano)
+                    spent = self._spent(done)
             finally:
-                scheduler.release(tokens, actual, parts=parts, actual_parts=actual_parts, flow=flow)
-                if reservation is not None and not settled:
-                    for cap in caps:  # at once: a stopped job leaves no reservation behind
-                        cap.settle(nano, 0)
-                    if self.shared is not None:
-                        await asyncio.shield(self._settle(reservation, tokens, None, parts))
+                await permit.settle(spent)
             if done is not None:
-                if sink is not None:
-                    sink.ended_at = clock.now()
+                if stream is not None:
+                    stream.ended(clock.now())
                 yield done
                 return
-
-            if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
-                rate_limited += 1
-                usage.rate_limited += 1
-                exhausted = rate_limited >= policy.max_rate_limit_attempts
-                delay = wait if wait is not None else policy.backoff(rate_limited, self._rng)
-            elif _retryable(error):
-                attempts += 1
-                usage.faults += 1
-                if isinstance(error, APIConnectionError):
-                    usage.connection_errors += 1
-                exhausted = attempts >= policy.max_attempts
-                delay = wait if wait is not None else policy.backoff(attempts, self._rng)
-            else:
-                usage.failures += 1
-                raise error
-            if exhausted or clock.now() + delay - started > policy.max_total_seconds:
-                usage.failures += 1
-                raise error
-            usage.retries += 1
+            error = outcome.error
+            assert error is not None
+            delay = retrying.delay(error, outcome.wait, clock.now(), usage)
             if rspan is not None:
                 kind = (
                     "asynctg.rate_limited" if isinstance(error, RateLimitError) else "asynctg.retry"
@@ -755,11 +599,133 @@ class ChatEngine:
                 # The budget is shared: everyone waits, not only the request that was told.
                 scheduler.cool_down(delay)
                 scheduler.on_rate_limited(sent_at)
-                if self.shared is not None:
-                    await self.shared.cool_down(delay)
+                if self.redis_budget is not None:
+                    await self.redis_budget.cool_down(delay)
             elif delay > 0:
                 await clock.sleep(delay)
-            now = clock.now()
+
+    async def _attempt(
+        self,
+        http: HTTPRequest,
+        request: ChatRequest,
+        stream: ChatStream | None,
+        sent_at: float,
+        outcome: _Outcome,
+        usage: UsageStats,
+    ) -> AsyncGenerator[list[str], None]:
+        """One HTTP request, unary or streamed; its end goes into ``outcome`` (the answer, or
+        the error to retry or raise). A stream's text deltas are yielded as they arrive."""
+        provider, clock = self.provider, self.clock
+        if stream is None:
+            try:
+                response = await self.transport.send(http)
+            except APIError as exc:  # connection failures, timeouts, an oversized body
+                outcome.error = exc
+                return
+            if self._learn:
+                self.scheduler.learn_limits(provider.rate_limits(response.headers))
+            if response.status != 200:
+                self._failed(response, outcome)
+                return
+            try:
+                outcome.result = provider.parse(response)
+            except ResponseParseError as exc:
+                outcome.error = exc
+            return
+        stream.sent(sent_at)
+        committed = False
+        try:
+            async with self.transport.stream(http) as streamed:  # type: ignore[attr-defined]
+                if self._learn:
+                    self.scheduler.learn_limits(provider.rate_limits(streamed.headers))
+                if streamed.status != 200:
+                    whole = HTTPResponse(streamed.status, streamed.headers, await streamed.read())
+                    self._failed(whole, outcome)
+                    return
+                decoder = provider.decoder()
+                async for block in streamed.chunks():
+                    deltas = decoder.feed(block)
+                    if deltas:
+                        stream.deltas(clock.now(), len(deltas))
+                        committed = True
+                        yield deltas
+                    if decoder.done and streamed.at_eof():
+                        break  # (else read to the end: the connection is reused)
+                if decoder.plain:  # one JSON answer, not an event stream
+                    answer = provider.parse(HTTPResponse(200, streamed.headers, decoder.body()))
+                    if answer.text:
+                        stream.deltas(clock.now())
+                        committed = True
+                        yield [answer.text]
+                    outcome.result = answer
+                else:
+                    request_id = streamed.headers.get("x-request-id")
+                    outcome.result, stream.usage_estimated = decoder.result(request, request_id)
+        except APIError as exc:
+            if committed:
+                usage.failures += 1
+                raise StreamInterruptedError(
+                    f"{self.model}: the stream broke after {len(stream.delta_at)} deltas "
+                    f"({exc}); not retried, as part of the answer was already read",
+                ) from exc
+            outcome.error = exc
+
+    def _failed(self, response: HTTPResponse, outcome: _Outcome) -> None:
+        """A non-200 answer: the adapter reads it; a context window it names is learned here
+        (the smallest one named wins), not while building the error."""
+        report = self.provider.error(response, self._site)
+        window = report.context_window
+        if window is not None and (self.context_window is None or window < self.context_window):
+            self.context_window = window
+        outcome.error, outcome.wait = report.error, report.retry_after
+
+    # --- budgets -------------------------------------------------------------------------------
+
+    def _estimate(self, request: ChatRequest, priority: int, flow: Any, priced: bool) -> Estimate:
+        """What ``request`` reserves: its estimated tokens (the reply at ``max_tokens``, else
+        the running average) and, when a cap or a Redis budget will hold it, its worst case."""
+        n = request.n or 1
+        completion = (request.max_tokens or int(self._completion_estimate)) * n
+        prompt = estimate_tokens(request.messages)
+        return Estimate(
+            prompt + completion,
+            (prompt, completion) if self._split else None,
+            self._worst_case_nano(request) if priced else 0,
+            self.clock.now() + self.retry.max_total_seconds,
+            priority,
+            flow,
+        )
+
+    def _timed_out(self, exc: QueueTimeout, estimate: Estimate) -> BudgetTimeoutError:
+        """The error for a call a budget held past ``RetryPolicy.max_total_seconds``."""
+        limit = self.retry.max_total_seconds
+        label = getattr(exc, "label", SchedulerBudget.label)
+        if label != SchedulerBudget.label:
+            return BudgetTimeoutError(
+                f"{self.model}: {label} held this call past RetryPolicy.max_total_seconds "
+                f"({limit:g} s): {exc}"
+            )
+        waited = self.clock.now() - (estimate.deadline - limit)
+        return BudgetTimeoutError(
+            f"{self.model}: waited {waited:.1f} s for the engine's budget (rpm/tpm, in-flight "
+            f"cap, cool-downs) without being sent; the limit is RetryPolicy.max_total_seconds "
+            f"({limit:g} s). Raise it, or lower the load (fewer calls at once, a larger rpm/tpm "
+            "if allowed)."
+        )
+
+    def _spent(self, result: ChatResult) -> Spent:
+        u = result.usage
+        total = u.total_tokens or None
+        price = self.usage.price
+        return Spent(
+            total,
+            (u.prompt_tokens, u.completion_tokens) if total else None,
+            nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0,
+        )
+
+    def _learned_limits(self) -> tuple[float | None, float | None]:
+        stats = self.scheduler.statistics()
+        return stats["learned_rpm"], stats["learned_tpm"]
 
     def _worst_case_nano(self, request: ChatRequest) -> int:
         """A call's highest possible price in nano-dollars: every prompt character a token (no
@@ -770,7 +736,7 @@ class ChatEngine:
             return 0
         prompt = len(request.text()) + 8 * len(request.messages)
         reply = (request.max_tokens or self.cost_reserve_tokens) * (request.n or 1)
-        return int(micro_dollars(price, prompt, reply) * 1000) + 1
+        return nano_dollars(price, prompt, reply) + 1
 
     def worst_case_usd(self, request: ChatRequest) -> float | None:
         """The most ``request`` can cost in dollars (what a dollar cap reserves before sending
@@ -778,105 +744,6 @@ class ChatEngine:
         if self.usage.price is None:
             return None
         return self._worst_case_nano(request) / 1e9
-
-    async def _reserve(
-        self,
-        tokens: int,
-        started: float,
-        parts: tuple[int, int] | None,
-        caps: tuple[CostCap, ...],
-        nano: int,
-        usage: UsageStats,
-    ) -> Reservation:
-        """Reserve ``nano`` (the call's worst case) from every dollar cap in ``caps`` (a job's,
-        innermost first, then the engine's), waiting while other calls' reservations fill
-        one, then from the shared budget if any; all or nothing."""
-        left = self.retry.max_total_seconds - (self.clock.now() - started)
-        held = 0
-        try:
-            for cap in caps:
-                await cap.acquire(nano, self.model, clock=self.clock, max_wait=left)
-                held += 1
-            if self.shared is None:
-                return Reservation(tokens, nano)
-            left = self.retry.max_total_seconds - (self.clock.now() - started)
-            return await self.shared.reserve(tokens, nano, left, parts or (0, 0))
-        except BaseException as exc:
-            for cap in caps[:held]:
-                cap.settle(nano, 0)
-            if not isinstance(exc, QueueTimeout):
-                raise
-            usage.failures += 1
-            which = "dollar cap" if held < len(caps) else "shared budget"
-            raise BudgetTimeoutError(
-                f"{self.model}: the {which} held this call past RetryPolicy.max_total_seconds "
-                f"({self.retry.max_total_seconds:g} s): {exc}"
-            ) from exc
-
-    async def _settle(
-        self,
-        reservation: Reservation,
-        tokens: int,
-        result: ChatResult | None,
-        parts: tuple[int, int] | None = None,
-        caps: tuple[CostCap, ...] = (),
-        nano: int = 0,
-    ) -> None:
-        spent = 0
-        price = self.usage.price
-        if result is not None and price is not None:
-            u = result.usage
-            spent = int(micro_dollars(price, u.prompt_tokens, u.completion_tokens) * 1000)
-        for cap in caps:
-            cap.settle(nano, spent)
-        if self.shared is None:
-            return
-        await self.shared.settle(reservation, spent if result is not None else None)
-        if result is not None:
-            u = result.usage
-            await self.shared.adjust_tokens(
-                tokens,
-                u.total_tokens or None,
-                parts or (0, 0),
-                (u.prompt_tokens, u.completion_tokens) if parts and u.total_tokens else None,
-            )
-            stats = self.scheduler.statistics()
-            if stats["learned_rpm"] or stats["learned_tpm"]:
-                await self.shared.publish_limits(stats["learned_rpm"], stats["learned_tpm"])
-
-    def _parse(self, response: HTTPResponse) -> ChatResult:
-        try:
-            completion = decode_completion(response.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ResponseParseError(
-                f"the server's answer is not a chat completion: {exc}", body=response.text()[:2000]
-            ) from exc
-        if not completion.choices:
-            raise ResponseParseError(
-                "the server's answer has no choices", body=response.text()[:2000]
-            )
-        texts = []
-        reasons = []
-        for choice in completion.choices:
-            if choice.message is None or choice.message.content is None:
-                raise ResponseParseError(
-                    "a choice in the server's answer has no message content",
-                    body=response.text()[:2000],
-                )
-            texts.append(choice.message.content)
-            reasons.append(choice.finish_reason)
-        usage = completion.usage or Usage()
-        if min(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) < 0:
-            raise ResponseParseError(
-                "the server's answer reports negative token usage", body=response.text()[:2000]
-            )
-        return ChatResult(
-            texts=tuple(texts),
-            usage=usage,
-            model=completion.model,
-            finish_reasons=tuple(reasons),
-            request_id=response.headers.get("x-request-id"),
-        )
 
     def _account(self, result: ChatResult, usage: UsageStats) -> None:
         prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
@@ -890,68 +757,6 @@ class ChatEngine:
                 completion / len(result.texts) - self._completion_estimate
             ) / 16
 
-    def _status_error(self, response: HTTPResponse) -> APIStatusError:
-        status = response.status
-        message, code = decode_error(response.body)
-        request_id = response.headers.get("x-request-id")
-        body = response.text()[:2000]
-        where = f"{status} from {self._url}"
-        kwargs: dict[str, Any] = {
-            "status": status,
-            "request_id": request_id,
-            "body": body,
-            "code": code,
-        }
-        if status == 429:
-            if code == "insufficient_quota" or "insufficient_quota" in body:
-                return InsufficientQuotaError(
-                    f"{where}: out of quota ({message}). Waiting will not help: add credit to "
-                    "the account or use another API key.",
-                    **kwargs,
-                )
-            return RateLimitError(
-                f"{where}: rate limited ({message}). Lower rpm/tpm or max_concurrency, or allow "
-                "more retry time (RetryPolicy.max_total_seconds).",
-                **kwargs,
-            )
-        if status == 401:
-            hint = (
-                "pass api_key=... to get_engine() or set OPENAI_API_KEY"
-                if not self._has_key
-                else "check the key passed as api_key= or in OPENAI_API_KEY"
-            )
-            return AuthenticationError(f"{where}: {message or 'unauthorized'}; {hint}.", **kwargs)
-        if status == 403:
-            return PermissionDeniedError(
-                f"{where}: {message or 'forbidden'}; this key may not use model {self.model!r}.",
-                **kwargs,
-            )
-        if status >= 500:
-            return ServerError(f"{where}: {message or 'server error'}", **kwargs)
-        if 300 <= status < 400:
-            return RedirectError(_redirect_message(where, response.headers), **kwargs)
-        lowered = f"{code or ''} {message}".lower()
-        if status in (400, 413) and any(h in lowered for h in _CONTEXT_HINTS):
-            learned = _WINDOW_IN_MESSAGE.search(message)
-            if learned is not None:
-                window = int(learned.group(1))
-                if 16 <= window and (self.context_window is None or window < self.context_window):
-                    self.context_window = window
-            return ContextLengthError(
-                f"{where}: the prompt does not fit the model's context window ({message}). "
-                "Shorten the inputs or lower max_tokens.",
-                **kwargs,
-            )
-        if status == 404:
-            return BadRequestError(
-                f"{where}: {message or 'not found'}. Check the model name ({self.model!r}) and "
-                "base_url (OpenAI-compatible servers usually serve under /v1).",
-                **kwargs,
-            )
-        if status in (408, 409):
-            return ServerError(f"{where}: {message}", **kwargs)
-        return BadRequestError(f"{where}: {message or 'bad request'}", **kwargs)
-
     # --- inspection and lifetime ---------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -964,8 +769,8 @@ class ChatEngine:
     async def aclose(self) -> None:
         """Close the HTTP session and the cache file; both reopen if the engine is used again."""
         await self.transport.aclose()
-        if self.shared is not None:
-            await self.shared.aclose()
+        if self.redis_budget is not None:
+            await self.redis_budget.aclose()
         if self.cache is not None:
             self.cache.close()
 
@@ -979,68 +784,6 @@ class ChatEngine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-#: appended to a request body's JSON object (in place of its closing brace) to stream it
-_STREAM_FIELDS = b',"stream":true,"stream_options":{"include_usage":true}}'
-
-
-def _retryable(error: APIError) -> bool:
-    if isinstance(error, InsufficientQuotaError):
-        return False
-    if isinstance(error, APIStatusError):
-        return RetryPolicy.is_retryable_status(error.status)
-    return isinstance(error, APIConnectionError | ResponseParseError)
-
-
-def _redirect_message(where: str, headers: Mapping[str, str]) -> str:
-    location = headers.get("location", "")
-    target = urlsplit(location)
-    # the origin only: a Location's path or query may carry anything
-    origin = f"{target.scheme}://{target.netloc}" if target.netloc else "the same server"
-    return (
-        f"{where}: the endpoint redirects API calls (to {origin}); asynctg does not follow "
-        "redirects, which would send the prompt elsewhere. Set base_url to the final address."
-    )
-
-
-def _check_params(fields: Mapping[str, Any]) -> None:
-    t = fields.get("temperature")
-    if t is not None and (not isinstance(t, int | float) or not 0 <= t <= 2):
-        raise ConfigError(f"temperature must be a number within [0, 2], got {t!r}")
-    p = fields.get("top_p")
-    if p is not None and (not isinstance(p, int | float) or not 0 <= p <= 1):
-        raise ConfigError(f"top_p must be a number within [0, 1], got {p!r}")
-    m = fields.get("max_tokens")
-    if m is not None and (not isinstance(m, int) or m < 1):
-        raise ConfigError(f"max_tokens must be an integer >= 1, got {m!r}")
-    n = fields.get("n")
-    if n is not None and (not isinstance(n, int) or n < 1):
-        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
-    s = fields.get("seed")
-    if s is not None and not isinstance(s, int):
-        raise ConfigError(f"seed must be an integer, got {s!r}")
-    stop = fields.get("stop")
-    if stop is not None and not (
-        isinstance(stop, str)
-        or (isinstance(stop, list | tuple) and all(isinstance(x, str) for x in stop))
-    ):
-        raise ConfigError("stop must be a string or a list of strings")
-
-
-def _check_base_url(base_url: str) -> str:
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise ConfigError(
-            "no base URL: pass base_url='http://host:port/v1' to get_engine() or set "
-            "OPENAI_BASE_URL (for the built-in simulator: `asynctg sim --port 8000`, then "
-            "http://127.0.0.1:8000/v1)"
-        )
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}"
-        )
-    return base_url.strip().rstrip("/")
 
 
 def get_engine(
@@ -1074,7 +817,9 @@ def get_engine(
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:
-    ``asynctg.engine.shared``).
+    ``asynctg.engine.shared``), ``provider`` (the wire-format adapter,
+    ``asynctg.engine.providers``; default and only one today: "openai"). The options are
+    checked once, as an ``EngineConfig`` (``engine.config``).
 
     >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
     """
@@ -1082,8 +827,8 @@ def get_engine(
         api_key = os.environ.get("OPENAI_API_KEY") or None
     if base_url is None:
         base_url = os.environ.get("OPENAI_BASE_URL") or (OPENAI_BASE_URL if api_key else "")
-    return ChatEngine(
-        model,
+    config = EngineConfig(
+        model=model,
         base_url=base_url,
         api_key=api_key,
         rpm=rpm,
@@ -1091,3 +836,4 @@ def get_engine(
         max_concurrency=max_concurrency,
         **options,
     )
+    return ChatEngine(config)

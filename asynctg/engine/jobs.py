@@ -49,8 +49,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from asynctg.engine.budget import Budget, CapBudget, CostCap
 from asynctg.engine.scheduler import Flow
-from asynctg.engine.shared import CostCap
 from asynctg.engine.types import ChatRequest, ChatResult
 from asynctg.engine.usage import ChargedUsage, UsageStats
 from asynctg.errors import (
@@ -190,6 +190,11 @@ class Job:
         #: the dollar caps a call of this job reserves from, innermost first
         self.caps: tuple[CostCap, ...] = tuple(
             j.cost_cap for j in self.chain if j.cost_cap is not None
+        )
+        #: those caps as budgets (``asynctg.engine.budget``): what the engine's chain of
+        #: budgets holds for a call of this job, between its scheduler and its own cap
+        self.budgets: tuple[Budget, ...] = tuple(
+            CapBudget(cap, engine.model, engine.clock) for cap in self.caps
         )
         self.max_calls = max_calls
         self.calls_started = 0  # calls sent to the provider (or on their way), for max_calls

@@ -13,16 +13,29 @@ import email.utils
 import random
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from asynctg.errors import ConfigError
+from asynctg.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    ConfigError,
+    InsufficientQuotaError,
+    RateLimitError,
+    ResponseParseError,
+)
+
+if TYPE_CHECKING:
+    from asynctg.engine.usage import UsageStats
 
 __all__ = [
     "DEFAULT_RETRY",
     "NO_RETRY",
     "RETRYABLE_STATUSES",
     "RetryPolicy",
+    "Retrying",
     "retry_after_seconds",
 ]
 
@@ -74,6 +87,54 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         delay = min(self.max_delay, self.initial_delay * 2.0 ** (attempt - 1))
         r = (rng or random).random()
         return delay * (1.0 - self.jitter * r)
+
+
+class Retrying:
+    """One call's retries under a policy: ``delay(error, ...)`` counts the failure and says how
+    long to wait before the next try, or raises ``error`` when the policy says to stop."""
+
+    __slots__ = ("faults", "policy", "rate_limited", "rng", "started")
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random, started: float) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.started = started  # clock time of the first try
+        self.faults = 0  # retryable failures so far (5xx, connection, timeout, bad body)
+        self.rate_limited = 0  # 429s so far
+
+    def delay(self, error: APIError, wait: float | None, now: float, usage: UsageStats) -> float:
+        """Seconds before retrying after ``error`` (``wait``: what the provider asked for),
+        counted in ``usage``; raises ``error`` when it is not retried."""
+        policy = self.policy
+        if isinstance(error, RateLimitError) and not isinstance(error, InsufficientQuotaError):
+            self.rate_limited += 1
+            usage.rate_limited += 1
+            exhausted = self.rate_limited >= policy.max_rate_limit_attempts
+            delay = wait if wait is not None else policy.backoff(self.rate_limited, self.rng)
+        elif retryable(error):
+            self.faults += 1
+            usage.faults += 1
+            if isinstance(error, APIConnectionError):
+                usage.connection_errors += 1
+            exhausted = self.faults >= policy.max_attempts
+            delay = wait if wait is not None else policy.backoff(self.faults, self.rng)
+        else:
+            usage.failures += 1
+            raise error
+        if exhausted or now + delay - self.started > policy.max_total_seconds:
+            usage.failures += 1
+            raise error
+        usage.retries += 1
+        return delay
+
+
+def retryable(error: APIError) -> bool:
+    """Whether a failure other than a 429 is worth another try."""
+    if isinstance(error, InsufficientQuotaError):
+        return False
+    if isinstance(error, APIStatusError):
+        return RetryPolicy.is_retryable_status(error.status)
+    return isinstance(error, APIConnectionError | ResponseParseError)
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -29,6 +29,10 @@ lingers): ``rpm`` and ``tpm`` (bucket state, 2 min), ``cool`` (the cool-down), `
 for every endpoint and model of the namespace together, ``{namespace}:cost:spent`` and
 ``{namespace}:cost:reserved`` (the dollar cap, 1 day after the last call).
 
+``SharedBudget`` is a ``Budget`` (``asynctg.engine.budget``): the engine's chain reserves from
+it last, after its local scheduler and any job's caps, and settles it last, so a slow Redis
+never holds a local slot. Money is integer nano-dollars here as everywhere in the engine.
+
 If Redis becomes unreachable mid-run, the engine goes on with a local share of the budget (the
 limit divided by the number of processes last seen live; for the dollar cap, its share of what
 was left), logs one warning, and rejoins when Redis answers again.
@@ -37,27 +41,25 @@ was left), logs one warning, and rejoins when Redis answers again.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import logging
 import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from asynctg.engine.budget import NANO, CostCap, Estimate, Spent, exceeded
 from asynctg.engine.clock import Clock
-from asynctg.engine.scheduler import TokenBucket
-from asynctg.errors import BudgetExceededError, ConfigError
+from asynctg.engine.scheduler import QueueTimeout, TokenBucket
+from asynctg.errors import ConfigError
 
+# CostCap lives in asynctg.engine.budget; it stays importable from here, where it was first.
 __all__ = ["CostCap", "SharedBudget"]
 
 log = logging.getLogger("asynctg.shared")
-
-#: Money is counted in nano-dollars on the server: integers, so sums never drift.
-_NANO = 1_000_000_000
 
 _RESERVE = """
 -- KEYS[1]: the cool-down; KEYS[2..]: buckets; ARGV: rate per second, amount, for each bucket
@@ -145,126 +147,11 @@ class Reservation:
     member: str = ""
 
 
-class CostCap:
-    """A dollar cap in one process: reserve a call's worst case, settle the real cost.
-
-    ``acquire`` waits while other calls' reservations fill the cap (they usually settle well
-    below their worst case) and refuses only when the settled spending plus this call's worst
-    case would pass it; waiters are served in arrival order. ``reserve`` refuses at once when
-    it does not fit (the offline share of a Redis-shared cap). ``job`` names the job the cap
-    belongs to, for the errors (None: an engine's cap).
-    """
-
-    def __init__(self, max_cost: float, *, job: str | None = None) -> None:
-        if not (isinstance(max_cost, int | float) and 0 < max_cost < math.inf):
-            raise ConfigError(f"max_cost must be a positive number of dollars, got {max_cost!r}")
-        self.cap = int(max_cost * _NANO)
-        self.spent = 0
-        self.reserved = 0
-        self.job = job
-        self._waiters: collections.deque[tuple[int, str, asyncio.Future[None]]] = (
-            collections.deque()
-        )
-
-    def reserve(self, nano: int, model: str) -> None:
-        if self.spent + self.reserved + nano > self.cap:
-            raise _exceeded(model, self.cap, self.spent, self.reserved, nano, self.job)
-        self.reserved += nano
-
-    async def acquire(
-        self, nano: int, model: str, *, clock: Clock | None = None, max_wait: float | None = None
-    ) -> None:
-        """Reserve ``nano``, waiting for reservations outstanding to settle if they leave no
-        room; ``BudgetExceededError`` when the settled spending leaves none, ``QueueTimeout``
-        past ``max_wait`` seconds of ``clock``."""
-        if self.spent + nano > self.cap:
-            raise _exceeded(model, self.cap, self.spent, self.reserved, nano, self.job)
-        if not self._waiters and self.spent + self.reserved + nano <= self.cap:
-            self.reserved += nano
-            return
-        from asynctg.engine.scheduler import QueueTimeout
-
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (nano, model, fut)
-        self._waiters.append(entry)
-        timer = None
-        if clock is not None and max_wait is not None:
-
-            def expire() -> None:
-                if not fut.done():
-                    fut.set_exception(
-                        QueueTimeout(f"the dollar cap had no room within {max_wait:g} s")
-                    )
-                    self._grant()
-
-            timer = clock.call_at(clock.now() + max(0.0, max_wait), expire)
-        try:
-            await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.reserved -= nano  # granted and cancelled in the same instant
-            else:
-                fut.cancel()
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(entry)
-            self._grant()  # a waiter that was first in line may have held the others back
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    def settle(self, reserved: int, actual: int) -> None:
-        self.reserved -= reserved
-        self.spent += actual
-        if self._waiters:
-            self._grant()
-
-    def _grant(self) -> None:
-        """Serve waiters in order while they fit; refuse those that never will."""
-        waiters = self._waiters
-        while waiters:
-            nano, model, fut = waiters[0]
-            if fut.done():
-                waiters.popleft()
-            elif self.spent + nano > self.cap:
-                waiters.popleft()
-                fut.set_exception(
-                    _exceeded(model, self.cap, self.spent, self.reserved, nano, self.job)
-                )
-            elif self.spent + self.reserved + nano <= self.cap:
-                waiters.popleft()
-                self.reserved += nano
-                fut.set_result(None)
-            else:
-                return
-
-    @property
-    def waiting(self) -> int:
-        """Reservations waiting for room."""
-        return sum(1 for _, _, fut in self._waiters if not fut.done())
-
-    @property
-    def spent_usd(self) -> float:
-        return self.spent / _NANO
-
-
-def _exceeded(
-    model: str, cap: int, spent: int, reserved: int, nano: int, job: str | None = None
-) -> BudgetExceededError:
-    whose = f"job {job!r}'s" if job is not None else "the"
-    return BudgetExceededError(
-        f"{model}: this call could cost up to ${nano / _NANO:.6f}, and ${spent / _NANO:.6f} is "
-        f"spent and ${reserved / _NANO:.6f} reserved of {whose} ${cap / _NANO:.6f} cap "
-        "(max_cost); it was not sent. Raise max_cost to go on.",
-        cap=cap / _NANO,
-        spent=spent / _NANO,
-        limit="max_cost",
-        job=job,
-    )
-
-
 class SharedBudget:
-    """The budget of one model shared through Redis (see the module)."""
+    """The budget of one model shared through Redis (see the module); a ``Budget``
+    (``asynctg.engine.budget``)."""
+
+    label = "the shared budget"
 
     def __init__(
         self,
@@ -318,6 +205,9 @@ class SharedBudget:
         self._local_cap: CostCap | None = None
         self._last_spent = 0
         self.redis_errors = 0
+        #: the limits this process learned from rate-limit headers (rpm, tpm), published to
+        #: the others after each answer; the engine sets it to its scheduler's
+        self.learned: Callable[[], tuple[float | None, float | None]] | None = None
 
     # --- connection -------------------------------------------------------------------------
 
@@ -411,15 +301,19 @@ class SharedBudget:
         results = await pipe.execute()
         self._live = max(1, int(results[2]))
 
-    async def reserve(
-        self, tokens: int, nano: int, max_wait: float, parts: tuple[int, int] = (0, 0)
+    async def reserve(self, estimate: Estimate) -> _SharedPermit:
+        """The ``Budget`` protocol (``asynctg.engine.budget``): one request, the estimated
+        tokens and the worst-case dollars from the shared budget; the permit settles them."""
+        parts = estimate.parts or (0, 0)
+        reservation = await self._reserve(estimate.tokens, estimate.nano, estimate.deadline, parts)
+        return _SharedPermit(self, reservation, estimate)
+
+    async def _reserve(
+        self, tokens: int, nano: int, deadline: float, parts: tuple[int, int]
     ) -> Reservation:
         """Wait for one request and ``tokens`` from the shared buckets and take ``nano``
-        dollars from the cap; ``BudgetExceededError`` or ``QueueTimeout``-style errors when
-        that cannot be."""
-        from asynctg.engine.scheduler import QueueTimeout
-
-        deadline = self.clock.now() + max_wait
+        dollars from the cap; ``BudgetExceededError``, or ``QueueTimeout`` past ``deadline``
+        (clock time)."""
         reservation = Reservation(tokens, 0)
         if self.cap is not None and nano > 0:
             await self._reserve_cost(reservation, nano)
@@ -544,14 +438,14 @@ class SharedBudget:
                 self._came_back()
                 self._last_spent = int(spent) + int(reserved)
                 if not int(ok):
-                    raise _exceeded(self.model, self.cap, int(spent), int(reserved), nano)
+                    raise exceeded(self.model, self.cap, int(spent), int(reserved), nano)
                 reservation.nano, reservation.member = nano, f"{member}:{nano}"
                 return
         if self._local_cap is None:
             # Offline: this process may spend its share of what was left when last seen.
             left = max(0, self.cap - self._last_spent) // max(1, self._live)
-            self._local_cap = CostCap(max(left, 1) / _NANO)
-        self._local_cap.reserve(nano, self.model)
+            self._local_cap = CostCap(max(left, 1) / NANO)
+        self._local_cap.take(nano, self.model)
         reservation.nano = nano
 
     async def settle(self, reservation: Reservation, actual_nano: int | None) -> None:
@@ -569,10 +463,35 @@ class SharedBudget:
             keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
             await self._scripts["cost_settle"](keys=keys, args=[reservation.member, spent])
 
-    async def spent_usd(self) -> float:
-        """Dollars spent so far by every process (from Redis)."""
-        client = self._redis()
-        return int(await client.get(self.cost_prefix + "spent") or 0) / _NANO
+
+class _SharedPermit:
+    """A call's hold on the shared budget: settled with the real cost, the tokens corrected,
+    and the limits this process learned published to the others."""
+
+    __slots__ = ("budget", "estimate", "reservation")
+
+    def __init__(self, budget: SharedBudget, reservation: Reservation, estimate: Estimate) -> None:
+        self.budget = budget
+        self.reservation = reservation
+        self.estimate = estimate
+
+    async def settle(self, spent: Spent | None) -> None:
+        budget = self.budget
+        if spent is None:
+            # shielded: a cancelled call still hands its dollars back
+            await asyncio.shield(budget.settle(self.reservation, None))
+            return
+        await budget.settle(self.reservation, spent.nano)
+        e = self.estimate
+        await budget.adjust_tokens(
+            e.tokens,
+            spent.tokens,
+            e.parts or (0, 0),
+            spent.parts if e.parts is not None else None,
+        )
+        learned = budget.learned() if budget.learned is not None else (None, None)
+        if learned[0] or learned[1]:
+            await budget.publish_limits(*learned)
 
 
 def _redis_errors() -> type[BaseException]:

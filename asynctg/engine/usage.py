@@ -1,4 +1,10 @@
-"""Usage and cost accounting, per engine and per job."""
+"""Usage and cost accounting, per engine and per job.
+
+Money is integer nano-dollars (``asynctg.engine.budget.NANO`` per dollar) everywhere in the
+engine: ``nano_dollars`` prices a call, dollar caps reserve and settle in it, and the dollar
+figures a user reads (``cost_usd``, ``UsageStats.cost``) are derived from it at the edge.
+Prices are given in dollars per million tokens, as providers publish them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,14 @@ from typing import Any
 from asynctg.engine.models import lookup
 from asynctg.errors import ConfigError
 
-__all__ = ["PRICES", "ChargedUsage", "UsageStats", "check_price", "micro_dollars", "price_for"]
+__all__ = [
+    "PRICES",
+    "ChargedUsage",
+    "UsageStats",
+    "check_price",
+    "nano_dollars",
+    "price_for",
+]
 
 #: US dollars per million (prompt, completion) tokens, from the providers' public price pages.
 #: A model missing here reports no cost unless ``price=`` is given to ``get_engine``.
@@ -50,10 +63,14 @@ def check_price(price: Any) -> tuple[float, float]:
     return prompt, completion
 
 
-def micro_dollars(price: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> float:
+def nano_dollars(price: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> int:
     """What the tokens cost at ``price`` (dollars per million prompt, completion tokens), in
-    millionths of a dollar."""
-    return prompt_tokens * price[0] + completion_tokens * price[1]
+    whole nano-dollars (rounded down), the engine's one unit of money.
+
+    >>> nano_dollars((2.5, 10.0), 1000, 100)
+    3500000
+    """
+    return int((prompt_tokens * price[0] + completion_tokens * price[1]) * 1000)
 
 
 class UsageStats:
@@ -94,10 +111,17 @@ class UsageStats:
         return (self,)
 
     @property
-    def cost(self) -> float | None:
+    def cost_nano(self) -> int | None:
+        """The tokens counted, priced, in nano-dollars (None without a price)."""
         if self.price is None:
             return None
-        return micro_dollars(self.price, self.prompt_tokens, self.completion_tokens) / 1e6
+        return nano_dollars(self.price, self.prompt_tokens, self.completion_tokens)
+
+    @property
+    def cost(self) -> float | None:
+        """``cost_nano`` in dollars."""
+        nano = self.cost_nano
+        return None if nano is None else nano / 1_000_000_000
 
     def snapshot(self) -> dict[str, Any]:
         return {
