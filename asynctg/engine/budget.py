@@ -320,9 +320,7 @@ class _Permits:
         await _settle_all(self.permits, spent)
 
 
-async def _settle_all(
-    permits: Sequence[Permit], spent: Spent | None, *, sent: bool = True
-) -> None:
+async def _settle_all(permits: Sequence[Permit], spent: Spent | None, *, sent: bool = True) -> None:
     """Settle every permit in order; the first error (if any) is raised after all are.
     ``sent=False``: the call never left (a later budget refused it)."""
     error: BaseException | None = None
