@@ -784,20 +784,14 @@ def _engines(
 
 @contextlib.asynccontextmanager
 async def _live(progress: Any) -> AsyncIterator[None]:
-    """Redraw the progress display while the body runs (a task in a task group)."""
-    failure: Exception | None = None
-    async with asyncio.TaskGroup() as group:
-        ticker = group.create_task(progress.ticker())
+    """Redraw the progress display while the body runs (a task alongside it)."""
+    from asynctg import fanout
+
+    async with fanout.alongside(progress.ticker()):
         try:
             yield
-        except Exception as exc:
-            # raised below, after the group: a task group would wrap it in an ExceptionGroup
-            failure = exc
         finally:
-            ticker.cancel()
             progress.close()
-    if failure is not None:
-        raise failure
 
 
 async def _loop(
