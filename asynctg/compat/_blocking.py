@@ -20,6 +20,10 @@ as an output's backward rule, and ``isinstance(loss.grad_fn.function,
 tg.autograd.StringBasedFunction)`` holds as it does in TextGrad. User classes may subclass a
 compat class as in TextGrad (attributes they add stay on their object).
 
+``Variable`` is the exception: a graph node must be a native variable (native code receives
+it, and a compat call's output is adopted in place), so the compat ``Variable`` subclasses the
+native one and overrides ``backward`` alone.
+
 How a blocking method waits is the compat loop's (``asynctg.compat._loop``): a forward call
 returns a pending variable at once (``asynctg.compat._lazy.defer``), ``step()`` and
 ``backward()`` run to completion (``_loop.run``).
