@@ -281,7 +281,7 @@ async def test_count_bounded_sums_everything_with_a_bounded_window() -> None:
     """The evaluation fan-out adds every result (no lost update across awaits) and never has
     more than its window in flight."""
 
-    from asynctg.runs.loop import count_bounded
+    from asynctg.fanout import count_bounded
 
     in_flight = peak = 0
 

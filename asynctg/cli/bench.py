@@ -10,14 +10,14 @@ asynctg bench --base-url URL --model M --workload optimize --steps 3 --report ou
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
+from asynctg import fanout
 from asynctg.errors import ConfigError
 from asynctg.loadtest.stats import Sample
 
@@ -153,7 +153,7 @@ class _Progress:
     async def ticker(self) -> None:
         while True:
             self.draw()
-            await anyio.sleep(0.5)
+            await asyncio.sleep(0.5)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -220,8 +220,7 @@ async def _bench(args: argparse.Namespace, levels: list[float], options: dict[st
             "stream": not args.no_stream,
             "budget": {"rpm": args.rpm, "tpm": args.tpm},
         }
-        async with anyio.create_task_group() as group:
-            group.start_soon(progress.ticker)
+        async with fanout.alongside(progress.ticker()):
             try:
                 if args.workload == "calls":
                     rows = []
@@ -266,7 +265,6 @@ async def _bench(args: argparse.Namespace, levels: list[float], options: dict[st
                     out["levels"] = []
                     out["step"] = step
             finally:
-                group.cancel_scope.cancel()
                 progress.close()
         out["engine"] = engine.stats()
         if sim is not None:

@@ -5,7 +5,6 @@ with "did you mean", the endpoint and engines a command talks to, and output hel
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -311,20 +310,14 @@ def engines(
 
 @contextlib.asynccontextmanager
 async def live(progress: Any) -> AsyncIterator[None]:
-    """Redraw the progress display while the body runs (a task in a task group)."""
-    failure: Exception | None = None
-    async with asyncio.TaskGroup() as group:
-        ticker = group.create_task(progress.ticker())
+    """Redraw the progress display while the body runs (a task alongside it)."""
+    from asynctg import fanout
+
+    async with fanout.alongside(progress.ticker()):
         try:
             yield
-        except Exception as exc:
-            # raised below, after the group: a task group would wrap it in an ExceptionGroup
-            failure = exc
         finally:
-            ticker.cancel()
             progress.close()
-    if failure is not None:
-        raise failure
 
 
 def one_line(text: str, n: int) -> str:

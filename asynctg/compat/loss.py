@@ -1,6 +1,7 @@
 """TextGrad's ``tg.loss`` namespace, blocking: evaluations that start the backward pass.
 
-Each loss is the native one with a blocking ``__call__``/``forward``. Deviation from TextGrad:
+Each loss wraps the native one (``asynctg.compat._blocking``) and gives it a blocking
+``__call__``/``forward``; ``loss_fn.native`` is the awaitable one. Deviation from TextGrad:
 ``MultiFieldTokenParsedEvaluation.parse_output`` raises ``asynctg.EvaluationParseError`` (a
 ``ValueError``) when the tags are missing, where TextGrad raises a bare ``IndexError``.
 """
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from asynctg import loss as native
+from asynctg.compat._blocking import Blocking
 from asynctg.compat._lazy import defer, reads_of
 from asynctg.compat._log import forward_logged
 from asynctg.compat.autograd import (
@@ -49,23 +51,25 @@ __all__ = [
 AnyEngine = Engine | ChatEngine | str | None
 
 
-class TextLoss(native.TextLoss):
+class TextLoss(Blocking[native.TextLoss], native=native.TextLoss):
     """Evaluate a text with an LLM; the evaluation is the loss. Calling it blocks.
 
     >>> # loss = tg.TextLoss("Evaluate the answer; be critical.", engine=engine)(response)
     """
 
     def __init__(self, eval_system_prompt: NativeVariable | str, engine: AnyEngine = None):
-        super().__init__(eval_system_prompt, native_engine(engine))
+        super().__init__(native.TextLoss(eval_system_prompt, native_engine(engine)))
 
-    def __call__(self, instance: NativeVariable) -> Variable:  # type: ignore[override]
-        call = forward_logged(partial(super().__call__, instance), self.eval_system_prompt)
-        return defer(call, [instance], reads=reads_of(self))
+    def __call__(self, instance: NativeVariable) -> Variable:
+        call = forward_logged(partial(self.native.__call__, instance), self.eval_system_prompt)
+        return defer(call, [instance], reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class MultiFieldEvaluation(native.MultiFieldEvaluation):
+class MultiFieldEvaluation(
+    Blocking[native.MultiFieldEvaluation], native=native.MultiFieldEvaluation
+):
     """Evaluate several named variables together (question, ground truth, prediction, ...)."""
 
     def __init__(
@@ -76,16 +80,20 @@ class MultiFieldEvaluation(native.MultiFieldEvaluation):
         system_prompt: NativeVariable | None = None,
     ):
         super().__init__(
-            evaluation_instruction, role_descriptions, native_engine(engine), system_prompt
+            native.MultiFieldEvaluation(
+                evaluation_instruction, role_descriptions, native_engine(engine), system_prompt
+            )
         )
 
-    def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
-        return defer(partial(super().__call__, inputs), inputs, reads=reads_of(self))
+    def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:
+        return defer(partial(self.native.__call__, inputs), inputs, reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class MultiFieldTokenParsedEvaluation(native.MultiFieldTokenParsedEvaluation):
+class MultiFieldTokenParsedEvaluation(
+    Blocking[native.MultiFieldTokenParsedEvaluation], native=native.MultiFieldTokenParsedEvaluation
+):
     """A multi-field evaluation whose verdict is read from between ``parse_tags``."""
 
     def __init__(
@@ -97,20 +105,22 @@ class MultiFieldTokenParsedEvaluation(native.MultiFieldTokenParsedEvaluation):
         parse_tags: Sequence[str] | None = None,
     ):
         super().__init__(
-            evaluation_instruction,
-            role_descriptions,
-            native_engine(engine),
-            system_prompt,
-            parse_tags,
+            native.MultiFieldTokenParsedEvaluation(
+                evaluation_instruction,
+                role_descriptions,
+                native_engine(engine),
+                system_prompt,
+                parse_tags,
+            )
         )
 
-    def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:  # type: ignore[override]
-        return defer(partial(super().__call__, inputs), inputs, reads=reads_of(self))
+    def __call__(self, inputs: Sequence[NativeVariable]) -> Variable:
+        return defer(partial(self.native.__call__, inputs), inputs, reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class MultiChoiceTestTime(native.MultiChoiceTestTime):
+class MultiChoiceTestTime(Blocking[native.MultiChoiceTestTime], native=native.MultiChoiceTestTime):
     """The test-time loss for an answer to a multiple-choice question; blocking."""
 
     def __init__(
@@ -119,16 +129,18 @@ class MultiChoiceTestTime(native.MultiChoiceTestTime):
         engine: AnyEngine = None,
         system_prompt: NativeVariable | None = None,
     ):
-        super().__init__(evaluation_instruction, native_engine(engine), system_prompt)
+        super().__init__(
+            native.MultiChoiceTestTime(evaluation_instruction, native_engine(engine), system_prompt)
+        )
 
-    def __call__(self, question: str, prediction: NativeVariable) -> Variable:  # type: ignore[override]
-        call = partial(super().__call__, question, prediction)
-        return defer(call, [prediction], reads=reads_of(self))
+    def __call__(self, question: str, prediction: NativeVariable) -> Variable:
+        call = partial(self.native.__call__, question, prediction)
+        return defer(call, [prediction], reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class ImageQALoss(native.ImageQALoss):
+class ImageQALoss(Blocking[native.ImageQALoss], native=native.ImageQALoss):
     """Evaluate an answer to a question about an image; blocking."""
 
     def __init__(
@@ -137,12 +149,14 @@ class ImageQALoss(native.ImageQALoss):
         engine: AnyEngine = None,
         system_prompt: NativeVariable | None = None,
     ):
-        super().__init__(evaluation_instruction, native_engine(engine), system_prompt)
+        super().__init__(
+            native.ImageQALoss(evaluation_instruction, native_engine(engine), system_prompt)
+        )
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self, image: NativeVariable, question: NativeVariable, response: NativeVariable
     ) -> Variable:
-        call = partial(super().__call__, image, question, response)
-        return defer(call, [image, question, response], reads=reads_of(self))
+        call = partial(self.native.__call__, image, question, response)
+        return defer(call, [image, question, response], reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__

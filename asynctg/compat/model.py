@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from asynctg import prompts
+from asynctg.compat._blocking import Blocking
 from asynctg.compat._lazy import defer
 from asynctg.compat._log import forward_logged
 from asynctg.compat.autograd import LLMCall, Module
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-class BlackboxLLM(NativeBlackboxLLM):
+class BlackboxLLM(Blocking[NativeBlackboxLLM], native=NativeBlackboxLLM):
     """A language model with an (optionally trainable) system prompt; calling it blocks.
 
     >>> # model = tg.BlackboxLLM(engine, system_prompt)
@@ -42,16 +43,16 @@ class BlackboxLLM(NativeBlackboxLLM):
         engine: Engine | ChatEngine | str | None = None,
         system_prompt: NativeVariable | str | None = None,
     ) -> None:
-        super().__init__(native_engine(engine), system_prompt)
+        super().__init__(NativeBlackboxLLM(native_engine(engine), system_prompt))
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         x: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         call = forward_logged(
-            partial(super().__call__, x, response_role_description), self.system_prompt
+            partial(self.native.__call__, x, response_role_description), self.system_prompt
         )
         return defer(call, [x], reads=[self.system_prompt] if self.system_prompt else [])
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__

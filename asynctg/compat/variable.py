@@ -9,6 +9,11 @@ as they are, roles joined with "and"), ``generate_graph()`` and a blocking ``bac
 Outputs of compat calls are adopted into this class, so ``loss.backward()`` blocks on whatever
 variable a compat call returned. ``gradients`` is an ordered list with the set methods
 (``add``), so prompts are reproducible where TextGrad's set is not.
+
+The one compat class that subclasses its native class rather than wrapping it
+(``asynctg.compat._blocking``): a variable is a graph node, passed into native code and
+adopted in place, so it must be a native ``Variable``; its blocking ``backward()`` is the one
+sync-over-async override left.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ from typing import Any, Protocol
 
 from asynctg import telemetry
 from asynctg.engine.protocol import Engine
-from asynctg.errors import ContextBudgetError, GraphError, first_error
-from asynctg.fanout import gather
+from asynctg.errors import ContextBudgetError, GraphError
+from asynctg.fanout import gather, task_group
 from asynctg.graph.function import GradientMerge, GradientPlan
 from asynctg.graph.variable import GradientContext, GradientList, Variable, describe_sample
 from asynctg.runtime import get_backward_engine
@@ -326,10 +326,9 @@ async def _run(root: Variable, engine: Engine | None, observer: BackwardObserver
     depth = state.plan.height.get(id(root), 0)
     with telemetry.span("backward", asynctg__backward__depth=depth) as span:
         try:
-            with first_error():
-                async with asyncio.TaskGroup() as group:
-                    state.group = group
-                    state.start(root)
+            async with task_group() as group:
+                state.group = group
+                state.start(root)
         finally:
             state.group = None
             if span is not None:

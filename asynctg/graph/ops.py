@@ -123,6 +123,31 @@ def _backward_messages(engine: Engine, content: str | list[Any]) -> ChatRequest:
     )
 
 
+def _feedback_plans(
+    output: Variable,
+    engine: Engine,
+    context: str | list[Any],
+    content_for: Callable[[Variable], str | list[Any]],
+) -> list[GradientPlan]:
+    """The plan loop every LLM-side backward rule shares: for each distinct input that needs
+    a gradient (first argument position kept), the feedback request ``content_for(input)``
+    asks for, with the conversation ``context`` TextGrad keeps beside the gradient."""
+    return [
+        GradientPlan(
+            variable,
+            request=_feedback_request(engine, content_for(variable), variable, output),
+            context={
+                # a list per plan, as each gradient keeps its own context
+                "context": list(context) if isinstance(context, list) else context,
+                "response_desc": output.role_description,
+                "variable_desc": variable.role_description,
+            },
+        )
+        for _, variable in _unique(output.predecessors)
+        if variable.requires_grad
+    ]
+
+
 class LLMCall(Function):
     """One call of a language model: ``await LLMCall(engine, system_prompt)(x)``.
 
@@ -203,30 +228,19 @@ class LLMCall(Function):
         examples: Sequence[str] = (),
     ) -> list[GradientPlan]:
         conversation = prompts.conversation_text(system_prompt, prompt, str(output.value))
-        plans = []
-        for _, variable in _unique(output.predecessors):
-            if not variable.requires_grad:
-                continue
-            text = prompts.backward_prompt(
+        return _feedback_plans(
+            output,
+            engine,
+            conversation,
+            lambda variable: prompts.backward_prompt(
                 conversation=conversation,
                 role=variable.role_description,
                 span=variable.get_short_value(),
                 response_role=output.role_description,
                 response_feedback=feedback,
                 examples=examples,
-            )
-            plans.append(
-                GradientPlan(
-                    variable,
-                    request=_feedback_request(engine, text, variable, output),
-                    context={
-                        "context": conversation,
-                        "response_desc": output.role_description,
-                        "variable_desc": variable.role_description,
-                    },
-                )
-            )
-        return plans
+            ),
+        )
 
 
 class FormattedLLMCall(LLMCall):
@@ -335,29 +349,21 @@ class MultimodalLLMCall(LLMCall):
         system_prompt: str,
     ) -> list[GradientPlan]:
         conversation = prompts.multimodal_conversation_text(system_prompt, str(output.value))
-        plans = []
-        for _, variable in _unique(output.predecessors):
-            if not variable.requires_grad:
-                continue
-            text = prompts.backward_prompt(
-                conversation=conversation,
-                role=variable.role_description,
-                span=variable.get_short_value(),
-                response_role=output.role_description,
-                response_feedback=feedback,
-            )
-            plans.append(
-                GradientPlan(
-                    variable,
-                    request=_feedback_request(engine, [*content, text], variable, output),
-                    context={
-                        "context": [*content, conversation],
-                        "response_desc": output.role_description,
-                        "variable_desc": variable.role_description,
-                    },
-                )
-            )
-        return plans
+        return _feedback_plans(
+            output,
+            engine,
+            [*content, conversation],
+            lambda variable: [
+                *content,
+                prompts.backward_prompt(
+                    conversation=conversation,
+                    role=variable.role_description,
+                    span=variable.get_short_value(),
+                    response_role=output.role_description,
+                    response_feedback=feedback,
+                ),
+            ],
+        )
 
 
 class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
@@ -490,29 +496,18 @@ class StringBasedFunction(Function):
         conversation = prompts.function_conversation_text(
             self.function_purpose, inputs_text, str(output.value)
         )
-        plans = []
-        for _, variable in _unique(output.predecessors):
-            if not variable.requires_grad:
-                continue
-            text = prompts.string_function_backward_prompt(
+        return _feedback_plans(
+            output,
+            engine,
+            conversation,
+            lambda variable: prompts.string_function_backward_prompt(
                 conversation=conversation,
                 role=variable.role_description,
                 span=variable.get_short_value(),
                 response_role=output.role_description,
                 response_feedback=feedback,
-            )
-            plans.append(
-                GradientPlan(
-                    variable,
-                    request=_feedback_request(engine, text, variable, output),
-                    context={
-                        "context": conversation,
-                        "response_desc": output.role_description,
-                        "variable_desc": variable.role_description,
-                    },
-                )
-            )
-        return plans
+            ),
+        )
 
 
 def _concat(variables: Sequence[Variable], what: str) -> tuple[str, str]:

@@ -25,13 +25,12 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from asynctg import fanout
 from asynctg.engine.streaming import ChatStream, check_streaming
 from asynctg.errors import APIError, APIStatusError, ConfigError
 from asynctg.loadtest.recorder import Exchange, RecordingTransport
@@ -245,7 +244,7 @@ async def run_calls(
 
 
 async def _issue(
-    one: Callable[[int], Any],
+    one: Callable[[int], Coroutine[Any, Any, None]],
     requests: int,
     concurrency: int | None,
     rate: float | None,
@@ -255,7 +254,7 @@ async def _issue(
 ) -> None:
     """Closed loop: ``concurrency`` workers take the next request as theirs ends. Open loop:
     each request starts at its Poisson arrival time, however many are in flight."""
-    async with anyio.create_task_group() as group:
+    async with fanout.task_group() as group:
         if concurrency is not None:
             counter = iter(range(requests))
 
@@ -264,14 +263,14 @@ async def _issue(
                     await one(i)
 
             for _ in range(min(concurrency, requests)):
-                group.start_soon(worker)
+                group.create_task(worker())
         else:
             assert rate is not None
             for i, offset in enumerate(_arrivals(requests, rate, rng)):
                 delay = started + offset - clock.now()
                 if delay > 0:
                     await clock.sleep(delay)
-                group.start_soon(one, i)
+                group.create_task(one(i))
 
 
 def _recorder(engine: Any) -> RecordingTransport | None:

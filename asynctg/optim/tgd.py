@@ -7,12 +7,11 @@ every parameter changes, or, on any failure or cancellation, none does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from asynctg import prompts, telemetry
+from asynctg import fanout, prompts, telemetry
 from asynctg.engine.adapters import as_engine
 from asynctg.engine.protocol import Engine
 from asynctg.errors import (
@@ -21,7 +20,6 @@ from asynctg.errors import (
     ContextLengthError,
     OptimizerError,
     OptimizerParseError,
-    first_error,
 )
 from asynctg.graph.variable import Variable
 from asynctg.optim.aggregation import (
@@ -293,10 +291,8 @@ class TextualGradientDescent(Optimizer):
                 "so nothing would change. Run `await loss.backward()` first: a backward called "
                 "without `await` does nothing."
             )
-        with telemetry.span("step", asynctg__step__parameters=len(todo)), first_error():
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._new_value(engine, p)) for p in todo]
-        results = [t.result() for t in tasks]
+        with telemetry.span("step", asynctg__step__parameters=len(todo)):
+            results = await fanout.gather(self._new_value(engine, p) for p in todo)
         new_values = [value for value, _ in results]
         # Every reply is in and parsed: only now does anything change.
         self.last_step = [report for _, report in results]

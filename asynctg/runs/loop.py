@@ -1,5 +1,5 @@
-"""What every loop shares: events for progress displays, usage metering, budget caps, the job
-a run goes through, and running many coroutines at once inside one task group.
+"""What every loop shares: events for progress displays, usage metering, budget caps and the
+job a run goes through (running many coroutines at once is ``asynctg.fanout``'s).
 
 Every app runs as a job of the engine it is given (``run_job``): on a shared engine its
 ``result.usage``, its ``Budget`` and its progress lines count that run's calls only, and a
@@ -27,7 +27,8 @@ from asynctg.errors import (
     first_error,
     require_int,
 )
-from asynctg.fanout import gather
+# Fan-out lives in asynctg.fanout; re-exported for the apps that import it from here.
+from asynctg.fanout import count_bounded, gather, run_all
 
 if TYPE_CHECKING:
     from asynctg.runs.checkpoint import Checkpoint
@@ -39,6 +40,7 @@ __all__ = [
     "Meter",
     "RoundsConfig",
     "RunEvent",
+    "count_bounded",
     "engine_of",
     "gather",
     "merge_usage",
@@ -225,41 +227,6 @@ class Budget:
 #: Examples an evaluation keeps in flight: more than an engine sends at once, few enough that
 #: memory stays flat whatever the split's size.
 EVALUATION_WINDOW = 512
-
-
-async def count_bounded(awaitables: Iterable[Awaitable[int]], window: int) -> int:
-    """The sum of the results, at most ``window`` awaited at once, pulled lazily.
-
-    A finished task is dropped at once, so memory depends on ``window``, not on how many there
-    are. The first failure cancels the rest and is raised as itself.
-    """
-    total = 0
-    slots = asyncio.Semaphore(window)
-
-    async def run(aw: Awaitable[int]) -> None:
-        nonlocal total
-        try:
-            value = await aw  # not `total += await aw`: that reads total before awaiting
-            total += value
-        finally:
-            slots.release()
-
-    with first_error():
-        async with asyncio.TaskGroup() as group:
-            for aw in awaitables:
-                await slots.acquire()
-                group.create_task(run(aw))
-    return total
-
-
-async def run_all(
-    tasks: list[asyncio.Task[None]], coroutines: Iterable[Coroutine[Any, Any, None]]
-) -> None:
-    """Run ``coroutines`` as tasks of one task group, appending each task to ``tasks`` (so a
-    coroutine may cancel its siblings); the first failure is raised as itself."""
-    with first_error():
-        async with asyncio.TaskGroup() as group:
-            tasks.extend(group.create_task(c) for c in coroutines)
 
 
 def unpriced_error(models: Iterable[str]) -> ConfigError:

@@ -1,7 +1,8 @@
 """TextGrad's ``tg.autograd`` namespace, blocking: the differentiable functions.
 
-Each class is the native one with a blocking ``__call__`` (and ``forward``); backward rules are
-the native ones, so a compat graph differentiates exactly like a native graph.
+Each class wraps the native one (``asynctg.compat._blocking``) with a blocking ``__call__`` (and
+``forward``); the graph records the native function, so backward rules are the native ones and
+a compat graph differentiates exactly like a native graph.
 
 >>> import asynctg.compat as tg
 >>> tg.autograd.StringBasedFunction  # doctest: +ELLIPSIS
@@ -18,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from asynctg import prompts
+from asynctg.compat._blocking import Blocking
 from asynctg.compat._lazy import defer, is_pending, reads_of
 from asynctg.compat._log import forward_logged, logger
 from asynctg.compat._loop import run
@@ -97,27 +99,27 @@ class Module(NativeModule):
         return self.forward(*args, **kwargs)
 
 
-class LLMCall(NativeLLMCall):
+class LLMCall(Blocking[NativeLLMCall], native=NativeLLMCall):
     """One LLM call, ``LLMCall(engine, system_prompt)(x)``; blocks until the reply is in."""
 
     def __init__(self, engine: AnyEngine = None, system_prompt: NativeVariable | None = None):
-        super().__init__(native_engine(engine), system_prompt)
+        super().__init__(NativeLLMCall(native_engine(engine), system_prompt))
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         input_variable: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
         call = forward_logged(
-            partial(super().__call__, input_variable, response_role_description),
+            partial(self.native.__call__, input_variable, response_role_description),
             self.system_prompt,
         )
-        return defer(call, [input_variable], reads=reads_of(self))
+        return defer(call, [input_variable], reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class FormattedLLMCall(NativeFormattedLLMCall):
+class FormattedLLMCall(Blocking[NativeFormattedLLMCall], native=NativeFormattedLLMCall):
     """An LLM call whose input is a format string filled from several variables; blocking.
 
     >>> # call = tg.autograd.FormattedLLMCall(engine, "Q: {q}\\nA: {a}", fields=["q", "a"])
@@ -131,40 +133,44 @@ class FormattedLLMCall(NativeFormattedLLMCall):
         fields: Mapping[str, Any] | Sequence[str],
         system_prompt: NativeVariable | None = None,
     ):
-        super().__init__(native_engine(engine), format_string, fields, system_prompt)
+        super().__init__(
+            NativeFormattedLLMCall(native_engine(engine), format_string, fields, system_prompt)
+        )
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         inputs: Mapping[str, NativeVariable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        self._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
+        self.native._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
         call = forward_logged(
-            partial(super().__call__, inputs, response_role_description), self.system_prompt
+            partial(self.native.__call__, inputs, response_role_description), self.system_prompt
         )
-        return defer(call, inputs.values(), reads=reads_of(self))
+        return defer(call, inputs.values(), reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class MultimodalLLMCall(NativeMultimodalLLMCall):
+class MultimodalLLMCall(Blocking[NativeMultimodalLLMCall], native=NativeMultimodalLLMCall):
     """An LLM call on text and image variables together; blocking."""
 
     def __init__(self, engine: AnyEngine, system_prompt: NativeVariable | None = None):
-        super().__init__(native_engine(engine), system_prompt)
+        super().__init__(NativeMultimodalLLMCall(native_engine(engine), system_prompt))
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         inputs: Sequence[NativeVariable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        call = partial(super().__call__, inputs, response_role_description)
-        return defer(call, inputs, reads=reads_of(self))
+        call = partial(self.native.__call__, inputs, response_role_description)
+        return defer(call, inputs, reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class OrderedFieldsMultimodalLLMCall(NativeOrderedFieldsMultimodalLLMCall):
+class OrderedFieldsMultimodalLLMCall(
+    Blocking[NativeOrderedFieldsMultimodalLLMCall], native=NativeOrderedFieldsMultimodalLLMCall
+):
     """A multimodal call over named fields, sent in the given order; blocking."""
 
     def __init__(
@@ -173,21 +179,23 @@ class OrderedFieldsMultimodalLLMCall(NativeOrderedFieldsMultimodalLLMCall):
         fields: Sequence[str],
         system_prompt: NativeVariable | None = None,
     ):
-        super().__init__(native_engine(engine), fields, system_prompt)
+        super().__init__(
+            NativeOrderedFieldsMultimodalLLMCall(native_engine(engine), fields, system_prompt)
+        )
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         inputs: Mapping[str, NativeVariable],
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
     ) -> Variable:
-        self._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
-        call = partial(super().__call__, inputs, response_role_description)
-        return defer(call, inputs.values(), reads=reads_of(self))
+        self.native._check_fields(inputs)  # at the call, as in TextGrad; the call itself runs later
+        call = partial(self.native.__call__, inputs, response_role_description)
+        return defer(call, inputs.values(), reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
-class StringBasedFunction(NativeStringBasedFunction):
+class StringBasedFunction(Blocking[NativeStringBasedFunction], native=NativeStringBasedFunction):
     """A Python function in the graph, e.g. an exact-match check; calling it blocks.
 
     >>> # check = tg.autograd.StringBasedFunction(exact_match, function_purpose="checks the answer")
@@ -201,22 +209,24 @@ class StringBasedFunction(NativeStringBasedFunction):
     """
 
     def __init__(self, fn: Callable[..., Any | Awaitable[Any]], function_purpose: str):
-        super().__init__(fn, function_purpose)
+        super().__init__(NativeStringBasedFunction(fn, function_purpose))
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         inputs: Mapping[str, NativeVariable],
         response_role_description: str | None = None,
     ) -> Variable:
-        self._check_inputs(inputs)
+        self.native._check_inputs(inputs)
         if any(is_pending(v) for v in inputs.values()):
             # An input is still being computed (a deferred model call): run the function once
             # it is ready, and return now.
             return defer(partial(self._later, inputs, response_role_description), inputs.values())
-        result = self.fn(**inputs)
+        result = self.native.fn(**inputs)
         if inspect.isawaitable(result):  # an async function: awaited on the loop
             result = run(_awaited(result))
-        return adopt(self._logged(inputs, self._output(inputs, result, response_role_description)))
+        return adopt(
+            self._logged(inputs, self.native._output(inputs, result, response_role_description))
+        )
 
     @staticmethod
     def _logged(inputs: Mapping[str, NativeVariable], output: NativeVariable) -> NativeVariable:
@@ -228,15 +238,16 @@ class StringBasedFunction(NativeStringBasedFunction):
     ) -> NativeVariable:
         # The function sees its inputs as they were at the call (TextGrad ran it then).
         seen = {k: _as_it_was(v) for k, v in inputs.items()}
-        if inspect.iscoroutinefunction(self.fn):
-            result = await self.fn(**seen)
+        fn = self.native.fn
+        if inspect.iscoroutinefunction(fn):
+            result = await fn(**seen)
         else:  # the user's blocking code: in a worker thread, never on the loop
-            result = await asyncio.to_thread(self.fn, **seen)
+            result = await asyncio.to_thread(fn, **seen)
         if inspect.isawaitable(result):
             result = await result
-        return self._logged(seen, self._output(inputs, result, response_role_description))
+        return self._logged(seen, self.native._output(inputs, result, response_role_description))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__
 
 
 # Defined in llm_ops (TextGrad's home for it), which builds on the classes above.

@@ -53,7 +53,7 @@ __all__ = [
 class LLMCall_with_in_context_examples(LLMCall):
     """An ``LLMCall`` whose backward feedback is grounded in examples given with each call."""
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         input_variable: NativeVariable,
         response_role_description: str = prompts.VARIABLE_OUTPUT_DEFAULT_ROLE,
@@ -62,6 +62,6 @@ class LLMCall_with_in_context_examples(LLMCall):
         examples = tuple(in_context_examples or ())
         call = NativeLLMCall(self.engine, self.system_prompt, feedback_examples=examples)
         make = partial(call.__call__, input_variable, response_role_description)
-        return defer(make, [input_variable], reads=reads_of(self))
+        return defer(make, [input_variable], reads=reads_of(self.native))
 
-    forward = __call__  # type: ignore[assignment]
+    forward = __call__

@@ -1,6 +1,7 @@
 """``textgrad.optimizer.optimizer``: the optimizers, blocking: ``optimizer.step()``.
 
-The optimizers are the native ones: every parameter's new value is asked for at once, and
+Each optimizer wraps the native one (``asynctg.compat._blocking``) with a blocking ``step()``;
+``optimizer.native`` is the awaitable one. Every parameter's new value is asked for at once, and
 either all parameters change or none does. Deviation from TextGrad: a reply without the
 new-variable tags (after ``format_retries`` re-asks) raises ``asynctg.OptimizerParseError``,
 where TextGrad raises a bare ``IndexError``.
@@ -13,6 +14,7 @@ from typing import Any
 
 from asynctg import optim as native
 from asynctg import prompts
+from asynctg.compat._blocking import Blocking
 from asynctg.compat._log import ReplyTap, logger
 from asynctg.compat._loop import run
 from asynctg.compat.config import validate_engine_or_get_default
@@ -50,6 +52,32 @@ AnyEngine = Engine | ChatEngine | str | None
 Optimizer = native.Optimizer
 
 
+class _LoggedTGD(native.TextualGradientDescent):
+    """The native optimizer with TextGrad's log records of each optimizer prompt and reply."""
+
+    require_feedback = False  # TextGrad's step() with no feedback does not complain
+    _log_name = "TextualGradientDescent"
+    _log_prompt = "TextualGradientDescent prompt for update"
+
+    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
+        return await _ask_logged(
+            super()._ask, self._log_name, self._log_prompt, engine, variable, content, report
+        )
+
+
+class _LoggedMomentum(native.TextualGradientDescentwithMomentum):
+    """``_LoggedTGD`` for the momentum optimizer (whose step() without feedback still raises,
+    as it did before compat wrapped it)."""
+
+    _log_name = "TextualGradientDescentwithMomentum"
+    _log_prompt = "TextualGradientwithMomentum prompt for update"
+
+    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
+        return await _ask_logged(
+            super()._ask, self._log_name, self._log_prompt, engine, variable, content, report
+        )
+
+
 def get_gradient_and_context_text(variable: NativeVariable) -> str:
     """The feedback a variable holds, each gradient with the conversation it came from."""
     parts = []
@@ -64,14 +92,14 @@ def get_gradient_and_context_text(variable: NativeVariable) -> str:
     return "\n".join(parts)
 
 
-class TextualGradientDescent(native.TextualGradientDescent):
+class TextualGradientDescent(
+    Blocking[native.TextualGradientDescent], native=native.TextualGradientDescent
+):
     """Textual gradient descent; ``step()`` rewrites every parameter and blocks until done.
 
     >>> # optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
     >>> # loss.backward(); optimizer.step(); optimizer.zero_grad()
     """
-
-    require_feedback = False  # TextGrad's step() with no feedback does not complain
 
     def __init__(
         self,
@@ -87,32 +115,29 @@ class TextualGradientDescent(native.TextualGradientDescent):
         format_retries: int = DEFAULT_FORMAT_RETRIES,
     ) -> None:
         super().__init__(
-            parameters,
-            verbose=verbose,
-            engine=native_engine(engine),
-            constraints=constraints,
-            new_variable_tags=new_variable_tags,
-            optimizer_system_prompt=optimizer_system_prompt,
-            in_context_examples=in_context_examples,
-            gradient_memory=gradient_memory,
-            format_retries=format_retries,
+            _LoggedTGD(
+                parameters,
+                verbose=verbose,
+                engine=native_engine(engine),
+                constraints=constraints,
+                new_variable_tags=new_variable_tags,
+                optimizer_system_prompt=optimizer_system_prompt,
+                in_context_examples=in_context_examples,
+                gradient_memory=gradient_memory,
+                format_retries=format_retries,
+            )
         )
 
-    _log_name = "TextualGradientDescent"
-    _log_prompt = "TextualGradientDescent prompt for update"
-
-    def step(self) -> None:  # type: ignore[override]
+    def step(self) -> None:
         """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
-        run(super().step())
-        _log_updates(self)
-
-    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
-        return await _ask_logged(
-            super()._ask, self._log_name, self._log_prompt, engine, variable, content, report
-        )
+        run(self.native.step())
+        _log_updates(self.native)
 
 
-class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMomentum):
+class TextualGradientDescentwithMomentum(
+    Blocking[native.TextualGradientDescentwithMomentum],
+    native=native.TextualGradientDescentwithMomentum,
+):
     """TGD that also shows the optimizer each parameter's recent values; ``step()`` blocks."""
 
     def __init__(
@@ -130,30 +155,24 @@ class TextualGradientDescentwithMomentum(native.TextualGradientDescentwithMoment
         format_retries: int = DEFAULT_FORMAT_RETRIES,
     ) -> None:
         super().__init__(
-            native_engine(engine),
-            parameters,
-            momentum_window,
-            constraints,
-            new_variable_tags,
-            in_context_examples,
-            optimizer_system_prompt,
-            verbose,
-            gradient_memory,
-            format_retries=format_retries,
+            _LoggedMomentum(
+                native_engine(engine),
+                parameters,
+                momentum_window,
+                constraints,
+                new_variable_tags,
+                in_context_examples,
+                optimizer_system_prompt,
+                verbose,
+                gradient_memory,
+                format_retries=format_retries,
+            )
         )
 
-    _log_name = "TextualGradientDescentwithMomentum"
-    _log_prompt = "TextualGradientwithMomentum prompt for update"
-
-    def step(self) -> None:  # type: ignore[override]
+    def step(self) -> None:
         """Rewrite every parameter that has feedback, concurrently; all change, or none does."""
-        run(super().step())
-        _log_updates(self)
-
-    async def _ask(self, engine: Any, variable: Any, content: Any, report: Any) -> str:
-        return await _ask_logged(
-            super()._ask, self._log_name, self._log_prompt, engine, variable, content, report
-        )
+        run(self.native.step())
+        _log_updates(self.native)
 
 
 async def _ask_logged(ask: Any, name: str, prompt_message: str, engine: Any, *args: Any) -> str:
