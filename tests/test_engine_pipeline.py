@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from support import BASE_URL, completion, engine_with, error, ok, scripted
+from test_shared_budget import RedisServer, redis_server  # noqa: F401
 
 from asynctg.engine import FakeClock
 from asynctg.engine.budget import (
@@ -40,8 +42,6 @@ from asynctg.errors import (
     ResponseParseError,
 )
 from asynctg.transport import HTTPResponse, MockTransport
-from tests.support import BASE_URL, completion, engine_with, error, ok, scripted
-from tests.test_shared_budget import RedisServer, redis_server  # noqa: F401
 
 SITE = CallSite(url=f"{BASE_URL}/chat/completions", model="m", has_key=True)
 

@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from support import BASE_URL, completion
 
 import asynctg as tg
 from asynctg.engine import FakeClock, Flow, Scheduler
 from asynctg.engine.shared import CostCap
 from asynctg.sim import SimConfig, SimServer
 from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
-from tests.support import BASE_URL, completion
 
 _TAG = re.compile(rb"\[(\w[\w-]*)\]")
 
