@@ -1,5 +1,7 @@
 """What every loop shares: events for progress displays, usage metering, budget caps, the job
-a run goes through, and running many coroutines at once inside one task group.
+a run goes through, a run's checkpoint state and how it stops (``Run``; ``ItemRun`` for the
+test-time loops whose items run at once), and running many coroutines at once inside one task
+group. The rounds of refinement within one item are in ``asynctg.runs.rounds``.
 
 Every app runs as a job of the engine it is given (``run_job``): on a shared engine its
 ``result.usage``, its ``Budget`` and its progress lines count that run's calls only, and a
