@@ -52,11 +52,9 @@ budget cap or cut short by ``--epochs`` can be resumed with a larger one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,10 +80,6 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     """SHA-256 of the configuration's canonical JSON (sorted keys, no whitespace)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-
-
 
 
 def _read_json(path: Path, advice: str) -> Any:

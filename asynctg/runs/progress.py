@@ -14,7 +14,6 @@ answer must not retitle the window, move the cursor or write the clipboard.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import sys
 import time
@@ -25,9 +24,6 @@ from asynctg.output.text import printable
 from asynctg.runs.loop import RunEvent
 
 __all__ = ["Progress", "format_counters", "printable"]
-
-
-
 
 
 def _short_number(n: float) -> str:
