@@ -48,6 +48,7 @@ from asynctg.engine.config import CACHE_MODES, DEFAULT_TIMEOUT, EngineConfig, ch
 from asynctg.engine.jobs import Job, current_job
 from asynctg.engine.models import context_window_for, max_output_tokens_for
 from asynctg.engine.providers import CallSite, provider
+from asynctg.engine.providers.anthropic import ANTHROPIC_BASE_URL
 from asynctg.engine.retry import Retrying, RetryPolicy
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import SharedBudget
@@ -93,15 +94,20 @@ _SAMPLING_KEYS = frozenset(
 )
 
 
+#: the headers that carry an API key (OpenAI's bearer token, Anthropic's x-api-key)
+_KEY_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
 class _SecretHeaders(dict[str, str]):
-    """Request headers whose ``authorization`` never shows (``repr``, ``vars(engine)``, logs)
-    and never pickles: a copied or pickled engine has no key, not a leaked one."""
+    """Request headers whose key (``authorization``, ``x-api-key``) never shows (``repr``,
+    ``vars(engine)``, logs) and never pickles: a copied or pickled engine has no key, not a
+    leaked one."""
 
     def __repr__(self) -> str:
-        return repr({k: ("***" if k == "authorization" else v) for k, v in self.items()})
+        return repr({k: ("***" if k in _KEY_HEADERS else v) for k, v in self.items()})
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_SecretHeaders, ({k: v for k, v in self.items() if k != "authorization"},))
+        return (_SecretHeaders, ({k: v for k, v in self.items() if k not in _KEY_HEADERS},))
 
 
 class _InFlight:
@@ -150,11 +156,17 @@ class ChatEngine:
         self.config = dataclasses.replace(config, api_key=None)
         self.model = model = config.model
         self.base_url = config.base_url
-        self.provider = provider(config.provider)
+        self.provider = provider(config.provider, prompt_cache=config.prompt_cache)
         self._url = self.provider.url(self.base_url)
         self.timeout = config.timeout
         self.retry: RetryPolicy = config.retry
-        self.defaults: dict[str, Any] = config.defaults
+        # the provider's own defaults (Anthropic: max_tokens) under the engine's
+        self.defaults: dict[str, Any] = {**self.provider.defaults, **config.defaults}
+        #: The server and the wire format, for keys: a Claude answer is not an OpenAI answer
+        #: even from one address (the simulator serves both APIs on one port).
+        endpoint = endpoint_key(self.base_url)
+        if self.provider.name != "openai":
+            endpoint = f"{self.provider.name}+{endpoint}"
         self._headers = _SecretHeaders(self.provider.headers(config.api_key))
         self._site = CallSite(self._url, model, bool(config.api_key))
         self.clock: Clock = config.clock or LoopClock()
@@ -196,9 +208,7 @@ class ChatEngine:
         #: another one. None for a run's journal ("record", "replay", and checkpoints, which
         #: set it so): that holds one run's own answers, replayed whatever address the server
         #: had then (a simulator on another port, a replay that contacts nothing).
-        self.cache_endpoint: str | None = (
-            endpoint_key(self.base_url) if config.cache_mode == "readwrite" else None
-        )
+        self.cache_endpoint: str | None = endpoint if config.cache_mode == "readwrite" else None
         self.usage = UsageStats(config.price)
         #: Tokens a request (prompt and reply) may use: given, from the model table, or learned
         #: from the provider's first context-length error that names it; None: unknown.
@@ -228,7 +238,7 @@ class ChatEngine:
                 or max(900.0, self.retry.max_total_seconds + 60),
                 input_tpm=config.input_tpm,
                 output_tpm=config.output_tpm,
-                endpoint=endpoint_key(self.base_url),
+                endpoint=endpoint,
             )
             self.redis_budget.learned = self._learned_limits
         elif max_cost is not None:
@@ -687,9 +697,10 @@ class ChatEngine:
         n = request.n or 1
         completion = (request.max_tokens or int(self._completion_estimate)) * n
         prompt = estimate_tokens(request.messages)
+        split = self._split or self.scheduler.split_learned
         return Estimate(
             prompt + completion,
-            (prompt, completion) if self._split else None,
+            (prompt, completion) if split else None,
             self._worst_case_nano(request) if priced else 0,
             self.clock.now() + self.retry.max_total_seconds,
             priority,
@@ -818,15 +829,34 @@ def get_engine(
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:
     ``asynctg.engine.shared``), ``provider`` (the wire-format adapter,
-    ``asynctg.engine.providers``; default and only one today: "openai"). The options are
-    checked once, as an ``EngineConfig`` (``engine.config``).
+    ``asynctg.engine.providers``: "openai" or "anthropic"), ``prompt_cache`` (default True:
+    mark the stable prefix of a request for the provider's prompt cache where that pays;
+    Anthropic's ``cache_control`` breakpoints, see ``asynctg.engine.providers.anthropic``). The
+    options are checked once, as an ``EngineConfig`` (``engine.config``).
+
+    **Anthropic** (``provider="anthropic"``): the Messages API, ``base_url`` and ``api_key``
+    defaulting to ``ANTHROPIC_BASE_URL`` (else https://api.anthropic.com) and
+    ``ANTHROPIC_API_KEY``. A ``claude-*`` model with no ``provider`` is sent there when no
+    OpenAI-compatible server is named (no ``base_url`` and no ``OPENAI_BASE_URL``): with one,
+    the model is asked of that server in OpenAI's format (a gateway serving Claude).
 
     >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
     """
-    if api_key is None:
-        api_key = os.environ.get("OPENAI_API_KEY") or None
-    if base_url is None:
-        base_url = os.environ.get("OPENAI_BASE_URL") or (OPENAI_BASE_URL if api_key else "")
+    name = options.pop("provider", None)
+    if name is None:
+        claude = isinstance(model, str) and model.lower().startswith("claude")
+        openai_named = base_url is not None or _env("OPENAI_BASE_URL") is not None
+        name = "anthropic" if claude and not openai_named else "openai"
+    if name == "anthropic":  # (never OpenAI's key: it would go to another company)
+        if api_key is None:
+            api_key = _env("ANTHROPIC_API_KEY")
+        if base_url is None:
+            base_url = _env("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
+    else:
+        if api_key is None:
+            api_key = _env("OPENAI_API_KEY")
+        if base_url is None:
+            base_url = _env("OPENAI_BASE_URL") or (OPENAI_BASE_URL if api_key else "")
     config = EngineConfig(
         model=model,
         base_url=base_url,
@@ -834,6 +864,12 @@ def get_engine(
         rpm=rpm,
         tpm=tpm,
         max_concurrency=max_concurrency,
+        provider=name,
         **options,
     )
     return ChatEngine(config)
+
+
+def _env(name: str) -> str | None:
+    """An environment variable's value; None when unset or empty."""
+    return os.environ.get(name) or None

@@ -66,6 +66,7 @@ class EngineConfig:
     redis_url: str | None = None
     redis_namespace: str = "asynctg"
     reservation_ttl: float | None = None
+    prompt_cache: bool = True
 
     def __post_init__(self) -> None:
         model = self.model

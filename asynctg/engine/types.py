@@ -73,6 +73,12 @@ class Usage(msgspec.Struct, frozen=True):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = (
+        0  # prompt tokens read from the provider's prompt cache (part of prompt_tokens)
+    )
+    cache_write_tokens: int = (
+        0  # prompt tokens written to the provider's cache (part of prompt_tokens)
+    )
 
     @property
     def total_tokens(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -373,6 +374,7 @@ class OpenAIChat:
 
     __slots__ = ()
     name = "openai"
+    defaults: Mapping[str, Any] = MappingProxyType({})
 
     def url(self, base_url: str) -> str:
         return base_url + "/chat/completions"
