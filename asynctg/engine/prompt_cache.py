@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-__all__ = ["MAX_KEY_CHARS", "cache_key", "cache_scope", "current_key"]
+__all__ = ["MAX_KEY_CHARS", "cache_key", "cache_scope", "current_key", "run_scope"]
 
 #: The longest ``prompt_cache_key`` accepted on a request (OpenAI's own limit is 64).
 MAX_KEY_CHARS = 64
@@ -55,6 +55,16 @@ def cache_scope(part: str) -> Iterator[None]:
         yield
     finally:
         _SCOPE.reset(token)
+
+
+def run_scope(name: str) -> contextlib.AbstractContextManager[None]:
+    """A ``cache_scope`` for a run called ``name`` (the app and its task).
+
+    Deterministic on purpose: the same run sends byte-identical requests every time (DESIGN:
+    prompts, journals and seeded answers stay reproducible), and two runs of one task share
+    their prompts' prefixes anyway, so landing on the same cache is what a key is for.
+    """
+    return cache_scope(f"run:{name}")
 
 
 def current_key() -> str | None:

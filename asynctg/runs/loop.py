@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asynctg.runs.checkpoint import JournalView
 from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
+from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.jobs import Job
 from asynctg.engine.usage import UsageStats
 from asynctg.errors import (
@@ -87,6 +88,8 @@ _SUMMED = (
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
 )
 
 
@@ -170,6 +173,8 @@ class Meter:
                 paid.cache_hits = -view.recovered_calls
                 paid.prompt_tokens = view.recovered_prompt_tokens
                 paid.completion_tokens = view.recovered_completion_tokens
+                paid.cached_tokens = view.recovered_cached_tokens
+                paid.cache_write_tokens = view.recovered_cache_write_tokens
                 parts.append(paid.snapshot())
         return parts
 
@@ -348,7 +353,8 @@ class ItemRun:
 
         if self.stop_reason is None:
             todo = [i for i in range(self.total) if i not in self.records]
-            await run_all(tasks, (one(i) for i in todo))
+            with run_scope(self.noun):  # one prompt_cache_key per run and variable
+                await run_all(tasks, (one(i) for i in todo))
         status = "stopped" if self.stop_reason else "completed"
         await self.save(status)
         if self.stop_reason:
