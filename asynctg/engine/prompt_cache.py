@@ -3,7 +3,7 @@
 Providers cache the leading part of a prompt; OpenAI routes a request by a hash of its first
 tokens and, when given, its ``prompt_cache_key``, so requests that share a prefix and a key
 reach the same cache machine and are billed at the cached-input price. asynctg sets one key
-per run and variable: the apps open a ``cache_scope(run_id)`` around a run, the graph and the
+per run and variable: the apps open a ``run_scope(name)`` around a run, the graph and the
 optimizer a nested ``cache_scope(variable_role)`` around the calls that concern one variable,
 and ``ChatEngine.request`` puts ``current_key()`` on every request built inside (unless the
 caller passed ``prompt_cache_key=`` itself, or the engine has ``prompt_cache=False``).
@@ -11,8 +11,8 @@ caller passed ``prompt_cache_key=`` itself, or the engine has ``prompt_cache=Fal
 A key is a hash of the scope's parts, never their text: a run id or a role description may
 carry anything a user wrote, and the key goes to the provider. The key does not enter the
 response cache's or the journal's request hash (``asynctg.engine.types.request_key``): it
-changes where the answer is computed, not the answer, so a resumed run (a new run id)
-replays its journal.
+changes where the answer is computed, not the answer, so caches and journals hit whatever
+key a request carried.
 
 >>> with cache_scope("run-1"), cache_scope("system prompt"):
 ...     key = current_key()
