@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asynctg import prompts, telemetry
+from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.protocol import Engine
 from asynctg.errors import (
     ConfigError,
@@ -289,6 +290,7 @@ class _PromptRun(Run):
             "seconds": round(time.monotonic() - started, 3),
             "provider_calls": usage["provider_calls"],
             "total_tokens": usage["total_tokens"],
+            "cached_tokens": usage.get("cached_tokens", 0),
             "cost_usd": usage["cost_usd"],
         }
         if step > 0:
@@ -457,7 +459,10 @@ async def optimize_prompt(
     if checkpoint is not None:
         checkpoint.attach(engine_of(forward), engine_of(backward))
     name = f"optimize_prompt {task.name}"
-    with telemetry.span(f"optimize {task.name}", asynctg__batch_size=config.batch_size):
+    with (
+        telemetry.span(f"optimize {task.name}", asynctg__batch_size=config.batch_size),
+        run_scope(name),  # one prompt_cache_key per run and variable (engine.prompt_cache)
+    ):
         async with contextlib.AsyncExitStack() as jobs:
             job = await jobs.enter_async_context(forward.job(name))
             backward_job = job

@@ -47,6 +47,7 @@ from asynctg.engine.clock import Clock, LoopClock
 from asynctg.engine.config import CACHE_MODES, DEFAULT_TIMEOUT, EngineConfig, check_params
 from asynctg.engine.jobs import Job, current_job
 from asynctg.engine.models import context_window_for, max_output_tokens_for
+from asynctg.engine.prompt_cache import MAX_KEY_CHARS, current_key
 from asynctg.engine.providers import CallSite, provider
 from asynctg.engine.providers.anthropic import ANTHROPIC_BASE_URL
 from asynctg.engine.retry import Retrying, RetryPolicy
@@ -56,6 +57,7 @@ from asynctg.engine.streaming import ChatStream, check_streaming
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
+    Usage,
     endpoint_key,
     estimate_tokens,
     request_key,
@@ -316,15 +318,29 @@ class ChatEngine:
 
         ``params`` are sampling parameters (temperature, top_p, max_tokens, seed, stop, n,
         response_format); anything else goes into the body as a provider-specific extra.
+        ``prompt_cache_key`` (default: the current ``asynctg.engine.prompt_cache`` scope's) is
+        the provider's prompt-cache routing hint; none is sent with ``prompt_cache=False``.
         """
         msgs = validate_messages(messages)
+        key = params.pop("prompt_cache_key", None)
+        if key is None:
+            key = current_key()
+        elif not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS:
+            raise ConfigError(
+                f"prompt_cache_key must be a string of 1 to {MAX_KEY_CHARS} characters "
+                "(e.g. asynctg.engine.prompt_cache.cache_key(run_id, variable))"
+            )
+        if not self.config.prompt_cache:
+            key = None
         merged = {**self.defaults, **params}
         extra = {k: v for k, v in merged.items() if k not in _SAMPLING_KEYS}
         fields = {k: v for k, v in merged.items() if k in _SAMPLING_KEYS and v is not None}
         check_params(fields)
         if isinstance(fields.get("stop"), list):
             fields["stop"] = tuple(fields["stop"])
-        return ChatRequest(model=self.model, messages=msgs, extra=extra or None, **fields)
+        return ChatRequest(
+            model=self.model, messages=msgs, extra=extra or None, prompt_cache_key=key, **fields
+        )
 
     # --- calling -------------------------------------------------------------------------------
 
@@ -535,10 +551,17 @@ class ChatEngine:
 
     def _finish_span(self, rspan: telemetry.RequestSpan, result: ChatResult) -> None:
         """Close a request's span with its usage and its price (0 when unpriced)."""
+        rspan.finish(result, cost=self._nano(result.usage) / 1e9)
+
+    def _nano(self, u: Usage) -> int:
+        """What ``u`` costs at this engine's price, cached reads and writes included (0 when
+        unpriced)."""
         price = self.usage.price
-        u = result.usage
-        nano = nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0
-        rspan.finish(result, cost=nano / 1e9)
+        if price is None:
+            return 0
+        return nano_dollars(
+            price, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens
+        )
 
     # --- the retry loop and one attempt --------------------------------------------------------
 
@@ -727,11 +750,8 @@ class ChatEngine:
     def _spent(self, result: ChatResult) -> Spent:
         u = result.usage
         total = u.total_tokens or None
-        price = self.usage.price
         return Spent(
-            total,
-            (u.prompt_tokens, u.completion_tokens) if total else None,
-            nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0,
+            total, (u.prompt_tokens, u.completion_tokens) if total else None, self._nano(u)
         )
 
     def _learned_limits(self) -> tuple[float | None, float | None]:
@@ -740,14 +760,15 @@ class ChatEngine:
 
     def _worst_case_nano(self, request: ChatRequest) -> int:
         """A call's highest possible price in nano-dollars: every prompt character a token (no
-        tokenizer does worse on text), the reply at its cap (``max_tokens``, else
-        ``cost_reserve_tokens``)."""
+        tokenizer does worse on text), each priced as a cache write when that costs more than
+        plain input (a provider may write every prompt token to its cache: Anthropic at 1.25x),
+        the reply at its cap (``max_tokens``, else ``cost_reserve_tokens``)."""
         price = self.usage.price
         if price is None:
             return 0
         prompt = len(request.text()) + 8 * len(request.messages)
         reply = (request.max_tokens or self.cost_reserve_tokens) * (request.n or 1)
-        return nano_dollars(price, prompt, reply) + 1
+        return int((prompt * price.prompt_ceiling + reply * price.output) * 1000) + 1
 
     def worst_case_usd(self, request: ChatRequest) -> float | None:
         """The most ``request`` can cost in dollars (what a dollar cap reserves before sending
@@ -757,11 +778,14 @@ class ChatEngine:
         return self._worst_case_nano(request) / 1e9
 
     def _account(self, result: ChatResult, usage: UsageStats) -> None:
-        prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
+        u = result.usage
+        completion = u.completion_tokens
         for counters in usage.targets:  # the engine's, and a job's (its own and enclosing ones)
             counters.calls += 1
-            counters.prompt_tokens += prompt
+            counters.prompt_tokens += u.prompt_tokens
             counters.completion_tokens += completion
+            counters.cached_tokens += u.cached_tokens
+            counters.cache_write_tokens += u.cache_write_tokens
         if completion:
             # A running estimate of answer length sizes the token charge made before sending.
             self._completion_estimate += (
@@ -828,10 +852,13 @@ def get_engine(
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:
-    ``asynctg.engine.shared``), ``provider`` (the wire-format adapter,
-    ``asynctg.engine.providers``: "openai" or "anthropic"), ``prompt_cache`` (default True:
-    mark the stable prefix of a request for the provider's prompt cache where that pays;
-    Anthropic's ``cache_control`` breakpoints, see ``asynctg.engine.providers.anthropic``). The
+    ``asynctg.engine.shared``), ``price`` (a ``tg.Price(input=, output=, cached_input=,
+    cache_write=)`` in dollars per million tokens, or the two-number form (input, output);
+    default: the model's entry in ``asynctg.engine.usage.PRICES``), ``provider`` (the
+    wire-format adapter, ``asynctg.engine.providers``: "openai" or "anthropic"),
+    ``prompt_cache`` (default True: OpenAI requests carry a ``prompt_cache_key`` per run and
+    variable, ``asynctg.engine.prompt_cache``; Anthropic's stable prefixes get ``cache_control``
+    breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither). The
     options are checked once, as an ``EngineConfig`` (``engine.config``).
 
     **Anthropic** (``provider="anthropic"``): the Messages API, ``base_url`` and ``api_key``

@@ -7,7 +7,7 @@ each option means.
 
 >>> config = EngineConfig(model="gpt-4o", base_url="http://127.0.0.1:8000/v1/", rpm=600)
 >>> config.base_url, config.price
-('http://127.0.0.1:8000/v1', (2.5, 10.0))
+('http://127.0.0.1:8000/v1', Price(input=2.5, output=10.0, cached_input=1.25, cache_write=None))
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from asynctg.engine.budget import CostCap
 from asynctg.engine.cache import ResponseStore
 from asynctg.engine.clock import Clock
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy
-from asynctg.engine.usage import check_price, price_for
+from asynctg.engine.usage import Price, check_price, price_for
 from asynctg.errors import ConfigError, require_int
 from asynctg.transport import Transport
 
@@ -38,7 +38,9 @@ CACHE_MODES = ("readwrite", "record", "replay")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
     """A chat engine's options (see the module). ``price`` is the one given, else the model
-    table's (None: unpriced); ``base_url`` is normalised (no trailing slash)."""
+    table's (None: unpriced); ``base_url`` is normalised (no trailing slash). ``prompt_cache``
+    (default True) lets requests carry the provider's prompt-cache hints (OpenAI's
+    ``prompt_cache_key``; Anthropic's ``cache_control`` breakpoints); False sends none."""
 
     model: str
     base_url: str
@@ -54,7 +56,8 @@ class EngineConfig:
     cache: ResponseStore | str | os.PathLike[str] | None = None
     cache_sampled: bool = False
     cache_mode: str = "readwrite"
-    price: tuple[float, float] | None = None
+    #: a ``Price``; the two-number form (prompt, completion) is accepted and turned into one
+    price: Price | None = None
     temperature: float | None = 0.0
     max_tokens: int | None = None
     seed: int | None = None
@@ -84,6 +87,8 @@ class EngineConfig:
             raise ConfigError(f"timeout must be positive seconds or None, got {self.timeout!r}")
         require_int("context_window", self.context_window, 16, optional=True)
         require_int("cost_reserve_tokens", self.cost_reserve_tokens, 1, optional=True)
+        if not isinstance(self.prompt_cache, bool):
+            raise ConfigError(f"prompt_cache must be True or False, got {self.prompt_cache!r}")
         price = check_price(self.price) if self.price is not None else price_for(model)
         object.__setattr__(self, "price", price)
         object.__setattr__(self, "base_url", _check_base_url(self.base_url))
@@ -97,8 +102,8 @@ class EngineConfig:
         if cap is not None:
             if price is None:
                 raise ConfigError(
-                    f"max_cost needs a price for {model!r}: pass price=(dollars per 1M prompt "
-                    "tokens, per 1M completion tokens) to get_engine()"
+                    f"max_cost needs a price for {model!r}: pass price=tg.Price(input=, output=, "
+                    "cached_input=, cache_write=) (dollars per 1M tokens) to get_engine()"
                 )
             if not isinstance(cap, CostCap) and not (
                 isinstance(cap, int | float) and 0 < cap < math.inf

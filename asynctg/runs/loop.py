@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.jobs import Job
+from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.usage import UsageStats
 from asynctg.errors import (
     AsyncTGError,
@@ -91,6 +92,8 @@ _SUMMED = (
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
 )
 
 
@@ -174,6 +177,8 @@ class Meter:
                 paid.cache_hits = -view.recovered_calls
                 paid.prompt_tokens = view.recovered_prompt_tokens
                 paid.completion_tokens = view.recovered_completion_tokens
+                paid.cached_tokens = view.recovered_cached_tokens
+                paid.cache_write_tokens = view.recovered_cache_write_tokens
                 parts.append(paid.snapshot())
         return parts
 
@@ -414,5 +419,6 @@ class ItemRun(Run):
 
         if self.stop_reason is None:
             todo = [i for i in range(self.total) if i not in self.records]
-            await run_all(tasks, (one(i) for i in todo))
+            with run_scope(self.noun):  # one prompt_cache_key per run and variable
+                await run_all(tasks, (one(i) for i in todo))
         return await self.finish()

@@ -42,6 +42,8 @@ _PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset 
 
 
 _SERVICE_TIERS = ("auto", "default", "flex", "priority")
+#: request fields that do not change the answer (its seed is the rest of the request)
+_NOT_IN_ANSWER = frozenset({"stream", "stream_options", "prompt_cache_key"})
 # the provider documents flex refusals as "429 Resource Unavailable"; not billed
 _FLEX_MESSAGE = (
     "Resource unavailable: flex processing has no capacity for this request right now. "
@@ -145,9 +147,10 @@ class ChatRoute(SimState):
 
         # The answer is computed before admission: the tokens bucket is charged with the whole
         # request (prompt + completion), as providers that know max_tokens up front do.
-        if req.get("stream") or "stream_options" in req:
-            # a streamed request gets the answer the same request unstreamed gets
-            plain = {k: v for k, v in req.items() if k not in ("stream", "stream_options")}
+        if req.get("stream") or "stream_options" in req or "prompt_cache_key" in req:
+            # a streamed request gets the answer the same request unstreamed gets, and the
+            # cache's routing key changes where an answer is computed, not what it is
+            plain = {k: v for k, v in req.items() if k not in _NOT_IN_ANSWER}
             choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
         else:
             choices, ctoks = self._answer(req, body, n, max_tokens)
