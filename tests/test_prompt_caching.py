@@ -14,7 +14,6 @@ from support import BASE_URL, engine_with
 
 import asynctg as tg
 from asynctg.engine import cache_key, cache_scope
-from asynctg.engine.providers import provider
 from asynctg.engine.types import request_key
 from asynctg.engine.usage import nano_dollars
 from asynctg.errors import ConfigError
@@ -46,13 +45,6 @@ async def make_sim() -> AsyncIterator[MakeSim]:
     yield make
     for sim in started:
         await sim.aclose()
-
-
-def _needs_anthropic() -> None:
-    try:
-        provider("anthropic")
-    except ConfigError:
-        pytest.skip("needs the Anthropic adapter")
 
 
 def _engine(sim: SimServer, model: str = "sim-1", **options: Any) -> tg.ChatEngine:
@@ -169,7 +161,6 @@ async def test_cost_matches_the_openai_bill_with_cached_reads(make_sim: MakeSim)
 async def test_cost_matches_the_anthropic_bill_with_reads_and_writes(make_sim: MakeSim) -> None:
     """On the Anthropic path, with cache writes and cached reads, the engine's cost equals the
     simulator's bill within 1%."""
-    _needs_anthropic()
     sim = await make_sim(anthropic_prices=ANTHROPIC_SIM)
     engine = _engine(sim, "claude-sonnet-4-5", provider="anthropic", price=ANTHROPIC_PRICE)
     async with engine:
@@ -259,7 +250,6 @@ async def test_cap_holds_at_the_simulator_with_prompt_caching(make_sim: MakeSim)
 async def test_cap_holds_at_the_simulator_with_anthropic_cache_writes(make_sim: MakeSim) -> None:
     """8 concurrent jobs sharing one engine cap against the simulator's Messages API, whose
     cache writes cost 1.25x input: the bill stays within the cap."""
-    _needs_anthropic()
     prices = Prices(input=100, output=400, cached_input=10, cache_write=125)
     sim = await make_sim(anthropic_prices=prices)
     cap = 4.0
