@@ -142,8 +142,8 @@ def test_caching_benchmark_matches_the_bill_and_saves_with_a_long_prompt(results
     rows = _result(results, "caching")["results"]
     assert all(abs(r["cost_vs_bill_pct"]) <= 1 for r in rows)
     few = {r["variant"]: r for r in rows if r["api"] == "openai" and r["prompt"] == "few-shot"}
-    assert few["cache + key"]["cached_share"] > 0
-    assert few["cache + key"]["bill_usd"] < few["no cache"]["bill_usd"]
+    assert few["prompt_cache=True"]["cached_share"] > 0
+    assert few["prompt_cache=True"]["bill_usd"] < few["no cache"]["bill_usd"]
 
 
 def test_scale_benchmark_runs_each_size_in_its_own_process(scale: Path) -> None:
