@@ -19,17 +19,20 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
   processes, open files, no core files): soft and hard are equal, so the code cannot raise them.
   As root the kernel does not apply the process limit, so a ``pids`` cgroup caps the sandbox
   instead (and is used to kill every process it holds);
+- for every user, a seccomp filter (``bwrap --seccomp``, built in ``asynctg/runs/_seccomp.py``
+  and handed over on a pipe per run) answers ``EPERM`` to the kernel memory no rlimit covers:
+  System V IPC (shared memory segments through ``ctypes``' ``shmget``, message queues,
+  semaphore sets) and ``memfd_create``. It checks the architecture first (another ABI, x32
+  included, is denied), and a machine without a syscall table is refused, never run unfiltered;
 - as root, a ``memory`` cgroup per run too (v1: ``memory.limit_in_bytes`` and, where present,
   ``memory.memsw.limit_in_bytes``, made under this process's own memory cgroup when writable,
   else the hierarchy's root; v2: ``memory.max`` and ``memory.swap.max = 0`` in the pids
   cgroup). It holds all the sandbox's processes together to ``memory_mb`` plus the two tmpfs
-  plus 64 MiB for bubblewrap and the reporter, and it is charged with shared memory, which no
-  rlimit covers: tmpfs pages and System V segments (``shmget`` through ``ctypes``), which
-  otherwise live until the IPC namespace dies. Past it the kernel kills the run ("ran out of
-  memory"). As root, where a pids cgroup can be made and a memory cgroup cannot, the sandbox
-  refuses to run, as it does without a pids cgroup: no silently weaker run. As a regular user
-  no cgroup is made: the rlimits apply per process and System V segments are bounded only by
-  the run's end (``describe()`` says so).
+  plus 64 MiB for bubblewrap and the reporter, and it is charged with shared memory (tmpfs
+  pages; System V segments too, were the filter ever lifted). Past it the kernel kills the run
+  ("ran out of memory"). As root, where a pids cgroup can be made and a memory cgroup cannot,
+  the sandbox refuses to run, as it does without a pids cgroup: no silently weaker run. As a
+  regular user no cgroup is made: the rlimits apply per process (``describe()`` says so).
 
 Verdicts are decided here, from values the code under test cannot forge into a pass. In the
 sandbox, ``asynctg/runs/_harness.py`` runs as two processes. The *reporter* starts first, makes
