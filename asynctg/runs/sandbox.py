@@ -636,7 +636,7 @@ def _bubblewrap() -> _Bubblewrap:
     if "--seccomp" not in help_text:
         raise SandboxUnavailableError(
             f"bubblewrap {version} at {bwrap} has no --seccomp option, which the code sandbox "
-            f"needs (bubblewrap 0.1.3 or later). {_INSTALL_HINT}"
+            f"needs; install a newer one. {_INSTALL_HINT}"
         )
     # The kernel never applies RLIMIT_NPROC to root, user namespace or not.
     cgroups = _cgroup_roots() if os.geteuid() == 0 else None
