@@ -3,7 +3,8 @@
 The suite starts ``redis-server`` (Debian's package; ``.ci/run`` installs it) on a free loopback
 port and stops it after. Locally, without the binary and with ``CI`` unset, these tests skip.
 Rates are measured by ``bench/shared.py``; here the counts: no 429 beyond 1%, no call lost, no
-budget leaked by a killed process, a run that survives Redis restarting, a cap never passed.
+budget leaked by a killed process, a run that survives Redis restarting, a cap never passed, and
+a dollar reservation that waits for the calls under way instead of being refused.
 """
 
 from __future__ import annotations
