@@ -3,11 +3,13 @@
 The suite starts ``redis-server`` (Debian's package; ``.ci/run`` installs it) on a free loopback
 port and stops it after. Locally, without the binary and with ``CI`` unset, these tests skip.
 Rates are measured by ``bench/shared.py``; here the counts: no 429 beyond 1%, no call lost, no
-budget leaked by a killed process, a run that survives Redis restarting, a cap never passed.
+budget leaked by a killed process, a run that survives Redis restarting, a cap never passed, and
+a dollar reservation that waits for the calls under way instead of being refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,14 +18,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import SimProcess, engine_with, ok
+from support import SimProcess, completion, engine_with, ok
 
 import asynctg as tg
-from asynctg.transport import MockTransport
+from asynctg.engine import FakeClock, RetryPolicy
+from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
 
 WORKER = Path(__file__).with_name("shared_worker.py")
 
@@ -294,3 +298,175 @@ async def test_a_call_refused_by_the_cap_gives_its_rpm_token_back() -> None:
         await clock.drive(engine.generate("x" * 400))  # its worst case passes the cap
     await clock.drive(engine.generate("q", max_tokens=1))
     assert clock.now() == 0.0 and len(transport.requests) == 1
+
+
+# --- a shared dollar reservation waits for the calls under way (issue 22) ----------------------
+
+# $1 / $2 per million tokens and a 1000-token reply cap: a call's worst case is about $0.00202,
+# so a $0.005 cap fits two of them beside each other, not three; an answer reporting 10 + 2
+# tokens costs $0.000014.
+PRICED = {"price": (1.0, 2.0), "max_cost": 0.005, "max_tokens": 1000}
+
+
+class _Gates:
+    """A provider that holds each request until the test opens its gate, named by the request's
+    last message; ``usage`` gives the (prompt, completion) tokens each answer reports, in
+    order of arrival, then (10, 2)."""
+
+    def __init__(self, usage: list[tuple[int, int]] | None = None) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+        self.usage = list(usage or [])
+        self.transport = MockTransport(self._answer)
+
+    async def _answer(self, request: HTTPRequest) -> HTTPResponse:
+        name = json.loads(request.body)["messages"][-1]["content"]
+        gate = self.gates.setdefault(name, asyncio.Event())
+        prompt, reply = self.usage.pop(0) if self.usage else (10, 2)
+        await gate.wait()
+        return HTTPResponse(200, {}, completion("hello", prompt, reply))
+
+    @property
+    def sent(self) -> int:
+        return len(self.transport.requests)
+
+    def open(self, name: str) -> None:
+        self.gates.setdefault(name, asyncio.Event()).set()
+
+
+async def _until(held: Callable[[], bool], clock: FakeClock, step: float = 0.0) -> None:
+    """Wait for an event (``held()``), letting real Redis answer between checks and moving the
+    fake clock ``step`` seconds a round (0: it stands still)."""
+    for _ in range(4000):
+        if held():
+            return
+        await asyncio.sleep(0.005)
+        if step:
+            await clock.advance(step)
+    raise AssertionError("the awaited state never came")
+
+
+def _reserved(redis: RedisServer, namespace: str) -> int:
+    return int(redis.command("ZCARD", f"{namespace}:cost:reserved")[1:].strip())
+
+
+def _shared_engine(gates: _Gates, clock: FakeClock, redis: RedisServer, **options: Any) -> Any:
+    return engine_with(
+        gates.transport,
+        clock=clock,
+        redis_url=redis.url,
+        redis_namespace="wait-test",
+        **{**PRICED, **options},
+    )
+
+
+async def test_a_shared_dollar_reservation_waits_for_another_process(
+    redis_server: RedisServer,
+) -> None:
+    """Two engines on one Redis cap that fits two worst cases: with two calls of A under way, a
+    call of B waits (not refused, not sent) and is sent once one of A's settles."""
+    clock = FakeClock()
+    gates_a, gates_b = _Gates(), _Gates()
+    a = _shared_engine(gates_a, clock, redis_server)
+    b = _shared_engine(gates_b, clock, redis_server)
+    async with a, b:
+        a1 = asyncio.create_task(a.generate("a1"))
+        a2 = asyncio.create_task(a.generate("a2"))
+        await _until(lambda: gates_a.sent == 2, clock)
+        b1 = asyncio.create_task(b.generate("b1"))
+        await _until(lambda: b1.done() or b.redis_budget.waiting == 1, clock)
+        assert not b1.done(), b1.exception()  # not refused
+        for _ in range(20):  # ten seconds of backoff: B polls and keeps waiting
+            await asyncio.sleep(0.005)
+            await clock.advance(0.5)
+        assert not b1.done() and gates_b.sent == 0 and b.redis_budget.waiting == 1
+        assert _reserved(redis_server, "wait-test") == 2
+        gates_a.open("a1")
+        assert await a1 == "hello"
+        await _until(lambda: gates_b.sent == 1, clock, step=0.5)  # B's next poll finds room
+        gates_b.open("b1")
+        gates_a.open("a2")
+        assert await b1 == "hello" and await a2 == "hello"
+        assert b.redis_budget.waiting == 0 and _reserved(redis_server, "wait-test") == 0
+
+
+async def test_a_shared_reservation_past_the_settled_spending_is_refused_at_once(
+    redis_server: RedisServer,
+) -> None:
+    """With A's calls under way, B's call whose worst case plus the settled spending passes the
+    cap is refused at once (no time passes, nothing sent), while B's call that fits beside the
+    settled spending waits, and is sent when A's call settles."""
+    clock = FakeClock()
+    gates_a = _Gates(usage=[(10, 1000)])  # A's first answer costs $0.00201
+    gates_b = _Gates()
+    a = _shared_engine(gates_a, clock, redis_server)
+    b = _shared_engine(gates_b, clock, redis_server)
+    async with a, b:
+        a0 = asyncio.create_task(a.generate("a0"))
+        await _until(lambda: gates_a.sent == 1, clock)
+        gates_a.open("a0")
+        assert await a0 == "hello"
+        a1 = asyncio.create_task(a.generate("a1"))  # under way: $0.00202 reserved
+        await _until(lambda: gates_a.sent == 2, clock)
+        small = asyncio.create_task(b.generate("small"))
+        # worst case $0.0032: with the $0.00201 settled it passes the $0.005 cap
+        big = asyncio.create_task(b.generate("big", max_tokens=1600))
+        await _until(big.done, clock)  # the clock stands still: refused without waiting
+        error = big.exception()
+        assert isinstance(error, tg.BudgetExceededError) and error.limit == "max_cost"
+        await _until(lambda: small.done() or b.redis_budget.waiting == 1, clock)
+        assert not small.done(), small.exception()  # it fits beside the settled spending
+        assert clock.now() == 0.0 and gates_b.sent == 0
+        gates_a.open("a1")
+        assert await a1 == "hello"
+        await _until(lambda: gates_b.sent == 1, clock, step=0.5)
+        gates_b.open("small")
+        assert await small == "hello"
+
+
+async def test_a_shared_reservation_waiting_past_its_deadline_times_out(
+    redis_server: RedisServer,
+) -> None:
+    """A call of B waiting for room in the shared cap while A's calls stay under way ends at
+    its deadline (RetryPolicy.max_total_seconds) with BudgetTimeoutError, unsent, and leaves
+    nothing reserved."""
+    clock = FakeClock()
+    gates_a, gates_b = _Gates(), _Gates()
+    a = _shared_engine(gates_a, clock, redis_server)
+    b = _shared_engine(
+        gates_b, clock, redis_server, retry=RetryPolicy(testing=True, max_total_seconds=30)
+    )
+    async with a, b:
+        under_way = [asyncio.create_task(a.generate(f"a{i}")) for i in range(2)]
+        await _until(lambda: gates_a.sent == 2, clock)
+        b1 = asyncio.create_task(b.generate("b1"))
+        await _until(lambda: b1.done() or b.redis_budget.waiting == 1, clock)
+        assert not b1.done(), b1.exception()  # waiting, not refused
+        await _until(b1.done, clock, step=2.0)
+        assert isinstance(b1.exception(), tg.BudgetTimeoutError)
+        assert clock.now() >= 30.0 and gates_b.sent == 0 and b.redis_budget.waiting == 0
+        assert _reserved(redis_server, "wait-test") == 2  # A's two, nothing of B's
+        gates_a.open("a0")
+        gates_a.open("a1")
+        assert await asyncio.gather(*under_way) == ["hello", "hello"]
+
+
+async def test_a_shared_reservation_wakes_when_its_own_process_settles(
+    redis_server: RedisServer,
+) -> None:
+    """One engine on a Redis cap that fits two worst cases: its third call waits and is sent
+    as soon as one of its own calls settles, with no backoff (the fake clock never moves)."""
+    clock = FakeClock()
+    gates = _Gates()
+    engine = _shared_engine(gates, clock, redis_server)
+    async with engine:
+        calls = [asyncio.create_task(engine.generate(f"q{i}")) for i in range(3)]
+        ended = lambda: any(c.done() for c in calls)  # noqa: E731
+        await _until(lambda: ended() or (gates.sent == 2 and engine.redis_budget.waiting), clock)
+        assert not ended() and engine.redis_budget.waiting == 1  # the third waits, not refused
+        first = json.loads(gates.transport.requests[0].body)["messages"][-1]["content"]
+        gates.open(first)
+        await _until(lambda: gates.sent == 3, clock)
+        assert clock.now() == 0.0
+        for name in ("q0", "q1", "q2"):
+            gates.open(name)
+        assert await asyncio.gather(*calls) == ["hello"] * 3

@@ -14,8 +14,14 @@ Accounting is atomic on the server (Lua scripts):
   mid-call leaks nothing: a bucket only refills.
 - The dollar cap is reserved per call at its worst case (the estimate at the model's price)
   before sending, and settled with the real cost after. Reservations live in a sorted set with
-  an expiry, so a killed process's reservations lapse after ``reservation_ttl`` seconds. When a
-  call would take spending past the cap it is not sent: ``BudgetExceededError``.
+  an expiry, so a killed process's reservations lapse after ``reservation_ttl`` seconds. A
+  call that does not fit beside the reservations of calls under way (in any process) waits
+  for them to settle: it polls Redis with a capped, jittered backoff (0.05 s doubling to 1 s),
+  woken at once when its own process settles one, until ``Estimate.deadline``
+  (``QueueTimeout``; the engine raises ``BudgetTimeoutError``). Only a call whose worst case
+  would take the *settled* spending past the cap is refused at once, unsent:
+  ``BudgetExceededError``. The script tells the two apart atomically. Waiters are not served
+  in order across processes: a small call may take room a larger one waits for.
 - A 429 anywhere sets one cool-down key (``PX`` expiry) every process waits out.
 
 A budget belongs to a model *at an endpoint*: two servers that both serve a model named
@@ -35,7 +41,8 @@ never holds a local slot. Money is integer nano-dollars here as everywhere in th
 
 If Redis becomes unreachable mid-run, the engine goes on with a local share of the budget (the
 limit divided by the number of processes last seen live; for the dollar cap, its share of what
-was left), logs one warning, and rejoins when Redis answers again.
+was left, where a call that does not fit is refused at once), logs one warning, and rejoins
+when Redis answers again.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import hashlib
 import logging
 import math
 import os
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,6 +68,12 @@ from asynctg.errors import ConfigError
 __all__ = ["CostCap", "SharedBudget"]
 
 log = logging.getLogger("asynctg.shared")
+
+# Waiting for room in the shared dollar cap: the first poll of Redis after this many seconds,
+# doubling up to the last (a process's own settling wakes its waiters at once; another
+# process's is seen at the next poll).
+_COST_WAIT_FIRST = 0.05
+_COST_WAIT_MAX = 1.0
 
 _RESERVE = """
 -- KEYS[1]: the cool-down; KEYS[2..]: buckets; ARGV: rate per second, amount, for each bucket
@@ -124,7 +138,10 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   reserved = reserved + tonumber(string.match(m, ':(%d+)$'))
 end
 local cap, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
-if spent + reserved + amount > cap then return {0, spent, reserved} end
+-- 0: refused, even once every outstanding reservation settles at nothing
+if spent + amount > cap then return {0, spent, reserved} end
+-- 2: no room beside the outstanding reservations now: wait for them to settle (or lapse)
+if spent + reserved + amount > cap then return {2, spent, reserved} end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3] .. ':' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
 return {1, spent, reserved}
@@ -205,6 +222,10 @@ class SharedBudget:
         self._local_cap: CostCap | None = None
         self._last_spent = 0
         self.redis_errors = 0
+        #: reservations of this process waiting for room in the shared dollar cap
+        self.waiting = 0
+        self._wakers: set[asyncio.Future[None]] = set()
+        self._rng = random.Random()
         #: the limits this process learned from rate-limit headers (rpm, tpm), published to
         #: the others after each answer; the engine sets it to its scheduler's
         self.learned: Callable[[], tuple[float | None, float | None]] | None = None
@@ -316,7 +337,7 @@ class SharedBudget:
         (clock time)."""
         reservation = Reservation(tokens, 0)
         if self.cap is not None and nano > 0:
-            await self._reserve_cost(reservation, nano)
+            await self._reserve_cost(reservation, nano, deadline)
         try:
             while True:
                 wait = await self._take(tokens, parts)
@@ -425,28 +446,81 @@ class SharedBudget:
 
     # --- dollars ------------------------------------------------------------------------------
 
-    async def _reserve_cost(self, reservation: Reservation, nano: int) -> None:
+    async def _reserve_cost(self, reservation: Reservation, nano: int, deadline: float) -> None:
+        """Take ``nano`` from the shared cap, waiting (a capped backoff, cut short when this
+        process settles a reservation) while outstanding reservations leave no room;
+        ``BudgetExceededError`` when the settled spending leaves none, ``QueueTimeout`` past
+        ``deadline``. Offline: the local share, refused at once when it does not fit."""
         assert self.cap is not None
         member = f"{self.id}-{uuid.uuid4().hex[:8]}"
-        if self._online():
-            with self._or_offline():
-                self._redis()
-                keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
-                ok, spent, reserved = await self._scripts["cost_reserve"](
-                    keys=keys, args=[self.cap, nano, member, self.ttl_ms]
-                )
-                self._came_back()
-                self._last_spent = int(spent) + int(reserved)
-                if not int(ok):
-                    raise exceeded(self.model, self.cap, int(spent), int(reserved), nano)
-                reservation.nano, reservation.member = nano, f"{member}:{nano}"
-                return
+        start, delay, waiting = self.clock.now(), _COST_WAIT_FIRST, False
+        try:
+            while self._online():
+                answer = None
+                with self._or_offline():
+                    self._redis()
+                    keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
+                    answer = await self._scripts["cost_reserve"](
+                        keys=keys, args=[self.cap, nano, member, self.ttl_ms]
+                    )
+                    self._came_back()
+                if answer is None:
+                    break  # Redis failed: this process's local share, below
+                ok, spent, reserved = (int(v) for v in answer)
+                self._last_spent = spent + reserved
+                if ok == 1:
+                    reservation.nano, reservation.member = nano, f"{member}:{nano}"
+                    return
+                if ok == 0:
+                    raise exceeded(self.model, self.cap, spent, reserved, nano)
+                now = self.clock.now()
+                if now >= deadline:
+                    raise QueueTimeout(
+                        f"the shared dollar cap had no room for ${nano / NANO:.6f} within "
+                        f"{now - start:.1f} s (${spent / NANO:.6f} spent and "
+                        f"${reserved / NANO:.6f} reserved by calls under way, of "
+                        f"${self.cap / NANO:.6f})"
+                    )
+                if not waiting:
+                    waiting = True
+                    self.waiting += 1
+                # jittered, so the processes waiting on one cap do not poll Redis in step
+                await self._nap(min(delay * (0.5 + self._rng.random() / 2), deadline - now))
+                delay = min(delay * 2, _COST_WAIT_MAX)
+        finally:
+            if waiting:
+                self.waiting -= 1
         if self._local_cap is None:
             # Offline: this process may spend its share of what was left when last seen.
             left = max(0, self.cap - self._last_spent) // max(1, self._live)
             self._local_cap = CostCap(max(left, 1) / NANO)
         self._local_cap.take(nano, self.model)
         reservation.nano = nano
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` of the clock, or less: until this process settles a reservation
+        of the shared cap (room a waiter may take; other processes' settling is polled)."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        timer = self.clock.call_at(self.clock.now() + max(0.0, seconds), wake)
+        self._wakers.add(woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._wakers.discard(woken)
+
+    def _wake(self) -> None:
+        loop = asyncio.get_running_loop()
+        for woken in self._wakers:
+            # a future of another (perhaps closed) loop is left to its timer
+            if woken.get_loop() is loop and not woken.done():
+                woken.set_result(None)
 
     async def settle(self, reservation: Reservation, actual_nano: int | None) -> None:
         """Release ``reservation`` and count ``actual_nano`` (None: nothing was spent)."""
@@ -462,6 +536,7 @@ class SharedBudget:
             self._redis()
             keys = [self.cost_prefix + "spent", self.cost_prefix + "reserved"]
             await self._scripts["cost_settle"](keys=keys, args=[reservation.member, spent])
+            self._wake()
 
 
 class _SharedPermit:
