@@ -28,6 +28,7 @@ from asynctg.loss import MultiChoiceTestTime
 from asynctg.optim.tgd import TextualGradientDescent
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.runs.loop import EventSink, ItemRun, RoundsConfig, run_host
+from asynctg.engine.tiers import use_tier
 from asynctg.tasks.evaluation import choice_score, majority_vote, parse_choice
 from asynctg.tasks.types import MultipleChoice, SolutionTask
 
@@ -75,6 +76,7 @@ async def _solve_one(
     engine: Engine,
     loss_fn: MultiChoiceTestTime,
     iterations: int,
+    eval_tier: str = "standard",
 ) -> dict[str, Any]:
     started = time.monotonic()
     zero_shot_prompt = Variable(
@@ -85,7 +87,8 @@ async def _solve_one(
     question = Variable(
         item.query, requires_grad=False, role_description="question to the language model"
     )
-    first = await BlackboxLLM(engine, zero_shot_prompt)(question)
+    with use_tier(eval_tier):  # the zero-shot baseline is off the optimization path
+        first = await BlackboxLLM(engine, zero_shot_prompt)(question)
     solution = Variable(
         str(first.value), requires_grad=True, role_description=prompts.SOLUTION_ROLE
     )
@@ -161,7 +164,8 @@ async def _optimize_solutions(
     )
 
     async def solve(i: int) -> dict[str, Any]:
-        return await _solve_one(i, task.questions[i], engine, loss_fn, config.iterations)
+        question = task.questions[i]
+        return await _solve_one(i, question, engine, loss_fn, config.iterations, config.eval_tier)
 
     def failed(i: int, exc: Exception) -> dict[str, Any]:
         return {"index": i, "answer": task.questions[i].answer, "error": f"{exc}"}

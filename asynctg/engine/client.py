@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from asynctg import telemetry
+from asynctg.engine.batch import BatchRunner
 from asynctg.engine.budget import (
     Budget,
     Budgets,
@@ -52,6 +53,16 @@ from asynctg.engine.retry import Retrying, RetryPolicy
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import SharedBudget
 from asynctg.engine.streaming import ChatStream, check_streaming
+from asynctg.engine.tiers import (
+    FlexRetry,
+    count_tier,
+    current_tier,
+    flex_body,
+    flex_unavailable,
+    saved_nano,
+    served_tier,
+    use_tier,
+)
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
@@ -250,6 +261,8 @@ class ChatEngine:
         telemetry.track(self)
         #: Whether image parts may be sent (custom engines say so with ``is_multimodal``).
         self.multimodal = True
+        #: batch-tier fan-outs (``asynctg.engine.batch``); a checkpoint gives it a ledger
+        self.batches = BatchRunner(self)
 
     # --- TextGrad-compatible names -------------------------------------------------------------
 
@@ -318,9 +331,13 @@ class ChatEngine:
 
     # --- calling -------------------------------------------------------------------------------
 
-    async def chat(self, messages: Any, *, priority: int = 0, **params: Any) -> ChatResult:
-        """One chat call: ``messages`` (OpenAI format, images allowed) -> ``ChatResult``."""
-        return await self.send(self.request(messages, **params), priority=priority)
+    async def chat(
+        self, messages: Any, *, priority: int = 0, tier: str | None = None, **params: Any
+    ) -> ChatResult:
+        """One chat call: ``messages`` (OpenAI format, images allowed) -> ``ChatResult``;
+        ``tier`` is "standard", "flex" or "batch" (None: ``asynctg.engine.tiers``'s rule)."""
+        with use_tier(tier):
+            return await self.send(self.request(messages, **params), priority=priority)
 
     async def generate(
         self,
@@ -501,7 +518,7 @@ class ChatEngine:
             raise
         else:
             flight.result = result
-            if self.cache is not None:
+            if self.cache is not None and not self.batches.journaled(key):
                 self.cache.put(key, result)
             return result
         finally:
@@ -509,11 +526,18 @@ class ChatEngine:
             flight.done.set()
 
     async def _send(self, request: ChatRequest, priority: int) -> ChatResult:
-        """One call to the provider (retries included), inside its telemetry span if any."""
+        """One call to the provider (retries included), inside its telemetry span if any; at
+        the batch tier, an answer from the fan-out's provider batch when it makes one."""
+        tier = current_tier() or self.config.tier
+        if tier == "batch":
+            answer = await self.batches.answer(self._cache_key(request), request)
+            if answer is not None:
+                return answer
+            tier = "standard"  # too small a fan-out, or a failed batch item: an ordinary call
         rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
         try:
             result: Any = None
-            async for item in self._call(request, priority, rspan, None):
+            async for item in self._call(request, priority, rspan, None, tier):
                 result = item  # without a stream the only item is the result
         except BaseException as exc:
             if rspan is not None:
@@ -538,15 +562,15 @@ class ChatEngine:
         priority: int,
         rspan: telemetry.RequestSpan | None,
         stream: ChatStream | None,
+        tier: str = "standard",
     ) -> AsyncGenerator[list[str] | ChatResult, None]:
         """Send ``request`` until it succeeds or may not be retried: reserve the budgets,
         make one attempt, settle, and ask the retry policy. Yields the ``ChatResult`` last;
         with a ``stream`` each network read's text deltas are yielded first (a list), and a
-        failure after the first delta is not retried (``StreamInterruptedError``)."""
-        body = self.provider.body(request, stream=stream is not None)
-        http = HTTPRequest(
-            "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
-        )
+        failure after the first delta is not retried (``StreamInterruptedError``). At the
+        flex tier, "resource unavailable" refusals are retried until ``flex_deadline``, then
+        the call goes at standard (``asynctg.engine.tiers``)."""
+        http = self._http(request, stream, tier)
         job = current_job(self)
         usage, budget, flow = self.usage, self._budget, None
         if job is not None:
@@ -557,6 +581,7 @@ class ChatEngine:
         estimate = self._estimate(request, priority, flow, budget is not self._local)
         clock, scheduler = self.clock, self.scheduler
         retrying = Retrying(self.retry, self._rng, clock.now())
+        flex = FlexRetry(clock.now(), self.config.flex_deadline) if tier == "flex" else None
         while True:
             try:
                 permit = await budget.reserve(estimate)
@@ -578,8 +603,9 @@ class ChatEngine:
                 done = outcome.result
                 if done is not None:
                     scheduler.on_success(sent_at)
-                    self._account(done, usage)
-                    spent = self._spent(done)
+                    served = served_tier(done.service_tier, tier)
+                    self._account(done, usage, served)
+                    spent = self._spent(done, served)
             finally:
                 await permit.settle(spent)
             if done is not None:
@@ -589,6 +615,17 @@ class ChatEngine:
                 return
             error = outcome.error
             assert error is not None
+            if flex is not None and flex_unavailable(error):
+                # No flex capacity: not the account's rate budget, so nobody else waits.
+                usage.retries += 1
+                wait = flex.next_wait(clock.now(), self._rng)
+                if wait is None:  # past flex_deadline: a run never stalls on capacity
+                    usage.flex_fallbacks += 1
+                    flex, tier = None, "standard"
+                    http = self._http(request, stream, tier)
+                else:
+                    await clock.sleep(wait)
+                continue
             delay = retrying.delay(error, outcome.wait, clock.now(), usage)
             if rspan is not None:
                 kind = (
@@ -670,6 +707,15 @@ class ChatEngine:
                 ) from exc
             outcome.error = exc
 
+    def _http(self, request: ChatRequest, stream: ChatStream | None, tier: str) -> HTTPRequest:
+        """The HTTP request of one call at ``tier`` ("standard" or "flex")."""
+        body = self.provider.body(request, stream=stream is not None)
+        timeout = self.timeout
+        if tier == "flex":
+            body = flex_body(self.provider.name, body)
+            timeout = self.config.flex_timeout
+        return HTTPRequest("POST", self._url, headers=self._headers, body=body, timeout=timeout)
+
     def _failed(self, response: HTTPResponse, outcome: _Outcome) -> None:
         """A non-200 answer: the adapter reads it; a context window it names is learned here
         (the smallest one named wins), not while building the error."""
@@ -713,15 +759,13 @@ class ChatEngine:
             "if allowed)."
         )
 
-    def _spent(self, result: ChatResult) -> Spent:
+    def _spent(self, result: ChatResult, tier: str = "standard") -> Spent:
         u = result.usage
         total = u.total_tokens or None
         price = self.usage.price
-        return Spent(
-            total,
-            (u.prompt_tokens, u.completion_tokens) if total else None,
-            nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0,
-        )
+        nano = nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0
+        nano -= saved_nano(nano, self.model, tier)
+        return Spent(total, (u.prompt_tokens, u.completion_tokens) if total else None, nano)
 
     def _learned_limits(self) -> tuple[float | None, float | None]:
         stats = self.scheduler.statistics()
@@ -745,12 +789,14 @@ class ChatEngine:
             return None
         return self._worst_case_nano(request) / 1e9
 
-    def _account(self, result: ChatResult, usage: UsageStats) -> None:
+    def _account(self, result: ChatResult, usage: UsageStats, tier: str = "standard") -> None:
         prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
         for counters in usage.targets:  # the engine's, and a job's (its own and enclosing ones)
             counters.calls += 1
             counters.prompt_tokens += prompt
             counters.completion_tokens += completion
+        if tier != "standard":
+            count_tier(usage, self.model, tier, prompt, completion)
         if completion:
             # A running estimate of answer length sizes the token charge made before sending.
             self._completion_estimate += (

@@ -88,6 +88,8 @@ class ChatResult(msgspec.Struct, frozen=True, kw_only=True):
     finish_reasons: tuple[str | None, ...] = ()
     request_id: str | None = None
     cached: bool = False
+    #: the tier the provider says it served the call at ("flex", "default", ...; None: not said)
+    service_tier: str | None = None
 
     @property
     def text(self) -> str:
@@ -111,6 +113,7 @@ class _Completion(msgspec.Struct):
     choices: list[_Choice] = []
     usage: Usage | None = None
     model: str = ""
+    service_tier: str | None = None
 
 
 class _ErrorDetail(msgspec.Struct):

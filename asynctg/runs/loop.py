@@ -28,6 +28,7 @@ from asynctg.errors import (
     require_int,
 )
 # Fan-out lives in asynctg.fanout; re-exported for the apps that import it from here.
+from asynctg.engine.tiers import check_tier
 from asynctg.fanout import count_bounded, gather, run_all
 
 if TYPE_CHECKING:
@@ -87,6 +88,11 @@ _SUMMED = (
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "flex_calls",
+    "flex_tokens",
+    "flex_fallbacks",
+    "batch_calls",
+    "batch_tokens",
 )
 
 
@@ -113,6 +119,7 @@ def merge_usage(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Sum usage snapshots (``engine.stats()`` or earlier merges); cost is None if unknown."""
     out: dict[str, Any] = {k: 0 for k in _SUMMED}
     cost: float | None = 0.0
+    saved: float | None = 0.0
     for part in parts:
         for k in _SUMMED:
             out[k] += int(part.get(k) or 0)
@@ -121,7 +128,14 @@ def merge_usage(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             cost = None
         elif cost is not None:
             cost += float(part_cost)
+        part_saved = part.get("saved_usd", 0.0)  # (a state saved before tiers has none)
+        if part_saved is None or part_cost is None:
+            saved = None
+        elif saved is not None:
+            saved += float(part_saved)
     out["cost_usd"] = cost
+    # what the discounted tiers (flex, batch) saved against the standard price
+    out["saved_usd"] = saved
     # answered by the provider: neither replayed from the journal nor shared with a twin
     out["provider_calls"] = out["calls"] - out["cache_hits"] - out["coalesced"]
     return out
@@ -244,9 +258,13 @@ class RoundsConfig:
 
     iterations: int = 3
     budget: Budget = field(default_factory=Budget)
+    #: the service tier of the calls off the optimization path (each item's zero-shot
+    #: baseline; ``asynctg.engine.tiers``): "standard", "flex" or "batch"
+    eval_tier: str = "standard"
 
     def __post_init__(self) -> None:
         require_int("iterations", self.iterations, 0)
+        check_tier(self.eval_tier)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         return {"iterations": self.iterations}

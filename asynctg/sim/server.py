@@ -695,9 +695,11 @@ class SimServer:
 
         # The answer is computed before admission: the tokens bucket is charged with the whole
         # request (prompt + completion), as providers that know max_tokens up front do.
-        if req.get("stream") or "stream_options" in req:
-            # a streamed request gets the answer the same request unstreamed gets
-            plain = {k: v for k, v in req.items() if k not in ("stream", "stream_options")}
+        if req.get("stream") or "stream_options" in req or "service_tier" in req:
+            # a streamed request gets the answer the same request unstreamed gets, and a
+            # request's tier changes its price and speed, never its answer
+            dropped = ("stream", "stream_options", "service_tier")
+            plain = {k: v for k, v in req.items() if k not in dropped}
             choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
         else:
             choices, ctoks = self._answer(req, body, n, max_tokens)
