@@ -240,6 +240,7 @@ class BatchRunner:
 
     async def _lead(self, wave: _Wave) -> None:
         """Gather the wave, then answer every call in it (on any failure: every call fails)."""
+        answers: dict[str, ChatResult] | None
         try:
             seen, quiet = 0, 0
             for _ in range(MAX_GATHER_ROUNDS):
@@ -251,16 +252,23 @@ class BatchRunner:
             if self._wave is wave:
                 self._wave = None
             answers = await self._run(wave)
-        except BaseException as exc:
+        except Exception as exc:
+            # every call of the wave fails alike (the leader's too, through its own future)
+            if self._wave is wave:
+                self._wave = None
+            answers = None
+            for _, future in wave.items.values():
+                if not future.done():
+                    future.set_exception(exc)
+        except BaseException:
             if self._wave is wave:
                 self._wave = None
             for _, future in wave.items.values():
                 if not future.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        future.set_result(None)  # the others go on as ordinary calls
-                    else:
-                        future.set_exception(exc)
+                    future.set_result(None)  # the others go on as ordinary calls
             raise
+        if answers is None:
+            return
         for key, (_, future) in wave.items.items():
             if not future.done():
                 future.set_result(answers.get(key))

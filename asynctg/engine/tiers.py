@@ -146,8 +146,9 @@ def flex_body(provider: str, body: bytes) -> bytes:
 
 
 class FlexRetry:
-    """When to try a refused flex call again: capped exponential backoff with jitter, until
-    ``deadline`` seconds after the first attempt; then never (the call goes at standard)."""
+    """When to try a refused flex call again: capped exponential backoff with jitter, the last
+    wait cut to end at ``deadline`` seconds after the first attempt; past it, never (the call
+    goes at standard)."""
 
     __slots__ = ("_wait", "until")
 
@@ -157,9 +158,11 @@ class FlexRetry:
 
     def next_wait(self, now: float, rng: random.Random) -> float | None:
         """Seconds to wait before the next flex attempt, or None: send it at standard now."""
+        left = self.until - now
+        if left <= 0:
+            return None
         self._wait = min(FLEX_MAX_WAIT, self._wait * 2)
-        wait = self._wait * (0.5 + rng.random() / 2)
-        return None if now + wait > self.until else wait
+        return min(left, self._wait * (0.5 + rng.random() / 2))
 
 
 def saved_nano(nano: int, model: str, tier: str) -> int:
