@@ -69,7 +69,10 @@ def _text(body: dict[str, Any]) -> str:
 async def _optimize(sim: SimServer, tier: str, **engine_options: Any) -> apps.PromptResult:
     clock = FakeClock()
     engine = tg.get_engine(
-        "gpt-4o-mini", base_url=sim.base_url, clock=clock, retry=RetryPolicy(testing=True),
+        "gpt-4o-mini",
+        base_url=sim.base_url,
+        clock=clock,
+        retry=RetryPolicy(testing=True),
         **engine_options,
     )
     async with engine:

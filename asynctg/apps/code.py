@@ -20,10 +20,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from asynctg.engine.tiers import check_tier, use_tier
 from asynctg import prompts
 from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
+from asynctg.engine.tiers import check_tier, use_tier
 from asynctg.errors import require_int
 from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall

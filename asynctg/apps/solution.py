@@ -22,13 +22,13 @@ from typing import Any
 from asynctg import prompts
 from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
+from asynctg.engine.tiers import use_tier
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
 from asynctg.optim.tgd import TextualGradientDescent
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.runs.loop import EventSink, ItemRun, RoundsConfig, run_host
-from asynctg.engine.tiers import use_tier
 from asynctg.tasks.evaluation import choice_score, majority_vote, parse_choice
 from asynctg.tasks.types import MultipleChoice, SolutionTask
 

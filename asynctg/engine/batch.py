@@ -367,7 +367,9 @@ class BatchRunner:
                 if key in requests:
                     self._journaled.add(key)
             if price is not None and key in requests:
-                full = nano_dollars(price, result.usage.prompt_tokens, result.usage.completion_tokens)
+                full = nano_dollars(
+                    price, result.usage.prompt_tokens, result.usage.completion_tokens
+                )
                 nano += full - saved_nano(full, engine.model, "batch")
         if ledger is not None:
             await ledger.arecord("ended", tag)
@@ -413,10 +415,14 @@ class BatchRunner:
         )
         boundary = uuid.uuid4().hex
         form = (
-            f'--{boundary}\r\ncontent-disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
-            f'--{boundary}\r\ncontent-disposition: form-data; name="file"; '
-            'filename="asynctg-batch.jsonl"\r\ncontent-type: application/jsonl\r\n\r\n'
-        ).encode() + lines + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\ncontent-disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+                f'--{boundary}\r\ncontent-disposition: form-data; name="file"; '
+                'filename="asynctg-batch.jsonl"\r\ncontent-type: application/jsonl\r\n\r\n'
+            ).encode()
+            + lines
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         uploaded = await self._api(
             "POST", "/files", form, **{"content-type": f"multipart/form-data; boundary={boundary}"}
         )
@@ -485,7 +491,9 @@ class BatchRunner:
         out: dict[str, ChatResult] = {}
         for number, raw in enumerate(body.splitlines()):
             if number >= MAX_RESULT_LINES:
-                raise BatchError(f"batch {batch_id}: more result lines than requests", batch_id=batch_id)
+                raise BatchError(
+                    f"batch {batch_id}: more result lines than requests", batch_id=batch_id
+                )
             try:
                 line = msgspec.json.decode(raw, type=_OutputLine)
             except (msgspec.DecodeError, msgspec.ValidationError):

@@ -38,18 +38,17 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
 from asynctg.engine.models import lookup
-from asynctg.errors import ConfigError, RateLimitError
-
 from asynctg.engine.usage import UsageStats, nano_dollars
+from asynctg.errors import ConfigError, RateLimitError
 
 __all__ = [
     "DEFAULT_BATCH_MIN",
     "DEFAULT_FLEX_DEADLINE",
     "FLEX_TIMEOUT",
-    "FlexRetry",
     "MODEL_TIER_FACTORS",
     "TIERS",
     "TIER_FACTORS",
+    "FlexRetry",
     "check_tier",
     "count_tier",
     "current_tier",

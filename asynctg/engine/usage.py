@@ -130,7 +130,9 @@ class UsageStats:
         """The tokens counted, priced at their tiers, in nano-dollars (None without a price)."""
         if self.price is None:
             return None
-        return nano_dollars(self.price, self.prompt_tokens, self.completion_tokens) - self.saved_nano
+        return (
+            nano_dollars(self.price, self.prompt_tokens, self.completion_tokens) - self.saved_nano
+        )
 
     @property
     def cost(self) -> float | None:

@@ -27,6 +27,7 @@ from asynctg.errors import (
     first_error,
     require_int,
 )
+
 # Fan-out lives in asynctg.fanout; re-exported for the apps that import it from here.
 from asynctg.engine.tiers import check_tier
 from asynctg.fanout import count_bounded, gather, run_all

@@ -27,9 +27,6 @@ from asynctg.runs.loop import RunEvent
 __all__ = ["Progress", "format_counters", "printable"]
 
 
-
-
-
 def _short_number(n: float) -> str:
     if n >= 1e6:
         return f"{n / 1e6:.1f}M"
