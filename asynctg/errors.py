@@ -16,7 +16,8 @@
     │   │   ├── PermissionDeniedError       403
     │   │   ├── RedirectError               3xx: an API call is never followed elsewhere
     │   │   ├── RateLimitError              429 (retried; raised when retries run out)
-    │   │   │   └── InsufficientQuotaError  429 insufficient_quota (never retried)
+    │   │   │   └── InsufficientQuotaError  429 insufficient_quota, Anthropic's 400 low credit
+    │   │   │                               balance (never retried)
     │   │   └── ServerError                 5xx, 408 and 409 (retried; raised when retries run out)
     │   ├── APIConnectionError      the connection failed or dropped (retried)
     │   │   └── APITimeoutError     no answer (or no connection) in time (retried)

@@ -4,7 +4,10 @@ With ``opentelemetry-api`` installed (``pip install 'asynctg[otel]'``) asynctg e
 
 - one span per provider request, ``chat {model}`` (kind CLIENT), with ``gen_ai.operation.name``,
   ``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.response.model``,
-  ``gen_ai.usage.input_tokens`` / ``gen_ai.usage.output_tokens``, ``error.type`` on failure,
+  ``gen_ai.usage.input_tokens`` / ``gen_ai.usage.output_tokens``, the prompt cache's share of
+  the input (``gen_ai.usage.cache_read.input_tokens``, ``gen_ai.usage.cache_creation.input_tokens``:
+  both part of ``input_tokens``, as the conventions say), the request's price
+  (``asynctg.cost_usd``, cached reads and writes priced), ``error.type`` on failure,
   and each retry (``asynctg.retry``) and 429 wait (``asynctg.rate_limited``) as an event;
 - spans for the graph's work, which the request spans nest under: each forward call
   (``forward {Function}``), ``backward`` (``asynctg.backward.requests``,
@@ -258,6 +261,9 @@ class RequestSpan:
                     "gen_ai.response.model": result.model or attrs["span"]["gen_ai.request.model"],
                     "gen_ai.usage.input_tokens": usage.prompt_tokens,
                     "gen_ai.usage.output_tokens": usage.completion_tokens,
+                    "gen_ai.usage.cache_read.input_tokens": usage.cached_tokens,
+                    "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+                    "asynctg.cost_usd": cost,
                 }
             )
             if _state.record_content:

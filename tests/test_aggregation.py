@@ -16,6 +16,7 @@ from support import completion, error, one_slow_rest_fail
 
 import asynctg as tg
 from asynctg import prompts, runtime
+from asynctg.engine.prompt_cache import cache_key
 from asynctg.graph import executor
 from asynctg.optim import aggregation
 from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
@@ -98,8 +99,10 @@ async def test_under_the_budget_the_optimizer_request_is_byte_identical(
     strategy: str, window: int | None
 ) -> None:
     """Concat, and auto while it fits, send exactly the request TextGrad's method sent before
-    the aggregation stage existed (pinned in tests/data/golden_optimizer_request.json)."""
+    the aggregation stage existed (pinned in tests/data/golden_optimizer_request.json), plus
+    the prompt-cache routing hint of the variable it rewrites (which changes no answer)."""
     got = await optimizer_request(aggregation=strategy, context_window=window)
+    assert got.pop("prompt_cache_key") == cache_key("system prompt to the language model")
     assert json.dumps(got, indent=1, sort_keys=True) == GOLDEN.read_text()
 
 

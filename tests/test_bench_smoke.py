@@ -135,6 +135,17 @@ def test_services_benchmark_reports_fairness_and_cpu(results: Path) -> None:
     assert out["cpu_plain_us"] > 0 and out["cpu_job_us"] > 0
 
 
+def test_caching_benchmark_matches_the_bill_and_saves_with_a_long_prompt(results: Path) -> None:
+    """`bench caching --quick` prices every run as the simulator bills it, and the few-shot
+    prompt's runs with the provider's cache cost less than without."""
+    _bench(results, "caching", "--quick", "--train", "6", "--val", "3", "--test", "3")
+    rows = _result(results, "caching")["results"]
+    assert all(abs(r["cost_vs_bill_pct"]) <= 1 for r in rows)
+    few = {r["variant"]: r for r in rows if r["api"] == "openai" and r["prompt"] == "few-shot"}
+    assert few["prompt_cache=True"]["cached_share"] > 0
+    assert few["prompt_cache=True"]["bill_usd"] < few["no cache"]["bill_usd"]
+
+
 def test_scale_benchmark_runs_each_size_in_its_own_process(scale: Path) -> None:
     """`bench scale` reports calls, wall time and peak memory per batch size."""
     rows = _result(scale, "scale")["results"]["rows"]

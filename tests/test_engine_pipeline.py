@@ -13,7 +13,7 @@ import pytest
 from support import BASE_URL, completion, engine_with, error, ok, scripted
 from test_shared_budget import RedisServer, redis_server  # noqa: F401
 
-from asynctg.engine import FakeClock
+from asynctg.engine import FakeClock, Price
 from asynctg.engine.budget import (
     NANO,
     Budgets,
@@ -58,7 +58,7 @@ def test_config_is_validated_once_when_built() -> None:
     with pytest.raises(ConfigError, match="needs a price"):
         EngineConfig(model="unpriced-model", base_url=BASE_URL, max_cost=1.0)
     config = EngineConfig(model="gpt-4o", base_url=BASE_URL + "/")
-    assert config.base_url == BASE_URL and config.price == (2.5, 10.0)
+    assert config.base_url == BASE_URL and config.price == Price(2.5, 10.0, cached_input=1.25)
 
 
 def test_get_engine_builds_a_config_the_engine_keeps_without_its_key() -> None:

@@ -171,3 +171,22 @@ def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path: Path) -> None:
     assert found == {"asynctg.cli", "asynctg.apps"}
     with pytest.raises(graphlib.CycleError):
         list(graphlib.TopologicalSorter({"a": {"b"}, "b": {"a"}}).static_order())
+
+
+def test_every_folder_of_modules_is_a_regular_package() -> None:
+    """Every folder of asynctg holding modules has an __init__.py and is tracked by git, so
+    the wheel (which finds packages by their __init__) ships it: a namespace package works
+    from a checkout and vanishes from the install."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files", "asynctg"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    folders = {p.parent for p in (root / "asynctg").rglob("*.py") if "__pycache__" not in p.parts}
+    for folder in sorted(folders):
+        init = (folder / "__init__.py").relative_to(root).as_posix()
+        assert init in tracked, f"{init} is missing or untracked (check .gitignore)"

@@ -8,10 +8,13 @@ answers every request with the attack; the property test throws hostile child be
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import json
 import os
 import random
 import shutil
+import struct
 import sys
 import sysconfig
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +29,7 @@ from hypothesis import strategies as st
 
 from asynctg import apps, tasks
 from asynctg.errors import ConfigError, SandboxUnavailableError
-from asynctg.runs import sandbox
+from asynctg.runs import _seccomp, sandbox
 from asynctg.runs.sandbox import Isolation, probe_isolation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -340,14 +343,21 @@ def _peak_bytes(folder: Path) -> int:
     raise AssertionError(f"no peak usage file in {folder}")
 
 
+def _use_box(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> sandbox._Bubblewrap:
+    """Make every run of this test use the probed sandbox with ``changes``."""
+    box = dataclasses.replace(sandbox._bubblewrap(), **changes)
+    monkeypatch.setattr(sandbox, "_bubblewrap", lambda: box)
+    return box
+
+
 async def test_system_v_shared_memory_stops_at_the_runs_memory_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """System V segments past the run's memory bound stop the run with an out-of-memory
-    verdict and never charge more than the bound; a program within it passes; no cgroup of
-    the run is left behind."""
+    """With the seccomp filter lifted (the layer below tested alone), System V segments past
+    the run's memory bound stop the run with an out-of-memory verdict and never charge more
+    than the bound; a program within it passes; no cgroup of the run is left behind."""
     _need_root_cgroups()
-    roots = sandbox._bubblewrap().cgroups
+    roots = _use_box(monkeypatch, seccomp=_seccomp.filter_program(denied=())).cgroups
     assert roots is not None
     peaks: list[int] = []
     remove = sandbox._Cgroup.remove
@@ -369,6 +379,112 @@ async def test_system_v_shared_memory_stops_at_the_runs_memory_bound(
     assert honest.passed == (True, True), honest
     mine = f"asynctg-{os.getpid()}-*"
     assert [*roots.pids.glob(mine), *roots.memory.glob(mine)] == []
+
+
+_KERNEL_MEMORY_GRAB = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    ctypes.set_errno(0)
+    return getattr(libc, name)(*(ctypes.c_long(a) for a in args)), ctypes.get_errno()
+def memfd():
+    try:
+        os.close(os.memfd_create('grab'))
+    except OSError as exc:
+        return exc.errno
+    return 0
+"""
+_DENIED_CALLS = [
+    "assert call('shmget', 0, 4096, 0o1600) == (-1, 1)",  # IPC_PRIVATE, IPC_CREAT | 0600; EPERM
+    "assert call('msgget', 0, 0o1600) == (-1, 1)",
+    "assert call('semget', 0, 1, 0o1600) == (-1, 1)",
+    "assert memfd() == 1",
+]
+if os.uname().machine == "x86_64":  # shmget through the x32 ABI: bit 30 of the number
+    _DENIED_CALLS.append("assert call('syscall', 29 | 0x40000000, 0, 4096, 0o1600) == (-1, 1)")
+
+
+@pytest.mark.parametrize("cgroups", ["as-probed", "none"])
+async def test_system_v_ipc_and_memfd_are_denied_for_every_user(
+    monkeypatch: pytest.MonkeyPatch, cgroups: str
+) -> None:
+    """shmget, msgget, semget, memfd_create (and x32's shmget) fail with EPERM under the
+    sandbox's seccomp filter, with the run's cgroups (root) and without any (a regular user);
+    the same program's other tests still pass."""
+    if cgroups == "none":
+        _use_box(monkeypatch, cgroups=None)
+    runner = apps.CodeRunner(per_test_seconds=5.0, memory_mb=256)
+    run = await runner.run(_KERNEL_MEMORY_GRAB, [*_DENIED_CALLS, "assert len(str(libc)) > 0"])
+    assert all(run.passed), run
+    assert run.isolation.endswith("System V IPC and memfd: denied by seccomp)")
+
+
+def _run_filter(program: bytes, arch: int, nr: int) -> int:
+    """What the kernel's classic-BPF interpreter answers for one seccomp_data (nr, arch)."""
+    ops = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    data = {0: nr, 4: arch}
+    acc, pc = 0, 0
+    for _ in range(len(ops)):  # jumps only go forward
+        code, jt, jf, k = ops[pc]
+        if code == 0x20:  # BPF_LD | BPF_W | BPF_ABS
+            acc, pc = data[k], pc + 1
+        elif code in (0x15, 0x35):  # BPF_JEQ, BPF_JGE with a constant
+            holds = acc == k if code == 0x15 else acc >= k
+            pc += 1 + (jt if holds else jf)
+        elif code == 0x06:  # BPF_RET | BPF_K
+            return k
+        else:
+            raise AssertionError(f"unexpected instruction {code:#x}")
+    raise AssertionError("the program ran off its end")
+
+
+# (AUDIT_ARCH_*, a call that must pass, the kernel's numbers of the denied calls)
+_ARCHES = {
+    "x86_64": (0xC000003E, 1, {"shmget": 29, "shmat": 30, "shmctl": 31, "msgget": 68,
+                               "msgsnd": 69, "semget": 64, "memfd_create": 319}),
+    "aarch64": (0xC00000B7, 64, {"shmget": 194, "shmat": 196, "shmctl": 195, "msgget": 186,
+                                 "msgsnd": 189, "semget": 190, "memfd_create": 279}),
+}  # fmt: skip
+_ALLOW, _EPERM = 0x7FFF0000, 0x00050000 | errno.EPERM
+
+
+@pytest.mark.parametrize("machine", sorted(_ARCHES))
+def test_the_seccomp_program_checks_the_arch_first_and_denies_the_list(machine: str) -> None:
+    """The filter is whole sock_filter entries, loads the arch first and denies any other ABI,
+    answers EPERM for the System V IPC calls and memfd_create (and x32 numbers on x86_64),
+    and allows the rest."""
+    arch, allowed, denied = _ARCHES[machine]
+    program = _seccomp.filter_program(machine)
+    x32 = machine == "x86_64"
+    # load arch, compare, load nr, [x32], one compare per denied call, allow, deny
+    assert len(program) == 8 * (3 + x32 + len(_seccomp.DENIED) + 2)
+    assert struct.unpack("=HBBI", program[:8]) == (0x20, 0, 0, 4)  # A = seccomp_data.arch
+    assert struct.unpack("=HBBI", program[8:16])[::3] == (0x15, arch)  # A == AUDIT_ARCH_*?
+    assert _run_filter(program, arch, allowed) == _ALLOW
+    assert _run_filter(program, arch, 0) == _ALLOW
+    for name, nr in denied.items():
+        assert _run_filter(program, arch, nr) == _EPERM, name
+    other = 0x40000003  # AUDIT_ARCH_I386: int 0x80's numbers mean other calls
+    assert _run_filter(program, other, allowed) == _EPERM
+    assert _run_filter(program, arch, 0x40000000 | denied["shmget"]) == (_EPERM if x32 else _ALLOW)
+    lifted = _seccomp.filter_program(machine, denied=())
+    assert _run_filter(lifted, arch, denied["shmget"]) == _ALLOW
+
+
+def test_an_architecture_without_a_syscall_table_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a machine the filter has no table for, the sandbox refuses to run (no unfiltered run)."""
+    real = os.uname()
+    fake = os.uname_result((real.sysname, real.nodename, real.release, real.version, "riscv64"))
+    monkeypatch.setattr(os, "uname", lambda: fake)
+    sandbox._bubblewrap.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailableError, match="riscv64"):
+            asyncio.run(apps.CodeRunner().run("x = 1", ["assert x == 1"]))
+    finally:
+        monkeypatch.undo()
+        sandbox._bubblewrap.cache_clear()
 
 
 def test_root_without_a_memory_cgroup_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

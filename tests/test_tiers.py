@@ -24,6 +24,7 @@ from asynctg.engine.batch import BatchLedger
 from asynctg.engine.clock import FakeClock
 from asynctg.engine.retry import RetryPolicy
 from asynctg.engine.tiers import use_tier
+from asynctg.engine.usage import nano_dollars
 from asynctg.errors import ConfigError
 from asynctg.sim import SimConfig, SimServer
 
@@ -140,6 +141,36 @@ async def test_flex_past_its_deadline_is_sent_at_standard(make_sim: Callable[...
     assert 60 <= clock.now() < 61  # it waited out its deadline, on the fake clock
 
 
+async def test_flex_cost_is_the_cached_aware_standard_cost_times_the_tier_factor(
+    make_sim: Callable[..., Any],
+) -> None:
+    """Flex calls that read the prompt cache cost their cached-aware standard price (cached
+    reads at the cached-input price) times the flex factor, equal to the provider's bill;
+    saved_usd is the cached-aware standard cost minus that."""
+    sim = await make_sim()
+    shared = "Answer the question step by step, then give the final answer. " * 95
+    engine = tg.get_engine("gpt-4o", base_url=sim.base_url, retry=RetryPolicy(testing=True))
+    async with engine:
+        with use_tier("flex"):
+            for i in range(6):  # one after another: every call after the first reads the cache
+                await engine.generate(f"question {i}", system_prompt=shared)
+        stats = engine.stats()
+    assert stats["flex_calls"] == 6 and stats["cached_tokens"] > 0
+    standard = nano_dollars(
+        engine.config.price,
+        stats["prompt_tokens"],
+        stats["completion_tokens"],
+        stats["cached_tokens"],
+        stats["cache_write_tokens"],
+    )
+    bill = sim.bill()["openai"]
+    assert bill["by_tier"]["flex"] == bill["nano_dollars"]
+    cost = engine.usage.cost_nano
+    assert cost == pytest.approx(bill["nano_dollars"], abs=10)
+    assert cost == pytest.approx(standard * 0.5, abs=10)
+    assert round(stats["saved_usd"] * 1e9) == standard - cost
+
+
 async def test_tier_is_checked() -> None:
     """An unknown tier is a ConfigError, wherever it is given."""
     with pytest.raises(ConfigError), use_tier("cheap"):
@@ -155,8 +186,8 @@ async def test_batch_eval_of_500_questions_is_one_batch_per_evaluation(
 ) -> None:
     """With eval_tier="batch", each evaluation of a 500-question test split is one provider
     batch of its distinct requests, and the engine's cost equals the provider's bill."""
-    # (no prompt cache: cached-input prices are another issue's; gpt-4o: the sim's prices)
-    sim = await make_sim(batch_completion_seconds=0, prompt_cache=False)
+    # (gpt-4o: the sim's prices; the sim's prompt cache is on, so cached reads are billed)
+    sim = await make_sim(batch_completion_seconds=0)
     clock = FakeClock()
     engine = tg.get_engine("gpt-4o", base_url=sim.base_url, clock=clock)
     config = apps.PromptConfig(batch_size=3, epochs=1, steps_per_epoch=2, eval_tier="batch")

@@ -16,7 +16,6 @@ that step (the same final program, three calls fewer).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,9 +27,9 @@ from asynctg.errors import require_int
 from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall
 from asynctg.graph.variable import Variable
-from asynctg.optim.tgd import TextualGradientDescent
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.runs.loop import Budget, EventSink, ItemRun, run_host
+from asynctg.runs.rounds import refine
 from asynctg.runs.sandbox import CodeRunner, Isolation, TestRun, extract_code
 from asynctg.tasks.types import CodeProblem, CodeTask
 
@@ -142,43 +141,43 @@ async def _refine(
     iterations: int,
     eval_tier: str = "standard",
 ) -> dict[str, Any]:
-    started = time.monotonic()
-    with use_tier(eval_tier):  # the baseline program is off the refinement path
+    # each problem's first program is the report's baseline column, scored like an
+    # evaluation: it takes the evaluation tier; the refinement rounds stay standard
+    with use_tier(eval_tier):
         first = await engine.generate(
             problem.prompt, system_prompt=prompts.CODE_FIRST_SYSTEM_PROMPT
         )
-    program = Variable(extract_code(first), requires_grad=True, role_description=prompts.CODE_ROLE)
-    optimizer = TextualGradientDescent(
-        engine=engine, parameters=[program], constraints=list(prompts.CODE_CONSTRAINTS)
-    )
     runs: dict[str, TestRun] = {}
 
-    async def test(code: str) -> TestRun:
+    async def test(value: str) -> tuple[str, TestRun]:
+        code = extract_code(value)
         if code not in runs:  # the same program gives the same results: run it once
             runs[code] = await runner.run(code, problem.tests)
-        return runs[code]
+        return code, runs[code]
 
-    rounds = []
-    for i in range(1 + iterations):
-        code = extract_code(str(program.value))
-        run = await test(code)
-        rounds.append(_run_record(code, run))
-        if i != 0 and run.all_passed:
-            break
-        optimizer.zero_grad()
-        loss = await loss_fn(problem.prompt, program, run.feedback())
-        await loss.backward(engine)
-        await optimizer.step()
-    else:
-        code = extract_code(str(program.value))
-        rounds.append(_run_record(code, await test(code)))
+    async def critique(program: Variable, tested: tuple[str, TestRun]) -> Variable:
+        return await loss_fn(problem.prompt, program, tested[1].feedback())
+
+    def passes(done: int, tested: tuple[str, TestRun]) -> bool:
+        return done > 0 and tested[1].all_passed  # the first round always optimises
+
+    tested = await refine(
+        engine,
+        extract_code(first),
+        role=prompts.CODE_ROLE,
+        constraints=prompts.CODE_CONSTRAINTS,
+        rounds=1 + iterations,
+        evaluate=test,
+        loss=critique,
+        until=passes,
+    )
+    rounds = [_run_record(code, run) for code, run in tested]
     return {
         "task_id": problem.task_id,
         "rounds": rounds,
         "first_passed": rounds[0]["all_passed"],
         "final_passed": rounds[-1]["all_passed"],
         "final_code": rounds[-1]["code"],
-        "seconds": round(time.monotonic() - started, 3),
     }
 
 
@@ -248,12 +247,10 @@ async def _optimize_code(
     )
     loss_fn = CodeTestTimeLoss(engine)
     width = config.iterations + 2
-    done = f" ({len(run.records)} already done)" if run.records else ""
-    run.emit(
-        "start",
+    run.start(
         f"refining programs for {run.total} problems of {task.name}, up to "
-        f"{config.iterations + 1} rounds each{done}; tests run in {isolation}",
-        progress=run.progress(),
+        f"{config.iterations + 1} rounds each",
+        f"; tests run in {isolation}",
     )
 
     async def solve(i: int) -> dict[str, Any]:
@@ -289,7 +286,7 @@ async def _optimize_code(
         pass_rate_by_round=pass_rate_by_round(ordered, width),
         status=status,
         stop_reason=run.stop_reason,
-        failed=sum(1 for r in ordered if "error" in r),
+        failed=run.failed(),
         usage=run.meter.total(),
         config=config.fingerprint_fields(),
         isolation=isolation,

@@ -31,12 +31,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asynctg import prompts, telemetry
+from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.protocol import Engine
 from asynctg.engine.tiers import check_tier, use_tier
 from asynctg.errors import (
-    BudgetExceededError,
     ConfigError,
-    DeadlineExceededError,
     OptimizerParseError,
     require_int,
 )
@@ -48,11 +47,11 @@ from asynctg.optim.tgd import TextualGradientDescent
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.runs.loop import (
     EVALUATION_WINDOW,
+    STOPS,
     Budget,
     EventSink,
-    Meter,
     Metered,
-    RunEvent,
+    Run,
     count_bounded,
     engine_of,
     gather,
@@ -145,7 +144,7 @@ def _accuracy(scores: Sequence[int]) -> float | None:
     return round(sum(scores) / len(scores), 6) if scores else None
 
 
-class _PromptRun:
+class _PromptRun(Run):
     def __init__(
         self,
         task: PromptTask,
@@ -159,8 +158,6 @@ class _PromptRun:
         self.engine = engine
         self.backward = backward_engine
         self.config = config
-        self.checkpoint = checkpoint
-        self.on_event = on_event
         # The judge runs on the evaluation engine, as in the paper (the stronger model).
         self.evaluator = make_evaluator(task.evaluation, backward_engine)
         self.system_prompt = Variable(
@@ -179,28 +176,27 @@ class _PromptRun:
         self.aggregation: dict[str, Any] | None = None  # the last step's, for its history row
         self.epoch = 0  # passes completed
         self.step_in_epoch = 0
-        previous = checkpoint.state.get("usage") if checkpoint and checkpoint.state else None
-        self.meter = Meter([engine, backward_engine], previous)
         self.total_steps = config.epochs * min(
             len(self.loader), config.steps_per_epoch or len(self.loader)
         )
+        # last, as the meter was: its budget's pricing check may refuse the run
+        super().__init__(
+            [engine, backward_engine],
+            budget=config.budget,
+            checkpoint=checkpoint,
+            on_event=on_event,
+        )
 
-    # --- events and state -----------------------------------------------------------------
+    # --- state ----------------------------------------------------------------------------
 
-    def emit(self, kind: str, message: str, **data: Any) -> None:
-        if self.on_event is not None:
-            self.on_event(RunEvent(kind, message, data))
-
-    def state(self, status: str, stop_reason: str | None = None) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """What a resumed run (or a step that a cap interrupted) restores."""
         return {
-            "status": status,
-            "stop_reason": stop_reason,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "loader": self.loader.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
-            "usage": self.meter.total(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -209,11 +205,6 @@ class _PromptRun:
         self.loader.load_state_dict(state["loader"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = list(state["history"])
-
-    async def save(self, status: str, stop_reason: str | None = None) -> None:
-        # the state is built now, before any await; the fsync runs in a worker thread
-        if self.checkpoint is not None:
-            await self.checkpoint.asave(self.state(status, stop_reason))
 
     # --- evaluation -----------------------------------------------------------------------
 
@@ -309,6 +300,7 @@ class _PromptRun:
             "seconds": round(time.monotonic() - started, 3),
             "provider_calls": usage["provider_calls"],
             "total_tokens": usage["total_tokens"],
+            "cached_tokens": usage.get("cached_tokens", 0),
             "cost_usd": usage["cost_usd"],
         }
         if step > 0:
@@ -383,11 +375,10 @@ class _PromptRun:
             rejected=rejected,
         )
         await self.save("running")
-        return config.budget.exceeded(self.meter.total())
+        return self.exceeded()
 
     async def run(self) -> PromptResult:
         config = self.config
-        config.budget.check_pricing(self.meter)
         if self.checkpoint is not None and self.checkpoint.state is not None:
             self.restore(self.checkpoint.state)
             self.emit(
@@ -402,38 +393,34 @@ class _PromptRun:
                 f"step{'s' if self.total_steps != 1 else ''} of {config.batch_size}",
                 progress=f"step 0/{self.total_steps}",
             )
-        stop_reason: str | None = None
         if not self.history:
             try:
                 await self.initial()
-            except (BudgetExceededError, DeadlineExceededError) as exc:
-                stop_reason = exc.limit  # not even the first evaluation fit: nothing to keep
+            except STOPS as exc:
+                self.stop(exc.limit)  # not even the first evaluation fit: nothing to keep
             else:
                 await self.save("running")
-        stop_reason = stop_reason or config.budget.exceeded(self.meter.total())
+        if self.stop_reason is None:
+            self.stop_reason = self.exceeded()
         steps_per_epoch = config.steps_per_epoch or len(self.loader)
-        while stop_reason is None and self.epoch < config.epochs:
+        while self.stop_reason is None and self.epoch < config.epochs:
             # The engine's dollar cap may refuse a call mid-step; the run then ends as it does
             # between steps, from the state before the step (steps are atomic; the step's paid
             # calls stay in the journal, so a resumed run replays them for free).
-            before = self.state("running")
+            before = self.state()
             try:
-                stop_reason = await self.one_step(steps_per_epoch)
-            except (BudgetExceededError, DeadlineExceededError) as exc:
+                self.stop_reason = await self.one_step(steps_per_epoch)
+            except STOPS as exc:
                 self.restore(before)
-                stop_reason = exc.limit
-        status = "stopped" if stop_reason else "completed"
-        await self.save(status, stop_reason)
-        if stop_reason:
-            limit = stop_reason.replace("_", "-")
-            self.emit("stopped", f"stopped: --{limit} reached", reason=stop_reason)
+                self.stop(exc.limit)
+        status = await self.finish()
         result = PromptResult(
             task=self.task.name,
             initial_prompt=self.task.system_prompt,
             final_prompt=str(self.system_prompt.value),
             history=self.history,
             status=status,
-            stop_reason=stop_reason,
+            stop_reason=self.stop_reason,
             usage=self.meter.total(),
             config={
                 **config.fingerprint_fields(),
@@ -486,7 +473,10 @@ async def optimize_prompt(
     if checkpoint is not None:
         checkpoint.attach(engine_of(forward), engine_of(backward))
     name = f"optimize_prompt {task.name}"
-    with telemetry.span(f"optimize {task.name}", asynctg__batch_size=config.batch_size):
+    with (
+        telemetry.span(f"optimize {task.name}", asynctg__batch_size=config.batch_size),
+        run_scope(name),  # one prompt_cache_key per run and variable (engine.prompt_cache)
+    ):
         async with contextlib.AsyncExitStack() as jobs:
             job = await jobs.enter_async_context(forward.job(name))
             backward_job = job

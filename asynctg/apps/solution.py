@@ -14,7 +14,6 @@ rounds are sequential, as each needs the last one's answer.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,13 +21,13 @@ from typing import Any
 from asynctg import prompts
 from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
-from asynctg.engine.tiers import use_tier
+from asynctg.engine.tiers import check_tier, use_tier
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
-from asynctg.optim.tgd import TextualGradientDescent
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.runs.loop import EventSink, ItemRun, RoundsConfig, run_host
+from asynctg.runs.rounds import refine
 from asynctg.tasks.evaluation import choice_score, majority_vote, parse_choice
 from asynctg.tasks.types import MultipleChoice, SolutionTask
 
@@ -37,7 +36,16 @@ __all__ = ["SolutionConfig", "SolutionResult", "optimize_solutions"]
 
 @dataclass(frozen=True)
 class SolutionConfig(RoundsConfig):
-    """Settings: ``iterations`` rounds of test-time refinement per question (the paper: 3)."""
+    """Settings: ``iterations`` rounds of test-time refinement per question (the paper: 3);
+    ``eval_tier`` is the service tier of each question's zero-shot answer ("standard", "flex"
+    or "batch": ``asynctg.engine.tiers``). The tier changes prices and latency, not answers,
+    so it is not part of the fingerprint."""
+
+    eval_tier: str = "standard"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_tier(self.eval_tier)
 
 
 @dataclass
@@ -78,7 +86,6 @@ async def _solve_one(
     iterations: int,
     eval_tier: str = "standard",
 ) -> dict[str, Any]:
-    started = time.monotonic()
     zero_shot_prompt = Variable(
         prompts.SOLUTION_SYSTEM_PROMPT,
         requires_grad=False,
@@ -87,23 +94,26 @@ async def _solve_one(
     question = Variable(
         item.query, requires_grad=False, role_description="question to the language model"
     )
-    with use_tier(eval_tier):  # the zero-shot baseline is off the optimization path
+    # the zero-shot answer is the first column of the report, scored like an evaluation: it
+    # takes the evaluation tier; the refinement rounds after it stay standard
+    with use_tier(eval_tier):
         first = await BlackboxLLM(engine, zero_shot_prompt)(question)
-    solution = Variable(
-        str(first.value), requires_grad=True, role_description=prompts.SOLUTION_ROLE
-    )
-    optimizer = TextualGradientDescent(
-        engine=engine,
-        parameters=[solution],
+
+    async def answer(value: str) -> str:
+        return value  # an answer is scored once the rounds are over: nothing to call here
+
+    async def critique(solution: Variable, _previous: str) -> Variable:
+        return await loss_fn(item.query, solution)
+
+    predictions = await refine(
+        engine,
+        str(first.value),
+        role=prompts.SOLUTION_ROLE,
         constraints=[prompts.MULTIPLE_CHOICE_CONSTRAINT],
+        rounds=iterations,
+        evaluate=answer,
+        loss=critique,
     )
-    predictions = [str(solution.value)]
-    for _ in range(iterations):
-        optimizer.zero_grad()
-        loss = await loss_fn(item.query, solution)
-        await loss.backward(engine)
-        await optimizer.step()
-        predictions.append(str(solution.value))
     vote = majority_vote(predictions)
     scores = [choice_score(p, item.answer) for p in [*predictions, vote]]
     return {
@@ -113,7 +123,6 @@ async def _solve_one(
         "vote": parse_choice(vote),
         "scores": scores,
         "predictions": predictions,
-        "seconds": round(time.monotonic() - started, 3),
     }
 
 
@@ -155,12 +164,8 @@ async def _optimize_solutions(
     )
     loss_fn = MultiChoiceTestTime(prompts.solution_loss_instruction(task.loss_kind), engine=engine)
     labels = _labels(config.iterations)
-    done = f" ({len(run.records)} already done)" if run.records else ""
-    run.emit(
-        "start",
-        f"refining answers to {run.total} questions of {task.name}, "
-        f"{config.iterations} rounds each{done}",
-        progress=run.progress(),
+    run.start(
+        f"refining answers to {run.total} questions of {task.name}, {config.iterations} rounds each"
     )
 
     async def solve(i: int) -> dict[str, Any]:
@@ -186,7 +191,7 @@ async def _optimize_solutions(
         labels=labels,
         status=status,
         stop_reason=run.stop_reason,
-        failed=sum(1 for r in ordered if "error" in r),
+        failed=run.failed(),
         usage=run.meter.total(),
         config=config.fingerprint_fields(),
     )

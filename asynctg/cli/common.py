@@ -10,11 +10,14 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from asynctg.engine.tiers import DEFAULT_BATCH_MIN, DEFAULT_FLEX_DEADLINE
 from asynctg.errors import ConfigError
 from asynctg.output.text import printable
+
+if TYPE_CHECKING:
+    from asynctg.engine.usage import Price
 
 __all__ = [
     "REPLAY_URL",
@@ -86,17 +89,23 @@ def _temperature(text: str) -> float:
     return value
 
 
-def _price(text: str) -> tuple[float, float]:
+def _price(text: str) -> Price:
     try:
-        a, b = (float(x) for x in text.split(","))
+        numbers = [float(x) if x.strip() else None for x in text.split(",")]
+        if not 2 <= len(numbers) <= 4:
+            raise ValueError(text)
+        prompt, completion, *cache = numbers
+        if prompt is None or completion is None:
+            raise ValueError(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected PROMPT,COMPLETION dollars per million tokens, e.g. 0.15,0.6; got {text!r}"
+            "expected PROMPT,COMPLETION[,CACHED_INPUT[,CACHE_WRITE]] dollars per million tokens, "
+            f"e.g. 0.15,0.6 or 2.5,10,1.25; got {text!r}"
         ) from None
-    from asynctg.engine.usage import check_price
+    from asynctg.engine.usage import Price
 
     try:
-        return check_price((a, b))  # the engine's own rule: finite and >= 0
+        return Price(prompt, completion, *cache)  # the engine's own rule: finite and >= 0
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -140,7 +149,8 @@ def endpoint_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument(
         "--price",
         type=_price,
-        help="PROMPT,COMPLETION dollars per million tokens, for models not in the price table",
+        help="PROMPT,COMPLETION[,CACHED_INPUT[,CACHE_WRITE]] dollars per million tokens, for "
+        "models not in the price table (cached input and cache write default to PROMPT)",
     )
     g.add_argument(
         "--redis-url",

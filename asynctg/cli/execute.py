@@ -297,9 +297,14 @@ def _print_result(plan: Plan, data: dict[str, Any]) -> None:
         science.print_result(data, lines)
     else:
         prompt.print_result(plan.command, data, lines)
+    from asynctg.runs.progress import cached_share
+
     cost = usage.get("cost_usd")
+    share = cached_share(usage)
     lines.append(
-        f"  usage            {usage['provider_calls']} calls, {usage['total_tokens']} tokens, "
+        f"  usage            {usage['provider_calls']} calls, {usage['total_tokens']} tokens"
+        + (f" ({share:.0%} of prompt cached)" if share else "")
+        + ", "
         + (f"${cost:.4f}" if cost is not None else "cost n/a")
         + f", {usage['rate_limited']} x 429, {usage['seconds']:.1f} s"
     )

@@ -14,6 +14,7 @@ from asynctg.engine.client import DEFAULT_TIMEOUT, ChatEngine, get_engine
 from asynctg.engine.clock import Clock, FakeClock, LoopClock
 from asynctg.engine.config import EngineConfig
 from asynctg.engine.jobs import Job
+from asynctg.engine.prompt_cache import cache_key, cache_scope
 from asynctg.engine.protocol import Engine
 from asynctg.engine.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from asynctg.engine.scheduler import Flow, Scheduler, TokenBucket
@@ -26,7 +27,7 @@ from asynctg.engine.types import (
     request_key,
     validate_messages,
 )
-from asynctg.engine.usage import PRICES, UsageStats
+from asynctg.engine.usage import PRICES, Price, UsageStats
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -46,6 +47,7 @@ __all__ = [
     "Job",
     "LoopClock",
     "Permit",
+    "Price",
     "ResponseCache",
     "RetryPolicy",
     "Scheduler",
@@ -53,6 +55,8 @@ __all__ = [
     "Usage",
     "UsageStats",
     "as_engine",
+    "cache_key",
+    "cache_scope",
     "estimate_tokens",
     "get_engine",
     "image_part",

@@ -51,7 +51,6 @@ from asynctg.engine.jobs import current_job
 from asynctg.engine.providers.openai import parse_completion
 from asynctg.engine.tiers import saved_nano
 from asynctg.engine.types import ChatRequest, ChatResult
-from asynctg.engine.usage import nano_dollars
 from asynctg.errors import (
     APIError,
     BatchError,
@@ -359,17 +358,14 @@ class BatchRunner:
                 answers.update(await self._results(batch_id, file_id))
         engine = self.engine
         cache = engine.cache
-        price = engine.usage.price
         nano = 0
         for key, result in answers.items():
             if cache is not None:
                 cache.put(key, result)
                 if key in requests:
                     self._journaled.add(key)
-            if price is not None and key in requests:
-                full = nano_dollars(
-                    price, result.usage.prompt_tokens, result.usage.completion_tokens
-                )
+            if key in requests:
+                full = engine._nano(result.usage)  # at standard, cached tokens as such
                 nano += full - saved_nano(full, engine.model, "batch")
         if ledger is not None:
             await ledger.arecord("ended", tag)

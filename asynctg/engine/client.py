@@ -48,7 +48,9 @@ from asynctg.engine.clock import Clock, LoopClock
 from asynctg.engine.config import CACHE_MODES, DEFAULT_TIMEOUT, EngineConfig, check_params
 from asynctg.engine.jobs import Job, current_job
 from asynctg.engine.models import context_window_for, max_output_tokens_for
+from asynctg.engine.prompt_cache import MAX_KEY_CHARS, current_key
 from asynctg.engine.providers import CallSite, provider
+from asynctg.engine.providers.anthropic import ANTHROPIC_BASE_URL
 from asynctg.engine.retry import Retrying, RetryPolicy
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import SharedBudget
@@ -66,6 +68,7 @@ from asynctg.engine.tiers import (
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
+    Usage,
     endpoint_key,
     estimate_tokens,
     request_key,
@@ -104,15 +107,20 @@ _SAMPLING_KEYS = frozenset(
 )
 
 
+#: the headers that carry an API key (OpenAI's bearer token, Anthropic's x-api-key)
+_KEY_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
 class _SecretHeaders(dict[str, str]):
-    """Request headers whose ``authorization`` never shows (``repr``, ``vars(engine)``, logs)
-    and never pickles: a copied or pickled engine has no key, not a leaked one."""
+    """Request headers whose key (``authorization``, ``x-api-key``) never shows (``repr``,
+    ``vars(engine)``, logs) and never pickles: a copied or pickled engine has no key, not a
+    leaked one."""
 
     def __repr__(self) -> str:
-        return repr({k: ("***" if k == "authorization" else v) for k, v in self.items()})
+        return repr({k: ("***" if k in _KEY_HEADERS else v) for k, v in self.items()})
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_SecretHeaders, ({k: v for k, v in self.items() if k != "authorization"},))
+        return (_SecretHeaders, ({k: v for k, v in self.items() if k not in _KEY_HEADERS},))
 
 
 class _InFlight:
@@ -161,11 +169,17 @@ class ChatEngine:
         self.config = dataclasses.replace(config, api_key=None)
         self.model = model = config.model
         self.base_url = config.base_url
-        self.provider = provider(config.provider)
+        self.provider = provider(config.provider, prompt_cache=config.prompt_cache)
         self._url = self.provider.url(self.base_url)
         self.timeout = config.timeout
         self.retry: RetryPolicy = config.retry
-        self.defaults: dict[str, Any] = config.defaults
+        # the provider's own defaults (Anthropic: max_tokens) under the engine's
+        self.defaults: dict[str, Any] = {**self.provider.defaults, **config.defaults}
+        #: The server and the wire format, for keys: a Claude answer is not an OpenAI answer
+        #: even from one address (the simulator serves both APIs on one port).
+        endpoint = endpoint_key(self.base_url)
+        if self.provider.name != "openai":
+            endpoint = f"{self.provider.name}+{endpoint}"
         self._headers = _SecretHeaders(self.provider.headers(config.api_key))
         self._site = CallSite(self._url, model, bool(config.api_key))
         self.clock: Clock = config.clock or LoopClock()
@@ -207,9 +221,7 @@ class ChatEngine:
         #: another one. None for a run's journal ("record", "replay", and checkpoints, which
         #: set it so): that holds one run's own answers, replayed whatever address the server
         #: had then (a simulator on another port, a replay that contacts nothing).
-        self.cache_endpoint: str | None = (
-            endpoint_key(self.base_url) if config.cache_mode == "readwrite" else None
-        )
+        self.cache_endpoint: str | None = endpoint if config.cache_mode == "readwrite" else None
         self.usage = UsageStats(config.price)
         #: Tokens a request (prompt and reply) may use: given, from the model table, or learned
         #: from the provider's first context-length error that names it; None: unknown.
@@ -239,7 +251,7 @@ class ChatEngine:
                 or max(900.0, self.retry.max_total_seconds + 60),
                 input_tpm=config.input_tpm,
                 output_tpm=config.output_tpm,
-                endpoint=endpoint_key(self.base_url),
+                endpoint=endpoint,
             )
             self.redis_budget.learned = self._learned_limits
         elif max_cost is not None:
@@ -319,15 +331,29 @@ class ChatEngine:
 
         ``params`` are sampling parameters (temperature, top_p, max_tokens, seed, stop, n,
         response_format); anything else goes into the body as a provider-specific extra.
+        ``prompt_cache_key`` (default: the current ``asynctg.engine.prompt_cache`` scope's) is
+        the provider's prompt-cache routing hint; none is sent with ``prompt_cache=False``.
         """
         msgs = validate_messages(messages)
+        key = params.pop("prompt_cache_key", None)
+        if key is None:
+            key = current_key()
+        elif not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS:
+            raise ConfigError(
+                f"prompt_cache_key must be a string of 1 to {MAX_KEY_CHARS} characters "
+                "(e.g. asynctg.engine.prompt_cache.cache_key(run_id, variable))"
+            )
+        if not self.config.prompt_cache:
+            key = None
         merged = {**self.defaults, **params}
         extra = {k: v for k, v in merged.items() if k not in _SAMPLING_KEYS}
         fields = {k: v for k, v in merged.items() if k in _SAMPLING_KEYS and v is not None}
         check_params(fields)
         if isinstance(fields.get("stop"), list):
             fields["stop"] = tuple(fields["stop"])
-        return ChatRequest(model=self.model, messages=msgs, extra=extra or None, **fields)
+        return ChatRequest(
+            model=self.model, messages=msgs, extra=extra or None, prompt_cache_key=key, **fields
+        )
 
     # --- calling -------------------------------------------------------------------------------
 
@@ -544,15 +570,27 @@ class ChatEngine:
                 rspan.finish(error=exc)
             raise
         if rspan is not None:
-            self._finish_span(rspan, result)
+            self._finish_span(rspan, result, tier)
         return result  # type: ignore[no-any-return]
 
-    def _finish_span(self, rspan: telemetry.RequestSpan, result: ChatResult) -> None:
-        """Close a request's span with its usage and its price (0 when unpriced)."""
-        price = self.usage.price
-        u = result.usage
-        nano = nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0
+    def _finish_span(
+        self, rspan: telemetry.RequestSpan, result: ChatResult, tier: str = "standard"
+    ) -> None:
+        """Close a request's span with its usage and its price at the tier it was served at
+        (0 when unpriced)."""
+        nano = self._nano(result.usage)
+        nano -= saved_nano(nano, self.model, served_tier(result.service_tier, tier))
         rspan.finish(result, cost=nano / 1e9)
+
+    def _nano(self, u: Usage) -> int:
+        """What ``u`` costs at this engine's price, cached reads and writes included (0 when
+        unpriced)."""
+        price = self.usage.price
+        if price is None:
+            return 0
+        return nano_dollars(
+            price, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens
+        )
 
     # --- the retry loop and one attempt --------------------------------------------------------
 
@@ -733,9 +771,10 @@ class ChatEngine:
         n = request.n or 1
         completion = (request.max_tokens or int(self._completion_estimate)) * n
         prompt = estimate_tokens(request.messages)
+        split = self._split or self.scheduler.split_learned
         return Estimate(
             prompt + completion,
-            (prompt, completion) if self._split else None,
+            (prompt, completion) if split else None,
             self._worst_case_nano(request) if priced else 0,
             self.clock.now() + self.retry.max_total_seconds,
             priority,
@@ -762,8 +801,7 @@ class ChatEngine:
     def _spent(self, result: ChatResult, tier: str = "standard") -> Spent:
         u = result.usage
         total = u.total_tokens or None
-        price = self.usage.price
-        nano = nano_dollars(price, u.prompt_tokens, u.completion_tokens) if price else 0
+        nano = self._nano(u)  # at standard, cached reads and writes included
         nano -= saved_nano(nano, self.model, tier)
         return Spent(total, (u.prompt_tokens, u.completion_tokens) if total else None, nano)
 
@@ -773,14 +811,15 @@ class ChatEngine:
 
     def _worst_case_nano(self, request: ChatRequest) -> int:
         """A call's highest possible price in nano-dollars: every prompt character a token (no
-        tokenizer does worse on text), the reply at its cap (``max_tokens``, else
-        ``cost_reserve_tokens``)."""
+        tokenizer does worse on text), each priced as a cache write when that costs more than
+        plain input (a provider may write every prompt token to its cache: Anthropic at 1.25x),
+        the reply at its cap (``max_tokens``, else ``cost_reserve_tokens``)."""
         price = self.usage.price
         if price is None:
             return 0
         prompt = len(request.text()) + 8 * len(request.messages)
         reply = (request.max_tokens or self.cost_reserve_tokens) * (request.n or 1)
-        return nano_dollars(price, prompt, reply) + 1
+        return int((prompt * price.prompt_ceiling + reply * price.output) * 1000) + 1
 
     def worst_case_usd(self, request: ChatRequest) -> float | None:
         """The most ``request`` can cost in dollars (what a dollar cap reserves before sending
@@ -790,13 +829,16 @@ class ChatEngine:
         return self._worst_case_nano(request) / 1e9
 
     def _account(self, result: ChatResult, usage: UsageStats, tier: str = "standard") -> None:
-        prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
+        u = result.usage
+        completion = u.completion_tokens
         for counters in usage.targets:  # the engine's, and a job's (its own and enclosing ones)
             counters.calls += 1
-            counters.prompt_tokens += prompt
+            counters.prompt_tokens += u.prompt_tokens
             counters.completion_tokens += completion
+            counters.cached_tokens += u.cached_tokens
+            counters.cache_write_tokens += u.cache_write_tokens
         if tier != "standard":
-            count_tier(usage, self.model, tier, prompt, completion)
+            count_tier(usage, self.model, tier, u)
         if completion:
             # A running estimate of answer length sizes the token charge made before sending.
             self._completion_estimate += (
@@ -863,16 +905,38 @@ def get_engine(
     ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
     that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
     cool-downs and the dollar cap with every process on that Redis:
-    ``asynctg.engine.shared``), ``provider`` (the wire-format adapter,
-    ``asynctg.engine.providers``; default and only one today: "openai"). The options are
-    checked once, as an ``EngineConfig`` (``engine.config``).
+    ``asynctg.engine.shared``), ``price`` (a ``tg.Price(input=, output=, cached_input=,
+    cache_write=)`` in dollars per million tokens, or the two-number form (input, output);
+    default: the model's entry in ``asynctg.engine.usage.PRICES``), ``provider`` (the
+    wire-format adapter, ``asynctg.engine.providers``: "openai" or "anthropic"),
+    ``prompt_cache`` (default True: OpenAI requests carry a ``prompt_cache_key`` per run and
+    variable, ``asynctg.engine.prompt_cache``; Anthropic's stable prefixes get ``cache_control``
+    breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither). The
+    options are checked once, as an ``EngineConfig`` (``engine.config``).
+
+    **Anthropic** (``provider="anthropic"``): the Messages API, ``base_url`` and ``api_key``
+    defaulting to ``ANTHROPIC_BASE_URL`` (else https://api.anthropic.com) and
+    ``ANTHROPIC_API_KEY``. A ``claude-*`` model with no ``provider`` is sent there when no
+    OpenAI-compatible server is named (no ``base_url`` and no ``OPENAI_BASE_URL``): with one,
+    the model is asked of that server in OpenAI's format (a gateway serving Claude).
 
     >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
     """
-    if api_key is None:
-        api_key = os.environ.get("OPENAI_API_KEY") or None
-    if base_url is None:
-        base_url = os.environ.get("OPENAI_BASE_URL") or (OPENAI_BASE_URL if api_key else "")
+    name = options.pop("provider", None)
+    if name is None:
+        claude = isinstance(model, str) and model.lower().startswith("claude")
+        openai_named = base_url is not None or _env("OPENAI_BASE_URL") is not None
+        name = "anthropic" if claude and not openai_named else "openai"
+    if name == "anthropic":  # (never OpenAI's key: it would go to another company)
+        if api_key is None:
+            api_key = _env("ANTHROPIC_API_KEY")
+        if base_url is None:
+            base_url = _env("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
+    else:
+        if api_key is None:
+            api_key = _env("OPENAI_API_KEY")
+        if base_url is None:
+            base_url = _env("OPENAI_BASE_URL") or (OPENAI_BASE_URL if api_key else "")
     config = EngineConfig(
         model=model,
         base_url=base_url,
@@ -880,6 +944,12 @@ def get_engine(
         rpm=rpm,
         tpm=tpm,
         max_concurrency=max_concurrency,
+        provider=name,
         **options,
     )
     return ChatEngine(config)
+
+
+def _env(name: str) -> str | None:
+    """An environment variable's value; None when unset or empty."""
+    return os.environ.get(name) or None

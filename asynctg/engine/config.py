@@ -7,7 +7,7 @@ each option means.
 
 >>> config = EngineConfig(model="gpt-4o", base_url="http://127.0.0.1:8000/v1/", rpm=600)
 >>> config.base_url, config.price
-('http://127.0.0.1:8000/v1', (2.5, 10.0))
+('http://127.0.0.1:8000/v1', Price(input=2.5, output=10.0, cached_input=1.25, cache_write=None))
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from asynctg.engine.cache import ResponseStore
 from asynctg.engine.clock import Clock
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy
 from asynctg.engine.tiers import DEFAULT_BATCH_MIN, DEFAULT_FLEX_DEADLINE, FLEX_TIMEOUT, check_tier
-from asynctg.engine.usage import check_price, price_for
+from asynctg.engine.usage import Price, check_price, price_for
 from asynctg.errors import ConfigError, require_int
 from asynctg.transport import Transport
 
@@ -42,7 +42,9 @@ CACHE_MODES = ("readwrite", "record", "replay")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
     """A chat engine's options (see the module). ``price`` is the one given, else the model
-    table's (None: unpriced); ``base_url`` is normalised (no trailing slash)."""
+    table's (None: unpriced); ``base_url`` is normalised (no trailing slash). ``prompt_cache``
+    (default True) lets requests carry the provider's prompt-cache hints (OpenAI's
+    ``prompt_cache_key``; Anthropic's ``cache_control`` breakpoints); False sends none."""
 
     model: str
     base_url: str
@@ -58,7 +60,8 @@ class EngineConfig:
     cache: ResponseStore | str | os.PathLike[str] | None = None
     cache_sampled: bool = False
     cache_mode: str = "readwrite"
-    price: tuple[float, float] | None = None
+    #: a ``Price``; the two-number form (prompt, completion) is accepted and turned into one
+    price: Price | None = None
     temperature: float | None = 0.0
     max_tokens: int | None = None
     seed: int | None = None
@@ -70,6 +73,7 @@ class EngineConfig:
     redis_url: str | None = None
     redis_namespace: str = "asynctg"
     reservation_ttl: float | None = None
+    prompt_cache: bool = True
     #: service tiers (asynctg.engine.tiers, asynctg.engine.batch)
     tier: str = "standard"
     flex_deadline: float = DEFAULT_FLEX_DEADLINE
@@ -102,6 +106,8 @@ class EngineConfig:
         ):
             if seconds is not None and not (isinstance(seconds, int | float) and seconds >= 0):
                 raise ConfigError(f"{name} must be seconds >= 0, got {seconds!r}")
+        if not isinstance(self.prompt_cache, bool):
+            raise ConfigError(f"prompt_cache must be True or False, got {self.prompt_cache!r}")
         price = check_price(self.price) if self.price is not None else price_for(model)
         object.__setattr__(self, "price", price)
         object.__setattr__(self, "base_url", _check_base_url(self.base_url))
@@ -115,8 +121,8 @@ class EngineConfig:
         if cap is not None:
             if price is None:
                 raise ConfigError(
-                    f"max_cost needs a price for {model!r}: pass price=(dollars per 1M prompt "
-                    "tokens, per 1M completion tokens) to get_engine()"
+                    f"max_cost needs a price for {model!r}: pass price=tg.Price(input=, output=, "
+                    "cached_input=, cache_write=) (dollars per 1M tokens) to get_engine()"
                 )
             if not isinstance(cap, CostCap) and not (
                 isinstance(cap, int | float) and 0 < cap < math.inf

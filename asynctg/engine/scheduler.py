@@ -39,7 +39,10 @@ whole minute's allowance would only earn 429s.
 
 When no limit is given, the scheduler learns it, in this order of trust:
 
-- **Headers.** ``x-ratelimit-limit-requests/-tokens`` set the bucket (at 97% of the limit).
+- **Headers.** ``x-ratelimit-limit-requests/-tokens`` set the bucket (at 97% of the limit);
+  ``-input-tokens`` / ``-output-tokens`` (Anthropic's separate limits, as its adapter names
+  them) set separate input and output buckets, charged with a request's (input, output)
+  estimate, the output at its ``max_tokens`` as Anthropic charges it.
   ``x-ratelimit-remaining-*`` says how full it starts; a limit header alone (gateways that
   send nothing else) starts it empty, since it arrives right after a burst that likely spent it.
 - **Pacing** (``learn_rate=True``: the engine's choice when it is given no budget at all).
@@ -270,6 +273,10 @@ class Scheduler:
         self.concurrency_cuts = 0
         self.learned_rpm: float | None = None
         self.learned_tpm: float | None = None
+        #: (input, output) token limits per minute learned from headers (None: not learned)
+        self.learned_split: list[float | None] = [None, None]
+        #: whether a split bucket was learned: requests must then carry their (input, output)
+        self.split_learned = False
         #: requests/min measured from accepted and refused requests (None: not measured)
         self.paced_rpm: float | None = None
         self.rate_estimates = 0
@@ -681,7 +688,8 @@ class Scheduler:
         return False
 
     def learn_limits(self, headers: Mapping[str, str]) -> None:
-        """Adopt ``x-ratelimit-limit-requests/-tokens`` when no budget was given."""
+        """Adopt ``x-ratelimit-limit-requests/-tokens`` (and ``-input-tokens`` /
+        ``-output-tokens``, separate buckets) when no budget was given."""
         if not self._rpm_given:
             limit = _sane(_header_number(headers, "x-ratelimit-limit-requests"), LEARNED_RPM_RANGE)
             if limit is not None and limit != self.learned_rpm:
@@ -702,6 +710,25 @@ class Scheduler:
                 if self._pace is not None and self.learned_rpm is None:
                     # a tokens budget now paces: the probe of an unknown one ends
                     self._pace = None
+                    self._rpm = None
+                    self._rpm_value = None
+        for i, kind in enumerate(("input", "output")):
+            if self._split_values[i] is not None:
+                continue  # given: never replaced by what a server says
+            limit = _sane(
+                _header_number(headers, f"x-ratelimit-limit-{kind}-tokens"), LEARNED_TPM_RANGE
+            )
+            if limit is not None and limit != self.learned_split[i]:
+                # Anthropic's separate input- and output-token limits: a bucket each, charged
+                # with a request's (input, output) estimate (the engine sends it once learned)
+                now = self.clock.now()
+                self.learned_split[i] = limit
+                remaining = _header_number(headers, f"x-ratelimit-remaining-{kind}-tokens")
+                buckets = self._split_buckets(now)
+                buckets[i] = _learned_bucket(limit * LEARNED_LIMIT_HEADROOM, limit, remaining, now)
+                self.split_learned = True
+                if self._pace is not None and self.learned_rpm is None:
+                    self._pace = None  # a tokens budget now paces (as above)
                     self._rpm = None
                     self._rpm_value = None
 
@@ -733,6 +760,10 @@ class Scheduler:
             "tpm_limit": self._tpm_value,
             "learned_rpm": self.learned_rpm,
             "learned_tpm": self.learned_tpm,
+            "learned_input_tpm": self.learned_split[0],
+            "learned_output_tpm": self.learned_split[1],
+            "input_tpm_limit": _limit_of(self._split, 0, self._split_values),
+            "output_tpm_limit": _limit_of(self._split, 1, self._split_values),
             "cool_downs": self.cool_downs,
             "concurrency_cuts": self.concurrency_cuts,
             "paced_rpm": self.paced_rpm,
@@ -791,6 +822,14 @@ def _learned_bucket(
     bucket = TokenBucket(per_minute, now, level=0.0)
     bucket.level = min(bucket.capacity, max(0.0, remaining / limit) * bucket.capacity)
     return bucket
+
+
+def _limit_of(
+    split: list[TokenBucket | None] | None, i: int, given: tuple[float | None, float | None]
+) -> float | None:
+    """The per-minute rate split bucket ``i`` paces at (given, or learned); None: none."""
+    bucket = split[i] if split is not None else None
+    return bucket.per_minute if bucket is not None else given[i]
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:

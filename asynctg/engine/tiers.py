@@ -18,8 +18,10 @@ call of the fan-out, graph and judge included, takes it without each layer passi
 else the engine's default (``get_engine(..., tier=)``). The tier is not part of a request's
 cache key: the answer is the same at every tier, so a journal recorded at one replays at any.
 
-Prices: flex and batch cost ``TIER_FACTORS`` times the standard price (half, as OpenAI and
-Anthropic publish it) unless ``MODEL_TIER_FACTORS`` says otherwise for the model; a call is
+Prices: flex and batch cost ``TIER_FACTORS`` times the standard cost (half, as OpenAI and
+Anthropic publish it) unless ``MODEL_TIER_FACTORS`` says otherwise for the model; the standard
+cost is the cached-aware one (``asynctg.engine.usage.nano_dollars``: cached reads and cache
+writes at their own prices), so the factor applies to what the call would have cost; a call is
 priced at the tier the provider reports it was served at (OpenAI's ``service_tier`` field),
 else at the tier it was sent at.
 
@@ -38,6 +40,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
 from asynctg.engine.models import lookup
+from asynctg.engine.types import Usage
 from asynctg.engine.usage import UsageStats, nano_dollars
 from asynctg.errors import ConfigError, RateLimitError
 
@@ -171,14 +174,24 @@ def saved_nano(nano: int, model: str, tier: str) -> int:
     return nano - int(nano * tier_factor(model, tier))
 
 
-def count_tier(usage: UsageStats, model: str, tier: str, prompt: int, completion: int) -> None:
-    """Count one call answered at a discounted ``tier`` in ``usage`` (and what it saved)."""
+def count_tier(usage: UsageStats, model: str, tier: str, tokens: Usage) -> None:
+    """Count one call answered at a discounted ``tier`` in ``usage`` (and what it saved: the
+    call's standard cost, cached reads and cache writes priced as such, times one minus the
+    tier's factor)."""
+    total = tokens.prompt_tokens + tokens.completion_tokens
     if tier == "flex":
         usage.flex_calls += 1
-        usage.flex_tokens += prompt + completion
+        usage.flex_tokens += total
     elif tier == "batch":
         usage.batch_calls += 1
-        usage.batch_tokens += prompt + completion
+        usage.batch_tokens += total
     price = usage.price
     if price is not None:
-        usage.saved_nano += saved_nano(nano_dollars(price, prompt, completion), model, tier)
+        standard = nano_dollars(
+            price,
+            tokens.prompt_tokens,
+            tokens.completion_tokens,
+            tokens.cached_tokens,
+            tokens.cache_write_tokens,
+        )
+        usage.saved_nano += saved_nano(standard, model, tier)

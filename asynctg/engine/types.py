@@ -23,6 +23,7 @@ __all__ = [
     "ChatRequest",
     "ChatResult",
     "Usage",
+    "WireUsage",
     "endpoint_key",
     "estimate_tokens",
     "image_part",
@@ -41,7 +42,9 @@ class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True)
     """The body of ``POST /chat/completions``, exactly as sent.
 
     Build one with ``ChatEngine.request(...)`` (which validates) or directly. ``extra`` holds
-    provider-specific parameters, merged into the body.
+    provider-specific parameters, merged into the body. ``prompt_cache_key`` is OpenAI's
+    prompt-cache routing hint (``asynctg.engine.prompt_cache``): sent, but not part of
+    ``request_key`` (it does not change the answer).
     """
 
     model: str
@@ -54,6 +57,7 @@ class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True)
     n: int | None = None
     response_format: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] | None = None
+    prompt_cache_key: str | None = None
 
     def body(self) -> bytes:
         """The JSON body to send."""
@@ -69,10 +73,16 @@ class ChatRequest(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True)
 
 
 class Usage(msgspec.Struct, frozen=True):
-    """Tokens the provider reports for one completion."""
+    """Tokens the provider reports for one completion.
+
+    ``prompt_tokens`` is always every prompt token, cached reads and cache writes included
+    (each adapter normalises its provider's usage to that).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the provider's prompt cache
+    cache_write_tokens: int = 0  # prompt tokens written to the provider's cache
 
     @property
     def total_tokens(self) -> int:
@@ -109,9 +119,36 @@ class _Choice(msgspec.Struct):
     finish_reason: str | None = None
 
 
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+    # not sent by OpenAI (whose cache writes cost the input price); some compatible servers do
+    cache_write_tokens: int | None = 0
+
+
+class WireUsage(msgspec.Struct):
+    """``usage`` as OpenAI-compatible servers send it (cached tokens nested in
+    ``prompt_tokens_details``); ``normal()`` is the engine's ``Usage``."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+
+    def normal(self) -> Usage:
+        """The engine's ``Usage``: cached reads and writes are part of ``prompt_tokens`` on
+        the wire already; a count past the prompt is read as the whole prompt."""
+        prompt = self.prompt_tokens
+        details = self.prompt_tokens_details
+        if details is None or prompt <= 0:
+            return Usage(prompt, self.completion_tokens)
+        cached = min(max(details.cached_tokens or 0, 0), prompt)
+        written = min(max(details.cache_write_tokens or 0, 0), prompt - cached)
+        return Usage(prompt, self.completion_tokens, cached, written)
+
+
 class _Completion(msgspec.Struct):
     choices: list[_Choice] = []
-    usage: Usage | None = None
+    usage: WireUsage | None = None
     model: str = ""
     service_tier: str | None = None
 
@@ -160,6 +197,8 @@ def request_key(request: ChatRequest, *, endpoint: str | None = None) -> str:
     the same, across processes and runs. Without ``endpoint`` the key is the request's alone
     (a run's journal: see ``ChatEngine.cache_endpoint``).
     """
+    if request.prompt_cache_key is not None:  # a routing hint: the same answer without it
+        request = msgspec.structs.replace(request, prompt_cache_key=None)
     digest = hashlib.sha256()
     if endpoint is not None:
         digest.update(endpoint.encode() + b"\n")  # no request encoding starts with a URL

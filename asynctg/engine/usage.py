@@ -3,12 +3,17 @@
 Money is integer nano-dollars (``asynctg.engine.budget.NANO`` per dollar) everywhere in the
 engine: ``nano_dollars`` prices a call, dollar caps reserve and settle in it, and the dollar
 figures a user reads (``cost_usd``, ``UsageStats.cost``) are derived from it at the edge.
-Prices are given in dollars per million tokens, as providers publish them.
+Prices are given in dollars per million tokens, as providers publish them (``Price``), with
+the prompt-cache prices: a prompt token read from the provider's cache costs
+``Price.cached_input``, one written to it ``Price.cache_write``, and the counters keep both
+kinds (``cached_tokens``, ``cache_write_tokens``, each part of ``prompt_tokens``) so a cost is
+the provider's bill, not the uncached list price.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from asynctg.engine.models import lookup
@@ -17,60 +22,160 @@ from asynctg.errors import ConfigError
 __all__ = [
     "PRICES",
     "ChargedUsage",
+    "Price",
     "UsageStats",
     "check_price",
     "nano_dollars",
     "price_for",
 ]
 
-#: US dollars per million (prompt, completion) tokens, from the providers' public price pages.
-#: A model missing here reports no cost unless ``price=`` is given to ``get_engine``.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4-turbo": (10.00, 30.00),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "o3-mini": (1.10, 4.40),
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a model's tokens cost, in US dollars per million tokens, as providers publish it.
+
+    ``cached_input`` is the price of a prompt token read from the provider's prompt cache,
+    ``cache_write`` that of a prompt token written to it; None means "the input price" (no
+    discount known; no write surcharge, as on OpenAI). A prompt token neither read nor written
+    costs ``input``. Invalid numbers raise ``ConfigError`` (a NaN would make every cost, and
+    every comparison with a dollar cap, meaningless).
+
+    >>> Price(input=2.5, output=10, cached_input=1.25)
+    Price(input=2.5, output=10.0, cached_input=1.25, cache_write=None)
+    >>> Price(3, 15, cached_input=0.3, cache_write=3.75).prompt_ceiling
+    3.75
+    """
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("input", "output", "cached_input", "cache_write"):
+            value = getattr(self, name)
+            if value is None and name in ("cached_input", "cache_write"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(
+                    f"price {name} must be a number of dollars per 1M tokens, got {value!r}"
+                )
+            if not 0 <= value < math.inf:
+                raise ConfigError(
+                    f"prices must be finite numbers >= 0 (dollars per 1M tokens): {name} is "
+                    f"{value!r}"
+                )
+            object.__setattr__(self, name, float(value))
+
+    @property
+    def read(self) -> float:
+        """Dollars per million prompt tokens read from the cache."""
+        return self.input if self.cached_input is None else self.cached_input
+
+    @property
+    def write(self) -> float:
+        """Dollars per million prompt tokens written to the cache."""
+        return self.input if self.cache_write is None else self.cache_write
+
+    @property
+    def prompt_ceiling(self) -> float:
+        """The most one prompt token can cost (a dollar cap's worst case prices every prompt
+        token at it: any of them may be a cache write, which costs more than input on
+        Anthropic)."""
+        return max(self.input, self.read, self.write)
+
+
+def _p(input: float, output: float, cached: float | None, write: float | None = None) -> Price:
+    return Price(input, output, cached, write)
+
+
+#: US dollars per million tokens, from the providers' public price pages: OpenAI bills cached
+#: input at a discount and cache writes at the input price; Anthropic bills cache reads at
+#: 0.1x and 5-minute cache writes at 1.25x the input price (asynctg sends 5-minute
+#: breakpoints). A model missing here reports no cost unless ``price=`` is given to
+#: ``get_engine``.
+PRICES: dict[str, Price] = {
+    "gpt-4o": _p(2.50, 10.00, 1.25),
+    "gpt-4o-mini": _p(0.15, 0.60, 0.075),
+    "gpt-4.1": _p(2.00, 8.00, 0.50),
+    "gpt-4.1-mini": _p(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": _p(0.10, 0.40, 0.025),
+    "gpt-4-turbo": _p(10.00, 30.00, None),  # no prompt caching
+    "gpt-3.5-turbo": _p(0.50, 1.50, None),  # no prompt caching
+    "o3-mini": _p(1.10, 4.40, 0.55),
+    "claude-opus-4-1": _p(15.00, 75.00, 1.50, 18.75),
+    "claude-opus-4-5": _p(5.00, 25.00, 0.50, 6.25),
+    "claude-sonnet-4-5": _p(3.00, 15.00, 0.30, 3.75),
+    "claude-sonnet-4": _p(3.00, 15.00, 0.30, 3.75),
+    "claude-haiku-4-5": _p(1.00, 5.00, 0.10, 1.25),
+    "claude-3-5-haiku": _p(0.80, 4.00, 0.08, 1.00),
 }
 
 
-def price_for(model: str) -> tuple[float, float] | None:
+def price_for(model: str) -> Price | None:
     """The price entry for ``model``, matching dated snapshots (``gpt-4o-2024-08-06``) too."""
     return lookup(PRICES, model)
 
 
-def check_price(price: Any) -> tuple[float, float]:
-    """``price`` as (dollars per 1M prompt tokens, per 1M completion tokens); ``ConfigError``
-    unless it is two finite numbers >= 0 (a NaN would make every cost, and every comparison
-    with a dollar cap, meaningless).
+def check_price(price: Any) -> Price:
+    """``price`` as a ``Price``: a ``Price`` itself, or the two-number form (dollars per 1M
+    prompt tokens, per 1M completion tokens: no cache discount, no write surcharge);
+    ``ConfigError`` for anything else or for numbers that are not finite and >= 0.
 
     >>> check_price((2.5, 10))
-    (2.5, 10.0)
+    Price(input=2.5, output=10.0, cached_input=None, cache_write=None)
     """
+    if isinstance(price, Price):
+        return price
     try:
-        prompt, completion = (float(x) for x in price)
+        prompt, completion = price
+    except (TypeError, ValueError):
+        raise ConfigError(
+            "price must be tg.Price(input=, output=, cached_input=, cache_write=) or (dollars "
+            f"per 1M prompt tokens, per 1M completion tokens), got {price!r}"
+        ) from None
+    return Price(_number(prompt, price), _number(completion, price))
+
+
+def _number(value: Any, price: Any) -> float:
+    try:
+        return float(value)
     except (TypeError, ValueError):
         raise ConfigError(
             f"price must be (dollars per 1M prompt tokens, per 1M completion), got {price!r}"
         ) from None
-    if not (0 <= prompt < math.inf and 0 <= completion < math.inf):
-        raise ConfigError(
-            f"prices must be finite numbers >= 0 (dollars per 1M tokens), got {price!r}"
-        )
-    return prompt, completion
 
 
-def nano_dollars(price: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> int:
-    """What the tokens cost at ``price`` (dollars per million prompt, completion tokens), in
-    whole nano-dollars (rounded down), the engine's one unit of money.
+def nano_dollars(
+    price: Price | tuple[float, float],
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> int:
+    """What the tokens cost at ``price``, in whole nano-dollars (rounded down), the engine's
+    one unit of money. ``prompt_tokens`` counts every prompt token; ``cached_tokens`` of them
+    were read from the provider's cache and ``cache_write_tokens`` written to it (priced at
+    ``Price.read`` and ``Price.write``), the rest at ``input``.
 
     >>> nano_dollars((2.5, 10.0), 1000, 100)
     3500000
+    >>> nano_dollars(Price(2.5, 10.0, cached_input=1.25), 1000, 100, cached_tokens=1000)
+    2250000
     """
-    return int((prompt_tokens * price[0] + completion_tokens * price[1]) * 1000)
+    if not isinstance(price, Price):
+        price = Price(*price)
+    # a server reporting more cached than prompt tokens is read as "all of them"
+    cached = min(cached_tokens, prompt_tokens)
+    written = min(cache_write_tokens, prompt_tokens - cached)
+    plain = prompt_tokens - cached - written
+    dollars_e6 = (
+        plain * price.input
+        + cached * price.read
+        + written * price.write
+        + completion_tokens * price.output
+    )
+    return int(dollars_e6 * 1000)
 
 
 class UsageStats:
@@ -80,6 +185,8 @@ class UsageStats:
         "batch_calls",
         "batch_tokens",
         "cache_hits",
+        "cache_write_tokens",
+        "cached_tokens",
         "calls",
         "coalesced",
         "completion_tokens",
@@ -97,7 +204,7 @@ class UsageStats:
         "saved_nano",
     )
 
-    def __init__(self, price: tuple[float, float] | None) -> None:
+    def __init__(self, price: Price | None) -> None:
         self.price = price
         self.calls = 0  # calls answered (from the provider, the cache, or a shared request)
         self.requests = 0  # HTTP requests sent, retries included
@@ -110,6 +217,8 @@ class UsageStats:
         self.coalesced = 0  # calls answered by an identical request already in flight
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.cached_tokens = 0  # prompt tokens read from the provider's prompt cache
+        self.cache_write_tokens = 0  # prompt tokens written to it
         # Service tiers (asynctg.engine.tiers): the calls and tokens served at flex or in a
         # batch, flex calls sent at standard after their flex_deadline, and what the discounted
         # tiers saved against the standard price (nano-dollars; the cost is net of it).
@@ -130,9 +239,14 @@ class UsageStats:
         """The tokens counted, priced at their tiers, in nano-dollars (None without a price)."""
         if self.price is None:
             return None
-        return (
-            nano_dollars(self.price, self.prompt_tokens, self.completion_tokens) - self.saved_nano
+        standard = nano_dollars(
+            self.price,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
         )
+        return standard - self.saved_nano
 
     @property
     def cost(self) -> float | None:
@@ -154,6 +268,8 @@ class UsageStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
             "cost_usd": self.cost,
             "flex_calls": self.flex_calls,
             "flex_tokens": self.flex_tokens,

@@ -7,12 +7,14 @@ backward rule (``backward``, which plans feedback and never calls anything itsel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from asynctg import prompts, telemetry
+from asynctg.engine.prompt_cache import cache_scope
 from asynctg.engine.protocol import Engine
 from asynctg.engine.types import CONTEXT_FRACTION, ChatRequest
 from asynctg.errors import ConfigError, ContextBudgetError, NotAVariableError
@@ -77,7 +79,7 @@ def _feedback_request(
     and the variable's role are never cut: if the request still cannot fit,
     ``ContextBudgetError`` is raised, naming the variable and the sample; nothing is sent.
     """
-    request = _backward_messages(engine, content)
+    request = _backward_messages(engine, content, variable)
     window = engine.context_window
     if window is None or engine.request_tokens(request) <= window:
         return request
@@ -97,7 +99,7 @@ def _feedback_request(
         )
     else:
         cut = content
-    request = _backward_messages(engine, cut)
+    request = _backward_messages(engine, cut, variable)
     tokens = engine.request_tokens(request)
     if tokens > window:
         sample = describe_sample(output)
@@ -114,13 +116,14 @@ def _feedback_request(
     return request
 
 
-def _backward_messages(engine: Engine, content: str | list[Any]) -> ChatRequest:
-    return engine.request(
-        [
-            {"role": "system", "content": prompts.BACKWARD_SYSTEM_PROMPT},
-            {"role": "user", "content": content},
-        ]
-    )
+def _backward_messages(engine: Engine, content: str | list[Any], variable: Variable) -> ChatRequest:
+    with cache_scope(variable.role_description):  # one prompt_cache_key per run and variable
+        return engine.request(
+            [
+                {"role": "system", "content": prompts.BACKWARD_SYSTEM_PROMPT},
+                {"role": "user", "content": content},
+            ]
+        )
 
 
 def _feedback_plans(
@@ -184,7 +187,13 @@ class LLMCall(Function):
 
     async def _complete(self, content: str | list[Any]) -> str:
         engine = _engine(self.engine)
-        request = engine.request(self._messages(content))
+        scope = (
+            contextlib.nullcontext()
+            if self.system_prompt is None
+            else cache_scope(self.system_prompt.role_description)
+        )
+        with scope:  # the calls of one system prompt share a prompt_cache_key
+            request = engine.request(self._messages(content))
         with telemetry.span(f"forward {type(self).__name__}"):
             result = await engine.send(request)
         return result.text

@@ -13,6 +13,7 @@ from typing import Any
 
 from asynctg import fanout, prompts, telemetry
 from asynctg.engine.adapters import as_engine
+from asynctg.engine.prompt_cache import cache_scope
 from asynctg.engine.protocol import Engine
 from asynctg.errors import (
     ConfigError,
@@ -242,6 +243,11 @@ class TextualGradientDescent(Optimizer):
             content, report = await self._content(engine, variable, "tree")
             return await self._ask(engine, variable, content, report), report
 
+    async def _scoped(self, engine: Engine, variable: Variable) -> tuple[str, AggregationReport]:
+        """``_new_value`` with the variable's prompt-cache scope (``engine.prompt_cache``)."""
+        with cache_scope(variable.role_description):
+            return await self._new_value(engine, variable)
+
     async def _ask(
         self,
         engine: Engine,
@@ -292,7 +298,7 @@ class TextualGradientDescent(Optimizer):
                 "without `await` does nothing."
             )
         with telemetry.span("step", asynctg__step__parameters=len(todo)):
-            results = await fanout.gather(self._new_value(engine, p) for p in todo)
+            results = await fanout.gather(self._scoped(engine, p) for p in todo)
         new_values = [value for value, _ in results]
         # Every reply is in and parsed: only now does anything change.
         self.last_step = [report for _, report in results]

@@ -55,11 +55,9 @@ budget cap or cut short by ``--epochs`` can be resumed with a larger one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -129,6 +127,8 @@ class JournalView:
     __slots__ = (
         "_uncounted",
         "journal",
+        "recovered_cache_write_tokens",
+        "recovered_cached_tokens",
         "recovered_calls",
         "recovered_completion_tokens",
         "recovered_prompt_tokens",
@@ -140,6 +140,8 @@ class JournalView:
         self.recovered_calls = 0
         self.recovered_prompt_tokens = 0
         self.recovered_completion_tokens = 0
+        self.recovered_cached_tokens = 0  # (priced as the provider billed them)
+        self.recovered_cache_write_tokens = 0
 
     def get(self, key: str) -> ChatResult | None:
         """The journaled answer for ``key``, noting it if it is an uncounted call's first replay."""
@@ -150,6 +152,8 @@ class JournalView:
             # a journal of an older version may hold a provider's negative numbers
             self.recovered_prompt_tokens += max(0, result.usage.prompt_tokens)
             self.recovered_completion_tokens += max(0, result.usage.completion_tokens)
+            self.recovered_cached_tokens += max(0, result.usage.cached_tokens)
+            self.recovered_cache_write_tokens += max(0, result.usage.cache_write_tokens)
         return result
 
     def put(self, key: str, result: ChatResult) -> None:

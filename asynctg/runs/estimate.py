@@ -7,6 +7,10 @@ its replies (and the later prompts that quote them), so the range brackets those
 counts replies at half the simulator's length; the high end counts prompts a quarter longer
 and every reply at its cap (the request's ``max_tokens``, else the model's reply cap or the
 engine's ``cost_reserve_tokens``: what a dollar cap reserves), so no reply length can pass it.
+Prompt caching is priced as the simulator's provider cache reports it (cached reads at the
+price's ``cached_input``, writes at its ``cache_write``) in the low and middle figures; the high
+end prices every prompt token at the most one can cost (``Price.prompt_ceiling``: no cache hit,
+or a cache write on every token), so a cold or evicted cache cannot pass it either.
 After a first step, a run's journal holds real replies: their mean length rescales the middle
 estimate and narrows the range (``calibrate``). A resumed run's dry run resumes too, from a
 copy of its checkpoint: the calls its journal answers are counted (``journal_hits``) and cost
@@ -29,7 +33,7 @@ import msgspec
 
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.types import ChatRequest
-from asynctg.engine.usage import price_for
+from asynctg.engine.usage import Price, check_price, nano_dollars, price_for
 from asynctg.transport import HTTPRequest, HTTPResponse, Transport
 
 __all__ = ["Estimate", "dry_run"]
@@ -49,12 +53,17 @@ class Estimate:
     calibrated: bool = False
     journal_hits: int = 0  # calls a resumed run's journal answers: free, not in the dollars
     finish_usd: float | None = None  # the smallest --max-cost that lets the run finish
+    cached_tokens: int = 0  # prompt tokens the simulated provider's prompt cache answered
+    cache_write_tokens: int = 0  # prompt tokens written to it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def line(self) -> str:
-        tokens = f"{self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion tokens"
+        cached = f" ({self.cached_tokens:,} cached)" if self.cached_tokens else ""
+        tokens = (
+            f"{self.prompt_tokens:,} prompt{cached} + {self.completion_tokens:,} completion tokens"
+        )
         if self.expected_usd is None:
             cost = "cost n/a (no price: pass --price)"
         else:
@@ -92,7 +101,7 @@ async def dry_run(
     models: Sequence[str],
     run: Callable[[dict[str, ChatEngine]], Awaitable[Any]],
     *,
-    prices: dict[str, tuple[float, float] | None] | None = None,
+    prices: dict[str, Price | tuple[float, float] | None] | None = None,
     max_tokens: int | None = None,
     reply_scale: float | None = None,
 ) -> Estimate:
@@ -117,7 +126,7 @@ async def dry_run(
         finally:
             for engine in engines.values():
                 await engine.aclose()
-    calls = prompt = completion = hits = 0
+    calls = prompt = completion = hits = cached = written = 0
     low = expected = high = largest = 0.0
     priced = True
     scale = reply_scale or 1.0
@@ -127,18 +136,26 @@ async def dry_run(
         hits += u.cache_hits  # answered by a resumed run's journal: never sent, never paid
         prompt += u.prompt_tokens
         completion += u.completion_tokens
-        price = (prices or {}).get(model) or price_for(model)
+        cached += u.cached_tokens
+        written += u.cache_write_tokens
+        given = (prices or {}).get(model)
+        price = check_price(given) if given is not None else price_for(model)
         if price is None:
             priced = False
             continue
-        p_in, p_out = price[0] / 1e6, price[1] / 1e6
+        p_out = price.output / 1e6
+        # the prompts as the simulated provider billed them: cached reads and writes priced
+        prompts = (
+            nano_dollars(price, u.prompt_tokens, 0, u.cached_tokens, u.cache_write_tokens) / 1e9
+        )
         replies = u.completion_tokens * scale
         spread = (0.8, 1.25) if reply_scale else (0.5, 2.0)
-        low += u.prompt_tokens * (0.95 if reply_scale else 0.9) * p_in + replies * spread[0] * p_out
-        expected += u.prompt_tokens * p_in + replies * p_out
-        # every reply at its cap: no reply can be longer (the provider stops it there)
+        low += prompts * (0.95 if reply_scale else 0.9) + replies * spread[0] * p_out
+        expected += prompts + replies * p_out
+        # every reply at its cap: no reply can be longer (the provider stops it there); every
+        # prompt token at the most it can cost (no cache hit, or a cache write)
         capped = max(watches[model].reply_tokens, replies)
-        high += u.prompt_tokens * 1.25 * p_in + capped * p_out
+        high += u.prompt_tokens * 1.25 * price.prompt_ceiling / 1e6 + capped * p_out
         largest = max(largest, watches[model].largest_usd)
     return Estimate(
         calls=calls,
@@ -151,4 +168,6 @@ async def dry_run(
         calibrated=reply_scale is not None,
         journal_hits=hits,
         finish_usd=round(high + largest, 6) if priced else None,
+        cached_tokens=cached,
+        cache_write_tokens=written,
     )

@@ -1,5 +1,7 @@
-"""What every loop shares: events for progress displays, usage metering, budget caps and the
-job a run goes through (running many coroutines at once is ``asynctg.fanout``'s).
+"""What every loop shares: events for progress displays, usage metering, budget caps, the job
+a run goes through, a run's checkpoint state and how it stops (``Run``; ``ItemRun`` for the
+test-time loops whose items run at once). The rounds of refinement within one item are in
+``asynctg.runs.rounds``; running many coroutines at once is ``asynctg.fanout``'s.
 
 Every app runs as a job of the engine it is given (``run_job``): on a shared engine its
 ``result.usage``, its ``Budget`` and its progress lines count that run's calls only, and a
@@ -10,37 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from asynctg.runs.checkpoint import JournalView
 from asynctg.engine.adapters import as_chat_engine
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.jobs import Job
+from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.usage import UsageStats
 from asynctg.errors import (
     AsyncTGError,
     BudgetExceededError,
     ConfigError,
     DeadlineExceededError,
-    first_error,
     require_int,
 )
 
 # Fan-out lives in asynctg.fanout; re-exported for the apps that import it from here.
-from asynctg.engine.tiers import check_tier
 from asynctg.fanout import count_bounded, gather, run_all
+from asynctg.runs.checkpoint import JournalView
 
 if TYPE_CHECKING:
     from asynctg.runs.checkpoint import Checkpoint
 
 __all__ = [
+    "STOPS",
     "Budget",
     "EventSink",
     "ItemRun",
     "Meter",
     "RoundsConfig",
+    "Run",
     "RunEvent",
     "count_bounded",
     "engine_of",
@@ -89,6 +92,8 @@ _SUMMED = (
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
     "flex_calls",
     "flex_tokens",
     "flex_fallbacks",
@@ -185,6 +190,8 @@ class Meter:
                 paid.cache_hits = -view.recovered_calls
                 paid.prompt_tokens = view.recovered_prompt_tokens
                 paid.completion_tokens = view.recovered_completion_tokens
+                paid.cached_tokens = view.recovered_cached_tokens
+                paid.cache_write_tokens = view.recovered_cache_write_tokens
                 parts.append(paid.snapshot())
         return parts
 
@@ -259,27 +266,88 @@ class RoundsConfig:
 
     iterations: int = 3
     budget: Budget = field(default_factory=Budget)
-    #: the service tier of the calls off the optimization path (each item's zero-shot
-    #: baseline; ``asynctg.engine.tiers``): "standard", "flex" or "batch"
-    eval_tier: str = "standard"
 
     def __post_init__(self) -> None:
         require_int("iterations", self.iterations, 0)
-        check_tier(self.eval_tier)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         return {"iterations": self.iterations}
 
 
-class ItemRun:
-    """The bookkeeping of a test-time loop whose items (questions, problems) run at once.
+#: The errors that end a run as a budget cap does between steps: a cap (or the job's deadline)
+#: refused a call; the calls paid so far stay in the journal for a resumed run.
+STOPS = (BudgetExceededError, DeadlineExceededError)
 
-    Shared by ``optimize_solutions`` and ``optimize_code``: the records resumed from a
-    checkpoint, the usage meter and budget, progress events, a checkpoint save after each
-    finished item, and a clean stop once a budget cap is reached (the items still running are
-    cancelled; their calls so far stay in the journal, so a resumed run replays them instead of
-    paying for them again). An item whose calls fail for good is recorded with its error and
-    the others go on.
+
+class Run:
+    """What every loop's run holds: its listener, its usage meter and budget, its checkpoint and
+    why it stopped.
+
+    A loop keeps its own state (``state()``: a prompt's epoch and history, the finished items)
+    and runs its own steps; this writes the checkpoint's state around it (``{"status",
+    "stop_reason", <the loop's fields>, "usage"}``) and ends a run the same way for every loop
+    (``finish``). The first reason to stop wins (``stop``).
+    """
+
+    def __init__(
+        self,
+        engines: Sequence[Metered],
+        *,
+        budget: Budget,
+        checkpoint: Checkpoint | None,
+        on_event: EventSink | None,
+    ) -> None:
+        state = checkpoint.state if checkpoint is not None and checkpoint.state else {}
+        self.meter = Meter(engines, state.get("usage"))
+        budget.check_pricing(self.meter)
+        self.budget, self.checkpoint, self.on_event = budget, checkpoint, on_event
+        self.stop_reason: str | None = None
+
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(RunEvent(kind, message, data))
+
+    def exceeded(self) -> str | None:
+        """Why the budget stops the run now ("max_cost", "max_calls"), or None."""
+        return self.budget.exceeded(self.meter.total())
+
+    def stop(self, reason: str) -> bool:
+        """Record why the run stops; False if it was stopping already (the first reason wins)."""
+        if self.stop_reason is not None:
+            return False
+        self.stop_reason = reason
+        return True
+
+    def state(self) -> dict[str, Any]:
+        """The loop's own fields of the checkpoint's state."""
+        return {}
+
+    async def save(self, status: str) -> None:
+        """Save the state to the checkpoint, the disk write off the event loop."""
+        if self.checkpoint is not None:
+            # built right before the call, no await in between (see ``Checkpoint.asave``)
+            state = {"status": status, "stop_reason": self.stop_reason, **self.state()}
+            await self.checkpoint.asave({**state, "usage": self.meter.total()})
+
+    async def finish(self) -> str:
+        """Save the final state and say why the run stopped; "completed" or "stopped"."""
+        status = "stopped" if self.stop_reason else "completed"
+        await self.save(status)
+        if self.stop_reason:
+            limit = self.stop_reason.replace("_", "-")
+            self.emit("stopped", f"stopped: --{limit} reached", reason=self.stop_reason)
+        return status
+
+
+class ItemRun(Run):
+    """The bookkeeping of a test-time loop whose items (questions, problems, designs) run at once.
+
+    Shared by ``optimize_solutions``, ``optimize_code`` and ``optimize_designs``: the records
+    resumed from a checkpoint, progress events, each item's time (its record's ``seconds``), a
+    checkpoint save after each finished item, and a clean stop once a budget cap is reached (the
+    items still running are cancelled; their calls so far stay in the journal, so a resumed run
+    replays them instead of paying for them again). An item whose calls fail for good is
+    recorded with its error and the others go on.
     """
 
     def __init__(
@@ -294,38 +362,33 @@ class ItemRun:
     ) -> None:
         if checkpoint is not None:
             checkpoint.attach(engine_of(engine))
+        super().__init__([engine], budget=budget, checkpoint=checkpoint, on_event=on_event)
         state = checkpoint.state if checkpoint is not None and checkpoint.state else {}
         self.records: dict[int, dict[str, Any]] = {
             int(k): v for k, v in state.get("done", {}).items()
         }
-        self.meter = Meter([engine], state.get("usage"))
-        budget.check_pricing(self.meter)
-        self.noun, self.total, self.budget = noun, total, budget
-        self.checkpoint, self.on_event = checkpoint, on_event
-        self.stop_reason: str | None = budget.exceeded(self.meter.total())
-
-    def emit(self, kind: str, message: str, **data: Any) -> None:
-        if self.on_event is not None:
-            self.on_event(RunEvent(kind, message, data))
+        self.noun, self.total = noun, total
+        self.stop_reason = self.exceeded()
 
     def progress(self) -> str:
         return f"{len(self.records)}/{self.total} {self.noun}"
 
-    async def save(self, status: str) -> None:
-        """Save the state to the checkpoint, the disk write off the event loop."""
-        if self.checkpoint is not None:
-            await self.checkpoint.asave(
-                {
-                    "status": status,
-                    "stop_reason": self.stop_reason,
-                    "done": {str(k): v for k, v in sorted(self.records.items())},
-                    "usage": self.meter.total(),
-                }
-            )
+    def start(self, message: str, detail: str = "") -> None:
+        """The run's "start" event: ``message``, how many items a resumed run has done, then
+        ``detail``."""
+        done = f" ({len(self.records)} already done)" if self.records else ""
+        self.emit("start", message + done + detail, progress=self.progress())
+
+    def state(self) -> dict[str, Any]:
+        return {"done": {str(k): v for k, v in sorted(self.records.items())}}
 
     def ordered(self) -> list[dict[str, Any]]:
         """The records so far, in item order."""
         return [self.records[i] for i in sorted(self.records)]
+
+    def failed(self) -> int:
+        """How many items were recorded with an error."""
+        return sum(1 for r in self.records.values() if "error" in r)
 
     async def run(
         self,
@@ -335,31 +398,33 @@ class ItemRun:
     ) -> str:
         """Run every unfinished item; "completed", or "stopped" when a budget cap was reached.
 
-        ``solve(i)`` computes item ``i``'s record; ``failed(i, exc)`` is the record of an item
-        whose calls failed for good; ``describe(i, record)`` gives the progress line and the
-        event's extra data.
+        ``solve(i)`` computes item ``i``'s record (its ``seconds`` are added here);
+        ``failed(i, exc)`` is the record of an item whose calls failed for good;
+        ``describe(i, record)`` gives the progress line and the event's extra data.
         """
         tasks: list[asyncio.Task[None]] = []
 
         async def one(i: int) -> None:
             reason: str | None
             record: dict[str, Any] | None
+            started = time.monotonic()
             try:
                 record = await solve(i)
-            except (BudgetExceededError, DeadlineExceededError) as exc:
+            except STOPS as exc:
                 # a cap or the deadline refused a call mid-item: stop as between items; the
                 # item is not recorded (a resumed run redoes it, its paid calls from the journal)
                 record, reason = None, exc.limit
             except AsyncTGError as exc:
                 record = failed(i, exc)
+            else:
+                record["seconds"] = round(time.monotonic() - started, 3)
             if record is not None:
                 self.records[i] = record
                 message, data = describe(i, record)
                 self.emit("item", message, progress=self.progress(), index=i, **data)
                 # checked before the save's await, so no sibling sends a call past the cap
-                reason = self.budget.exceeded(self.meter.total())
-            if reason is not None and self.stop_reason is None:
-                self.stop_reason = reason
+                reason = self.exceeded()
+            if reason is not None and self.stop(reason):
                 for t in tasks:
                     if t is not asyncio.current_task():
                         t.cancel()
@@ -367,10 +432,6 @@ class ItemRun:
 
         if self.stop_reason is None:
             todo = [i for i in range(self.total) if i not in self.records]
-            await run_all(tasks, (one(i) for i in todo))
-        status = "stopped" if self.stop_reason else "completed"
-        await self.save(status)
-        if self.stop_reason:
-            limit = self.stop_reason.replace("_", "-")
-            self.emit("stopped", f"stopped: --{limit} reached", reason=self.stop_reason)
-        return status
+            with run_scope(self.noun):  # one prompt_cache_key per run and variable
+                await run_all(tasks, (one(i) for i in todo))
+        return await self.finish()

@@ -14,7 +14,6 @@ answer must not retitle the window, move the cursor or write the clipboard.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import sys
 import time
@@ -38,17 +37,24 @@ def _short_number(n: float) -> str:
 UsageFn = Callable[[], Mapping[str, Any]]
 
 
+def cached_share(usage: Mapping[str, Any]) -> float | None:
+    """The share of prompt tokens the provider's prompt cache answered (None: no prompt)."""
+    prompt = usage.get("prompt_tokens") or 0
+    return (usage.get("cached_tokens") or 0) / prompt if prompt else None
+
+
 def format_counters(usage: Mapping[str, Any]) -> str:
     """Calls (answered by the provider, as in the run's summary; replayed from the cache in
-    brackets), in flight, tokens, cost, 429s, retries and connection failures of a usage
-    snapshot, on one line."""
+    brackets), in flight, tokens (with the provider's prompt-cache share of the prompt tokens),
+    cost, 429s, retries and connection failures of a usage snapshot, on one line."""
     calls = usage.get("provider_calls", usage.get("calls", 0))
     replayed = usage.get("cache_hits", 0) + usage.get("coalesced", 0)
     cost = usage.get("cost_usd")
     parts = [
         f"{calls} calls" + (f" (+{replayed} cached)" if replayed else ""),
         f"{usage.get('in_flight', 0)} in flight",
-        f"{_short_number(usage.get('total_tokens', 0))} tok",
+        f"{_short_number(usage.get('total_tokens', 0))} tok"
+        + (f" ({share:.0%} of prompt cached)" if (share := cached_share(usage)) else ""),
         f"${cost:.4f}" if isinstance(cost, int | float) else "cost n/a",
         f"{usage.get('rate_limited', 0)}x429",
     ]

@@ -110,7 +110,9 @@ def _usage_section(usage: Mapping[str, Any]) -> str:
         ("retries", "retries"),
         ("prompt_tokens", "prompt tokens"),
         ("completion_tokens", "completion tokens"),
-        ("cost_usd", "cost (US$)"),
+        ("cached_tokens", "prompt tokens read from the provider's prompt cache"),
+        ("cache_write_tokens", "prompt tokens written to the provider's prompt cache"),
+        ("cost_usd", "cost (US$, cached reads and writes at their prices)"),
         ("seconds", "wall time (s)"),
     )
     rows = [(label, usage.get(key)) for key, label in keys if key in usage]

@@ -19,17 +19,20 @@ So each program runs in a fresh `bubblewrap <https://github.com/containers/bubbl
   processes, open files, no core files): soft and hard are equal, so the code cannot raise them.
   As root the kernel does not apply the process limit, so a ``pids`` cgroup caps the sandbox
   instead (and is used to kill every process it holds);
+- for every user, a seccomp filter (``bwrap --seccomp``, built in ``asynctg/runs/_seccomp.py``
+  and handed over on a pipe per run) answers ``EPERM`` to the kernel memory no rlimit covers:
+  System V IPC (shared memory segments through ``ctypes``' ``shmget``, message queues,
+  semaphore sets) and ``memfd_create``. It checks the architecture first (another ABI, x32
+  included, is denied), and a machine without a syscall table is refused, never run unfiltered;
 - as root, a ``memory`` cgroup per run too (v1: ``memory.limit_in_bytes`` and, where present,
   ``memory.memsw.limit_in_bytes``, made under this process's own memory cgroup when writable,
   else the hierarchy's root; v2: ``memory.max`` and ``memory.swap.max = 0`` in the pids
   cgroup). It holds all the sandbox's processes together to ``memory_mb`` plus the two tmpfs
-  plus 64 MiB for bubblewrap and the reporter, and it is charged with shared memory, which no
-  rlimit covers: tmpfs pages and System V segments (``shmget`` through ``ctypes``), which
-  otherwise live until the IPC namespace dies. Past it the kernel kills the run ("ran out of
-  memory"). As root, where a pids cgroup can be made and a memory cgroup cannot, the sandbox
-  refuses to run, as it does without a pids cgroup: no silently weaker run. As a regular user
-  no cgroup is made: the rlimits apply per process and System V segments are bounded only by
-  the run's end (``describe()`` says so).
+  plus 64 MiB for bubblewrap and the reporter, and it is charged with shared memory (tmpfs
+  pages; System V segments too, were the filter ever lifted). Past it the kernel kills the run
+  ("ran out of memory"). As root, where a pids cgroup can be made and a memory cgroup cannot,
+  the sandbox refuses to run, as it does without a pids cgroup: no silently weaker run. As a
+  regular user no cgroup is made: the rlimits apply per process (``describe()`` says so).
 
 Verdicts are decided here, from values the code under test cannot forge into a pass. In the
 sandbox, ``asynctg/runs/_harness.py`` runs as two processes. The *reporter* starts first, makes
@@ -95,13 +98,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from asynctg import prompts
 from asynctg.errors import ConfigError, SandboxUnavailableError, require_int
+from asynctg.runs import _seccomp
 
 __all__ = [
     "CodeRunner",
@@ -538,16 +542,30 @@ class _Bubblewrap:
     bwrap: str
     version: str
     python: str
-    options: tuple[str, ...]  # everything before the command
+    options: tuple[str, ...]  # everything before the seccomp filter and the command
     cgroups: _CgroupRoots | None  # where to make a run's cgroups (root only)
+    seccomp: bytes  # the BPF program every sandbox runs under (asynctg/runs/_seccomp.py)
 
     def describe(self) -> str:
         if self.cgroups is not None:
-            return f"bubblewrap {self.version} (process limit: pids cgroup; memory: cgroup)"
-        return (
-            f"bubblewrap {self.version} (process limit: RLIMIT_NPROC; memory: RLIMIT_AS per "
-            "process, System V shared memory unbounded)"
-        )
+            limits = "process limit: pids cgroup; memory: cgroup"
+        else:
+            limits = "process limit: RLIMIT_NPROC; memory: RLIMIT_AS per process"
+        return f"bubblewrap {self.version} ({limits}; System V IPC and memfd: denied by seccomp)"
+
+    @contextlib.contextmanager
+    def seccomp_fd(self) -> Iterator[int]:
+        """A pipe's read end holding the filter, for one bubblewrap (it reads it to the end)."""
+        source, sink = os.pipe()
+        try:
+            with contextlib.closing(os.fdopen(sink, "wb", buffering=0)) as pipe:
+                pipe.write(self.seccomp)  # a few hundred bytes: one write, well under PIPE_BUF
+            yield source
+        finally:
+            os.close(source)
+
+    def command(self, seccomp_fd: int, argv: Sequence[str]) -> list[str]:
+        return [self.bwrap, *self.options, "--seccomp", str(seccomp_fd), "--", *argv]
 
 
 def _bwrap_options(bwrap_help: str, tmp_bytes: int) -> list[str]:
@@ -615,20 +633,27 @@ def _bubblewrap() -> _Bubblewrap:
         ).stdout
     except (OSError, subprocess.SubprocessError, IndexError) as exc:
         raise SandboxUnavailableError(f"bubblewrap at {bwrap} does not run: {exc}") from exc
+    if "--seccomp" not in help_text:
+        raise SandboxUnavailableError(
+            f"bubblewrap {version} at {bwrap} has no --seccomp option, which the code sandbox "
+            f"needs; install a newer one. {_INSTALL_HINT}"
+        )
     # The kernel never applies RLIMIT_NPROC to root, user namespace or not.
     cgroups = _cgroup_roots() if os.geteuid() == 0 else None
-    box = _Bubblewrap(
-        bwrap, version, _python(), tuple(_bwrap_options(help_text, _TMP_BYTES)), cgroups
-    )
+    options = tuple(_bwrap_options(help_text, _TMP_BYTES))
+    # an architecture without a syscall table is refused here, never run unfiltered
+    box = _Bubblewrap(bwrap, version, _python(), options, cgroups, _seccomp.filter_program())
     try:
-        proc = subprocess.run(
-            [bwrap, *box.options, "--", box.python, "-I", "-S", "-c", "print(6 * 7)"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=_ENV,
-            cwd="/",
-        )
+        with box.seccomp_fd() as fd:
+            proc = subprocess.run(
+                box.command(fd, [box.python, "-I", "-S", "-c", "print(6 * 7)"]),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=_ENV,
+                cwd="/",
+                pass_fds=(fd,),
+            )
     except (OSError, subprocess.SubprocessError) as exc:
         raise SandboxUnavailableError(f"bubblewrap could not start: {exc}") from exc
     if proc.returncode != 0 or proc.stdout.strip() != "42":
@@ -836,19 +861,21 @@ class CodeRunner:
         }
         command = [_python(), "-I", "-S", "-c", _harness_source()]
         cgroup: _Cgroup | None = None
+        pass_fds: tuple[int, ...] = ()
         with contextlib.ExitStack() as stack:
             if box is None:
                 cwd = stack.enter_context(tempfile.TemporaryDirectory(prefix="asynctg-run-"))
             else:
                 cwd = "/"
-                command = [box.bwrap, *box.options, "--", box.python, *command[1:]]
+                pass_fds = (stack.enter_context(box.seccomp_fd()),)
+                command = box.command(pass_fds[0], [box.python, *command[1:]])
                 if box.cgroups is not None:
                     cgroup = _Cgroup(box.cgroups, self.max_processes + 4, self._memory_bytes())
                     # the shell joins the cgroups, then becomes bubblewrap: nothing escapes them
                     command = ["/bin/sh", "-c", _JOIN, "sh", *cgroup.joins(), "--", *command]
             out_of_memory = False
             try:
-                raw, state, returncode = await self._talk(command, cwd, settings, limit)
+                raw, state, returncode = await self._talk(command, cwd, settings, limit, pass_fds)
             finally:
                 if cgroup is not None:
                     out_of_memory = cgroup.out_of_memory()
@@ -877,7 +904,12 @@ class CodeRunner:
         )
 
     async def _talk(
-        self, command: list[str], cwd: str, settings: dict[str, Any], limit: float
+        self,
+        command: list[str],
+        cwd: str,
+        settings: dict[str, Any],
+        limit: float,
+        pass_fds: tuple[int, ...],
     ) -> tuple[bytes, str, int | None]:
         # The result channel is a pipe of its own, not stdout: bubblewrap's init process (pid 1
         # in the sandbox, reachable through /proc/1/fd) holds its stdin, stdout and stderr, and
@@ -892,7 +924,7 @@ class CodeRunner:
                 stderr=asyncio.subprocess.DEVNULL,
                 cwd=cwd,
                 env=_ENV,
-                pass_fds=(sink,),
+                pass_fds=(sink, *pass_fds),
                 start_new_session=True,  # its own process group, killed as a whole
             )
         except BaseException:

@@ -36,9 +36,9 @@ from asynctg.errors import ConfigError, WorkerError
 from asynctg.graph.ops import StringBasedFunction
 from asynctg.graph.variable import Variable
 from asynctg.loss import TextLoss
-from asynctg.optim.tgd import TextualGradientDescent
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.runs.loop import EventSink, ItemRun, RoundsConfig, run_host
+from asynctg.runs.rounds import refine
 
 __all__ = ["DesignConfig", "DesignResult", "Designer", "make_pool", "optimize_designs"]
 
@@ -110,33 +110,33 @@ async def _optimize_one(
     iterations: int,
     on_iteration: Callable[[int, int, dict[str, Any]], None],
 ) -> dict[str, Any]:
-    started = time.monotonic()
-    design = Variable(start, requires_grad=True, role_description=designer.role)
-    optimizer = TextualGradientDescent(
-        engine=engine, parameters=[design], constraints=[designer.constraint]
-    )
     loss_fn = TextLoss(designer.loss_instruction, engine=engine)
     trajectory: list[dict[str, Any]] = []
-    for iteration in range(iterations + 1):
-        value = str(design.value)
+
+    async def measure(value: str) -> tuple[str, Any]:
         result = await _evaluate(designer, pool, value)
-        row = {"iteration": iteration, **designer.record(value, result)}
+        row = {"iteration": len(trajectory), **designer.record(value, result)}
         trajectory.append(row)
-        on_iteration(index, iteration, row)
-        if iteration == iterations:
-            break
-        optimizer.zero_grad()
-        measured = StringBasedFunction(_Measured(designer.render(value, result)), designer.purpose)
-        evaluation = await measured(inputs={designer.input_name: design})
-        loss = await loss_fn(evaluation)
-        await loss.backward(engine)
-        await optimizer.step()
-    return {
-        "index": index,
-        "start": start,
-        "trajectory": trajectory,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+        on_iteration(index, row["iteration"], row)
+        return value, result
+
+    async def critique(design: Variable, measured: tuple[str, Any]) -> Variable:
+        text = designer.render(*measured)
+        evaluation = await StringBasedFunction(_Measured(text), designer.purpose)(
+            inputs={designer.input_name: design}
+        )
+        return await loss_fn(evaluation)
+
+    await refine(
+        engine,
+        start,
+        role=designer.role,
+        constraints=[designer.constraint],
+        rounds=iterations,
+        evaluate=measure,
+        loss=critique,
+    )
+    return {"index": index, "start": start, "trajectory": trajectory}
 
 
 async def optimize_designs(
@@ -181,12 +181,7 @@ async def _optimize_designs(
         checkpoint=checkpoint,
         on_event=on_event,
     )
-    done = f" ({len(run.records)} already done)" if run.records else ""
-    run.emit(
-        "start",
-        f"optimizing {run.total} {designer.kind} designs, {config.iterations} rounds each{done}",
-        progress=run.progress(),
-    )
+    run.start(f"optimizing {run.total} {designer.kind} designs, {config.iterations} rounds each")
 
     def on_iteration(index: int, iteration: int, row: dict[str, Any]) -> None:
         run.emit(
@@ -219,7 +214,7 @@ async def _optimize_designs(
         candidates=ordered,
         status=status,
         stop_reason=run.stop_reason,
-        failed=sum(1 for r in ordered if "error" in r),
+        failed=run.failed(),
         usage=run.meter.total(),
         evaluations=pool.statistics(),
         config=config.fingerprint_fields(),

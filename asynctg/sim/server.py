@@ -48,13 +48,15 @@ import msgspec
 from aiohttp import web
 
 from asynctg.sim import anthropic as wire
-from asynctg.sim.answers import default_answer
 from asynctg.sim.batches import BatchStore
 from asynctg.sim.billing import Bill, Prices
 from asynctg.sim.buckets import InputOutputLimiter, RateLimiter, TokenBucket, format_duration
+from asynctg.sim.chat_route import ChatRoute, Completion, WireUsage
 from asynctg.sim.config import SimConfig
-from asynctg.sim.prefix_cache import OPENAI_MIN_CACHED_TOKENS, PrefixCache, anthropic_min_tokens
-from asynctg.sim.tokens import message_text, prompt_tokens
+from asynctg.sim.messages_route import MessagesRoute
+from asynctg.sim.prefix_cache import PrefixCache
+from asynctg.sim.state import BadRequest, Counters
+from asynctg.sim.tokens import prompt_tokens
 
 __all__ = ["SimServer"]
 
@@ -87,105 +89,7 @@ _FLEX_MESSAGE = (
 )
 
 
-def _canonical_prompt(messages: list[Any]) -> str:
-    """The text the OpenAI prefix cache cuts into blocks: roles and contents in order (image
-    parts by a hash of their URL), so equal prompts give equal text."""
-    parts: list[str] = []
-    for message in messages:
-        parts.append(f"\x00{message.get('role')}\x01")
-        content = message.get("content")
-        if isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "image_url":
-                    url = str(part.get("image_url"))
-                    parts.append(f"\x02{hashlib.blake2b(url.encode(), digest_size=8).hexdigest()}")
-        parts.append(message_text(content))
-    return "".join(parts)
-
-
-class _Message(msgspec.Struct, kw_only=True):
-    role: str = "assistant"
-    content: str
-
-
-class _Choice(msgspec.Struct, kw_only=True):
-    index: int
-    message: _Message
-    logprobs: None = None
-    finish_reason: str
-
-
-class _PromptDetails(msgspec.Struct, kw_only=True):
-    cached_tokens: int = 0
-
-
-class _Usage(msgspec.Struct, kw_only=True):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: _PromptDetails = msgspec.field(default_factory=_PromptDetails)
-
-
-class _Completion(msgspec.Struct, kw_only=True):
-    id: str
-    object: str = "chat.completion"
-    created: int
-    model: str
-    choices: list[_Choice]
-    usage: _Usage
-    system_fingerprint: str = "fp_sim"
-    service_tier: str = "default"
-
-
-class _Counters:
-    """Mutable counters; plain attributes so the hot path increments them cheaply."""
-
-    __slots__ = (
-        "bad_request",
-        "completion_tokens",
-        "context_length_exceeded",
-        "faults",
-        "flex_unavailable",
-        "in_flight",
-        "max_in_flight",
-        "max_prompt_tokens",
-        "ok",
-        "prompt_tokens",
-        "quota_exceeded",
-        "rate_limited",
-        "rate_limited_requests",
-        "rate_limited_tokens",
-        "requests",
-        "streams",
-        "unauthorized",
-    )
-
-    def __init__(self, in_flight: int = 0) -> None:
-        self.requests = 0
-        self.streams = 0  # ok answers sent as event streams
-        self.ok = 0
-        self.rate_limited = 0
-        self.rate_limited_requests = 0
-        self.rate_limited_tokens = 0
-        self.quota_exceeded = 0
-        self.bad_request = 0
-        self.context_length_exceeded = 0
-        self.flex_unavailable = 0
-        self.unauthorized = 0
-        self.faults: dict[str, int] = {}
-        self.prompt_tokens = 0
-        self.max_prompt_tokens = 0
-        self.completion_tokens = 0
-        # requests still being served survive a reset, so the gauge never goes negative
-        self.in_flight = in_flight
-        self.max_in_flight = in_flight
-
-
-class _BadRequest(Exception):
-    """A client error found while reading the body; becomes a 400 answer."""
-
-
-class SimServer:
+class SimServer(ChatRoute, MessagesRoute):
     """An OpenAI-compatible simulated provider listening on a loopback port.
 
     >>> async with SimServer(SimConfig(latency="50ms", rpm=600)) as sim:   # doctest: +SKIP
@@ -219,11 +123,11 @@ class SimServer:
         self._started_at = time.time()
         self._seq = 0
         self._quota_used = 0
-        self._counters = _Counters()
+        self._counters = Counters()
         # second offset -> [requests_ok, tokens_ok, rate_limited]
         self._timeline: dict[int, list[int]] = {}
         self._requests: list[Any] = []
-        self._anthropic = _Counters()
+        self._anthropic = Counters()
         self._bill = Bill()
         cfg = self._config
         self._openai_cache = PrefixCache(
@@ -400,11 +304,11 @@ class SimServer:
 
     def reset_stats(self) -> None:
         """Zero the counters, the timeline, the recorded requests and the quota used."""
-        self._counters = _Counters(self._counters.in_flight)
+        self._counters = Counters(self._counters.in_flight)
         self._timeline = {}
         self._requests = []
         self._quota_used = 0
-        self._anthropic = _Counters(self._anthropic.in_flight)
+        self._anthropic = Counters(self._anthropic.in_flight)
         self._bill = Bill()
         self._batches.reset_counts()
         # the remembered prefixes stay (a provider's cache does not empty when you look away)
@@ -461,7 +365,7 @@ class SimServer:
         }
 
     @staticmethod
-    def _counter_view(c: _Counters) -> dict[str, Any]:
+    def _counter_view(c: Counters) -> dict[str, Any]:
         return {
             "requests": c.requests,
             "ok": c.ok,
@@ -577,35 +481,35 @@ class SimServer:
         try:
             req = _decode(body)
         except msgspec.DecodeError as exc:
-            raise _BadRequest(
+            raise BadRequest(
                 f"We could not parse the JSON body of your request. ({exc}) The OpenAI API "
                 "expects a JSON payload."
             ) from None
         if not isinstance(req, dict):
-            raise _BadRequest("The request body must be a JSON object.")
+            raise BadRequest("The request body must be a JSON object.")
         messages = req.get("messages")
         if messages is None:
-            raise _BadRequest("Missing required parameter: 'messages'.")
+            raise BadRequest("Missing required parameter: 'messages'.")
         if not isinstance(messages, list) or not messages:
-            raise _BadRequest("Invalid 'messages': expected a non-empty array of messages.")
+            raise BadRequest("Invalid 'messages': expected a non-empty array of messages.")
         try:
             ptoks = prompt_tokens(messages)
         except ValueError as exc:
-            raise _BadRequest(f"Invalid 'messages': {exc}.") from None
+            raise BadRequest(f"Invalid 'messages': {exc}.") from None
         n = req.get("n")
         if n is None:
             n = 1
         elif isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-            raise _BadRequest(f"Invalid 'n': expected an integer from 1 to {MAX_N}.")
+            raise BadRequest(f"Invalid 'n': expected an integer from 1 to {MAX_N}.")
         max_tokens = req.get("max_completion_tokens")
         if max_tokens is None:
             max_tokens = req.get("max_tokens")
         if max_tokens is not None and (
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
         ):
-            raise _BadRequest("Invalid 'max_tokens': expected a positive integer.")
+            raise BadRequest("Invalid 'max_tokens': expected a positive integer.")
         if req.get("stream") and n != 1:
-            raise _BadRequest("The simulator streams one choice: 'n' must be 1 with 'stream'.")
+            raise BadRequest("The simulator streams one choice: 'n' must be 1 with 'stream'.")
         return req, ptoks, n, max_tokens
 
     # ----------------------------------------------------------------- handlers
@@ -652,519 +556,7 @@ class SimServer:
             )
         return None
 
-    async def _complete(self, request: web.Request) -> web.StreamResponse:
-        cfg = self._config
-        if not self._authorized(request):
-            self._counters.unauthorized += 1
-            return self._unauthorized()
-        body = await request.read()
-        try:
-            req, ptoks, n, max_tokens = self._parse(body)
-        except _BadRequest as exc:
-            return self._bad_request(str(exc))
-        if cfg.record:
-            self._requests.append(req)
-        model = req.get("model")
-        if not isinstance(model, str) or not model:
-            model = cfg.model_name
-        if cfg.context_window is not None and ptoks > cfg.context_window:
-            self._counters.context_length_exceeded += 1
-            return self._bad_request(
-                f"This model's maximum context length is {cfg.context_window} tokens. However, "
-                f"your messages resulted in {ptoks} tokens. Please reduce the length of the "
-                "messages.",
-                "context_length_exceeded",
-            )
-        if cfg.quota_tokens is not None and self._quota_used >= cfg.quota_tokens:
-            self._counters.quota_exceeded += 1
-            return self._error(429, _QUOTA_MESSAGE, "insufficient_quota", "insufficient_quota")
-        tier = req.get("service_tier")
-        if tier is not None and tier not in _SERVICE_TIERS:
-            return self._bad_request(
-                f"Invalid 'service_tier': expected one of {', '.join(_SERVICE_TIERS)}."
-            )
-        flex = tier == "flex"
-        if (
-            flex
-            and cfg.flex_unavailable_rate
-            and (self._flex_rng.random() < cfg.flex_unavailable_rate)
-        ):
-            # flex capacity ran out: refused at once, nothing charged or billed
-            self._counters.flex_unavailable += 1
-            return self._error(429, _FLEX_MESSAGE, "resource_unavailable", "resource_unavailable")
-
-        # The answer is computed before admission: the tokens bucket is charged with the whole
-        # request (prompt + completion), as providers that know max_tokens up front do.
-        if req.get("stream") or "stream_options" in req or "service_tier" in req:
-            # a streamed request gets the answer the same request unstreamed gets, and a
-            # request's tier changes its price and speed, never its answer
-            dropped = ("stream", "stream_options", "service_tier")
-            plain = {k: v for k, v in req.items() if k not in dropped}
-            choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
-        else:
-            choices, ctoks = self._answer(req, body, n, max_tokens)
-        total = ptoks + ctoks
-
-        limiter = self._limiter
-        if not limiter.unlimited:
-            which, wait = limiter.admit(total)
-            if which is not None:
-                return self._rate_limited(which, wait, total, model)
-
-        fault: str | None = None
-        if cfg.fault_rate and self._fault_rng.random() < cfg.fault_rate:
-            fault = self._fault_rng.choice(cfg.faults)
-        latency = cfg.latency_model
-        delay = 0.0 if latency.is_zero else latency.draw(self._latency_rng)
-        stream = bool(req.get("stream"))
-        if cfg.tokens_per_second and not stream:  # a stream spaces its chunks instead
-            delay += ctoks / cfg.tokens_per_second
-        if flex:
-            delay *= cfg.flex_latency_factor
-
-        c = self._counters
-        cached = 0
-        if fault is None or fault == "slow":
-            if cfg.prompt_cache and ptoks >= OPENAI_MIN_CACHED_TOKENS:
-                cached = self._openai_cached(req, ptoks)
-            self._bill.charge(
-                "openai",
-                "flex" if flex else "standard",
-                Prices.from_value(cfg.openai_prices),
-                input=ptoks - cached,
-                cached=cached,
-                output=ctoks,
-            )
-            c.ok += 1
-            c.prompt_tokens += ptoks
-            c.max_prompt_tokens = max(c.max_prompt_tokens, ptoks)
-            c.completion_tokens += ctoks
-            self._quota_used += total
-            row = self._tick()
-            row[0] += 1
-            row[1] += total
-        if fault is not None:
-            c.faults[fault] = c.faults.get(fault, 0) + 1
-            if fault == "slow":
-                delay += cfg.slow_seconds
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-        seq = self._next_id()
-        headers = {"x-request-id": f"req_sim{seq:012x}"}
-        if cfg.rate_limit_headers and not limiter.unlimited:
-            self._limit_headers(headers)
-        if stream and (fault is None or fault in _STREAM_FAULTS):
-            options = req.get("stream_options")
-            usage = None
-            if isinstance(options, dict) and options.get("include_usage"):
-                usage = _Usage(
-                    prompt_tokens=ptoks,
-                    completion_tokens=ctoks,
-                    total_tokens=total,
-                    prompt_tokens_details=_PromptDetails(cached_tokens=cached),
-                )
-            return await self._stream(request, seq, model, choices[0], usage, headers, fault)
-        if fault is None or fault == "slow":
-            completion = _Completion(
-                id=f"chatcmpl-sim{seq:012x}",
-                created=int(time.time()),
-                model=model,
-                choices=choices,
-                usage=_Usage(
-                    prompt_tokens=ptoks,
-                    completion_tokens=ctoks,
-                    total_tokens=total,
-                    prompt_tokens_details=_PromptDetails(cached_tokens=cached),
-                ),
-                service_tier="flex" if flex else "default",
-            )
-            return self._json(200, completion, headers)
-        return self._fault_response(fault, request, seq, model, choices, ptoks, ctoks, headers)
-
-    def _answer(
-        self, req: dict[str, Any], digest_of: bytes, n: int, max_tokens: int | None
-    ) -> tuple[list[_Choice], int]:
-        """The ``n`` choices for a chat request and their completion tokens; the answer is
-        seeded from the seed and ``digest_of`` (the request's bytes), so it is repeatable."""
-        cfg = self._config
-        rng = self._answer_rng
-        digest = self._answer_hash.copy()
-        digest.update(digest_of)
-        rng.seed(int.from_bytes(digest.digest(), "big"))
-        limit_chars = max_tokens * 4 if max_tokens is not None else None
-        responder = cfg.responder
-        choices: list[_Choice] = []
-        ctoks = 0
-        for index in range(n):
-            text = responder(req) if responder is not None else None
-            if text is None:
-                text = default_answer(req, rng, feedback_tokens=cfg.feedback_tokens)
-            finish = "stop"
-            if limit_chars is not None and len(text) > limit_chars:
-                text = text[:limit_chars]
-                finish = "length"
-            ctoks += (len(text) + 3) // 4
-            message = _Message(content=text)
-            choices.append(_Choice(index=index, message=message, finish_reason=finish))
-        return choices, ctoks
-
-    def _openai_cached(self, req: dict[str, Any], ptoks: int) -> int:
-        """Cached prompt tokens of a served chat request; remembers its prefix blocks."""
-        cache = self._openai_cache
-        key = req.get("prompt_cache_key")
-        if cache.shards == 1:
-            shard = 0
-        elif isinstance(key, str) and key:
-            shard = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest()) % (
-                cache.shards
-            )
-        else:
-            shard = self._seq % cache.shards
-        keys = cache.openai_keys(_canonical_prompt(req["messages"]), shard=shard)
-        cached = cache.openai_lookup(keys, ptoks)
-        cache.openai_commit(keys, cached)
-        return cached
-
-    async def _stream(
-        self,
-        request: web.Request,
-        seq: int,
-        model: str,
-        choice: _Choice,
-        usage: _Usage | None,
-        headers: dict[str, str],
-        fault: str | None,
-    ) -> web.StreamResponse:
-        """Server-sent events in OpenAI's chunk format: the answer in pieces of about one
-        token (4 characters), ``1 / tokens_per_second`` apart when that is set (the first after
-        the latency already waited: the time to first token), the usage chunk when asked for,
-        then ``[DONE]``. Faults: "malformed" sends a broken chunk, "truncated" stops halfway
-        without the last chunk, "drop" closes the connection halfway."""
-        ident = f"chatcmpl-sim{seq:012x}"
-        created = int(time.time())
-        text = choice.message.content
-        pieces = [text[i : i + 4] for i in range(0, len(text), 4)] or [""]
-
-        def event(payload: dict[str, Any]) -> bytes:
-            base = {"id": ident, "object": "chat.completion.chunk", "created": created}
-            return b"data: " + _encode({**base, "model": model, **payload}) + b"\n\n"
-
-        events = [event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})]
-        events += [event({"choices": [{"index": 0, "delta": {"content": p}}]}) for p in pieces]
-        events.append(
-            event({"choices": [{"index": 0, "delta": {}, "finish_reason": choice.finish_reason}]})
-        )
-        if usage is not None:
-            events.append(event({"choices": [], "usage": msgspec.to_builtins(usage)}))
-        events.append(b"data: [DONE]\n\n")
-        cut = None
-        if fault in ("truncated", "drop"):
-            cut = 1 + len(pieces) // 2
-        elif fault == "malformed":
-            events.insert(1 + len(pieces) // 2, b'data: {"id": <html>upstream error</html>\n\n')
-        response = web.StreamResponse(
-            status=200,
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-        )
-        await response.prepare(request)
-        self._counters.streams += 1
-        gap = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
-        sent = events if cut is None else events[:cut]
-        if gap == 0.0:
-            await response.write(b"".join(sent))
-        else:
-            for i, chunk in enumerate(sent):
-                if 1 < i <= len(pieces):  # between content chunks
-                    await asyncio.sleep(gap)
-                await response.write(chunk)
-        if fault == "drop":
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            return response
-        await response.write_eof()
-        return response
-
-    def _fault_response(
-        self,
-        fault: str,
-        request: web.Request,
-        seq: int,
-        model: str,
-        choices: list[_Choice],
-        ptoks: int,
-        ctoks: int,
-        headers: dict[str, str],
-    ) -> web.StreamResponse:
-        if fault == "drop":
-            # Close without answering; aiohttp then fails to write the response below and
-            # treats it as a premature disconnection, which is exactly what the client sees.
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            return web.Response(status=500)
-        if fault in _SERVER_ERRORS:
-            status, message = _SERVER_ERRORS[fault]
-            return self._error(status, message, "server_error", None, headers)
-        if fault == "529":
-            # OpenAI has no 529: an overloaded OpenAI answers 503 with its JSON error body
-            message = "The engine is currently overloaded, please try again later."
-            return self._error(503, message, "server_error", None, headers)
-        if fault == "503":
-            headers["Content-Type"] = "text/plain"
-            return web.Response(status=503, body=_PLAIN_503, headers=headers)
-        if fault == "malformed":
-            headers["Content-Type"] = _JSON
-            return web.Response(status=200, body=_MALFORMED_BODY, headers=headers)
-        usage = _Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=ptoks + ctoks)
-        completion = _Completion(
-            id=f"chatcmpl-sim{seq:012x}",
-            created=int(time.time()),
-            model=model,
-            choices=[] if fault == "empty_choices" else choices,
-            usage=usage,
-        )
-        if fault == "truncated":
-            full = _encode(completion)
-            headers["Content-Type"] = _JSON
-            return web.Response(status=200, body=full[: len(full) // 2], headers=headers)
-        if fault == "empty_choices":
-            return self._json(200, completion, headers)
-        # "no_content": the message carries a role and nothing else
-        payload = msgspec.to_builtins(completion)
-        for choice in payload["choices"]:
-            del choice["message"]["content"]
-        return self._json(200, payload, headers)
-
     # ----------------------------------------------------------------- Anthropic Messages
-
-    def _anthropic_error(
-        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
-    ) -> web.Response:
-        out = headers if headers is not None else {}
-        out["request-id"] = f"req_sim{self._next_id():012x}"
-        return self._json(status, wire.error_body(kind, message), out)
-
-    def anthropic_refusal(self, request: web.Request) -> web.Response | None:
-        """401 without the right ``x-api-key`` (when the sim has a key), 400 without an
-        ``anthropic-version`` header; None when the request may proceed."""
-        key = self._config.api_key
-        if key is not None:
-            given = request.headers.get("x-api-key", "").encode()
-            if not hmac.compare_digest(given, key.encode()):
-                return self._anthropic_error(401, "authentication_error", "invalid x-api-key")
-        if not request.headers.get("anthropic-version"):
-            return self._anthropic_error(
-                400, "invalid_request_error", "anthropic-version: header is required"
-            )
-        return None
-
-    def _rfc3339(self, seconds_from_now: float) -> str:
-        moment = self._wall() + max(0.0, seconds_from_now)
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(moment)))
-
-    def _anthropic_limit_headers(self, headers: dict[str, str]) -> None:
-        for name, bucket in self._anthropic_limiter.buckets():
-            if bucket is not None:
-                prefix = f"anthropic-ratelimit-{name}"
-                headers[f"{prefix}-limit"] = str(bucket.limit)
-                headers[f"{prefix}-remaining"] = str(bucket.remaining())
-                headers[f"{prefix}-reset"] = self._rfc3339(bucket.reset_seconds())
-
-    def anthropic_message(
-        self, parsed: wire.MessagesRequest, digest_of: bytes
-    ) -> tuple[str, str, str | None, int]:
-        """The answer to a Messages request: ``(text, stop_reason, stop_sequence, tokens)``."""
-        (choice,), _ = self._answer(parsed.chat, digest_of, 1, None)
-        text, reason, stop = wire.finish(
-            choice.message.content, parsed.max_tokens, parsed.stop_sequences
-        )
-        return text, reason, stop, (len(text) + 3) // 4
-
-    async def _messages(self, request: web.Request) -> web.StreamResponse:
-        c = self._anthropic
-        c.requests += 1
-        c.in_flight += 1
-        c.max_in_flight = max(c.max_in_flight, c.in_flight)
-        try:
-            return await self._message(request)
-        finally:
-            self._anthropic.in_flight -= 1
-
-    async def _message(self, request: web.Request) -> web.StreamResponse:
-        cfg = self._config
-        c = self._anthropic
-        if (refusal := self.anthropic_refusal(request)) is not None:
-            if refusal.status == 401:
-                c.unauthorized += 1
-            else:
-                c.bad_request += 1
-            return refusal
-        body = await request.read()
-        try:
-            parsed = wire.parse_messages_request(_decode(body))
-        except (msgspec.DecodeError, wire.AnthropicRequestError) as exc:
-            c.bad_request += 1
-            return self._anthropic_error(400, "invalid_request_error", str(exc))
-        if cfg.record:
-            self._requests.append(parsed.chat)
-        itoks = parsed.input_tokens
-        if cfg.context_window is not None and itoks + parsed.max_tokens > cfg.context_window:
-            c.bad_request += 1
-            c.context_length_exceeded += 1
-            return self._anthropic_error(
-                400,
-                "invalid_request_error",
-                f"prompt is too long: {itoks} tokens + {parsed.max_tokens} max_tokens > "
-                f"{cfg.context_window} maximum",
-            )
-        if cfg.quota_tokens is not None and self._quota_used >= cfg.quota_tokens:
-            c.bad_request += 1
-            return self._anthropic_error(
-                400,
-                "invalid_request_error",
-                "Your credit balance is too low to access the Anthropic API. Please go to Plans "
-                "& Billing to upgrade or purchase credits.",
-            )
-        plain = {k: v for k, v in parsed.chat.items()}
-        text, reason, stop, otoks = self.anthropic_message(parsed, _encode(plain))
-
-        read = written = 0
-        keys: list[bytes] = []
-        if cfg.prompt_cache:
-            read, written, keys = self._anthropic_cache.anthropic_plan(
-                parsed.blocks, anthropic_min_tokens(parsed.model)
-            )
-        limiter = self._anthropic_limiter
-        if not limiter.unlimited:
-            which, wait = limiter.admit(itoks - read, parsed.max_tokens)
-            if which is not None:
-                c.rate_limited += 1
-                headers = {"retry-after": str(max(1, math.ceil(wait)))}
-                if cfg.rate_limit_headers:
-                    self._anthropic_limit_headers(headers)
-                return self._anthropic_error(
-                    429,
-                    "rate_limit_error",
-                    f"This request would exceed the rate limit for your organization of "
-                    f"{which.replace('-', ' ')} per minute. Please retry after the time in "
-                    "the retry-after header.",
-                    headers,
-                )
-
-        fault: str | None = None
-        if cfg.fault_rate and self._fault_rng.random() < cfg.fault_rate:
-            fault = self._fault_rng.choice(cfg.faults)
-        latency = cfg.latency_model
-        delay = 0.0 if latency.is_zero else latency.draw(self._latency_rng)
-        if cfg.tokens_per_second and not parsed.stream:
-            delay += otoks / cfg.tokens_per_second
-        stream_error = parsed.stream and fault in ("500", "529")
-        served = fault is None or fault == "slow" or stream_error
-        if served:
-            if keys:
-                self._anthropic_cache.anthropic_commit(read, written, keys)
-            self._bill.charge(
-                "anthropic",
-                "standard",
-                Prices.from_value(cfg.anthropic_prices),
-                input=itoks - read - written,
-                cached=read,
-                written=written,
-                output=otoks,
-            )
-            c.ok += 1
-            c.prompt_tokens += itoks
-            c.completion_tokens += otoks
-            self._quota_used += itoks + otoks
-        if fault is not None:
-            c.faults[fault] = c.faults.get(fault, 0) + 1
-            if fault == "slow":
-                delay += cfg.slow_seconds
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if not limiter.unlimited:
-            limiter.settle(parsed.max_tokens, otoks if served else 0)
-
-        seq = self._next_id()
-        headers = {"request-id": f"req_sim{seq:012x}"}
-        if cfg.rate_limit_headers and not limiter.unlimited:
-            self._anthropic_limit_headers(headers)
-        use = wire.usage(itoks - read - written, otoks, read, written)
-        message = wire.message_body(f"msg_sim{seq:016x}", parsed.model, text, reason, stop, use)
-        if fault in ("500", "502", "504") and not stream_error:
-            status = int(fault)
-            return self._anthropic_error(status, "api_error", "Internal server error", headers)
-        if fault == "529" and not stream_error:
-            return self._anthropic_error(529, "overloaded_error", "Overloaded", headers)
-        if fault == "503":
-            headers["Content-Type"] = "text/plain"
-            return web.Response(status=503, body=_PLAIN_503, headers=headers)
-        if fault == "drop" and not parsed.stream:
-            return self._fault_response("drop", request, seq, parsed.model, [], 0, 0, headers)
-        if parsed.stream:
-            error = None
-            if stream_error:
-                error = (
-                    ("overloaded_error", "Overloaded")
-                    if fault == "529"
-                    else (
-                        "api_error",
-                        "Internal server error",
-                    )
-                )
-            return await self._anthropic_stream(request, message, headers, fault, error)
-        if fault == "malformed":
-            headers["Content-Type"] = _JSON
-            return web.Response(status=200, body=_MALFORMED_BODY, headers=headers)
-        if fault == "truncated":
-            full = _encode(message)
-            headers["Content-Type"] = _JSON
-            return web.Response(status=200, body=full[: len(full) // 2], headers=headers)
-        if fault in ("empty_choices", "no_content"):
-            message["content"] = []
-        return self._json(200, message, headers)
-
-    async def _anthropic_stream(
-        self,
-        request: web.Request,
-        message: dict[str, Any],
-        headers: dict[str, str],
-        fault: str | None,
-        error: tuple[str, str] | None,
-    ) -> web.StreamResponse:
-        """Anthropic's event stream (see :func:`asynctg.sim.anthropic.stream_events`); faults
-        as on the OpenAI path: "malformed" a broken event, "truncated" stops halfway,
-        "drop" closes the connection halfway; "500"/"529" end with an ``error`` event."""
-        events, deltas = wire.stream_events(message, error=error)
-        cut = None
-        if fault in ("truncated", "drop"):
-            cut = 3 + deltas // 2
-        elif fault == "malformed":
-            events.insert(3 + deltas // 2, b'event: content_block_delta\ndata: {"type": <html>\n\n')
-        response = web.StreamResponse(
-            status=200,
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-        )
-        await response.prepare(request)
-        self._anthropic.streams += 1
-        sent = events if cut is None else events[:cut]
-        gap = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
-        if gap == 0.0:
-            await response.write(b"".join(sent))
-        else:
-            for i, chunk in enumerate(sent):
-                if 3 < i <= 3 + deltas:
-                    await asyncio.sleep(gap)
-                await response.write(chunk)
-        if fault == "drop":
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            return response
-        await response.write_eof()
-        return response
 
     # ----------------------------------------------------------------- batch work
 
@@ -1200,7 +592,7 @@ class SimServer:
         batch discount; no budgets, faults or latency (the batch's delay stands for them)."""
         try:
             req, ptoks, n, max_tokens = self._parse(_encode(body))
-        except _BadRequest as exc:
+        except BadRequest as exc:
             error = {"message": str(exc), "type": "invalid_request_error"}
             return 400, {"error": {**error, "param": None, "code": None}}
         choices, ctoks = self._answer(req, _encode(req), n, max_tokens)
@@ -1212,12 +604,14 @@ class SimServer:
             input=ptoks,
             output=ctoks,
         )
-        completion = _Completion(
+        completion = Completion(
             id=f"chatcmpl-sim{self._next_id():012x}",
             created=int(self._wall()),
             model=str(model),
             choices=choices,
-            usage=_Usage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=ptoks + ctoks),
+            usage=WireUsage(
+                prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=ptoks + ctoks
+            ),
             service_tier="batch",
         )
         return 200, msgspec.to_builtins(completion)

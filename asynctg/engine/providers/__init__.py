@@ -5,7 +5,9 @@ journal, single-flight, usage and telemetry. What differs between providers live
 adapter, a stateless object of pure functions:
 
 =================================  =========================================================
-``name``                           the provider's name (``"openai"``)
+``name``                           the provider's name (``"openai"``, ``"anthropic"``)
+``defaults``                       sampling parameters every request gets unless the engine
+                                   or the request sets them (Anthropic: ``max_tokens``)
 ``url(base_url)``                  where a chat request goes
 ``headers(api_key)``               the request headers (the key as the provider wants it)
 ``body(request, stream=)``         a ``ChatRequest`` as the provider's JSON body
@@ -18,7 +20,8 @@ adapter, a stateless object of pure functions:
                                    it; building the error changes nothing)
 ``rate_limits(headers)``           the answer's rate-limit headers in the scheduler's
                                    vocabulary (``x-ratelimit-limit-requests`` / ``-tokens``
-                                   and ``x-ratelimit-remaining-*``), for limit learning
+                                   / ``-input-tokens`` / ``-output-tokens`` and
+                                   ``x-ratelimit-remaining-*``), for limit learning
 ``system(base_url)``               ``gen_ai.provider.name`` for telemetry
 =================================  =========================================================
 
@@ -31,15 +34,15 @@ with whether the usage was estimated because the server reported none).
 Adding a provider: write ``asynctg/engine/providers/NAME.py`` with an object implementing
 ``Provider`` (and its ``StreamDecoder``), and add it to the table in ``provider()``; the
 engine picks it by ``get_engine(..., provider=NAME)``. Nothing above this
-package changes. ``openai`` (chat completions, which most OpenAI-compatible servers speak) is
-the only adapter today.
+package changes. Two adapters today: ``openai`` (chat completions, which most
+OpenAI-compatible servers speak) and ``anthropic`` (the Messages API, ``anthropic.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from asynctg.engine.types import ChatRequest, ChatResult
 from asynctg.errors import APIStatusError
@@ -85,6 +88,7 @@ class Provider(Protocol):
     """A provider's wire format (see the package docstring)."""
 
     name: str
+    defaults: Mapping[str, Any]
 
     def url(self, base_url: str) -> str: ...
 
@@ -103,12 +107,17 @@ class Provider(Protocol):
     def system(self, base_url: str) -> str: ...
 
 
-def provider(name: str) -> Provider:
-    """The adapter named ``name`` (``ConfigError`` for one there is none of)."""
+def provider(name: str, *, prompt_cache: bool = True) -> Provider:
+    """The adapter named ``name`` (``ConfigError`` for one there is none of); ``prompt_cache``
+    is whether it marks prompt-cache breakpoints, for providers whose caching is explicit."""
+    from asynctg.engine.providers.anthropic import ANTHROPIC, AnthropicMessages
     from asynctg.engine.providers.openai import OPENAI
     from asynctg.errors import ConfigError
 
-    providers: dict[str, Provider] = {"openai": OPENAI}
+    providers: dict[str, Provider] = {
+        "openai": OPENAI,
+        "anthropic": ANTHROPIC if prompt_cache else AnthropicMessages(prompt_cache=False),
+    }
     try:
         return providers[name]
     except KeyError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
     Usage,
+    WireUsage,
     decode_completion,
     decode_error,
     estimate_tokens,
@@ -79,7 +81,7 @@ class _ChunkChoice(msgspec.Struct):
 
 class _Chunk(msgspec.Struct):
     choices: list[_ChunkChoice] = []
-    usage: Usage | None = None
+    usage: WireUsage | None = None
     model: str = ""
 
 
@@ -223,7 +225,7 @@ class SSEParser:
             self.finish = finishes[-1]
         usages = [chunk.usage for chunk in chunks if chunk.usage is not None]
         if usages:
-            self.usage = usages[-1]
+            self.usage = usages[-1].normal()
         if chunks[-1].model:
             self.model = chunks[-1].model
         self.chunks += len(out)
@@ -274,7 +276,7 @@ def parse_completion(response: HTTPResponse) -> ChatResult:
             )
         texts.append(choice.message.content)
         reasons.append(choice.finish_reason)
-    usage = completion.usage or Usage()
+    usage = completion.usage.normal() if completion.usage is not None else Usage()
     if min(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) < 0:
         raise ResponseParseError(
             "the server's answer reports negative token usage", body=response.text()[:2000]
@@ -374,6 +376,7 @@ class OpenAIChat:
 
     __slots__ = ()
     name = "openai"
+    defaults: Mapping[str, Any] = MappingProxyType({})
 
     def url(self, base_url: str) -> str:
         return base_url + "/chat/completions"
