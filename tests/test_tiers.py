@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from asynctg.engine.retry import RetryPolicy
 from asynctg.engine.tiers import use_tier
 from asynctg.engine.usage import nano_dollars
 from asynctg.errors import ConfigError
+from asynctg.runs.progress import format_counters, format_tiers
 from asynctg.sim import SimConfig, SimServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -318,3 +320,46 @@ async def test_kill_9_after_batch_submission_then_resume_attaches_to_it(
     assert batches["requests"] == distinct * evaluations  # nothing served (or paid) twice
     ledger = BatchLedger(ledger_path)
     assert all(e.ended for e in ledger.entries.values())
+
+
+def test_progress_and_summary_say_which_tier_did_the_evaluations_and_what_it_saved(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --eval-tier flex, every progress line and the summary name the flex calls and what
+    they saved against standard; the summary also gives the cost at standard."""
+    from asynctg.cli import main
+
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "ASYNCTG_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    args = ["optimize", "--sim", "--sim-latency", "0", "--model", "gpt-4o-mini"]
+    args += ["--steps", "1", "--epochs", "1", "--batch-size", "2", "--test-size", "4"]
+    assert main([*args, "--eval-tier", "flex"]) == 0
+    out, err = capsys.readouterr()
+    summary = [line for line in out.splitlines() if line.strip().startswith("tiers")]
+    assert len(summary) == 1
+    assert re.search(
+        r"eval: flex [1-9]\d* calls, saved \$0\.\d{4} \(\$0\.\d{4} instead of \$0\.\d{4} at "
+        r"standard\)",
+        summary[0],
+    )
+    steps = [line for line in err.splitlines() if line.startswith("[") and "step 1" in line]
+    assert steps and all(re.search(r"eval: flex [1-9]\d* calls, saved \$", s) for s in steps)
+    # at standard there is nothing to say
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "eval:" not in out and "eval:" not in err
+
+
+def test_format_tiers_names_each_tier_its_calls_the_fallbacks_and_the_saving() -> None:
+    """format_tiers: None when nothing went at a discounted tier; otherwise each tier's calls,
+    the flex calls sent at standard past their deadline, the saving and the standard cost."""
+    assert format_tiers({"flex_calls": 0, "batch_calls": 0, "saved_usd": 0.0}) is None
+    usage = {"flex_calls": 120, "flex_fallbacks": 2, "saved_usd": 0.41, "cost_usd": 0.5}
+    assert format_tiers(usage) == (
+        "eval: flex 120 calls, 2 flex at standard past the deadline, saved $0.4100"
+    )
+    batch = {"batch_calls": 3000, "saved_usd": 0.25, "cost_usd": 0.75}
+    assert format_tiers(batch, against=True) == (
+        "eval: batch 3000 calls, saved $0.2500 ($0.7500 instead of $1.0000 at standard)"
+    )
+    assert "eval: batch 3000 calls" in format_counters(batch)
