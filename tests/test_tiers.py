@@ -363,3 +363,46 @@ def test_format_tiers_names_each_tier_its_calls_the_fallbacks_and_the_saving() -
         "eval: batch 3000 calls, saved $0.2500 ($0.7500 instead of $1.0000 at standard)"
     )
     assert "eval: batch 3000 calls" in format_counters(batch)
+
+
+async def test_flex_calls_have_their_own_in_flight_allowance() -> None:
+    """Flex calls do not queue behind the standard in-flight cap: with max_concurrency=2 and
+    flex_concurrency=3, two standard and three flex calls are in flight at once, a sixth
+    (flex) call waits for a flex slot, and the rpm budget counts every call."""
+    from support import engine_with, ok
+
+    from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
+
+    release = asyncio.Event()
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        await release.wait()
+        return ok()
+
+    transport = MockTransport(handler)
+    engine = engine_with(transport, max_concurrency=2, flex_concurrency=3, rpm=6000)
+    async with engine, asyncio.TaskGroup() as group:
+        for i in range(2):
+            group.create_task(engine.chat([{"role": "user", "content": f"s{i}"}]))
+        for i in range(4):
+            group.create_task(engine.chat([{"role": "user", "content": f"f{i}"}], tier="flex"))
+        for _ in range(50):  # let every call reach its budget (no clock moves)
+            await asyncio.sleep(0)
+        sent = [json.loads(r.body) for r in transport.requests]
+        assert len(sent) == 5
+        assert sum(1 for body in sent if body.get("service_tier") == "flex") == 3
+        assert engine.scheduler.statistics()["in_flight"] == 2
+        assert engine.flex_scheduler.statistics()["in_flight"] == 3
+        assert engine.flex_scheduler.statistics()["queued"] == 1
+        assert engine.scheduler.statistics()["admitted"] == 5  # the rate budget saw all five
+        release.set()
+    assert len(transport.requests) == 6
+    assert engine.flex_scheduler.statistics()["in_flight"] == 0
+
+
+async def test_flex_concurrency_is_checked() -> None:
+    """flex_concurrency must be an integer >= 1 (None: as many as max_concurrency)."""
+    with pytest.raises(ConfigError):
+        tg.get_engine("gpt-4o", base_url="http://127.0.0.1:9/v1", flex_concurrency=0)
+    engine = tg.get_engine("gpt-4o", base_url="http://127.0.0.1:9/v1", max_concurrency=7)
+    assert engine.flex_scheduler.max_concurrency == 7

@@ -40,6 +40,7 @@ from asynctg.engine.budget import (
     CapBudget,
     CostCap,
     Estimate,
+    FlexBudget,
     SchedulerBudget,
     Spent,
 )
@@ -258,6 +259,15 @@ class ChatEngine:
             # A CostCap given by the caller is shared with its other engines (one run's cap).
             self._cost_cap = max_cost if isinstance(max_cost, CostCap) else CostCap(max_cost)
         self._local = SchedulerBudget(self.scheduler)
+        # Flex calls have an in-flight allowance of their own: flex capacity is the
+        # provider's, and a flex answer takes several times a standard one's latency, so in
+        # the standard cap they would hold its slots (Little's law) and queue the run behind
+        # them. They still draw on the account's rpm/tpm through the standard scheduler.
+        flex_slots = config.flex_concurrency or config.max_concurrency
+        self.flex_scheduler = Scheduler(
+            max_concurrency=flex_slots, clock=self.clock, adaptive=False
+        )
+        self._flex = FlexBudget(self.flex_scheduler, self.scheduler)
         #: the budgets after a job's own caps: the engine's dollar cap, or its Redis budget
         self._outer: tuple[Budget, ...] = ()
         if self._cost_cap is not None:
@@ -610,13 +620,13 @@ class ChatEngine:
         the call goes at standard (``asynctg.engine.tiers``)."""
         http = self._http(request, stream, tier)
         job = current_job(self)
-        usage, budget, flow = self.usage, self._budget, None
+        usage, flow = self.usage, None
         if job is not None:
             job.start_call()  # max_calls
             usage, flow = job.charged, job.flow
-            if job.budgets:
-                budget = Budgets((self._local, *job.budgets, *self._outer))
-        estimate = self._estimate(request, priority, flow, budget is not self._local)
+        budget = self._budget_of(job, tier)
+        priced = budget is not self._local and budget is not self._flex
+        estimate = self._estimate(request, priority, flow, priced)
         clock, scheduler = self.clock, self.scheduler
         retrying = Retrying(self.retry, self._rng, clock.now())
         flex = FlexRetry(clock.now(), self.config.flex_deadline) if tier == "flex" else None
@@ -661,6 +671,7 @@ class ChatEngine:
                     usage.flex_fallbacks += 1
                     flex, tier = None, "standard"
                     http = self._http(request, stream, tier)
+                    budget = self._budget_of(job, tier)
                 else:
                     await clock.sleep(wait)
                 continue
@@ -745,6 +756,15 @@ class ChatEngine:
                 ) from exc
             outcome.error = exc
 
+    def _budget_of(self, job: Job | None, tier: str) -> Budget:
+        """What a call of ``job`` at ``tier`` reserves from: the local budget (the standard
+        scheduler, or the flex allowance), then the job's caps, then the engine's."""
+        local: Budget = self._flex if tier == "flex" else self._local
+        inner = job.budgets if job is not None else ()
+        if not inner and local is self._local:
+            return self._budget
+        return Budgets((local, *inner, *self._outer)) if inner or self._outer else local
+
     def _http(self, request: ChatRequest, stream: ChatStream | None, tier: str) -> HTTPRequest:
         """The HTTP request of one call at ``tier`` ("standard" or "flex")."""
         body = self.provider.body(request, stream=stream is not None)
@@ -785,7 +805,7 @@ class ChatEngine:
         """The error for a call a budget held past ``RetryPolicy.max_total_seconds``."""
         limit = self.retry.max_total_seconds
         label = getattr(exc, "label", SchedulerBudget.label)
-        if label != SchedulerBudget.label:
+        if label not in (SchedulerBudget.label, FlexBudget.label):
             return BudgetTimeoutError(
                 f"{self.model}: {label} held this call past RetryPolicy.max_total_seconds "
                 f"({limit:g} s): {exc}"

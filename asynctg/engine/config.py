@@ -78,6 +78,8 @@ class EngineConfig:
     tier: str = "standard"
     flex_deadline: float = DEFAULT_FLEX_DEADLINE
     flex_timeout: float | None = FLEX_TIMEOUT
+    #: flex calls in flight at most, beside (not within) max_concurrency (None: as many)
+    flex_concurrency: int | None = None
     batch_min: int = DEFAULT_BATCH_MIN
     batch_deadline: float = DEFAULT_BATCH_DEADLINE
 
@@ -99,6 +101,7 @@ class EngineConfig:
         require_int("cost_reserve_tokens", self.cost_reserve_tokens, 1, optional=True)
         check_tier(self.tier)
         require_int("batch_min", self.batch_min, 1)
+        require_int("flex_concurrency", self.flex_concurrency, 1, optional=True)
         for name, seconds in (
             ("flex_deadline", self.flex_deadline),
             ("flex_timeout", self.flex_timeout),
