@@ -406,3 +406,20 @@ async def test_flex_concurrency_is_checked() -> None:
         tg.get_engine("gpt-4o", base_url="http://127.0.0.1:9/v1", flex_concurrency=0)
     engine = tg.get_engine("gpt-4o", base_url="http://127.0.0.1:9/v1", max_concurrency=7)
     assert engine.flex_scheduler.max_concurrency == 7
+
+
+async def test_a_batch_answers_as_the_same_requests_sent_one_by_one(
+    make_sim: Callable[..., Any],
+) -> None:
+    """Requests carrying a prompt_cache_key get the same answers in a batch as sent
+    synchronously: the key routes the request, it does not change the answer."""
+    sim = await make_sim(batch_completion_seconds=0)
+    engine = tg.get_engine("gpt-4o", base_url=sim.base_url, batch_min=8)
+    messages = [[{"role": "user", "content": f"what is {i} + {i}?"}] for i in range(8)]
+    async with engine:
+        one = [await engine.chat(m, prompt_cache_key="run-1", temperature=0.7) for m in messages]
+        with use_tier("batch"):
+            calls = (engine.chat(m, prompt_cache_key="run-1", temperature=0.7) for m in messages)
+            batched = await asyncio.gather(*calls)
+        assert engine.stats()["batch_calls"] == 8
+    assert [r.text for r in batched] == [r.text for r in one]
