@@ -931,8 +931,12 @@ def get_engine(
     wire-format adapter, ``asynctg.engine.providers``: "openai" or "anthropic"),
     ``prompt_cache`` (default True: OpenAI requests carry a ``prompt_cache_key`` per run and
     variable, ``asynctg.engine.prompt_cache``; Anthropic's stable prefixes get ``cache_control``
-    breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither). The
-    options are checked once, as an ``EngineConfig`` (``engine.config``).
+    breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither),
+    the service tiers (``asynctg.engine.tiers``): ``tier`` (the default tier of a call),
+    ``flex_deadline``, ``flex_timeout``, ``flex_concurrency`` (flex calls in flight at most,
+    beside ``max_concurrency``, not within it; default: as many), ``batch_min`` and
+    ``batch_deadline``. The options are checked once, as an ``EngineConfig``
+    (``engine.config``).
 
     **Anthropic** (``provider="anthropic"``): the Messages API, ``base_url`` and ``api_key``
     defaulting to ``ANTHROPIC_BASE_URL`` (else https://api.anthropic.com) and
