@@ -25,6 +25,8 @@
     │   │                               RetryPolicy.max_total_seconds (never sent; not retried)
     │   ├── ResponseParseError      an answer arrived but is not a usable completion (retried)
     │   ├── StreamInterruptedError  a stream broke after its first delta (not retried)
+    │   ├── BatchError              a provider batch could not be submitted, read or finished
+    │   │   └── BatchTimeoutError   ... it had not ended by the engine's batch_deadline
     │   └── ResponseTooLargeError   the answer is larger than max_response_bytes (never retried)
     │       └── StreamEventTooLargeError  one server-sent event is larger than its cap
     ├── BudgetExceededError         a call would pass a cap (max_cost, a job's max_calls); not sent
@@ -66,6 +68,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BadValueError",
+    "BatchError",
+    "BatchTimeoutError",
     "BudgetExceededError",
     "BudgetTimeoutError",
     "ConfigError",
@@ -293,6 +297,20 @@ class StreamEventTooLargeError(ResponseTooLargeError):
 class StreamInterruptedError(APIError):
     """A streamed answer broke (connection lost, a malformed or missing last chunk) after the
     caller had read part of it; not retried, since the part read cannot be taken back."""
+
+
+class BatchError(APIError):
+    """A provider batch (``asynctg.engine.batch``) could not be submitted, polled or read;
+    ``batch_id`` names it when it was created (None: it never was)."""
+
+    def __init__(self, message: str, *, batch_id: str | None = None) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
+
+
+class BatchTimeoutError(BatchError):
+    """A provider batch had not ended by the engine's ``batch_deadline``; it was left running
+    (a resumed run re-attaches to it) and its calls were not answered."""
 
 
 class ResponseParseError(APIError):

@@ -6,6 +6,7 @@
     python -m bench gepa [--quick]                                  asynctg.gepa vs gepa 0.1.4
     python -m bench services [--quick]                  jobs on one engine: fairness, CPU
     python -m bench caching [--quick]          prompt caching's saving on a 5-step optimize run
+    python -m bench tiers [--quick]              an optimize run at each eval tier: cost, time
     python -m bench plots                                            redraw the PNGs
     python -m bench report [--check]                                 headline + Markdown tables
 
@@ -41,6 +42,7 @@ EXTRA = {
     "gepa": "bench.gepa",
     "services": "bench.services",
     "caching": "bench.caching",
+    "tiers": "bench.tiers",
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from asynctg import prompts
 from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
+from asynctg.engine.tiers import check_tier, use_tier
 from asynctg.errors import require_int
 from asynctg.graph.function import Module
 from asynctg.graph.ops import FormattedLLMCall
@@ -80,16 +81,19 @@ class CodeConfig:
     """Settings: up to ``1 + iterations`` refinement rounds per problem (the paper: 4);
     each test may run ``per_test_seconds``, in ``memory_mb`` of memory. ``isolation`` is the
     sandbox (see ``asynctg.runs.sandbox``): "bubblewrap", or "unsafe-no-sandbox" to run
-    model-written code without one."""
+    model-written code without one. ``eval_tier`` is the service tier of each problem's first
+    (baseline) program (``asynctg.engine.tiers``); the refinement rounds stay standard."""
 
     iterations: int = 4
     per_test_seconds: float = 5.0
     memory_mb: int = 1024
     budget: Budget = field(default_factory=Budget)
     isolation: Isolation = "bubblewrap"
+    eval_tier: str = "standard"
 
     def __post_init__(self) -> None:
         require_int("iterations", self.iterations, 0)
+        check_tier(self.eval_tier)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         return {
@@ -135,8 +139,14 @@ async def _refine(
     runner: CodeRunner,
     loss_fn: CodeTestTimeLoss,
     iterations: int,
+    eval_tier: str = "standard",
 ) -> dict[str, Any]:
-    first = await engine.generate(problem.prompt, system_prompt=prompts.CODE_FIRST_SYSTEM_PROMPT)
+    # each problem's first program is the report's baseline column, scored like an
+    # evaluation: it takes the evaluation tier; the refinement rounds stay standard
+    with use_tier(eval_tier):
+        first = await engine.generate(
+            problem.prompt, system_prompt=prompts.CODE_FIRST_SYSTEM_PROMPT
+        )
     runs: dict[str, TestRun] = {}
 
     async def test(value: str) -> tuple[str, TestRun]:
@@ -244,7 +254,8 @@ async def _optimize_code(
     )
 
     async def solve(i: int) -> dict[str, Any]:
-        return await _refine(task.problems[i], engine, runner, loss_fn, config.iterations)
+        problem = task.problems[i]
+        return await _refine(problem, engine, runner, loss_fn, config.iterations, config.eval_tier)
 
     def failed(i: int, exc: Exception) -> dict[str, Any]:
         return {"task_id": task.problems[i].task_id, "error": f"{exc}"}

@@ -33,6 +33,7 @@ from typing import Any
 from asynctg import prompts, telemetry
 from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.protocol import Engine
+from asynctg.engine.tiers import check_tier, use_tier
 from asynctg.errors import (
     ConfigError,
     OptimizerParseError,
@@ -74,7 +75,11 @@ class PromptConfig:
     them); ``validate`` keeps a new prompt only if validation accuracy does not drop;
     ``evaluate_test`` evaluates the test set before training and after every step;
     ``aggregation`` is how a minibatch's feedback reaches the optimizer ("auto", "concat",
-    "tree": see ``asynctg.optim.aggregation``).
+    "tree": see ``asynctg.optim.aggregation``); ``eval_tier`` is the service tier of every
+    evaluation call (validation and test scoring, the judge's verdicts on them: "standard",
+    "flex" or "batch", ``asynctg.engine.tiers``), while training calls (the minibatch's
+    answers and losses, backward, the optimizer) stay standard. The tier changes prices and
+    latency, not answers, so it is not part of the fingerprint: a run may resume at another.
     """
 
     batch_size: int = 3
@@ -85,9 +90,11 @@ class PromptConfig:
     seed: int = 42
     budget: Budget = field(default_factory=Budget)
     aggregation: Strategy = "auto"
+    eval_tier: str = "standard"
 
     def __post_init__(self) -> None:
         check_strategy(self.aggregation)
+        check_tier(self.eval_tier)
         require_int("batch_size", self.batch_size, 1)
         require_int("epochs", self.epochs, 1)
         require_int("steps_per_epoch", self.steps_per_epoch, 1, optional=True)
@@ -212,7 +219,10 @@ class _PromptRun(Run):
         most ``EVALUATION_WINDOW`` examples in flight, so memory stays flat in the split's size."""
         if not examples:
             return None
-        with telemetry.span(f"evaluate {split}", asynctg__evaluate__examples=len(examples)):
+        with (
+            telemetry.span(f"evaluate {split}", asynctg__evaluate__examples=len(examples)),
+            use_tier(self.config.eval_tier),  # every call of the fan-out: answers and verdicts
+        ):
             correct = await count_bounded((self._score(e) for e in examples), EVALUATION_WINDOW)
         accuracy = round(correct / len(examples), 6)
         self.emit(
@@ -412,7 +422,11 @@ class _PromptRun(Run):
             status=status,
             stop_reason=self.stop_reason,
             usage=self.meter.total(),
-            config={**config.fingerprint_fields(), "epochs": config.epochs},
+            config={
+                **config.fingerprint_fields(),
+                "epochs": config.epochs,
+                "eval_tier": config.eval_tier,
+            },
             unreadable_verdicts=getattr(self.evaluator, "unreadable", 0),
         )
         last = _accuracies(self.history[-1]) if self.history else "nothing evaluated"

@@ -21,6 +21,7 @@ from typing import Any
 from asynctg import prompts
 from asynctg.engine.jobs import Job
 from asynctg.engine.protocol import Engine
+from asynctg.engine.tiers import check_tier, use_tier
 from asynctg.graph.ops import BlackboxLLM
 from asynctg.graph.variable import Variable
 from asynctg.loss import MultiChoiceTestTime
@@ -35,7 +36,16 @@ __all__ = ["SolutionConfig", "SolutionResult", "optimize_solutions"]
 
 @dataclass(frozen=True)
 class SolutionConfig(RoundsConfig):
-    """Settings: ``iterations`` rounds of test-time refinement per question (the paper: 3)."""
+    """Settings: ``iterations`` rounds of test-time refinement per question (the paper: 3);
+    ``eval_tier`` is the service tier of each question's zero-shot answer ("standard", "flex"
+    or "batch": ``asynctg.engine.tiers``). The tier changes prices and latency, not answers,
+    so it is not part of the fingerprint."""
+
+    eval_tier: str = "standard"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_tier(self.eval_tier)
 
 
 @dataclass
@@ -74,6 +84,7 @@ async def _solve_one(
     engine: Engine,
     loss_fn: MultiChoiceTestTime,
     iterations: int,
+    eval_tier: str = "standard",
 ) -> dict[str, Any]:
     zero_shot_prompt = Variable(
         prompts.SOLUTION_SYSTEM_PROMPT,
@@ -83,7 +94,10 @@ async def _solve_one(
     question = Variable(
         item.query, requires_grad=False, role_description="question to the language model"
     )
-    first = await BlackboxLLM(engine, zero_shot_prompt)(question)
+    # the zero-shot answer is the first column of the report, scored like an evaluation: it
+    # takes the evaluation tier; the refinement rounds after it stay standard
+    with use_tier(eval_tier):
+        first = await BlackboxLLM(engine, zero_shot_prompt)(question)
 
     async def answer(value: str) -> str:
         return value  # an answer is scored once the rounds are over: nothing to call here
@@ -155,7 +169,8 @@ async def _optimize_solutions(
     )
 
     async def solve(i: int) -> dict[str, Any]:
-        return await _solve_one(i, task.questions[i], engine, loss_fn, config.iterations)
+        question = task.questions[i]
+        return await _solve_one(i, question, engine, loss_fn, config.iterations, config.eval_tier)
 
     def failed(i: int, exc: Exception) -> dict[str, Any]:
         return {"index": i, "answer": task.questions[i].answer, "error": f"{exc}"}

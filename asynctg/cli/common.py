@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from asynctg.engine.tiers import DEFAULT_BATCH_MIN, DEFAULT_FLEX_DEADLINE
 from asynctg.errors import ConfigError
 from asynctg.output.text import printable
 
@@ -164,6 +165,33 @@ def endpoint_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     )
 
 
+def tier_options(p: argparse.ArgumentParser) -> None:
+    """``--eval-tier``, ``--batch-min``, ``--flex-deadline``: the service tier of the calls off
+    the optimization path (``asynctg.engine.tiers``)."""
+    g = p.add_argument_group("service tiers")
+    g.add_argument(
+        "--eval-tier",
+        choices=("standard", "flex", "batch"),
+        default="standard",
+        help="tier of evaluation calls (validation and test scoring, baselines): flex and batch "
+        "cost half and are slower; training calls stay standard (default: standard)",
+    )
+    g.add_argument(
+        "--batch-min",
+        type=positive_int,
+        default=DEFAULT_BATCH_MIN,
+        help=f"with --eval-tier batch, the fewest calls of a fan-out sent as one provider batch; "
+        f"smaller ones go at standard ({DEFAULT_BATCH_MIN})",
+    )
+    g.add_argument(
+        "--flex-deadline",
+        type=positive_float,
+        default=DEFAULT_FLEX_DEADLINE,
+        help="seconds a flex call retries 'resource unavailable' before it is sent at standard "
+        f"({DEFAULT_FLEX_DEADLINE:g})",
+    )
+
+
 def run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=42, help="seed of shuffles (42)")
@@ -265,7 +293,9 @@ async def endpoint_url(plan_sim: bool, latency: str, seed: int) -> AsyncIterator
         return
     from asynctg.sim import SimConfig, SimServer
 
-    async with SimServer(SimConfig(latency=latency, seed=seed)) as server:
+    # batches end at their first look: a demo run does not wait a minute per evaluation
+    config = SimConfig(latency=latency, seed=seed, batch_completion_seconds=0.0)
+    async with SimServer(config) as server:
         yield server.base_url
 
 
@@ -289,6 +319,10 @@ def engine_options(args: argparse.Namespace, base_url: str | None) -> dict[str, 
         options["context_window"] = args.context_window
     if getattr(args, "redis_url", None):
         options["redis_url"] = args.redis_url  # share rpm/tpm with every process on it
+    if getattr(args, "batch_min", None) is not None:
+        options["batch_min"] = args.batch_min
+    if getattr(args, "flex_deadline", None) is not None:
+        options["flex_deadline"] = args.flex_deadline
     return options
 
 

@@ -297,7 +297,7 @@ def _print_result(plan: Plan, data: dict[str, Any]) -> None:
         science.print_result(data, lines)
     else:
         prompt.print_result(plan.command, data, lines)
-    from asynctg.runs.progress import cached_share
+    from asynctg.runs.progress import cached_share, format_tiers
 
     cost = usage.get("cost_usd")
     share = cached_share(usage)
@@ -308,4 +308,6 @@ def _print_result(plan: Plan, data: dict[str, Any]) -> None:
         + (f"${cost:.4f}" if cost is not None else "cost n/a")
         + f", {usage['rate_limited']} x 429, {usage['seconds']:.1f} s"
     )
+    if tiers := format_tiers(usage, against=True):
+        lines.append(f"  tiers            {tiers}")
     print("\n".join(lines))

@@ -20,6 +20,7 @@ from asynctg.cli.common import (
     positive_float,
     positive_int,
     run_options,
+    tier_options,
 )
 from asynctg.errors import ConfigError
 
@@ -97,6 +98,7 @@ def add_parsers(sub: Any) -> None:
     )
     endpoint_options(opt)
     run_options(opt)
+    tier_options(opt)
 
     solve = sub.add_parser(
         "solve",
@@ -112,6 +114,7 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--limit", type=count, help="use only the first N questions")
     endpoint_options(solve)
     run_options(solve)
+    tier_options(solve)
 
     code = sub.add_parser(
         "code",
@@ -145,6 +148,7 @@ def add_parsers(sub: Any) -> None:
     )
     endpoint_options(code)
     run_options(code)
+    tier_options(code)
 
 
 def task_options(p: argparse.ArgumentParser, default: str) -> None:
@@ -211,12 +215,15 @@ def plan_loop(args: argparse.Namespace, budget: Budget) -> PlannedLoop:
             seed=args.seed,
             budget=budget,
             aggregation=args.aggregation,
+            eval_tier=args.eval_tier,
         )
         if args.validate and not getattr(task, "val", None):
             raise ConfigError("--validate needs validation examples; raise --val-size")
     elif command == "solve":
         task = get_task(args.task, data=args.data, data_seed=args.data_seed, limit=args.limit)
-        loop_config = SolutionConfig(iterations=args.iterations, budget=budget)
+        loop_config = SolutionConfig(
+            iterations=args.iterations, budget=budget, eval_tier=args.eval_tier
+        )
     else:
         from asynctg.runs.sandbox import probe_isolation
 
@@ -227,6 +234,7 @@ def plan_loop(args: argparse.Namespace, budget: Budget) -> PlannedLoop:
             memory_mb=args.memory_mb,
             budget=budget,
             isolation="unsafe-no-sandbox" if args.unsafe_no_sandbox else "bubblewrap",
+            eval_tier=args.eval_tier,
         )
         # before any call: without a working sandbox the run stops here (exit 2)
         meta["isolation"] = probe_isolation(loop_config.isolation)

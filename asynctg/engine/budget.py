@@ -14,6 +14,7 @@ Implementations:
 
 - ``SchedulerBudget``: the engine's local scheduler (rpm/tpm buckets, the in-flight cap,
   cool-downs, priorities and fair share, ``asynctg.engine.scheduler``);
+- ``FlexBudget``: the flex tier's own in-flight allowance, with the scheduler's rpm/tpm;
 - ``CapBudget``: a dollar cap (``CostCap``) of the engine or of a job;
 - ``asynctg.engine.shared.SharedBudget``: rpm/tpm, cool-downs and a dollar cap shared through
   Redis by every process;
@@ -52,6 +53,7 @@ __all__ = [
     "CapBudget",
     "CostCap",
     "Estimate",
+    "FlexBudget",
     "Permit",
     "SchedulerBudget",
     "Spent",
@@ -148,6 +150,58 @@ class _SlotPermit:
         else:
             self.scheduler.release(
                 e.tokens, spent.tokens, parts=e.parts, actual_parts=spent.parts, flow=e.flow
+            )
+
+
+class FlexBudget:
+    """The flex tier's local budget: a slot of its own in-flight allowance (``flex``, a
+    scheduler without rate buckets: ``flex_concurrency`` calls in flight at most) and the
+    estimated tokens from the engine's rate budgets (``rates``: the rpm/tpm every call of
+    the account draws on), without a slot there. A flex call never queues behind the
+    standard in-flight cap."""
+
+    __slots__ = ("clock", "flex", "rates")
+    label = "the engine's flex budget"
+
+    def __init__(self, flex: Scheduler, rates: Scheduler) -> None:
+        self.flex = flex
+        self.rates = rates
+        self.clock = rates.clock
+
+    async def reserve(self, estimate: Estimate) -> Permit:
+        # (no fair-share flow: a job's Flow belongs to the standard scheduler)
+        await self.flex.acquire(0, estimate.priority, max_wait=estimate.deadline - self.clock.now())
+        try:
+            await self.rates.acquire_rate(
+                estimate.tokens,
+                max_wait=estimate.deadline - self.clock.now(),
+                parts=estimate.parts,
+            )
+        except BaseException:
+            self.flex.release(0)
+            raise
+        return _FlexPermit(self, estimate)
+
+
+class _FlexPermit:
+    __slots__ = ("budget", "estimate")
+
+    def __init__(self, budget: FlexBudget, estimate: Estimate) -> None:
+        self.budget = budget
+        self.estimate = estimate
+
+    def release_unsent(self) -> None:
+        """Never sent: the slot goes back, and the token charges to the rate buckets."""
+        e = self.estimate
+        self.budget.flex.release(0)
+        self.budget.rates.release(e.tokens, None, admitted=False, parts=e.parts, sent=False)
+
+    async def settle(self, spent: Spent | None) -> None:
+        e = self.estimate
+        self.budget.flex.release(0)
+        if spent is not None:
+            self.budget.rates.release(
+                e.tokens, spent.tokens, admitted=False, parts=e.parts, actual_parts=spent.parts
             )
 
 
@@ -326,7 +380,7 @@ async def _settle_all(permits: Sequence[Permit], spent: Spent | None, *, sent: b
     error: BaseException | None = None
     for permit in permits:
         try:
-            if not sent and isinstance(permit, _SlotPermit):
+            if not sent and isinstance(permit, _SlotPermit | _FlexPermit):
                 permit.release_unsent()
             else:
                 await permit.settle(spent)

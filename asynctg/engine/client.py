@@ -33,12 +33,14 @@ from typing import Any
 import msgspec
 
 from asynctg import telemetry
+from asynctg.engine.batch import BatchRunner
 from asynctg.engine.budget import (
     Budget,
     Budgets,
     CapBudget,
     CostCap,
     Estimate,
+    FlexBudget,
     SchedulerBudget,
     Spent,
 )
@@ -54,6 +56,16 @@ from asynctg.engine.retry import Retrying, RetryPolicy
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import SharedBudget
 from asynctg.engine.streaming import ChatStream, check_streaming
+from asynctg.engine.tiers import (
+    FlexRetry,
+    count_tier,
+    current_tier,
+    flex_body,
+    flex_unavailable,
+    saved_nano,
+    served_tier,
+    use_tier,
+)
 from asynctg.engine.types import (
     ChatRequest,
     ChatResult,
@@ -247,6 +259,15 @@ class ChatEngine:
             # A CostCap given by the caller is shared with its other engines (one run's cap).
             self._cost_cap = max_cost if isinstance(max_cost, CostCap) else CostCap(max_cost)
         self._local = SchedulerBudget(self.scheduler)
+        # Flex calls have an in-flight allowance of their own: flex capacity is the
+        # provider's, and a flex answer takes several times a standard one's latency, so in
+        # the standard cap they would hold its slots (Little's law) and queue the run behind
+        # them. They still draw on the account's rpm/tpm through the standard scheduler.
+        flex_slots = config.flex_concurrency or config.max_concurrency
+        self.flex_scheduler = Scheduler(
+            max_concurrency=flex_slots, clock=self.clock, adaptive=False
+        )
+        self._flex = FlexBudget(self.flex_scheduler, self.scheduler)
         #: the budgets after a job's own caps: the engine's dollar cap, or its Redis budget
         self._outer: tuple[Budget, ...] = ()
         if self._cost_cap is not None:
@@ -262,6 +283,8 @@ class ChatEngine:
         telemetry.track(self)
         #: Whether image parts may be sent (custom engines say so with ``is_multimodal``).
         self.multimodal = True
+        #: batch-tier fan-outs (``asynctg.engine.batch``); a checkpoint gives it a ledger
+        self.batches = BatchRunner(self)
 
     # --- TextGrad-compatible names -------------------------------------------------------------
 
@@ -344,9 +367,13 @@ class ChatEngine:
 
     # --- calling -------------------------------------------------------------------------------
 
-    async def chat(self, messages: Any, *, priority: int = 0, **params: Any) -> ChatResult:
-        """One chat call: ``messages`` (OpenAI format, images allowed) -> ``ChatResult``."""
-        return await self.send(self.request(messages, **params), priority=priority)
+    async def chat(
+        self, messages: Any, *, priority: int = 0, tier: str | None = None, **params: Any
+    ) -> ChatResult:
+        """One chat call: ``messages`` (OpenAI format, images allowed) -> ``ChatResult``;
+        ``tier`` is "standard", "flex" or "batch" (None: ``asynctg.engine.tiers``'s rule)."""
+        with use_tier(tier):
+            return await self.send(self.request(messages, **params), priority=priority)
 
     async def generate(
         self,
@@ -527,7 +554,7 @@ class ChatEngine:
             raise
         else:
             flight.result = result
-            if self.cache is not None:
+            if self.cache is not None and not self.batches.journaled(key):
                 self.cache.put(key, result)
             return result
         finally:
@@ -535,23 +562,35 @@ class ChatEngine:
             flight.done.set()
 
     async def _send(self, request: ChatRequest, priority: int) -> ChatResult:
-        """One call to the provider (retries included), inside its telemetry span if any."""
+        """One call to the provider (retries included), inside its telemetry span if any; at
+        the batch tier, an answer from the fan-out's provider batch when it makes one."""
+        tier = current_tier() or self.config.tier
+        if tier == "batch":
+            answer = await self.batches.answer(self._cache_key(request), request)
+            if answer is not None:
+                return answer
+            tier = "standard"  # too small a fan-out, or a failed batch item: an ordinary call
         rspan = telemetry.request_span(self.model, self._provider_name, request.messages)
         try:
             result: Any = None
-            async for item in self._call(request, priority, rspan, None):
+            async for item in self._call(request, priority, rspan, None, tier):
                 result = item  # without a stream the only item is the result
         except BaseException as exc:
             if rspan is not None:
                 rspan.finish(error=exc)
             raise
         if rspan is not None:
-            self._finish_span(rspan, result)
+            self._finish_span(rspan, result, tier)
         return result  # type: ignore[no-any-return]
 
-    def _finish_span(self, rspan: telemetry.RequestSpan, result: ChatResult) -> None:
-        """Close a request's span with its usage and its price (0 when unpriced)."""
-        rspan.finish(result, cost=self._nano(result.usage) / 1e9)
+    def _finish_span(
+        self, rspan: telemetry.RequestSpan, result: ChatResult, tier: str = "standard"
+    ) -> None:
+        """Close a request's span with its usage and its price at the tier it was served at
+        (0 when unpriced)."""
+        nano = self._nano(result.usage)
+        nano -= saved_nano(nano, self.model, served_tier(result.service_tier, tier))
+        rspan.finish(result, cost=nano / 1e9)
 
     def _nano(self, u: Usage) -> int:
         """What ``u`` costs at this engine's price, cached reads and writes included (0 when
@@ -571,25 +610,26 @@ class ChatEngine:
         priority: int,
         rspan: telemetry.RequestSpan | None,
         stream: ChatStream | None,
+        tier: str = "standard",
     ) -> AsyncGenerator[list[str] | ChatResult, None]:
         """Send ``request`` until it succeeds or may not be retried: reserve the budgets,
         make one attempt, settle, and ask the retry policy. Yields the ``ChatResult`` last;
         with a ``stream`` each network read's text deltas are yielded first (a list), and a
-        failure after the first delta is not retried (``StreamInterruptedError``)."""
-        body = self.provider.body(request, stream=stream is not None)
-        http = HTTPRequest(
-            "POST", self._url, headers=self._headers, body=body, timeout=self.timeout
-        )
+        failure after the first delta is not retried (``StreamInterruptedError``). At the
+        flex tier, "resource unavailable" refusals are retried until ``flex_deadline``, then
+        the call goes at standard (``asynctg.engine.tiers``)."""
+        http = self._http(request, stream, tier)
         job = current_job(self)
-        usage, budget, flow = self.usage, self._budget, None
+        usage, flow = self.usage, None
         if job is not None:
             job.start_call()  # max_calls
             usage, flow = job.charged, job.flow
-            if job.budgets:
-                budget = Budgets((self._local, *job.budgets, *self._outer))
-        estimate = self._estimate(request, priority, flow, budget is not self._local)
+        budget = self._budget_of(job, tier)
+        priced = budget is not self._local and budget is not self._flex
+        estimate = self._estimate(request, priority, flow, priced)
         clock, scheduler = self.clock, self.scheduler
         retrying = Retrying(self.retry, self._rng, clock.now())
+        flex = FlexRetry(clock.now(), self.config.flex_deadline) if tier == "flex" else None
         while True:
             try:
                 permit = await budget.reserve(estimate)
@@ -611,8 +651,9 @@ class ChatEngine:
                 done = outcome.result
                 if done is not None:
                     scheduler.on_success(sent_at)
-                    self._account(done, usage)
-                    spent = self._spent(done)
+                    served = served_tier(done.service_tier, tier)
+                    self._account(done, usage, served)
+                    spent = self._spent(done, served)
             finally:
                 await permit.settle(spent)
             if done is not None:
@@ -622,6 +663,18 @@ class ChatEngine:
                 return
             error = outcome.error
             assert error is not None
+            if flex is not None and flex_unavailable(error):
+                # No flex capacity: not the account's rate budget, so nobody else waits.
+                usage.retries += 1
+                wait = flex.next_wait(clock.now(), self._rng)
+                if wait is None:  # past flex_deadline: a run never stalls on capacity
+                    usage.flex_fallbacks += 1
+                    flex, tier = None, "standard"
+                    http = self._http(request, stream, tier)
+                    budget = self._budget_of(job, tier)
+                else:
+                    await clock.sleep(wait)
+                continue
             delay = retrying.delay(error, outcome.wait, clock.now(), usage)
             if rspan is not None:
                 kind = (
@@ -703,6 +756,24 @@ class ChatEngine:
                 ) from exc
             outcome.error = exc
 
+    def _budget_of(self, job: Job | None, tier: str) -> Budget:
+        """What a call of ``job`` at ``tier`` reserves from: the local budget (the standard
+        scheduler, or the flex allowance), then the job's caps, then the engine's."""
+        local: Budget = self._flex if tier == "flex" else self._local
+        inner = job.budgets if job is not None else ()
+        if not inner and local is self._local:
+            return self._budget
+        return Budgets((local, *inner, *self._outer)) if inner or self._outer else local
+
+    def _http(self, request: ChatRequest, stream: ChatStream | None, tier: str) -> HTTPRequest:
+        """The HTTP request of one call at ``tier`` ("standard" or "flex")."""
+        body = self.provider.body(request, stream=stream is not None)
+        timeout = self.timeout
+        if tier == "flex":
+            body = flex_body(self.provider.name, body)
+            timeout = self.config.flex_timeout
+        return HTTPRequest("POST", self._url, headers=self._headers, body=body, timeout=timeout)
+
     def _failed(self, response: HTTPResponse, outcome: _Outcome) -> None:
         """A non-200 answer: the adapter reads it; a context window it names is learned here
         (the smallest one named wins), not while building the error."""
@@ -734,7 +805,7 @@ class ChatEngine:
         """The error for a call a budget held past ``RetryPolicy.max_total_seconds``."""
         limit = self.retry.max_total_seconds
         label = getattr(exc, "label", SchedulerBudget.label)
-        if label != SchedulerBudget.label:
+        if label not in (SchedulerBudget.label, FlexBudget.label):
             return BudgetTimeoutError(
                 f"{self.model}: {label} held this call past RetryPolicy.max_total_seconds "
                 f"({limit:g} s): {exc}"
@@ -747,12 +818,12 @@ class ChatEngine:
             "if allowed)."
         )
 
-    def _spent(self, result: ChatResult) -> Spent:
+    def _spent(self, result: ChatResult, tier: str = "standard") -> Spent:
         u = result.usage
         total = u.total_tokens or None
-        return Spent(
-            total, (u.prompt_tokens, u.completion_tokens) if total else None, self._nano(u)
-        )
+        nano = self._nano(u)  # at standard, cached reads and writes included
+        nano -= saved_nano(nano, self.model, tier)
+        return Spent(total, (u.prompt_tokens, u.completion_tokens) if total else None, nano)
 
     def _learned_limits(self) -> tuple[float | None, float | None]:
         stats = self.scheduler.statistics()
@@ -777,7 +848,7 @@ class ChatEngine:
             return None
         return self._worst_case_nano(request) / 1e9
 
-    def _account(self, result: ChatResult, usage: UsageStats) -> None:
+    def _account(self, result: ChatResult, usage: UsageStats, tier: str = "standard") -> None:
         u = result.usage
         completion = u.completion_tokens
         for counters in usage.targets:  # the engine's, and a job's (its own and enclosing ones)
@@ -786,6 +857,8 @@ class ChatEngine:
             counters.completion_tokens += completion
             counters.cached_tokens += u.cached_tokens
             counters.cache_write_tokens += u.cache_write_tokens
+        if tier != "standard":
+            count_tier(usage, self.model, tier, u)
         if completion:
             # A running estimate of answer length sizes the token charge made before sending.
             self._completion_estimate += (
@@ -858,8 +931,12 @@ def get_engine(
     wire-format adapter, ``asynctg.engine.providers``: "openai" or "anthropic"),
     ``prompt_cache`` (default True: OpenAI requests carry a ``prompt_cache_key`` per run and
     variable, ``asynctg.engine.prompt_cache``; Anthropic's stable prefixes get ``cache_control``
-    breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither). The
-    options are checked once, as an ``EngineConfig`` (``engine.config``).
+    breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither),
+    the service tiers (``asynctg.engine.tiers``): ``tier`` (the default tier of a call),
+    ``flex_deadline``, ``flex_timeout``, ``flex_concurrency`` (flex calls in flight at most,
+    beside ``max_concurrency``, not within it; default: as many), ``batch_min`` and
+    ``batch_deadline``. The options are checked once, as an ``EngineConfig``
+    (``engine.config``).
 
     **Anthropic** (``provider="anthropic"``): the Messages API, ``base_url`` and ``api_key``
     defaulting to ``ANTHROPIC_BASE_URL`` (else https://api.anthropic.com) and

@@ -23,6 +23,7 @@ from asynctg.engine.budget import CostCap
 from asynctg.engine.cache import ResponseStore
 from asynctg.engine.clock import Clock
 from asynctg.engine.retry import DEFAULT_RETRY, RetryPolicy
+from asynctg.engine.tiers import DEFAULT_BATCH_MIN, DEFAULT_FLEX_DEADLINE, FLEX_TIMEOUT, check_tier
 from asynctg.engine.usage import Price, check_price, price_for
 from asynctg.errors import ConfigError, require_int
 from asynctg.transport import Transport
@@ -31,6 +32,9 @@ __all__ = ["CACHE_MODES", "DEFAULT_TIMEOUT", "EngineConfig", "check_params"]
 
 #: Seconds one HTTP attempt may take; a long completion from a slow model fits in it.
 DEFAULT_TIMEOUT = 120.0
+#: Seconds a provider batch may take before ``BatchTimeoutError``: its 24-hour window, and an
+#: hour for the provider to finalize it.
+DEFAULT_BATCH_DEADLINE = 25 * 3600.0
 #: What ``cache_mode`` may be (see ``ChatEngine.cache_mode``).
 CACHE_MODES = ("readwrite", "record", "replay")
 
@@ -70,6 +74,14 @@ class EngineConfig:
     redis_namespace: str = "asynctg"
     reservation_ttl: float | None = None
     prompt_cache: bool = True
+    #: service tiers (asynctg.engine.tiers, asynctg.engine.batch)
+    tier: str = "standard"
+    flex_deadline: float = DEFAULT_FLEX_DEADLINE
+    flex_timeout: float | None = FLEX_TIMEOUT
+    #: flex calls in flight at most, beside (not within) max_concurrency (None: as many)
+    flex_concurrency: int | None = None
+    batch_min: int = DEFAULT_BATCH_MIN
+    batch_deadline: float = DEFAULT_BATCH_DEADLINE
 
     def __post_init__(self) -> None:
         model = self.model
@@ -87,6 +99,16 @@ class EngineConfig:
             raise ConfigError(f"timeout must be positive seconds or None, got {self.timeout!r}")
         require_int("context_window", self.context_window, 16, optional=True)
         require_int("cost_reserve_tokens", self.cost_reserve_tokens, 1, optional=True)
+        check_tier(self.tier)
+        require_int("batch_min", self.batch_min, 1)
+        require_int("flex_concurrency", self.flex_concurrency, 1, optional=True)
+        for name, seconds in (
+            ("flex_deadline", self.flex_deadline),
+            ("flex_timeout", self.flex_timeout),
+            ("batch_deadline", self.batch_deadline),
+        ):
+            if seconds is not None and not (isinstance(seconds, int | float) and seconds >= 0):
+                raise ConfigError(f"{name} must be seconds >= 0, got {seconds!r}")
         if not isinstance(self.prompt_cache, bool):
             raise ConfigError(f"prompt_cache must be True or False, got {self.prompt_cache!r}")
         price = check_price(self.price) if self.price is not None else price_for(model)

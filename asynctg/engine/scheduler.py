@@ -401,6 +401,39 @@ class Scheduler:
             if deadline is not None:
                 deadline.cancel()
 
+    async def acquire_rate(
+        self,
+        tokens: int = 0,
+        *,
+        max_wait: float | None = None,
+        parts: tuple[int, int] | None = None,
+    ) -> None:
+        """Wait for the rate budgets alone (rpm/tpm buckets, cool-downs), without a slot in
+        flight: for a request whose concurrency another scheduler holds (the flex tier's own
+        allowance, ``asynctg.engine.tiers``). The account's rate is one budget whatever the
+        tier; the in-flight cap is this engine's, and flex capacity is the provider's.
+        ``release(..., admitted=False)`` settles it. ``QueueTimeout`` past ``max_wait``."""
+        clock = self.clock
+        until = None if max_wait is None else clock.now() + max_wait
+        while True:
+            now = clock.now()
+            wait = self._wait_time(tokens, now, parts)
+            if wait <= 0:
+                rpm, tpm = self._rpm, self._tpm
+                if rpm is not None:
+                    rpm.take(1)
+                if tpm is not None:
+                    tpm.take(tokens)
+                if parts is not None and self._split is not None:
+                    for bucket, amount in zip(self._split, parts, strict=True):
+                        if bucket is not None:
+                            bucket.take(amount)
+                self.admitted += 1
+                return
+            if until is not None and now + wait > until:
+                raise QueueTimeout(f"the rate budget leaves no room within {max_wait:g} s")
+            await clock.sleep(wait)
+
     def release(
         self,
         estimated: int,

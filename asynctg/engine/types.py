@@ -98,6 +98,8 @@ class ChatResult(msgspec.Struct, frozen=True, kw_only=True):
     finish_reasons: tuple[str | None, ...] = ()
     request_id: str | None = None
     cached: bool = False
+    #: the tier the provider says it served the call at ("flex", "default", ...; None: not said)
+    service_tier: str | None = None
 
     @property
     def text(self) -> str:
@@ -148,6 +150,7 @@ class _Completion(msgspec.Struct):
     choices: list[_Choice] = []
     usage: WireUsage | None = None
     model: str = ""
+    service_tier: str | None = None
 
 
 class _ErrorDetail(msgspec.Struct):

@@ -182,6 +182,8 @@ class UsageStats:
     """Counters one engine keeps; ``snapshot()`` returns them as a dict."""
 
     __slots__ = (
+        "batch_calls",
+        "batch_tokens",
         "cache_hits",
         "cache_write_tokens",
         "cached_tokens",
@@ -191,11 +193,15 @@ class UsageStats:
         "connection_errors",
         "failures",
         "faults",
+        "flex_calls",
+        "flex_fallbacks",
+        "flex_tokens",
         "price",
         "prompt_tokens",
         "rate_limited",
         "requests",
         "retries",
+        "saved_nano",
     )
 
     def __init__(self, price: Price | None) -> None:
@@ -213,6 +219,15 @@ class UsageStats:
         self.completion_tokens = 0
         self.cached_tokens = 0  # prompt tokens read from the provider's prompt cache
         self.cache_write_tokens = 0  # prompt tokens written to it
+        # Service tiers (asynctg.engine.tiers): the calls and tokens served at flex or in a
+        # batch, flex calls sent at standard after their flex_deadline, and what the discounted
+        # tiers saved against the standard price (nano-dollars; the cost is net of it).
+        self.flex_calls = 0
+        self.flex_tokens = 0
+        self.flex_fallbacks = 0
+        self.batch_calls = 0
+        self.batch_tokens = 0
+        self.saved_nano = 0
 
     @property
     def targets(self) -> tuple[UsageStats, ...]:
@@ -221,16 +236,17 @@ class UsageStats:
 
     @property
     def cost_nano(self) -> int | None:
-        """The tokens counted, priced, in nano-dollars (None without a price)."""
+        """The tokens counted, priced at their tiers, in nano-dollars (None without a price)."""
         if self.price is None:
             return None
-        return nano_dollars(
+        standard = nano_dollars(
             self.price,
             self.prompt_tokens,
             self.completion_tokens,
             self.cached_tokens,
             self.cache_write_tokens,
         )
+        return standard - self.saved_nano
 
     @property
     def cost(self) -> float | None:
@@ -255,6 +271,12 @@ class UsageStats:
             "cached_tokens": self.cached_tokens,
             "cache_write_tokens": self.cache_write_tokens,
             "cost_usd": self.cost,
+            "flex_calls": self.flex_calls,
+            "flex_tokens": self.flex_tokens,
+            "flex_fallbacks": self.flex_fallbacks,
+            "batch_calls": self.batch_calls,
+            "batch_tokens": self.batch_tokens,
+            "saved_usd": None if self.price is None else self.saved_nano / 1_000_000_000,
         }
 
 

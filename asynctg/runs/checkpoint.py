@@ -5,6 +5,9 @@
     DIR/config.json    what the run is (task, data digest, models, seed, ...) and its fingerprint
     DIR/state.json     the loop's state after the last completed step, replaced atomically
     DIR/journal.bin    every completed LLM call: request hash -> response, append-only
+    DIR/batches.jsonl  the run's provider batches (batch tier): each recorded before it is
+                       submitted, so a resumed run re-attaches instead of paying twice
+                       (``asynctg.engine.batch``)
 
 Every file here is created private to its owner (0600: the journal and the state hold the
 run's prompts and answers), and never through a link someone planted in the folder.
@@ -62,6 +65,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from asynctg.engine.batch import LEDGER_FILE, BatchLedger
 from asynctg.engine.cache import ResponseCache
 from asynctg.engine.client import ChatEngine
 from asynctg.engine.types import ChatResult
@@ -177,6 +181,7 @@ class Checkpoint:
         self.resume = resume
         self.state: dict[str, Any] | None = None
         self._journal: ResponseCache | None = None
+        self._ledger: BatchLedger | None = None
         # the journal mark of the saved state: records at or after _mark_from, and the keys in
         # _carried, are calls whose usage no saved state counts (None: not known)
         self._mark_from: int | None = None
@@ -284,7 +289,10 @@ class Checkpoint:
     def attach(self, *engines: ChatEngine) -> None:
         """Route every call of ``engines`` through the journal (sampled calls included)."""
         journal = self.journal
+        if self._ledger is None:
+            self._ledger = BatchLedger(self.path / LEDGER_FILE)
         for engine in engines:
+            engine.batches.ledger = self._ledger
             store = engine.cache
             if isinstance(store, JournalView) and store.journal is journal:
                 continue  # attached already; keep its counts

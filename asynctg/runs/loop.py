@@ -94,6 +94,11 @@ _SUMMED = (
     "total_tokens",
     "cached_tokens",
     "cache_write_tokens",
+    "flex_calls",
+    "flex_tokens",
+    "flex_fallbacks",
+    "batch_calls",
+    "batch_tokens",
 )
 
 
@@ -120,6 +125,7 @@ def merge_usage(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Sum usage snapshots (``engine.stats()`` or earlier merges); cost is None if unknown."""
     out: dict[str, Any] = {k: 0 for k in _SUMMED}
     cost: float | None = 0.0
+    saved: float | None = 0.0
     for part in parts:
         for k in _SUMMED:
             out[k] += int(part.get(k) or 0)
@@ -128,7 +134,14 @@ def merge_usage(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             cost = None
         elif cost is not None:
             cost += float(part_cost)
+        part_saved = part.get("saved_usd", 0.0)  # (a state saved before tiers has none)
+        if part_saved is None or part_cost is None:
+            saved = None
+        elif saved is not None:
+            saved += float(part_saved)
     out["cost_usd"] = cost
+    # what the discounted tiers (flex, batch) saved against the standard price
+    out["saved_usd"] = saved
     # answered by the provider: neither replayed from the journal nor shared with a twin
     out["provider_calls"] = out["calls"] - out["cache_hits"] - out["coalesced"]
     return out

@@ -3,7 +3,8 @@ otherwise, nothing when quiet. No dependency beyond the standard library.
 
 On a terminal, each event prints as a line, and below the last one a status line is redrawn in
 place a few times a second: the elapsed time, progress (step or items), the current accuracy,
-then calls answered by the provider (and from the cache), in flight, tokens, cost, 429s and
+then calls answered by the provider (and from the cache), in flight, tokens, cost (and, when
+evaluations go at flex or batch, their calls and what they saved against standard), 429s and
 retries; it is cut to the terminal's width, so what matters most comes first (80 columns show
 it all for a typical run). Elsewhere (a pipe, a log file, CI), each event is one line carrying
 the same counters, and nothing is redrawn. Text that came from a model (an event message may
@@ -23,7 +24,7 @@ from typing import Any, TextIO
 from asynctg.output.text import printable
 from asynctg.runs.loop import RunEvent
 
-__all__ = ["Progress", "format_counters", "printable"]
+__all__ = ["Progress", "format_counters", "format_tiers", "printable"]
 
 
 def _short_number(n: float) -> str:
@@ -43,10 +44,36 @@ def cached_share(usage: Mapping[str, Any]) -> float | None:
     return (usage.get("cached_tokens") or 0) / prompt if prompt else None
 
 
+def format_tiers(usage: Mapping[str, Any], *, against: bool = False) -> str | None:
+    """Which discounted tier did the evaluation work and what it saved, from a usage snapshot:
+    ``"eval: flex 120 calls, saved $0.4100"`` (None when every call went at standard). The
+    apps send only evaluation calls at flex or batch (``eval_tier``), so the counted calls are
+    evaluations. ``against`` adds the run's cost at standard (the summary's longer form); flex
+    calls sent at standard past their deadline are named."""
+    tiers = [
+        f"{name} {usage[key]} calls"
+        for name, key in (("flex", "flex_calls"), ("batch", "batch_calls"))
+        if usage.get(key)
+    ]
+    fallbacks = usage.get("flex_fallbacks") or 0
+    if fallbacks:
+        tiers.append(f"{fallbacks} flex at standard past the deadline")
+    if not tiers:
+        return None
+    text = "eval: " + ", ".join(tiers)
+    saved, cost = usage.get("saved_usd"), usage.get("cost_usd")
+    if isinstance(saved, int | float):
+        text += f", saved ${saved:.4f}"
+        if against and isinstance(cost, int | float):
+            text += f" (${cost:.4f} instead of ${cost + saved:.4f} at standard)"
+    return text
+
+
 def format_counters(usage: Mapping[str, Any]) -> str:
     """Calls (answered by the provider, as in the run's summary; replayed from the cache in
     brackets), in flight, tokens (with the provider's prompt-cache share of the prompt tokens),
-    cost, 429s, retries and connection failures of a usage snapshot, on one line."""
+    cost (with the evaluation tier's calls and saving, ``format_tiers``), 429s, retries and
+    connection failures of a usage snapshot, on one line."""
     calls = usage.get("provider_calls", usage.get("calls", 0))
     replayed = usage.get("cache_hits", 0) + usage.get("coalesced", 0)
     cost = usage.get("cost_usd")
@@ -56,8 +83,10 @@ def format_counters(usage: Mapping[str, Any]) -> str:
         f"{_short_number(usage.get('total_tokens', 0))} tok"
         + (f" ({share:.0%} of prompt cached)" if (share := cached_share(usage)) else ""),
         f"${cost:.4f}" if isinstance(cost, int | float) else "cost n/a",
-        f"{usage.get('rate_limited', 0)}x429",
     ]
+    if tiers := format_tiers(usage):
+        parts.append(tiers)
+    parts.append(f"{usage.get('rate_limited', 0)}x429")
     if usage.get("retries"):
         parts.append(f"{usage['retries']} retries")
     if usage.get("connection_errors"):

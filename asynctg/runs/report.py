@@ -112,7 +112,11 @@ def _usage_section(usage: Mapping[str, Any]) -> str:
         ("completion_tokens", "completion tokens"),
         ("cached_tokens", "prompt tokens read from the provider's prompt cache"),
         ("cache_write_tokens", "prompt tokens written to the provider's prompt cache"),
-        ("cost_usd", "cost (US$, cached reads and writes at their prices)"),
+        ("cost_usd", "cost (US$, cached reads and writes at their prices, each call at its tier)"),
+        ("flex_calls", "evaluation calls served at flex"),
+        ("flex_fallbacks", "flex calls sent at standard past their flex deadline"),
+        ("batch_calls", "evaluation calls served in a provider batch"),
+        ("saved_usd", "saved by flex and batch against standard (US$)"),
         ("seconds", "wall time (s)"),
     )
     rows = [(label, usage.get(key)) for key, label in keys if key in usage]

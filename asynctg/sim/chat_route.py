@@ -42,8 +42,10 @@ _PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset 
 
 
 _SERVICE_TIERS = ("auto", "default", "flex", "priority")
-#: request fields that do not change the answer (its seed is the rest of the request)
-_NOT_IN_ANSWER = frozenset({"stream", "stream_options", "prompt_cache_key"})
+#: request fields that do not change the answer (its seed is the rest of the request): a
+#: stream, the cache's routing key and the service tier change how and where an answer is
+#: computed, its price and its speed, never what it is
+_NOT_IN_ANSWER = frozenset({"stream", "stream_options", "prompt_cache_key", "service_tier"})
 # the provider documents flex refusals as "429 Resource Unavailable"; not billed
 _FLEX_MESSAGE = (
     "Resource unavailable: flex processing has no capacity for this request right now. "
@@ -147,9 +149,9 @@ class ChatRoute(SimState):
 
         # The answer is computed before admission: the tokens bucket is charged with the whole
         # request (prompt + completion), as providers that know max_tokens up front do.
-        if req.get("stream") or "stream_options" in req or "prompt_cache_key" in req:
-            # a streamed request gets the answer the same request unstreamed gets, and the
-            # cache's routing key changes where an answer is computed, not what it is
+        if req.get("stream") or any(k in req for k in _NOT_IN_ANSWER if k != "stream"):
+            # the same request without them gets the same answer (see _NOT_IN_ANSWER); a
+            # plain "stream": false keeps its old answer
             plain = {k: v for k, v in req.items() if k not in _NOT_IN_ANSWER}
             choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
         else:

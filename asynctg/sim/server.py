@@ -51,6 +51,7 @@ from asynctg.sim import anthropic as wire
 from asynctg.sim.batches import BatchStore
 from asynctg.sim.billing import Bill, Prices
 from asynctg.sim.buckets import InputOutputLimiter, RateLimiter, TokenBucket, format_duration
+from asynctg.sim.chat_route import _NOT_IN_ANSWER as NOT_IN_ANSWER
 from asynctg.sim.chat_route import ChatRoute, Completion, WireUsage
 from asynctg.sim.config import SimConfig
 from asynctg.sim.messages_route import MessagesRoute
@@ -595,7 +596,9 @@ class SimServer(ChatRoute, MessagesRoute):
         except BadRequest as exc:
             error = {"message": str(exc), "type": "invalid_request_error"}
             return 400, {"error": {**error, "param": None, "code": None}}
-        choices, ctoks = self._answer(req, _encode(req), n, max_tokens)
+        # the answer the same request gets synchronously (a routing key changes nothing)
+        plain = {k: v for k, v in req.items() if k not in NOT_IN_ANSWER}
+        choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
         model = req.get("model") if isinstance(req.get("model"), str) else self._config.model_name
         self._bill.charge(
             "openai",

@@ -287,6 +287,7 @@ def parse_completion(response: HTTPResponse) -> ChatResult:
         model=completion.model,
         finish_reasons=tuple(reasons),
         request_id=response.headers.get("x-request-id"),
+        service_tier=completion.service_tier,
     )
 
 
