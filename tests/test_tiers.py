@@ -423,3 +423,110 @@ async def test_a_batch_answers_as_the_same_requests_sent_one_by_one(
             batched = await asyncio.gather(*calls)
         assert engine.stats()["batch_calls"] == 8
     assert [r.text for r in batched] == [r.text for r in one]
+
+
+async def test_the_flex_allowance_follows_the_latency_ratio_and_is_capped() -> None:
+    """Without flex_concurrency, flex calls may have max_concurrency times the measured ratio
+    of flex to standard median latency in flight: 3x slower answers get 3x the slots, the
+    allowance is capped at 4x and never below 1x; flex_concurrency=N fixes it instead."""
+    from support import engine_with, ok
+
+    from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
+
+    clock = FakeClock()
+    latency = {"standard": 0.1, "flex": 0.3}
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        flex = json.loads(request.body).get("service_tier") == "flex"
+        await clock.sleep(latency["flex" if flex else "standard"])
+        return ok()
+
+    async def calls(engine: tg.ChatEngine, tier: str, n: int) -> None:
+        for i in range(n):  # one after another: distinct requests, nothing cached
+            await engine.chat([{"role": "user", "content": f"{tier} {i} {clock.now()}"}], tier=tier)
+
+    engine = engine_with(MockTransport(handler), clock=clock, max_concurrency=10)
+    fixed = engine_with(MockTransport(handler), clock=clock, max_concurrency=10, flex_concurrency=5)
+    async with engine, fixed:
+        await clock.drive(calls(engine, "flex", 8))
+        assert engine.flex_scheduler.max_concurrency == 10  # no standard latency known yet
+        await clock.drive(calls(engine, "standard", 4))
+        assert engine.flex_scheduler.max_concurrency == 30  # 0.3 s / 0.1 s
+        latency["flex"] = 2.0  # a provider queueing flex calls: 20x, capped at 4x
+        await clock.drive(calls(engine, "flex", 32))
+        assert engine.flex_scheduler.max_concurrency == 40
+        latency["flex"] = 0.05  # faster than standard: never fewer than max_concurrency
+        await clock.drive(calls(engine, "flex", 32))
+        assert engine.flex_scheduler.max_concurrency == 10
+        await clock.drive(calls(fixed, "standard", 4))
+        latency["flex"] = 0.3
+        await clock.drive(calls(fixed, "flex", 8))
+        assert fixed.flex_scheduler.max_concurrency == 5  # an explicit allowance stays
+
+
+async def test_a_grown_flex_allowance_admits_queued_flex_calls_at_once() -> None:
+    """When the allowance grows, flex calls queued for a slot are sent without waiting for a
+    call in flight to end."""
+    from support import engine_with, ok
+
+    from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
+
+    release = asyncio.Event()
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        await release.wait()
+        return ok()
+
+    transport = MockTransport(handler)
+    engine = engine_with(transport, max_concurrency=2)
+    async with engine, asyncio.TaskGroup() as group:
+        for i in range(5):
+            group.create_task(engine.chat([{"role": "user", "content": f"f{i}"}], tier="flex"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(transport.requests) == 2
+        engine.flex_scheduler.resize(4)
+        assert engine.flex_scheduler.statistics()["in_flight"] == 4
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(transport.requests) == 4
+        release.set()
+    assert len(transport.requests) == 5
+
+
+async def test_a_flex_refusal_is_retried_soon_and_holds_no_standard_call() -> None:
+    """A 429 resource_unavailable on a flex call is retried after a short jittered wait
+    (50-250 ms, not seconds) and sets no cool-down: a standard call made right after it is
+    sent at once."""
+    from support import engine_with, error, ok
+
+    from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
+
+    clock = FakeClock()
+    sent: list[tuple[str, float]] = []
+    first = asyncio.Event()
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        flex = json.loads(request.body).get("service_tier") == "flex"
+        sent.append(("flex" if flex else "standard", clock.now()))
+        first.set()
+        if flex and len([s for s in sent if s[0] == "flex"]) == 1:
+            return error(429, "no flex capacity", code="resource_unavailable", retry_after="20")
+        return ok()
+
+    engine = engine_with(MockTransport(handler), clock=clock)
+
+    async def both() -> None:
+        flex = asyncio.create_task(engine.chat([{"role": "user", "content": "f"}], tier="flex"))
+        await first.wait()
+        await engine.chat([{"role": "user", "content": "s"}])
+        await flex
+
+    async with engine:
+        await clock.drive(both())
+        stats = engine.scheduler.statistics()
+    assert [tier for tier, _ in sent] == ["flex", "standard", "flex"]
+    assert sent[1][1] == 0  # the standard call did not wait
+    assert 0.05 <= sent[2][1] <= 0.25  # the refused flex call: a short wait, not retry-after
+    assert stats["cool_downs"] == 0
+    assert engine.stats()["flex_calls"] == 1 and engine.stats()["flex_fallbacks"] == 0
