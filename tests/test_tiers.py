@@ -530,3 +530,126 @@ async def test_a_flex_refusal_is_retried_soon_and_holds_no_standard_call() -> No
     assert 0.05 <= sent[2][1] <= 0.25  # the refused flex call: a short wait, not retry-after
     assert stats["cool_downs"] == 0
     assert engine.stats()["flex_calls"] == 1 and engine.stats()["flex_fallbacks"] == 0
+
+
+CLAUDE = "claude-sonnet-4-5"
+
+
+def _claude(sim: SimServer, **options: Any) -> tg.ChatEngine:
+    return tg.get_engine(
+        CLAUDE, provider="anthropic", base_url=sim.base_url, api_key="k", **options
+    )
+
+
+async def test_anthropic_batch_eval_of_500_questions_is_one_message_batch_per_evaluation(
+    make_sim: Callable[..., Any],
+) -> None:
+    """With the Anthropic provider and eval_tier="batch", each evaluation of a 500-question test
+    split is one Message Batch of its distinct requests, priced at the batch discount: the
+    engine's cost equals the provider's bill."""
+    sim = await make_sim(batch_completion_seconds=0, record=True)
+    clock = FakeClock()
+    config = apps.PromptConfig(batch_size=3, epochs=1, steps_per_epoch=2, eval_tier="batch")
+    async with _claude(sim, clock=clock) as engine:
+        task = _counting(test=500)
+        result = await clock.drive(apps.optimize_prompt(task, engine, config=config))
+    distinct = len({qa.question for qa in task.test})
+    evaluations = len(result.history)
+    batches = sim.stats()["batches"]["anthropic"]
+    assert batches["created"] == evaluations == 3
+    assert batches["requests"] == distinct * evaluations
+    assert sim.stats()["batches"]["openai"]["created"] == 0
+    assert result.usage["batch_calls"] == distinct * evaluations
+    assert result.usage["saved_usd"] > 0
+    bill = sim.stats()["bill"]["total_nano_dollars"]
+    assert round(result.usage["cost_usd"] * 1e9) == pytest.approx(bill, abs=10)
+
+
+async def test_failed_anthropic_batch_items_are_retried_as_ordinary_calls(
+    make_sim: Callable[..., Any],
+) -> None:
+    """Errored items of a Message Batch are sent again as ordinary Messages calls; every call
+    gets an answer."""
+    sim = await make_sim(batch_completion_seconds=0, batch_failure_rate=0.25)
+    async with _claude(sim, batch_min=8) as engine:
+        with use_tier("batch"):
+            calls = (engine.chat([{"role": "user", "content": f"q{i}"}]) for i in range(40))
+            results = await asyncio.gather(*calls)
+        stats = engine.stats()
+    failed = sim.stats()["batches"]["anthropic"]["failed_requests"]
+    assert failed > 0 and len(results) == 40 and all(r.text for r in results)
+    assert stats["batch_calls"] == 40 - failed
+    # the ordinary calls: one Messages call per failed item
+    assert sim.stats()["anthropic"]["requests"] == failed
+
+
+async def test_a_dollar_cap_reserves_the_whole_anthropic_batch_before_submitting(
+    make_sim: Callable[..., Any],
+) -> None:
+    """A Message Batch whose worst case at batch prices does not fit the dollar cap is never
+    submitted (BudgetExceededError), and nothing is spent."""
+    sim = await make_sim(batch_completion_seconds=0)
+    async with _claude(sim, max_cost=0.01, max_tokens=1000) as engine:
+        with use_tier("batch"), pytest.raises(tg.BudgetExceededError):
+            calls = (engine.chat([{"role": "user", "content": f"q{i}"}]) for i in range(40))
+            await asyncio.gather(*calls)
+    assert sim.stats()["batches"]["anthropic"]["created"] == 0
+
+
+async def test_a_resumed_run_attaches_to_its_open_anthropic_batch(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A run whose Message Batch outlived it (batch_deadline passed) left its id in the ledger;
+    a second engine on the same ledger re-attaches to that batch for the same calls instead of
+    submitting them again, and journals its answers."""
+    sim = await make_sim(batch_completion_seconds=3600)
+    ledger = tmp_path / "batches.jsonl"
+    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(40)]
+
+    async def wave(engine: tg.ChatEngine) -> list[Any]:
+        with use_tier("batch"):
+            return list(await asyncio.gather(*(engine.chat(m) for m in messages)))
+
+    clock = FakeClock()
+    first = _claude(sim, clock=clock, batch_min=8, batch_deadline=60)
+    first.batches.ledger = BatchLedger(ledger)
+    async with first:
+        with pytest.raises(tg.BatchTimeoutError):
+            await clock.drive(wave(first))
+    (entry,) = BatchLedger(ledger).open_batches()
+    assert entry.api == "anthropic" and entry.batch_id and len(entry.keys) == 40
+    sim.advance(3600)  # the batch ends meanwhile
+
+    second = _claude(sim, batch_min=8)
+    second.batches.ledger = BatchLedger(ledger)
+    async with second:
+        results = await wave(second)
+        stats = second.stats()
+    assert len(results) == 40 and stats["batch_calls"] == 40
+    assert second.batches.attached == 1 and second.batches.submitted == 0
+    batches = sim.stats()["batches"]["anthropic"]
+    assert batches["created"] == 1 and batches["requests"] == 40
+    assert sim.stats()["anthropic"]["requests"] == 0  # nothing sent as an ordinary call
+    assert not BatchLedger(ledger).open_batches()
+
+
+async def test_an_anthropic_batch_never_recorded_as_created_is_submitted_again(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A ledger entry without a batch id (a crash before the create call answered) cannot be
+    looked up on Anthropic (no metadata): its calls go in a new batch, and the old entry is
+    closed."""
+    sim = await make_sim(batch_completion_seconds=0)
+    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(10)]
+    engine = _claude(sim, batch_min=8)
+    keys = [engine._cache_key(engine.request(m)) for m in messages]
+    ledger = BatchLedger(tmp_path / "batches.jsonl")
+    ledger.record("pending", "old-tag", api="anthropic", keys=keys)
+    engine.batches.ledger = ledger
+    async with engine:
+        with use_tier("batch"):
+            await asyncio.gather(*(engine.chat(m) for m in messages))
+        assert engine.stats()["batch_calls"] == 10
+    assert engine.batches.submitted == 1 and engine.batches.attached == 0
+    assert sim.stats()["batches"]["anthropic"]["created"] == 1
+    assert not BatchLedger(tmp_path / "batches.jsonl").open_batches()
