@@ -423,3 +423,233 @@ async def test_a_batch_answers_as_the_same_requests_sent_one_by_one(
             batched = await asyncio.gather(*calls)
         assert engine.stats()["batch_calls"] == 8
     assert [r.text for r in batched] == [r.text for r in one]
+
+
+async def test_the_flex_allowance_follows_the_latency_ratio_and_is_capped() -> None:
+    """Without flex_concurrency, flex calls may have max_concurrency times the measured ratio
+    of flex to standard median latency in flight: 3x slower answers get 3x the slots, the
+    allowance is capped at 4x and never below 1x; flex_concurrency=N fixes it instead."""
+    from support import engine_with, ok
+
+    from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
+
+    clock = FakeClock()
+    latency = {"standard": 0.1, "flex": 0.3}
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        flex = json.loads(request.body).get("service_tier") == "flex"
+        await clock.sleep(latency["flex" if flex else "standard"])
+        return ok()
+
+    async def calls(engine: tg.ChatEngine, tier: str, n: int) -> None:
+        for i in range(n):  # one after another: distinct requests, nothing cached
+            await engine.chat([{"role": "user", "content": f"{tier} {i} {clock.now()}"}], tier=tier)
+
+    engine = engine_with(MockTransport(handler), clock=clock, max_concurrency=10)
+    fixed = engine_with(MockTransport(handler), clock=clock, max_concurrency=10, flex_concurrency=5)
+    async with engine, fixed:
+        await clock.drive(calls(engine, "flex", 8))
+        assert engine.flex_scheduler.max_concurrency == 10  # no standard latency known yet
+        await clock.drive(calls(engine, "standard", 4))
+        assert engine.flex_scheduler.max_concurrency == 30  # 0.3 s / 0.1 s
+        latency["flex"] = 2.0  # a provider queueing flex calls: 20x, capped at 4x
+        await clock.drive(calls(engine, "flex", 32))
+        assert engine.flex_scheduler.max_concurrency == 40
+        latency["flex"] = 0.05  # faster than standard: never fewer than max_concurrency
+        await clock.drive(calls(engine, "flex", 32))
+        assert engine.flex_scheduler.max_concurrency == 10
+        await clock.drive(calls(fixed, "standard", 4))
+        latency["flex"] = 0.3
+        await clock.drive(calls(fixed, "flex", 8))
+        assert fixed.flex_scheduler.max_concurrency == 5  # an explicit allowance stays
+
+
+async def test_a_grown_flex_allowance_admits_queued_flex_calls_at_once() -> None:
+    """When the allowance grows, flex calls queued for a slot are sent without waiting for a
+    call in flight to end."""
+    from support import engine_with, ok
+
+    from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
+
+    release = asyncio.Event()
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        await release.wait()
+        return ok()
+
+    transport = MockTransport(handler)
+    engine = engine_with(transport, max_concurrency=2)
+    async with engine, asyncio.TaskGroup() as group:
+        for i in range(5):
+            group.create_task(engine.chat([{"role": "user", "content": f"f{i}"}], tier="flex"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(transport.requests) == 2
+        engine.flex_scheduler.resize(4)
+        assert engine.flex_scheduler.statistics()["in_flight"] == 4
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(transport.requests) == 4
+        release.set()
+    assert len(transport.requests) == 5
+
+
+async def test_a_flex_refusal_is_retried_soon_and_holds_no_standard_call() -> None:
+    """A 429 resource_unavailable on a flex call is retried after a short jittered wait
+    (50-250 ms, not seconds) and sets no cool-down: a standard call made right after it is
+    sent at once."""
+    from support import engine_with, error, ok
+
+    from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
+
+    clock = FakeClock()
+    sent: list[tuple[str, float]] = []
+    first = asyncio.Event()
+
+    async def handler(request: HTTPRequest) -> HTTPResponse:
+        flex = json.loads(request.body).get("service_tier") == "flex"
+        sent.append(("flex" if flex else "standard", clock.now()))
+        first.set()
+        if flex and len([s for s in sent if s[0] == "flex"]) == 1:
+            return error(429, "no flex capacity", code="resource_unavailable", retry_after="20")
+        return ok()
+
+    engine = engine_with(MockTransport(handler), clock=clock)
+
+    async def both() -> None:
+        flex = asyncio.create_task(engine.chat([{"role": "user", "content": "f"}], tier="flex"))
+        await first.wait()
+        await engine.chat([{"role": "user", "content": "s"}])
+        await flex
+
+    async with engine:
+        await clock.drive(both())
+        stats = engine.scheduler.statistics()
+    assert [tier for tier, _ in sent] == ["flex", "standard", "flex"]
+    assert sent[1][1] == 0  # the standard call did not wait
+    assert 0.05 <= sent[2][1] <= 0.25  # the refused flex call: a short wait, not retry-after
+    assert stats["cool_downs"] == 0
+    assert engine.stats()["flex_calls"] == 1 and engine.stats()["flex_fallbacks"] == 0
+
+
+CLAUDE = "claude-sonnet-4-5"
+
+
+def _claude(sim: SimServer, **options: Any) -> tg.ChatEngine:
+    return tg.get_engine(
+        CLAUDE, provider="anthropic", base_url=sim.base_url, api_key="k", **options
+    )
+
+
+async def test_anthropic_batch_eval_of_500_questions_is_one_message_batch_per_evaluation(
+    make_sim: Callable[..., Any],
+) -> None:
+    """With the Anthropic provider and eval_tier="batch", each evaluation of a 500-question test
+    split is one Message Batch of its distinct requests, priced at the batch discount: the
+    engine's cost equals the provider's bill."""
+    sim = await make_sim(batch_completion_seconds=0, record=True)
+    clock = FakeClock()
+    config = apps.PromptConfig(batch_size=3, epochs=1, steps_per_epoch=2, eval_tier="batch")
+    async with _claude(sim, clock=clock) as engine:
+        task = _counting(test=500)
+        result = await clock.drive(apps.optimize_prompt(task, engine, config=config))
+    distinct = len({qa.question for qa in task.test})
+    evaluations = len(result.history)
+    batches = sim.stats()["batches"]["anthropic"]
+    assert batches["created"] == evaluations == 3
+    assert batches["requests"] == distinct * evaluations
+    assert sim.stats()["batches"]["openai"]["created"] == 0
+    assert result.usage["batch_calls"] == distinct * evaluations
+    assert result.usage["saved_usd"] > 0
+    bill = sim.stats()["bill"]["total_nano_dollars"]
+    assert round(result.usage["cost_usd"] * 1e9) == pytest.approx(bill, abs=10)
+
+
+async def test_failed_anthropic_batch_items_are_retried_as_ordinary_calls(
+    make_sim: Callable[..., Any],
+) -> None:
+    """Errored items of a Message Batch are sent again as ordinary Messages calls; every call
+    gets an answer."""
+    sim = await make_sim(batch_completion_seconds=0, batch_failure_rate=0.25)
+    async with _claude(sim, batch_min=8) as engine:
+        with use_tier("batch"):
+            calls = (engine.chat([{"role": "user", "content": f"q{i}"}]) for i in range(40))
+            results = await asyncio.gather(*calls)
+        stats = engine.stats()
+    failed = sim.stats()["batches"]["anthropic"]["failed_requests"]
+    assert failed > 0 and len(results) == 40 and all(r.text for r in results)
+    assert stats["batch_calls"] == 40 - failed
+    # the ordinary calls: one Messages call per failed item
+    assert sim.stats()["anthropic"]["requests"] == failed
+
+
+async def test_a_dollar_cap_reserves_the_whole_anthropic_batch_before_submitting(
+    make_sim: Callable[..., Any],
+) -> None:
+    """A Message Batch whose worst case at batch prices does not fit the dollar cap is never
+    submitted (BudgetExceededError), and nothing is spent."""
+    sim = await make_sim(batch_completion_seconds=0)
+    async with _claude(sim, max_cost=0.01, max_tokens=1000) as engine:
+        with use_tier("batch"), pytest.raises(tg.BudgetExceededError):
+            calls = (engine.chat([{"role": "user", "content": f"q{i}"}]) for i in range(40))
+            await asyncio.gather(*calls)
+    assert sim.stats()["batches"]["anthropic"]["created"] == 0
+
+
+async def test_a_resumed_run_attaches_to_its_open_anthropic_batch(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A run whose Message Batch outlived it (batch_deadline passed) left its id in the ledger;
+    a second engine on the same ledger re-attaches to that batch for the same calls instead of
+    submitting them again, and journals its answers."""
+    sim = await make_sim(batch_completion_seconds=3600)
+    ledger = tmp_path / "batches.jsonl"
+    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(40)]
+
+    async def wave(engine: tg.ChatEngine) -> list[Any]:
+        with use_tier("batch"):
+            return list(await asyncio.gather(*(engine.chat(m) for m in messages)))
+
+    clock = FakeClock()
+    first = _claude(sim, clock=clock, batch_min=8, batch_deadline=60)
+    first.batches.ledger = BatchLedger(ledger)
+    async with first:
+        with pytest.raises(tg.BatchTimeoutError):
+            await clock.drive(wave(first))
+    (entry,) = BatchLedger(ledger).open_batches()
+    assert entry.api == "anthropic" and entry.batch_id and len(entry.keys) == 40
+    sim.advance(3600)  # the batch ends meanwhile
+
+    second = _claude(sim, batch_min=8)
+    second.batches.ledger = BatchLedger(ledger)
+    async with second:
+        results = await wave(second)
+        stats = second.stats()
+    assert len(results) == 40 and stats["batch_calls"] == 40
+    assert second.batches.attached == 1 and second.batches.submitted == 0
+    batches = sim.stats()["batches"]["anthropic"]
+    assert batches["created"] == 1 and batches["requests"] == 40
+    assert sim.stats()["anthropic"]["requests"] == 0  # nothing sent as an ordinary call
+    assert not BatchLedger(ledger).open_batches()
+
+
+async def test_an_anthropic_batch_never_recorded_as_created_is_submitted_again(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A ledger entry without a batch id (a crash before the create call answered) cannot be
+    looked up on Anthropic (no metadata): its calls go in a new batch, and the old entry is
+    closed."""
+    sim = await make_sim(batch_completion_seconds=0)
+    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(10)]
+    engine = _claude(sim, batch_min=8)
+    keys = [engine._cache_key(engine.request(m)) for m in messages]
+    ledger = BatchLedger(tmp_path / "batches.jsonl")
+    ledger.record("pending", "old-tag", api="anthropic", keys=keys)
+    engine.batches.ledger = ledger
+    async with engine:
+        with use_tier("batch"):
+            await asyncio.gather(*(engine.chat(m) for m in messages))
+        assert engine.stats()["batch_calls"] == 10
+    assert engine.batches.submitted == 1 and engine.batches.attached == 0
+    assert sim.stats()["batches"]["anthropic"]["created"] == 1
+    assert not BatchLedger(tmp_path / "batches.jsonl").open_batches()

@@ -26,8 +26,15 @@ the ledger learned the batch's id is covered by the tag: the batch is looked up 
 ``metadata`` among the provider's recent batches before anything is submitted again. So one
 request is never in two paid batches.
 
-OpenAI's Batch API is implemented; Anthropic's Message Batches are not yet (the engine has no
-Anthropic adapter here: batch-tier calls to another provider go as ordinary calls).
+Two batch APIs, each a ``BatchWire`` (the provider's wire format only; the waves, ledger, cap,
+polling and journal above are written once): OpenAI's Batch API (``OpenAIBatches``, steps 4-5
+as described) and Anthropic's Message Batches (``AnthropicBatches``: ``POST
+/v1/messages/batches`` with ``requests: [{custom_id, params}]``, ``params`` the Messages body
+the adapter builds; polled until ``processing_status`` is "ended"; results read from
+``results_url``; errored, canceled and expired items go again as ordinary calls). A Message
+Batch has no metadata, so the tag cannot find it: on Anthropic, a crash between the create
+call's answer and the ledger's write of the id (one disk write) leaves a batch a resumed run
+submits again. Batch-tier calls to a provider without a wire go as ordinary calls.
 
 Bounds: a wave is split into batches of at most ``MAX_BATCH_REQUESTS`` (so an output file stays
 under the transport's response cap); the ledger and every file read have size and line caps.
@@ -42,13 +49,13 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import msgspec
 
 from asynctg.engine.budget import Budgets, Estimate, Permit, Spent
 from asynctg.engine.jobs import current_job
-from asynctg.engine.providers.openai import parse_completion
 from asynctg.engine.tiers import saved_nano
 from asynctg.engine.types import ChatRequest, ChatResult
 from asynctg.errors import (
@@ -63,7 +70,16 @@ from asynctg.transport import HTTPRequest, HTTPResponse
 if TYPE_CHECKING:
     from asynctg.engine.client import ChatEngine
 
-__all__ = ["LEDGER_FILE", "MAX_BATCH_REQUESTS", "BatchLedger", "BatchRunner"]
+__all__ = [
+    "LEDGER_FILE",
+    "MAX_BATCH_REQUESTS",
+    "WIRES",
+    "AnthropicBatches",
+    "BatchLedger",
+    "BatchRunner",
+    "BatchWire",
+    "OpenAIBatches",
+]
 
 #: Loop turns with no new call after which a wave is complete.
 QUIET_ROUNDS = 16
@@ -184,11 +200,6 @@ class _ResponseBody(msgspec.Struct):
     body: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _OutputLine(msgspec.Struct):
-    custom_id: str = ""
-    response: _ResponseBody | None = None
-
-
 class BatchRunner:
     """An engine's batch-tier calls (see the module). ``ledger``: where batches are recorded
     (a checkpoint sets it; None: nothing survives the process). ``submitted`` and ``attached``
@@ -207,8 +218,8 @@ class BatchRunner:
     async def answer(self, key: str, request: ChatRequest) -> ChatResult | None:
         """The answer to ``request`` from its wave's batch, counted in the caller's usage;
         None: send it as an ordinary call (a small wave, a failed or expired item)."""
-        if self.engine.provider.name != "openai":
-            return None  # (Anthropic's Message Batches: not yet; see the module)
+        if self.engine.provider.name not in WIRES:
+            return None  # a provider without a batch API here: an ordinary call
         wave, lead = self._wave, False
         if wave is None:
             wave, lead = _Wave(), True
@@ -283,7 +294,7 @@ class BatchRunner:
         left = dict(requests)
         if ledger is not None:
             for entry in ledger.open_batches():
-                if entry.api != "openai":
+                if entry.api != self.engine.provider.name:
                     continue
                 mine = [k for k in entry.keys if k in left]
                 if mine:
@@ -296,8 +307,15 @@ class BatchRunner:
         permit = await self._reserve(requests[k] for k in requests)
         spent = 0
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._one(entry, ks, requests)) for entry, ks in plans]
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(self._one(entry, ks, requests)) for entry, ks in plans
+                    ]
+            except ExceptionGroup as failed:
+                # the calls see a batch's own typed error (BatchTimeoutError, BatchError...),
+                # not the group: the first batch's, the others' in its context
+                raise failed.exceptions[0] from failed
             for task in tasks:
                 got, nano = task.result()
                 answers.update(got)
@@ -331,11 +349,12 @@ class BatchRunner:
         """Submit (or re-attach to) one batch, wait for it, and read its answers: (the answers
         by key, their price at batch rates in nano-dollars)."""
         ledger = self.ledger
+        wire = WIRES[self.engine.provider.name]
         batch_id = entry.batch_id if entry is not None else None
         tag = entry.tag if entry is not None else uuid.uuid4().hex
         if entry is not None and batch_id is None:
             # recorded, maybe submitted before a crash: find it by its tag before paying again
-            batch_id = await self._find(tag)
+            batch_id = await wire.find(self, tag)
             if batch_id is not None and ledger is not None:
                 await ledger.arecord("submitted", tag, batch_id=batch_id)
             elif ledger is not None:
@@ -343,19 +362,15 @@ class BatchRunner:
                 entry, tag = None, uuid.uuid4().hex
         if batch_id is None:
             if ledger is not None:
-                await ledger.arecord("pending", tag, api="openai", keys=keys)
-            batch_id = await self._submit(tag, keys, requests)
+                await ledger.arecord("pending", tag, api=wire.api, keys=keys)
+            batch_id = await wire.submit(self, tag, keys, requests)
             self.submitted += 1
             if ledger is not None:
                 await ledger.arecord("submitted", tag, batch_id=batch_id)
         else:
             self.attached += 1
-        batch = await self._wait(batch_id)
-        answers: dict[str, ChatResult] = {}
-        for name in ("output_file_id", "error_file_id"):
-            file_id = batch.get(name)
-            if isinstance(file_id, str) and file_id:
-                answers.update(await self._results(batch_id, file_id))
+        batch = await self._wait(wire, batch_id)
+        answers = await wire.results(self, batch_id, batch)
         engine = self.engine
         cache = engine.cache
         nano = 0
@@ -371,18 +386,30 @@ class BatchRunner:
             await ledger.arecord("ended", tag)
         return {k: v for k, v in answers.items() if k in requests}, nano
 
-    async def _api(self, method: str, path: str, body: bytes = b"", **headers: str) -> Any:
-        """One call to the batch API: its JSON answer, or ``BatchError``."""
-        engine = self.engine
-        sent = engine._headers.__class__({**engine._headers, **headers})
-        http = HTTPRequest(
-            method, engine.base_url + path, headers=sent, body=body, timeout=engine.timeout
-        )
-        response = await self._send(http)
+    async def api(self, method: str, url: str, body: bytes = b"", **headers: str) -> Any:
+        """One call to the batch API at ``url``: its JSON answer, or ``BatchError``."""
+        response = await self.fetch(method, url, body, **headers)
         try:
             return json.loads(response.body)
         except ValueError as exc:
-            raise BatchError(f"{method} {path}: the answer is not JSON") from exc
+            raise BatchError(f"{method} {url}: the answer is not JSON") from exc
+
+    async def fetch(self, method: str, url: str, body: bytes = b"", **headers: str) -> HTTPResponse:
+        """One call to the batch API at ``url`` with the engine's headers (and ``headers``):
+        its 200 answer, or ``BatchError``."""
+        engine = self.engine
+        sent = engine._headers.__class__({**engine._headers, **headers})
+        http = HTTPRequest(method, url, headers=sent, body=body, timeout=engine.timeout)
+        return await self._send(http)
+
+    def parse(self, body: bytes, request_id: str | None) -> ChatResult | None:
+        """One answered batch item (the provider's ordinary answer body) as a ``ChatResult``;
+        None when it is not one (the call goes again as an ordinary one)."""
+        headers = {"x-request-id": request_id} if request_id else {}
+        try:
+            return self.engine.provider.parse(HTTPResponse(200, headers, body))
+        except ResponseParseError:
+            return None
 
     async def _send(self, http: HTTPRequest) -> HTTPResponse:
         """``http`` with the engine's retry policy for connection failures and 5xx/429."""
@@ -403,7 +430,85 @@ class BatchRunner:
                 await engine.clock.sleep(min(POLL_MAX_WAIT, 2.0**attempt))
         raise BatchError(f"{http.method} {http.url} failed: {error}") from error
 
-    async def _submit(self, tag: str, keys: list[str], requests: Mapping[str, ChatRequest]) -> str:
+    async def _wait(self, wire: BatchWire, batch_id: str) -> dict[str, Any]:
+        """Poll until the batch ends; ``BatchTimeoutError`` past ``batch_deadline``."""
+        engine = self.engine
+        clock = engine.clock
+        until = clock.now() + engine.config.batch_deadline
+        wait = POLL_FIRST_WAIT
+        while True:
+            batch = await self.api("GET", wire.batch_url(engine, batch_id))
+            if not isinstance(batch, dict):
+                raise BatchError(
+                    f"batch {batch_id}: the answer is not an object", batch_id=batch_id
+                )
+            status = wire.status(batch)
+            if wire.ended(status):
+                return batch
+            if clock.now() + wait > until:
+                raise BatchTimeoutError(
+                    f"{engine.model}: batch {batch_id} is still {status!r} after "
+                    f"{engine.config.batch_deadline:g} s (batch_deadline); it is left running "
+                    "and a resumed run re-attaches to it",
+                    batch_id=batch_id,
+                )
+            await clock.sleep(wait)
+            wait = min(POLL_MAX_WAIT, wait * 2)
+
+
+# --- each provider's batch wire format ------------------------------------------------------
+
+
+class BatchWire(Protocol):
+    """What one provider's batch API looks like on the wire; ``BatchRunner`` does the rest
+    (waves, the ledger, the dollar cap, polling, the journal) once for every provider."""
+
+    #: the provider's name, as the ledger records it
+    api: str
+
+    async def submit(
+        self, runner: BatchRunner, tag: str, keys: list[str], requests: Mapping[str, ChatRequest]
+    ) -> str:
+        """Create a batch of ``requests[k]`` for ``keys`` (each item's id its key); its id."""
+        ...
+
+    async def find(self, runner: BatchRunner, tag: str) -> str | None:
+        """The id of a batch submitted with ``tag`` (before a crash), or None."""
+        ...
+
+    def batch_url(self, engine: ChatEngine, batch_id: str) -> str:
+        """Where the batch is polled."""
+        ...
+
+    def status(self, batch: Mapping[str, Any]) -> str:
+        """The batch's state, as the provider names it."""
+        ...
+
+    def ended(self, status: str) -> bool:
+        """Whether a batch in ``status`` will change no more."""
+        ...
+
+    async def results(
+        self, runner: BatchRunner, batch_id: str, batch: Mapping[str, Any]
+    ) -> dict[str, ChatResult]:
+        """The answered items of an ended batch, by key (failed ones left out)."""
+        ...
+
+
+class _OutputLine(msgspec.Struct):
+    custom_id: str = ""
+    response: _ResponseBody | None = None
+
+
+class OpenAIBatches:
+    """OpenAI's Batch API: a JSONL file upload, ``POST /batches`` with the tag in
+    ``metadata``, output and error files read back."""
+
+    api = "openai"
+
+    async def submit(
+        self, runner: BatchRunner, tag: str, keys: list[str], requests: Mapping[str, ChatRequest]
+    ) -> str:
         lines = b"".join(
             b'{"custom_id":"%s","method":"POST","url":"%s","body":%s}\n'
             % (key.encode(), CHAT_ENDPOINT.encode(), requests[key].body())
@@ -419,12 +524,16 @@ class BatchRunner:
             + lines
             + f"\r\n--{boundary}--\r\n".encode()
         )
-        uploaded = await self._api(
-            "POST", "/files", form, **{"content-type": f"multipart/form-data; boundary={boundary}"}
-        )
-        created = await self._api(
+        base = runner.engine.base_url
+        uploaded = await runner.api(
             "POST",
-            "/batches",
+            base + "/files",
+            form,
+            **{"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        created = await runner.api(
+            "POST",
+            base + "/batches",
             json.dumps(
                 {
                     "input_file_id": uploaded.get("id"),
@@ -439,12 +548,12 @@ class BatchRunner:
             raise BatchError("the provider created a batch without an id")
         return batch_id
 
-    async def _find(self, tag: str) -> str | None:
+    async def find(self, runner: BatchRunner, tag: str) -> str | None:
         """The id of the batch whose metadata carries ``tag``, among the recent ones."""
         after: str | None = None
         for _ in range(LOOKUP_PAGES):
             query = "/batches?limit=100" + (f"&after={after}" if after else "")
-            page = await self._api("GET", query)
+            page = await runner.api("GET", runner.engine.base_url + query)
             for batch in page.get("data") or ():
                 if (batch.get("metadata") or {}).get("asynctg_tag") == tag:
                     found = batch.get("id")
@@ -454,36 +563,31 @@ class BatchRunner:
                 return None
         return None
 
-    async def _wait(self, batch_id: str) -> dict[str, Any]:
-        """Poll until the batch ends; ``BatchTimeoutError`` past ``batch_deadline``."""
-        engine = self.engine
-        clock = engine.clock
-        until = clock.now() + engine.config.batch_deadline
-        wait = POLL_FIRST_WAIT
-        while True:
-            batch = await self._api("GET", f"/batches/{batch_id}")
-            status = batch.get("status")
-            if status in _TERMINAL:
-                return dict(batch)
-            if clock.now() + wait > until:
-                raise BatchTimeoutError(
-                    f"{engine.model}: batch {batch_id} is still {status!r} after "
-                    f"{engine.config.batch_deadline:g} s (batch_deadline); it is left running "
-                    "and a resumed run re-attaches to it",
-                    batch_id=batch_id,
-                )
-            await clock.sleep(wait)
-            wait = min(POLL_MAX_WAIT, wait * 2)
+    def batch_url(self, engine: ChatEngine, batch_id: str) -> str:
+        return f"{engine.base_url}/batches/{batch_id}"
 
-    async def _results(self, batch_id: str, file_id: str) -> dict[str, ChatResult]:
+    def status(self, batch: Mapping[str, Any]) -> str:
+        return str(batch.get("status"))
+
+    def ended(self, status: str) -> bool:
+        return status in _TERMINAL
+
+    async def results(
+        self, runner: BatchRunner, batch_id: str, batch: Mapping[str, Any]
+    ) -> dict[str, ChatResult]:
+        answers: dict[str, ChatResult] = {}
+        for name in ("output_file_id", "error_file_id"):
+            file_id = batch.get(name)
+            if isinstance(file_id, str) and file_id:
+                answers.update(await self._file(runner, batch_id, file_id))
+        return answers
+
+    async def _file(
+        self, runner: BatchRunner, batch_id: str, file_id: str
+    ) -> dict[str, ChatResult]:
         """The answered lines of an output (or error) file, by custom id."""
-        http = HTTPRequest(
-            "GET",
-            f"{self.engine.base_url}/files/{file_id}/content",
-            headers=self.engine._headers,
-            timeout=self.engine.timeout,
-        )
-        body = (await self._send(http)).body
+        url = f"{runner.engine.base_url}/files/{file_id}/content"
+        body = (await runner.fetch("GET", url)).body
         out: dict[str, ChatResult] = {}
         for number, raw in enumerate(body.splitlines()):
             if number >= MAX_RESULT_LINES:
@@ -497,11 +601,103 @@ class BatchRunner:
             response = line.response
             if response is None or response.status_code != 200 or not line.custom_id:
                 continue
-            headers = {"x-request-id": response.request_id} if response.request_id else {}
-            try:
-                out[line.custom_id] = parse_completion(
-                    HTTPResponse(200, headers, bytes(response.body))
-                )
-            except ResponseParseError:
-                continue
+            result = runner.parse(bytes(response.body), response.request_id)
+            if result is not None:
+                out[line.custom_id] = result
         return out
+
+
+class _ItemResult(msgspec.Struct):
+    type: str = ""
+    message: msgspec.Raw = msgspec.Raw(b"null")  # (Raw does not go in a union with None)
+
+
+class _ResultLine(msgspec.Struct):
+    custom_id: str = ""
+    result: _ItemResult | None = None
+
+
+class AnthropicBatches:
+    """Anthropic's Message Batches: ``POST /v1/messages/batches`` with ``requests: [{custom_id,
+    params}]`` (``params``: the Messages body the adapter builds), polled until
+    ``processing_status`` is "ended", results read from ``results_url`` (JSONL of
+    ``{custom_id, result: {type: succeeded|errored|canceled|expired, message|error}}``).
+
+    A Message Batch has no metadata to carry a tag, so ``find`` cannot look one up: the ledger
+    records the batch's id as soon as the create call answers, and a crash in the moment
+    between that answer and the ledger's write leaves a batch a resumed run does not know (it
+    submits the calls again, and both batches are paid). The window is one disk write long."""
+
+    api = "anthropic"
+
+    def _batches(self, engine: ChatEngine) -> str:
+        return engine.provider.url(engine.base_url) + "/batches"
+
+    async def submit(
+        self, runner: BatchRunner, tag: str, keys: list[str], requests: Mapping[str, ChatRequest]
+    ) -> str:
+        provider = runner.engine.provider
+        items = b",".join(
+            b'{"custom_id":"%s","params":%s}'
+            % (key.encode(), provider.body(requests[key], stream=False))
+            for key in keys
+        )
+        created = await runner.api(
+            "POST", self._batches(runner.engine), b'{"requests":[' + items + b"]}"
+        )
+        batch_id = created.get("id") if isinstance(created, dict) else None
+        if not isinstance(batch_id, str):
+            raise BatchError("the provider created a batch without an id")
+        return batch_id
+
+    async def find(self, runner: BatchRunner, tag: str) -> str | None:
+        return None  # no metadata to find a batch by (see the class)
+
+    def batch_url(self, engine: ChatEngine, batch_id: str) -> str:
+        return f"{self._batches(engine)}/{batch_id}"
+
+    def status(self, batch: Mapping[str, Any]) -> str:
+        return str(batch.get("processing_status"))
+
+    def ended(self, status: str) -> bool:
+        return status == "ended"
+
+    async def results(
+        self, runner: BatchRunner, batch_id: str, batch: Mapping[str, Any]
+    ) -> dict[str, ChatResult]:
+        engine = runner.engine
+        url = f"{self.batch_url(engine, batch_id)}/results"
+        given = batch.get("results_url")
+        # the results_url the provider names, when it is on the API's own origin: the request
+        # carries the API key, which goes nowhere else
+        if isinstance(given, str) and _origin(given) == _origin(engine.base_url):
+            url = given
+        body = (await runner.fetch("GET", url)).body
+        out: dict[str, ChatResult] = {}
+        for number, raw in enumerate(body.splitlines()):
+            if number >= MAX_RESULT_LINES:
+                raise BatchError(
+                    f"batch {batch_id}: more result lines than requests", batch_id=batch_id
+                )
+            try:
+                line = msgspec.json.decode(raw, type=_ResultLine)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # an unreadable line: its call is sent again as an ordinary one
+            item = line.result
+            if item is None or item.type != "succeeded":
+                continue  # errored, canceled or expired: sent again as an ordinary call
+            if not line.custom_id:
+                continue
+            result = runner.parse(bytes(item.message), None)
+            if result is not None:
+                out[line.custom_id] = result
+        return out
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+#: The batch APIs by provider name; a provider not here sends batch-tier calls as ordinary ones.
+WIRES: Mapping[str, BatchWire] = {"openai": OpenAIBatches(), "anthropic": AnthropicBatches()}

@@ -57,6 +57,7 @@ from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import SharedBudget
 from asynctg.engine.streaming import ChatStream, check_streaming
 from asynctg.engine.tiers import (
+    FlexAllowance,
     FlexRetry,
     count_tier,
     current_tier,
@@ -263,6 +264,10 @@ class ChatEngine:
         # provider's, and a flex answer takes several times a standard one's latency, so in
         # the standard cap they would hold its slots (Little's law) and queue the run behind
         # them. They still draw on the account's rpm/tpm through the standard scheduler.
+        # Unless flex_concurrency fixes it, the allowance follows the measured latency ratio.
+        self._flex_allowance: FlexAllowance | None = None
+        if config.flex_concurrency is None:
+            self._flex_allowance = FlexAllowance(config.max_concurrency)
         flex_slots = config.flex_concurrency or config.max_concurrency
         self.flex_scheduler = Scheduler(
             max_concurrency=flex_slots, clock=self.clock, adaptive=False
@@ -652,6 +657,7 @@ class ChatEngine:
                 if done is not None:
                     scheduler.on_success(sent_at)
                     served = served_tier(done.service_tier, tier)
+                    self._observe_latency(served, clock.now() - sent_at)
                     self._account(done, usage, served)
                     spent = self._spent(done, served)
             finally:
@@ -755,6 +761,13 @@ class ChatEngine:
                     f"({exc}); not retried, as part of the answer was already read",
                 ) from exc
             outcome.error = exc
+
+    def _observe_latency(self, tier: str, seconds: float) -> None:
+        """Count an answer's latency in the flex allowance (``asynctg.engine.tiers``), and
+        resize the flex scheduler when the allowance changes."""
+        allowance = self._flex_allowance
+        if allowance is not None and allowance.observe(tier, seconds):
+            self.flex_scheduler.resize(allowance.slots)
 
     def _budget_of(self, job: Job | None, tier: str) -> Budget:
         """What a call of ``job`` at ``tier`` reserves from: the local budget (the standard
@@ -934,8 +947,9 @@ def get_engine(
     breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither),
     the service tiers (``asynctg.engine.tiers``): ``tier`` (the default tier of a call),
     ``flex_deadline``, ``flex_timeout``, ``flex_concurrency`` (flex calls in flight at most,
-    beside ``max_concurrency``, not within it; default: as many), ``batch_min`` and
-    ``batch_deadline``. The options are checked once, as an ``EngineConfig``
+    beside ``max_concurrency``, not within it; default: ``max_concurrency`` times the measured
+    flex/standard latency ratio, clamped to 1-4x: ``asynctg.engine.tiers.FlexAllowance``),
+    ``batch_min`` and ``batch_deadline``. The options are checked once, as an ``EngineConfig``
     (``engine.config``).
 
     **Anthropic** (``provider="anthropic"``): the Messages API, ``base_url`` and ``api_key``

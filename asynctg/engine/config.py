@@ -78,7 +78,8 @@ class EngineConfig:
     tier: str = "standard"
     flex_deadline: float = DEFAULT_FLEX_DEADLINE
     flex_timeout: float | None = FLEX_TIMEOUT
-    #: flex calls in flight at most, beside (not within) max_concurrency (None: as many)
+    #: flex calls in flight at most, beside (not within) max_concurrency (None: adaptive,
+    #: max_concurrency times the flex/standard latency ratio clamped to 1-4x: FlexAllowance)
     flex_concurrency: int | None = None
     batch_min: int = DEFAULT_BATCH_MIN
     batch_deadline: float = DEFAULT_BATCH_DEADLINE

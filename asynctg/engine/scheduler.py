@@ -596,6 +596,16 @@ class Scheduler:
 
     # --- feedback from responses -------------------------------------------------------------
 
+    def resize(self, max_concurrency: int) -> None:
+        """Set the in-flight cap to ``max_concurrency``: a larger cap admits waiters at once, a
+        smaller one admits nobody new until enough calls in flight have ended. (An adaptive
+        scheduler keeps a lower limit it has cut to.)"""
+        self.max_concurrency = max_concurrency
+        limit = float(max_concurrency)
+        self._limit = min(self._limit, limit) if self._adaptive else limit
+        if self._backlog:
+            self._pump()
+
     def cool_down(self, seconds: float) -> None:
         """Hold every request (not just the one that was told) for ``seconds`` from now."""
         until = self.clock.now() + seconds

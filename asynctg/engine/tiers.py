@@ -5,8 +5,10 @@
 ``flex``       a synchronous call sent with ``service_tier: "flex"`` (OpenAI's Flex
                processing): batch prices, slower answers, and sometimes a 429
                ``resource_unavailable`` when the provider has no flex capacity; the engine
-               retries those with backoff until ``flex_deadline`` seconds have passed, then
-               sends the call at standard, so a run never stalls on capacity
+               retries those after a short jittered wait (``FlexRetry``: 50-250 ms first,
+               doubling up to ``FLEX_MAX_WAIT``) until ``flex_deadline`` seconds have passed,
+               then sends the call at standard, so a run never stalls on capacity; a refusal
+               is the provider's capacity, not our rate, so it sets no cool-down
 ``batch``      the call joins the fan-out it belongs to in one provider batch
                (``asynctg.engine.batch``); a fan-out smaller than ``batch_min`` calls is
                sent at standard
@@ -25,6 +27,14 @@ writes at their own prices), so the factor applies to what the call would have c
 priced at the tier the provider reports it was served at (OpenAI's ``service_tier`` field),
 else at the tier it was sent at.
 
+Flex in flight: flex calls have an allowance of their own (``flex_concurrency``). Unless it is
+given, it follows ``FlexAllowance``: ``max_concurrency`` times the measured ratio of flex to
+standard latency (medians of the last ``LATENCY_WINDOW`` answers of each), clamped to
+[1, ``FLEX_MAX_FACTOR``]. By Little's law a tier's throughput is its calls in flight over its
+latency, so answers ``r`` times slower need ``r`` times the slots to keep the run's pace; the
+clamp keeps a provider that queues flex calls for minutes from drawing unbounded calls into
+flight, and rpm/tpm still bind (a flex call draws on the account's rate budget like any other).
+
 >>> with use_tier("flex"):
 ...     current_tier()
 'flex'
@@ -36,6 +46,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import statistics
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
@@ -51,6 +63,7 @@ __all__ = [
     "MODEL_TIER_FACTORS",
     "TIERS",
     "TIER_FACTORS",
+    "FlexAllowance",
     "FlexRetry",
     "check_tier",
     "count_tier",
@@ -77,10 +90,18 @@ FLEX_TIMEOUT = 900.0
 #: A fan-out of fewer batch-tier calls than this is sent at standard (a batch's latency is
 #: not worth it for a handful of calls).
 DEFAULT_BATCH_MIN = 32
-#: Backoff between flex refusals: the first wait, and the longest (capacity comes back in
-#: seconds to minutes; a longer wait would overshoot a short flex_deadline).
-FLEX_FIRST_WAIT = 1.0
+#: Backoff between flex refusals: the first wait (jittered down to a fifth of it: 50-250 ms)
+#: and the longest. A refusal says the provider had no flex capacity for *this* request at
+#: that moment, usually a brief shortage another attempt soon gets past; waiting seconds would
+#: make every evaluation wait for its unluckiest call. Persistent shortage backs off
+#: exponentially, and a longer wait than the cap would overshoot a short flex_deadline.
+FLEX_FIRST_WAIT = 0.25
 FLEX_MAX_WAIT = 30.0
+#: The flex allowance at most, as a multiple of max_concurrency (see the module).
+FLEX_MAX_FACTOR = 4.0
+#: Answers per tier the latency medians are taken over, and the fewest before they are used.
+LATENCY_WINDOW = 32
+LATENCY_MIN_SAMPLES = 4
 
 _current: ContextVar[str | None] = ContextVar("asynctg_tier", default=None)
 
@@ -164,7 +185,62 @@ class FlexRetry:
         if left <= 0:
             return None
         self._wait = min(FLEX_MAX_WAIT, self._wait * 2)
-        return min(left, self._wait * (0.5 + rng.random() / 2))
+        # jitter over [1/5, 1] of the step: refused calls of one fan-out do not return together
+        return min(left, self._wait * (0.2 + 0.8 * rng.random()))
+
+
+class FlexAllowance:
+    """The flex calls' in-flight allowance, from the latencies the engine observes (see the
+    module): ``base`` (``max_concurrency``) times the ratio of the flex median latency to the
+    standard one, clamped to [1, ``FLEX_MAX_FACTOR``]; ``base`` until both tiers have
+    ``LATENCY_MIN_SAMPLES`` answers.
+
+    >>> allowance = FlexAllowance(10)
+    >>> for _ in range(4):
+    ...     _ = allowance.observe("standard", 0.1)
+    ...     changed = allowance.observe("flex", 0.3)
+    >>> allowance.slots
+    30
+    """
+
+    __slots__ = ("_samples", "base", "slots")
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        #: the allowance in force
+        self.slots = base
+        self._samples: dict[str, deque[float]] = {
+            "standard": deque(maxlen=LATENCY_WINDOW),
+            "flex": deque(maxlen=LATENCY_WINDOW),
+        }
+
+    def observe(self, tier: str, seconds: float) -> bool:
+        """Count one answer of ``tier`` that took ``seconds``; whether ``slots`` changed."""
+        samples = self._samples.get(tier)
+        if samples is None or not seconds >= 0:
+            return False
+        samples.append(seconds)
+        slots = self._target()
+        if slots == self.slots:
+            return False
+        self.slots = slots
+        return True
+
+    def ratio(self) -> float | None:
+        """Flex median latency over standard median latency, or None: not measured yet."""
+        flex, standard = self._samples["flex"], self._samples["standard"]
+        if len(flex) < LATENCY_MIN_SAMPLES or len(standard) < LATENCY_MIN_SAMPLES:
+            return None
+        low = statistics.median(standard)
+        if low <= 0:
+            return FLEX_MAX_FACTOR
+        return statistics.median(flex) / low
+
+    def _target(self) -> int:
+        ratio = self.ratio()
+        if ratio is None:
+            return self.base
+        return max(self.base, round(self.base * min(FLEX_MAX_FACTOR, max(1.0, ratio))))
 
 
 def saved_nano(nano: int, model: str, tier: str) -> int:
