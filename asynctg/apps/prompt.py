@@ -10,9 +10,9 @@ What asynctg changes is only how the calls run: a minibatch's answers, losses an
 all in flight at once, and evaluating a split is one concurrent fan-out through the engine's
 budget, and a step's test evaluation (which never steers training) runs beside the next step's
 training and validation, with the same requests, rows and checkpoints as one after another
-(``_PromptRun._overlapped``). The run is a job of the engine it is given (``asynctg.engine.jobs``): on an engine
-shared with other work, ``result.usage``, the ``Budget`` and the progress lines count this
-run's calls only.
+(``_PromptRun._overlapped``). The run is a job of the engine it is given
+(``asynctg.engine.jobs``): on an engine shared with other work, ``result.usage``, the ``Budget``
+and the progress lines count this run's calls only.
 
 Differences from the script, on purpose: the validation set is evaluated before training only
 when ``validate`` is on (the script evaluates it always and never uses it otherwise); an
