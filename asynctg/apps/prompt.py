@@ -8,9 +8,11 @@ back-propagated, the optimizer rewrites the system prompt, and (with ``validate`
 prompt is kept only if validation accuracy did not drop; then the test set is evaluated again.
 What asynctg changes is only how the calls run: a minibatch's answers, losses and feedback are
 all in flight at once, and evaluating a split is one concurrent fan-out through the engine's
-budget. The run is a job of the engine it is given (``asynctg.engine.jobs``): on an engine
-shared with other work, ``result.usage``, the ``Budget`` and the progress lines count this
-run's calls only.
+budget, and a step's test evaluation (which never steers training) runs beside the next step's
+training and validation, with the same requests, rows and checkpoints as one after another
+(``_PromptRun._overlapped``). The run is a job of the engine it is given
+(``asynctg.engine.jobs``): on an engine shared with other work, ``result.usage``, the ``Budget``
+and the progress lines count this run's calls only.
 
 Differences from the script, on purpose: the validation set is evaluated before training only
 when ``validate`` is on (the script evaluates it always and never uses it otherwise); an
@@ -24,13 +26,15 @@ unreadable judge verdict scores 0 instead of crashing the run.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from asynctg import prompts, telemetry
+from asynctg import fanout, prompts, telemetry
 from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.protocol import Engine
 from asynctg.engine.tiers import check_tier, use_tier
@@ -44,7 +48,7 @@ from asynctg.graph.ops import sum as tg_sum
 from asynctg.graph.variable import Variable
 from asynctg.optim.aggregation import Strategy, check_strategy
 from asynctg.optim.tgd import TextualGradientDescent
-from asynctg.runs.checkpoint import Checkpoint
+from asynctg.runs.checkpoint import Checkpoint, journal_step
 from asynctg.runs.loop import (
     EVALUATION_WINDOW,
     STOPS,
@@ -55,6 +59,7 @@ from asynctg.runs.loop import (
     count_bounded,
     engine_of,
     gather,
+    merge_usage,
     run_host,
 )
 from asynctg.tasks.evaluation import make_evaluator
@@ -145,6 +150,10 @@ def _accuracy(scores: Sequence[int]) -> float | None:
 
 
 class _PromptRun(Run):
+    #: A step's test evaluation runs beside the next step's training (False: one after
+    #: another, the loop the overlapped one must equal; the tests compare the two).
+    overlap_test = True
+
     def __init__(
         self,
         task: PromptTask,
@@ -173,6 +182,9 @@ class _PromptRun(Run):
         )
         self.loader = DataLoader(task.train, batch_size=config.batch_size, seed=config.seed)
         self.history: list[dict[str, Any]] = []
+        self.test_unreadable = 0  # judge verdicts the overlapped test evaluations could not read
+        # while steps overlap: the last completed step's usage and number (what saves record)
+        self.completed: tuple[dict[str, Any], int] | None = None
         self.aggregation: dict[str, Any] | None = None  # the last step's, for its history row
         self.epoch = 0  # passes completed
         self.step_in_epoch = 0
@@ -199,6 +211,11 @@ class _PromptRun(Run):
             "history": self.history,
         }
 
+    def accounted(self) -> tuple[dict[str, Any], int | None]:
+        if self.completed is None:
+            return super().accounted()
+        return self.completed
+
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
@@ -208,22 +225,33 @@ class _PromptRun(Run):
 
     # --- evaluation -----------------------------------------------------------------------
 
-    async def _score(self, example: QA) -> int:
+    async def _score(self, example: QA, model: BlackboxLLM, evaluator: Any) -> int:
         x = Variable(example.question, requires_grad=False, role_description=QUERY_ROLE)
         y = Variable(example.answer, requires_grad=False, role_description=ANSWER_ROLE)
-        response = await self.model(x)
-        return self.evaluator.score(await self.evaluator.loss(x, y, response))
+        response = await model(x)
+        return int(evaluator.score(await evaluator.loss(x, y, response)))
 
-    async def evaluate(self, split: str, examples: Sequence[QA]) -> float | None:
-        """Accuracy of the current prompt on ``examples``: a concurrent fan-out that keeps at
-        most ``EVALUATION_WINDOW`` examples in flight, so memory stays flat in the split's size."""
+    async def evaluate(
+        self,
+        split: str,
+        examples: Sequence[QA],
+        *,
+        model: BlackboxLLM | None = None,
+        evaluator: Any = None,
+    ) -> float | None:
+        """Accuracy of the current prompt (or ``model``'s) on ``examples``: a concurrent fan-out
+        that keeps at most ``EVALUATION_WINDOW`` examples in flight, so memory stays flat in the
+        split's size."""
         if not examples:
             return None
+        model = self.model if model is None else model
+        evaluator = self.evaluator if evaluator is None else evaluator
         with (
             telemetry.span(f"evaluate {split}", asynctg__evaluate__examples=len(examples)),
             use_tier(self.config.eval_tier),  # every call of the fan-out: answers and verdicts
         ):
-            correct = await count_bounded((self._score(e) for e in examples), EVALUATION_WINDOW)
+            scores = (self._score(e, model, evaluator) for e in examples)
+            correct = await count_bounded(scores, EVALUATION_WINDOW)
         accuracy = round(correct / len(examples), 6)
         self.emit(
             "evaluated",
@@ -286,12 +314,16 @@ class _PromptRun(Run):
         started: float,
         unusable: bool = False,
         rejected: dict[str, Any] | None = None,
+        done: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> None:
-        usage = self.meter.total()
+        """Append and emit a step's row; ``done`` (a ``_train_validate`` result) and ``usage``
+        are given when the next step is already under way (the row is as of this step's end)."""
+        usage = self.meter.total() if usage is None else usage
         row = {
             "step": step,
-            "epoch": self.epoch,
-            "prompt": str(self.system_prompt.value),
+            "epoch": self.epoch if done is None else done["state"]["epoch"],
+            "prompt": str(self.system_prompt.value) if done is None else done["prompt"],
             "train_accuracy": train_acc,
             "validation_accuracy": val_acc,
             "test_accuracy": test_acc,
@@ -304,7 +336,7 @@ class _PromptRun(Run):
             "cost_usd": usage["cost_usd"],
         }
         if step > 0:
-            row["aggregation"] = self.aggregation
+            row["aggregation"] = self.aggregation if done is None else done["aggregation"]
             row["accepted"] = rejected is None
             if rejected is not None:
                 row["rejected"] = rejected
@@ -313,7 +345,7 @@ class _PromptRun(Run):
         if step == 0:
             message = "before training: " + _accuracies(row)
         else:
-            where = f"step {step}/{self.total_steps} (epoch {self.epoch + 1})"
+            where = f"step {step}/{self.total_steps} (epoch {row['epoch'] + 1})"
             message = f"{where}: {_accuracies(row)}"
             if rejected is not None:
                 message += (
@@ -328,9 +360,11 @@ class _PromptRun(Run):
             **row,
         )
 
-    async def one_step(self, steps_per_epoch: int) -> str | None:
-        """The next minibatch's step (or the move to the next epoch), saved; then why the
-        budget stops the run, or None."""
+    async def _train_validate(
+        self, steps_per_epoch: int, step: int, best: float | None
+    ) -> dict[str, Any] | None:
+        """A step's training and validation (``best``: the validation accuracy to beat), or
+        None at the move to the next epoch; what its row needs and the state at its end."""
         config = self.config
         if self.step_in_epoch == 0 and self.loader.epoch == self.epoch:
             self.loader.start_epoch()  # the shuffle of this pass, once
@@ -340,16 +374,13 @@ class _PromptRun(Run):
             self.step_in_epoch = 0
             return None
         started = time.monotonic()
-        step = len(self.history)
         self.emit("progress", "", progress=f"step {step}/{self.total_steps} running")
         previous_prompt = str(self.system_prompt.value)
         train_acc, usable = await self.train_step(batch)
         val_acc = None
-        reverted = False
         rejected: dict[str, Any] | None = None
         if config.validate:
             val_acc = await self.evaluate("validation", self.task.val)
-            best = self.history[-1]["validation_accuracy"]
             if val_acc is not None and best is not None and val_acc < best:
                 # kept in the history (not only the prompt validation chose): what was tried
                 rejected = {
@@ -359,27 +390,152 @@ class _PromptRun(Run):
                 }
                 self.system_prompt.set_value(previous_prompt)
                 val_acc = best
-                reverted = True
-        test_acc = None
-        if config.evaluate_test:
-            test_acc = await self.evaluate("test", self.task.test)
         self.step_in_epoch += 1
+        state = self.state()
+        del state["history"]  # the rows up to this step's are added when its row is
+        return {
+            "step": step,
+            "started": started,
+            "train_acc": train_acc,
+            "val_acc": val_acc,
+            "unusable": not usable,
+            "rejected": rejected,
+            "prompt": str(self.system_prompt.value),
+            "aggregation": self.aggregation,
+            "state": copy.deepcopy(state),  # the next step mutates the loader and optimizer
+        }
+
+    def _record_step(
+        self,
+        done: dict[str, Any],
+        test_acc: float | None,
+        *,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
         self.record(
-            step,
-            train_acc,
+            done["step"],
+            done["train_acc"],
             test_acc,
-            val_acc,
-            reverted=reverted,
-            started=started,
-            unusable=not usable,
-            rejected=rejected,
+            done["val_acc"],
+            reverted=done["rejected"] is not None,
+            started=done["started"],
+            unusable=done["unusable"],
+            rejected=done["rejected"],
+            done=done if usage is not None else None,
+            usage=usage,
         )
+
+    async def one_step(self, steps_per_epoch: int) -> str | None:
+        """The next minibatch's step (or the move to the next epoch), saved; then why the
+        budget stops the run, or None."""
+        best = self.history[-1]["validation_accuracy"]
+        done = await self._train_validate(steps_per_epoch, len(self.history), best)
+        if done is None:
+            return None
+        test_acc = None
+        if self.config.evaluate_test:
+            test_acc = await self.evaluate("test", self.task.test)
+        self._record_step(done, test_acc)
         await self.save("running")
         return self.exceeded()
 
+    async def _test_of(self, step: int, prompt: str) -> tuple[float | None, dict[str, Any]]:
+        """Test accuracy of ``prompt`` and the usage of its calls alone: they run in jobs nested
+        in the run's (counted there too), so a step under way beside them is not counted."""
+        name = "test evaluation"
+        async with contextlib.AsyncExitStack() as jobs:
+            jobs.enter_context(journal_step(step))
+            forward = await jobs.enter_async_context(self.engine.job(name))
+            backward = forward
+            if self.backward is not self.engine:
+                backward = await jobs.enter_async_context(self.backward.job(name))
+            # a variable of its own: the run's changes while this runs; same value and role
+            # (so the same requests and prompt-cache scope) as the run's at this step's end
+            frozen = Variable(
+                prompt, requires_grad=True, role_description=prompts.PROMPT_OPTIMIZATION_ROLE
+            )
+            evaluator = make_evaluator(self.task.evaluation, backward)
+            accuracy = await self.evaluate(
+                "test", self.task.test, model=BlackboxLLM(forward, frozen), evaluator=evaluator
+            )
+            self.test_unreadable += getattr(evaluator, "unreadable", 0)
+            usage = merge_usage(
+                j.stats() for j in ((forward,) if backward is forward else (forward, backward))
+            )
+        return accuracy, usage
+
+    async def _overlapped(self, steps_per_epoch: int) -> None:
+        """The steps, each step's test evaluation beside the next step's training and validation
+        (test accuracy never steers training). At most one test evaluation is pending; a step's
+        row and checkpoint wait for it and hold the state and usage as of the step's end (the
+        usage when its training and validation ended, nothing else under way, plus its test's),
+        so rows and checkpoints equal the one-after-another loop's. A stop (a cap's error from
+        any call, or the budget reached by a completed step) ends the run from the last
+        completed step, as there."""
+        complete = self.state()
+        # what saves record until a step completes: the state now, nothing under way yet
+        self.completed = (self.meter.total(), len(self.history) - 1)
+        pending: tuple[asyncio.Task[tuple[float | None, dict[str, Any]]], dict[str, Any]] | None
+        pending = None
+        reached: str | None = None
+        try:
+            async with fanout.task_group() as group:
+                while self.epoch < self.config.epochs:
+                    if pending is None:
+                        step, best = len(self.history), self.history[-1]["validation_accuracy"]
+                    else:
+                        step, best = pending[1]["step"] + 1, pending[1]["val_acc"]
+                    with journal_step(step):
+                        done = await self._train_validate(steps_per_epoch, step, best)
+                    if done is None:
+                        continue  # the next epoch; a pending test stays pending
+                    if pending is not None:
+                        complete, reached = await self._complete(*pending)
+                        pending = None
+                        if reached is not None:
+                            break  # as the sequential loop: this step would not have started
+                    # nothing is under way: the usage now is the step's before its test
+                    done["usage"] = self.meter.total()
+                    task = group.create_task(self._test_of(step, done["prompt"]))
+                    pending = (task, done)
+                if pending is not None and reached is None:
+                    complete, reached = await self._complete(*pending)
+        except STOPS as exc:
+            reached = exc.limit
+        if reached is None:
+            self.completed = None  # nothing under way: saves count every call again
+            return
+        # the state and usage as of the last completed step; later calls stay uncounted
+        self.restore(complete)
+        self.stop(reached)
+
+    async def _complete(
+        self, task: asyncio.Task[tuple[float | None, dict[str, Any]]], done: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """Wait for a step's test, then record and save the step; its state and whether the
+        budget stops the run after it."""
+        test_acc, test_usage = await task
+        usage = merge_usage([done["usage"], test_usage])
+        for key in ("cost_usd", "saved_usd"):
+            # to the nano-dollar the engine counts in, so the sum of the two parts is the float
+            # the one-after-another loop's single total is
+            if usage[key] is not None:
+                usage[key] = round(usage[key], 9)
+        self._record_step(done, test_acc, usage=usage)
+        state = {**done["state"], "history": list(self.history)}
+        now = self.meter.total()  # the run's time so far; nothing of step k is under way
+        self.completed = (
+            {**usage, "seconds": now["seconds"], "in_flight": 0, "queued": 0},
+            done["step"],
+        )
+        await self.save("running", state=state)
+        return state, self.budget.exceeded(usage)
+
     async def run(self) -> PromptResult:
         config = self.config
-        if self.checkpoint is not None and self.checkpoint.state is not None:
+        resumed = self.checkpoint is not None and self.checkpoint.state is not None
+        if resumed:
+            assert self.checkpoint is not None and self.checkpoint.state is not None
             self.restore(self.checkpoint.state)
             self.emit(
                 "start",
@@ -403,6 +559,12 @@ class _PromptRun(Run):
         if self.stop_reason is None:
             self.stop_reason = self.exceeded()
         steps_per_epoch = config.steps_per_epoch or len(self.loader)
+        # A resumed session runs its steps one after another: the calls it replays from the
+        # journal count as paid in one engine-wide tally (``Meter.recovered``), which cannot say
+        # which of two overlapping steps replayed them.
+        overlap = self.overlap_test and config.evaluate_test and not resumed
+        if self.stop_reason is None and overlap:
+            await self._overlapped(steps_per_epoch)
         while self.stop_reason is None and self.epoch < config.epochs:
             # The engine's dollar cap may refuse a call mid-step; the run then ends as it does
             # between steps, from the state before the step (steps are atomic; the step's paid
@@ -427,7 +589,7 @@ class _PromptRun(Run):
                 "epochs": config.epochs,
                 "eval_tier": config.eval_tier,
             },
-            unreadable_verdicts=getattr(self.evaluator, "unreadable", 0),
+            unreadable_verdicts=getattr(self.evaluator, "unreadable", 0) + self.test_unreadable,
         )
         last = _accuracies(self.history[-1]) if self.history else "nothing evaluated"
         self.emit("done", f"{status}: {last}", status=status)

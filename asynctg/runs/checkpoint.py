@@ -35,8 +35,11 @@ at the replaying engine's price, as one provider call and one request rather tha
 hit); later replays of it, and replays of every other record, are free cache hits, as in the
 run that paid for them. So a resumed run's calls, tokens and cost equal an uninterrupted
 run's; only the retries and 429s of the lost work are not recovered, since the journal does
-not hold them. A state saved without a journal mark (by an older version) resumes with every
-replay free, as it used to.
+not hold them. A loop that runs a step beside the next one (prompt optimization scores step k's
+test while step k+1 trains) tags each call with its step (``journal_step``) and saves step k's
+state with ``counted_through=k``: the calls of later steps journaled before the mark are saved
+as uncounted keys, so the usage and the mark still agree. A state saved without a journal
+mark (by an older version) resumes with every replay free, as it used to.
 
 A checkpoint folder belongs to one configuration: resuming with another (other task, data,
 model, batch size, seed, ...) is refused with ``ConfigError`` and nothing in the folder is
@@ -55,11 +58,13 @@ budget cap or cut short by ``--epochs`` can be resumed with a larger one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,12 +77,35 @@ from asynctg.engine.types import ChatResult
 from asynctg.errors import ConfigError
 from asynctg.output.files import atomic_write_text, probe_writable
 
-__all__ = ["Checkpoint", "JournalView", "atomic_write_text", "fingerprint", "probe_writable"]
+__all__ = [
+    "Checkpoint",
+    "JournalView",
+    "atomic_write_text",
+    "fingerprint",
+    "journal_step",
+    "probe_writable",
+]
 
 FORMAT = "asynctg-checkpoint-1"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.bin"
+
+
+#: The step of a loop the calls made here belong to, when a loop runs two steps' calls at once.
+_STEP: ContextVar[int | None] = ContextVar("asynctg_journal_step", default=None)
+
+
+@contextlib.contextmanager
+def journal_step(step: int) -> Iterator[None]:
+    """Note the calls journaled inside as ``step``'s: a save whose state is as of an earlier
+    step (``Checkpoint.asave``'s ``counted_through``) leaves them uncounted, so a resumed run
+    counts them as paid when it replays them."""
+    token = _STEP.set(step)
+    try:
+        yield
+    finally:
+        _STEP.reset(token)
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -125,6 +153,7 @@ class JournalView:
     """
 
     __slots__ = (
+        "_steps",
         "_uncounted",
         "journal",
         "recovered_cache_write_tokens",
@@ -134,9 +163,12 @@ class JournalView:
         "recovered_prompt_tokens",
     )
 
-    def __init__(self, journal: ResponseCache, uncounted: set[str]) -> None:
+    def __init__(
+        self, journal: ResponseCache, uncounted: set[str], steps: dict[str, int] | None = None
+    ) -> None:
         self.journal = journal
         self._uncounted = uncounted  # shared by every view of the checkpoint: counted once
+        self._steps = {} if steps is None else steps  # key -> step (``journal_step``), shared
         self.recovered_calls = 0
         self.recovered_prompt_tokens = 0
         self.recovered_completion_tokens = 0
@@ -158,6 +190,9 @@ class JournalView:
 
     def put(self, key: str, result: ChatResult) -> None:
         self.journal.put(key, result)
+        step = _STEP.get()
+        if step is not None:
+            self._steps[key] = step
 
     def close(self) -> None:
         self.journal.close()
@@ -188,6 +223,9 @@ class Checkpoint:
         self._carried: set[str] = set()
         self._uncounted: set[str] = set()
         self._uncounted_known = False
+        # calls journaled under ``journal_step`` this session and the step of each, until a
+        # save has counted them (pruned there)
+        self._steps: dict[str, int] = {}
         self._write_lock = threading.Lock()  # one state write at a time (asave runs in threads)
         self._asked = 0  # saves asked for, numbered in order ...
         self._written = 0  # ... and the number of the one on disk
@@ -301,7 +339,7 @@ class Checkpoint:
                     "an engine used with a checkpoint must not have its own cache: the "
                     "checkpoint's journal is its cache (create it without cache=...)"
                 )
-            engine.cache = JournalView(journal, self._uncounted)
+            engine.cache = JournalView(journal, self._uncounted, self._steps)
             # a journal is keyed by the request alone: a resumed run may reach the same server
             # at another address (a simulator on a fresh port) and must still find its calls
             engine.cache_endpoint = None
@@ -312,21 +350,32 @@ class Checkpoint:
         """Atomically replace the saved state (blocks on the disk: in a loop, ``asave``)."""
         self._write(*self._prepare(state))
 
-    async def asave(self, state: Mapping[str, Any]) -> None:
+    async def asave(self, state: Mapping[str, Any], *, counted_through: int | None = None) -> None:
         """``save`` with the write and ``fsync`` in a worker thread, off the event loop.
 
         Build ``state`` right before the call, with no ``await`` in between: the journal mark
         saved with it is taken when ``asave`` is called, and must match the usage it holds.
+        With ``counted_through``, the usage counts the calls of steps up to it only: the calls
+        journaled under a later ``journal_step`` are saved as uncounted.
         """
-        prepared = self._prepare(state)
+        prepared = self._prepare(state, counted_through)
         await asyncio.to_thread(self._write, *prepared)
 
-    def _prepare(self, state: Mapping[str, Any]) -> tuple[int, str, dict[str, Any]]:
+    def _prepare(
+        self, state: Mapping[str, Any], counted_through: int | None = None
+    ) -> tuple[int, str, dict[str, Any]]:
         """Number the save and encode it, in the caller's thread (the loop, for ``asave``)."""
         journal = self._journal
         mark: dict[str, Any] | None
         if journal is not None:
-            mark = {"offset": journal.position, "uncounted": sorted(self._uncounted)}
+            later: set[str] = set()
+            if counted_through is not None:
+                for key, step in list(self._steps.items()):
+                    if step > counted_through:
+                        later.add(key)
+                    else:  # counted by this save and every later one
+                        del self._steps[key]
+            mark = {"offset": journal.position, "uncounted": sorted(self._uncounted | later)}
         elif self._mark_from is not None:  # not open: no call since the mark was taken
             mark = {"offset": self._mark_from, "uncounted": sorted(self._carried)}
         else:

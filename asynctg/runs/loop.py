@@ -322,12 +322,21 @@ class Run:
         """The loop's own fields of the checkpoint's state."""
         return {}
 
-    async def save(self, status: str) -> None:
-        """Save the state to the checkpoint, the disk write off the event loop."""
+    def accounted(self) -> tuple[dict[str, Any], int | None]:
+        """The usage a save records and the step it counts calls through (None: every call so
+        far). A loop that runs a step beside the next one overrides it: a state as of step k
+        must count step k's calls and none of the next step's (``asynctg.runs.checkpoint``)."""
+        return self.meter.total(), None
+
+    async def save(self, status: str, *, state: dict[str, Any] | None = None) -> None:
+        """Save the state (default: now; a snapshot's when the next step is already under way)
+        to the checkpoint, the disk write off the event loop."""
         if self.checkpoint is not None:
             # built right before the call, no await in between (see ``Checkpoint.asave``)
-            state = {"status": status, "stop_reason": self.stop_reason, **self.state()}
-            await self.checkpoint.asave({**state, "usage": self.meter.total()})
+            fields = self.state() if state is None else state
+            saved = {"status": status, "stop_reason": self.stop_reason, **fields}
+            usage, through = self.accounted()
+            await self.checkpoint.asave({**saved, "usage": usage}, counted_through=through)
 
     async def finish(self) -> str:
         """Save the final state and say why the run stopped; "completed" or "stopped"."""
