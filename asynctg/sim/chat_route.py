@@ -17,18 +17,9 @@ from aiohttp import web
 from asynctg.sim.answers import default_answer
 from asynctg.sim.billing import Prices
 from asynctg.sim.prefix_cache import OPENAI_MIN_CACHED_TOKENS
-from asynctg.sim.state import BadRequest, SimState
+from asynctg.sim.state import JSON, MALFORMED_BODY, PLAIN_503, BadRequest, SimState, encode
 from asynctg.sim.tokens import message_text
 
-_JSON = "application/json"
-_decode = msgspec.json.decode
-_encode = msgspec.json.Encoder().encode
-
-#: Largest accepted request body; image parts arrive base64-encoded, so allow generously.
-MAX_BODY_BYTES = 64 * 1024 * 1024
-MAX_N = 128
-
-_MALFORMED_BODY = b'{"id": "chatcmpl-sim", "object": "chat.completion", <html>upstream error</html>'
 _QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
 #: faults a stream shows in its body (the others answer before it starts)
 _STREAM_FAULTS = frozenset({"slow", "malformed", "truncated", "drop"})
@@ -37,15 +28,13 @@ _SERVER_ERRORS: dict[str, tuple[int, str]] = {
     "502": (502, "Bad gateway."),
     "504": (504, "Gateway timeout."),
 }
-# proxies in front of real providers answer 503 in plain text, not the provider's JSON
-_PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 
 _SERVICE_TIERS = ("auto", "default", "flex", "priority")
 #: request fields that do not change the answer (its seed is the rest of the request): a
 #: stream, the cache's routing key and the service tier change how and where an answer is
 #: computed, its price and its speed, never what it is
-_NOT_IN_ANSWER = frozenset({"stream", "stream_options", "prompt_cache_key", "service_tier"})
+NOT_IN_ANSWER = frozenset({"stream", "stream_options", "prompt_cache_key", "service_tier"})
 # the provider documents flex refusals as "429 Resource Unavailable"; not billed
 _FLEX_MESSAGE = (
     "Resource unavailable: flex processing has no capacity for this request right now. "
@@ -149,11 +138,11 @@ class ChatRoute(SimState):
 
         # The answer is computed before admission: the tokens bucket is charged with the whole
         # request (prompt + completion), as providers that know max_tokens up front do.
-        if req.get("stream") or any(k in req for k in _NOT_IN_ANSWER if k != "stream"):
-            # the same request without them gets the same answer (see _NOT_IN_ANSWER); a
+        if req.get("stream") or any(k in req for k in NOT_IN_ANSWER if k != "stream"):
+            # the same request without them gets the same answer (see NOT_IN_ANSWER); a
             # plain "stream": false keeps its old answer
-            plain = {k: v for k, v in req.items() if k not in _NOT_IN_ANSWER}
-            choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
+            plain = {k: v for k, v in req.items() if k not in NOT_IN_ANSWER}
+            choices, ctoks = self._answer(req, encode(plain), n, max_tokens)
         else:
             choices, ctoks = self._answer(req, body, n, max_tokens)
         total = ptoks + ctoks
@@ -301,7 +290,7 @@ class ChatRoute(SimState):
 
         def event(payload: dict[str, Any]) -> bytes:
             base = {"id": ident, "object": "chat.completion.chunk", "created": created}
-            return b"data: " + _encode({**base, "model": model, **payload}) + b"\n\n"
+            return b"data: " + encode({**base, "model": model, **payload}) + b"\n\n"
 
         events = [event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})]
         events += [event({"choices": [{"index": 0, "delta": {"content": p}}]}) for p in pieces]
@@ -366,10 +355,10 @@ class ChatRoute(SimState):
             return self._error(503, message, "server_error", None, headers)
         if fault == "503":
             headers["Content-Type"] = "text/plain"
-            return web.Response(status=503, body=_PLAIN_503, headers=headers)
+            return web.Response(status=503, body=PLAIN_503, headers=headers)
         if fault == "malformed":
-            headers["Content-Type"] = _JSON
-            return web.Response(status=200, body=_MALFORMED_BODY, headers=headers)
+            headers["Content-Type"] = JSON
+            return web.Response(status=200, body=MALFORMED_BODY, headers=headers)
         usage = WireUsage(prompt_tokens=ptoks, completion_tokens=ctoks, total_tokens=ptoks + ctoks)
         completion = Completion(
             id=f"chatcmpl-sim{seq:012x}",
@@ -379,8 +368,8 @@ class ChatRoute(SimState):
             usage=usage,
         )
         if fault == "truncated":
-            full = _encode(completion)
-            headers["Content-Type"] = _JSON
+            full = encode(completion)
+            headers["Content-Type"] = JSON
             return web.Response(status=200, body=full[: len(full) // 2], headers=headers)
         if fault == "empty_choices":
             return self._json(200, completion, headers)

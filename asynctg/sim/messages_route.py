@@ -19,35 +19,7 @@ from aiohttp import web
 from asynctg.sim import anthropic as wire
 from asynctg.sim.billing import Prices
 from asynctg.sim.prefix_cache import anthropic_min_tokens
-from asynctg.sim.state import SimState
-
-_JSON = "application/json"
-_decode = msgspec.json.decode
-_encode = msgspec.json.Encoder().encode
-
-#: Largest accepted request body; image parts arrive base64-encoded, so allow generously.
-MAX_BODY_BYTES = 64 * 1024 * 1024
-MAX_N = 128
-
-_MALFORMED_BODY = b'{"id": "chatcmpl-sim", "object": "chat.completion", <html>upstream error</html>'
-_QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
-#: faults a stream shows in its body (the others answer before it starts)
-_STREAM_FAULTS = frozenset({"slow", "malformed", "truncated", "drop"})
-_SERVER_ERRORS: dict[str, tuple[int, str]] = {
-    "500": (500, "The server had an error while processing your request. Sorry about that!"),
-    "502": (502, "Bad gateway."),
-    "504": (504, "Gateway timeout."),
-}
-# proxies in front of real providers answer 503 in plain text, not the provider's JSON
-_PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
-
-
-_SERVICE_TIERS = ("auto", "default", "flex", "priority")
-# the provider documents flex refusals as "429 Resource Unavailable"; not billed
-_FLEX_MESSAGE = (
-    "Resource unavailable: flex processing has no capacity for this request right now. "
-    "Retry later, or send it without service_tier 'flex'. You were not charged."
-)
+from asynctg.sim.state import JSON, MALFORMED_BODY, PLAIN_503, SimState, decode, encode
 
 
 class MessagesRoute(SimState):
@@ -117,7 +89,7 @@ class MessagesRoute(SimState):
             return refusal
         body = await request.read()
         try:
-            parsed = wire.parse_messages_request(_decode(body))
+            parsed = wire.parse_messages_request(decode(body))
         except (msgspec.DecodeError, wire.AnthropicRequestError) as exc:
             c.bad_request += 1
             return self._anthropic_error(400, "invalid_request_error", str(exc))
@@ -142,7 +114,7 @@ class MessagesRoute(SimState):
                 "& Billing to upgrade or purchase credits.",
             )
         plain = {k: v for k, v in parsed.chat.items()}
-        text, reason, stop, otoks = self.anthropic_message(parsed, _encode(plain))
+        text, reason, stop, otoks = self.anthropic_message(parsed, encode(plain))
 
         read = written = 0
         keys: list[bytes] = []
@@ -214,7 +186,7 @@ class MessagesRoute(SimState):
             return self._anthropic_error(529, "overloaded_error", "Overloaded", headers)
         if fault == "503":
             headers["Content-Type"] = "text/plain"
-            return web.Response(status=503, body=_PLAIN_503, headers=headers)
+            return web.Response(status=503, body=PLAIN_503, headers=headers)
         if fault == "drop" and not parsed.stream:
             return self._fault_response("drop", request, seq, parsed.model, [], 0, 0, headers)
         if parsed.stream:
@@ -230,11 +202,11 @@ class MessagesRoute(SimState):
                 )
             return await self._anthropic_stream(request, message, headers, fault, error)
         if fault == "malformed":
-            headers["Content-Type"] = _JSON
-            return web.Response(status=200, body=_MALFORMED_BODY, headers=headers)
+            headers["Content-Type"] = JSON
+            return web.Response(status=200, body=MALFORMED_BODY, headers=headers)
         if fault == "truncated":
-            full = _encode(message)
-            headers["Content-Type"] = _JSON
+            full = encode(message)
+            headers["Content-Type"] = JSON
             return web.Response(status=200, body=full[: len(full) // 2], headers=headers)
         if fault in ("empty_choices", "no_content"):
             message["content"] = []

@@ -51,43 +51,19 @@ from asynctg.sim import anthropic as wire
 from asynctg.sim.batches import BatchStore
 from asynctg.sim.billing import Bill, Prices
 from asynctg.sim.buckets import InputOutputLimiter, RateLimiter, TokenBucket, format_duration
-from asynctg.sim.chat_route import _NOT_IN_ANSWER as NOT_IN_ANSWER
-from asynctg.sim.chat_route import ChatRoute, Completion, WireUsage
+from asynctg.sim.chat_route import NOT_IN_ANSWER, ChatRoute, Completion, WireUsage
 from asynctg.sim.config import SimConfig
 from asynctg.sim.messages_route import MessagesRoute
 from asynctg.sim.prefix_cache import PrefixCache
-from asynctg.sim.state import BadRequest, Counters
+from asynctg.sim.state import JSON, BadRequest, Counters, decode, encode
 from asynctg.sim.tokens import prompt_tokens
 
 __all__ = ["SimServer"]
 
-_JSON = "application/json"
-_decode = msgspec.json.decode
-_encode = msgspec.json.Encoder().encode
 
 #: Largest accepted request body; image parts arrive base64-encoded, so allow generously.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_N = 128
-
-_MALFORMED_BODY = b'{"id": "chatcmpl-sim", "object": "chat.completion", <html>upstream error</html>'
-_QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
-#: faults a stream shows in its body (the others answer before it starts)
-_STREAM_FAULTS = frozenset({"slow", "malformed", "truncated", "drop"})
-_SERVER_ERRORS: dict[str, tuple[int, str]] = {
-    "500": (500, "The server had an error while processing your request. Sorry about that!"),
-    "502": (502, "Bad gateway."),
-    "504": (504, "Gateway timeout."),
-}
-# proxies in front of real providers answer 503 in plain text, not the provider's JSON
-_PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
-
-
-_SERVICE_TIERS = ("auto", "default", "flex", "priority")
-# the provider documents flex refusals as "429 Resource Unavailable"; not billed
-_FLEX_MESSAGE = (
-    "Resource unavailable: flex processing has no capacity for this request right now. "
-    "Retry later, or send it without service_tier 'flex'. You were not charged."
-)
 
 
 class SimServer(ChatRoute, MessagesRoute):
@@ -416,8 +392,8 @@ class SimServer(ChatRoute, MessagesRoute):
 
     @staticmethod
     def _json(status: int, payload: Any, headers: dict[str, str]) -> web.Response:
-        headers["Content-Type"] = _JSON
-        return web.Response(status=status, body=_encode(payload), headers=headers)
+        headers["Content-Type"] = JSON
+        return web.Response(status=status, body=encode(payload), headers=headers)
 
     def _error(
         self,
@@ -480,7 +456,7 @@ class SimServer(ChatRoute, MessagesRoute):
     def _parse(self, body: bytes) -> tuple[dict[str, Any], int, int, int | None]:
         """Decode and validate a chat body: (request, prompt_tokens, n, max_tokens)."""
         try:
-            req = _decode(body)
+            req = decode(body)
         except msgspec.DecodeError as exc:
             raise BadRequest(
                 f"We could not parse the JSON body of your request. ({exc}) The OpenAI API "
@@ -548,10 +524,10 @@ class SimServer(ChatRoute, MessagesRoute):
         if not self._authorized(request):
             self._counters.unauthorized += 1
             return self._unauthorized()
-        if request.method == "POST" and request.content_type != _JSON:
+        if request.method == "POST" and request.content_type != JSON:
             return self._error(
                 415,
-                f"/sim/* POSTs need 'Content-Type: {_JSON}', got {request.content_type!r}",
+                f"/sim/* POSTs need 'Content-Type: {JSON}', got {request.content_type!r}",
                 "invalid_request_error",
                 None,
             )
@@ -592,13 +568,13 @@ class SimServer(ChatRoute, MessagesRoute):
         """Serve one OpenAI batch line's body: ``(status_code, response body)``, billed at the
         batch discount; no budgets, faults or latency (the batch's delay stands for them)."""
         try:
-            req, ptoks, n, max_tokens = self._parse(_encode(body))
+            req, ptoks, n, max_tokens = self._parse(encode(body))
         except BadRequest as exc:
             error = {"message": str(exc), "type": "invalid_request_error"}
             return 400, {"error": {**error, "param": None, "code": None}}
         # the answer the same request gets synchronously (a routing key changes nothing)
         plain = {k: v for k, v in req.items() if k not in NOT_IN_ANSWER}
-        choices, ctoks = self._answer(req, _encode(plain), n, max_tokens)
+        choices, ctoks = self._answer(req, encode(plain), n, max_tokens)
         model = req.get("model") if isinstance(req.get("model"), str) else self._config.model_name
         self._bill.charge(
             "openai",
@@ -626,7 +602,7 @@ class SimServer(ChatRoute, MessagesRoute):
             parsed = wire.parse_messages_request(params)
         except wire.AnthropicRequestError as exc:
             return False, wire.error_body("invalid_request_error", str(exc))
-        text, reason, stop, otoks = self.anthropic_message(parsed, _encode(parsed.chat))
+        text, reason, stop, otoks = self.anthropic_message(parsed, encode(parsed.chat))
         itoks = parsed.input_tokens
         self._bill.charge(
             "anthropic",
@@ -650,7 +626,7 @@ class SimServer(ChatRoute, MessagesRoute):
         if (refusal := self._admin_refusal(request)) is not None:
             return refusal
         try:
-            payload = _decode(await request.read())
+            payload = decode(await request.read())
             if not isinstance(payload, dict) or set(payload) != {"seconds"}:
                 raise ValueError('expected {"seconds": N}')
             total = self.advance(payload["seconds"])
@@ -682,7 +658,7 @@ class SimServer(ChatRoute, MessagesRoute):
         if (refusal := self._admin_refusal(request)) is not None:
             return refusal
         try:
-            changes = _decode(await request.read())
+            changes = decode(await request.read())
             if not isinstance(changes, dict):
                 raise ValueError("expected a JSON object of settings")
             if "responder" in changes:

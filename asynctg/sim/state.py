@@ -1,5 +1,6 @@
-"""What the simulator's route mixins share with ``SimServer``: the counters, the client-error
-exception, and (for the type checker only) the state and helpers ``SimServer`` provides.
+"""What the simulator's route mixins share with ``SimServer``: the JSON codec and the canned
+fault bodies, the counters, the client-error exception, and (for the type checker only) the
+state and helpers ``SimServer`` provides.
 
 ``SimServer`` (``asynctg.sim.server``) owns the state and the shared helpers; its wire-format
 routes live in ``chat_route`` (OpenAI) and ``messages_route`` (Anthropic) as mixins of it.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -19,7 +22,24 @@ if TYPE_CHECKING:
     from asynctg.sim.config import SimConfig
     from asynctg.sim.prefix_cache import PrefixCache
 
-__all__ = ["BadRequest", "Counters", "SimState"]
+__all__ = [
+    "JSON",
+    "MALFORMED_BODY",
+    "PLAIN_503",
+    "BadRequest",
+    "Counters",
+    "SimState",
+    "decode",
+    "encode",
+]
+
+JSON = "application/json"
+decode = msgspec.json.decode
+encode = msgspec.json.Encoder().encode
+#: a 200 whose body is not JSON, as a failing proxy sends (the "malformed" fault)
+MALFORMED_BODY = b'{"id": "chatcmpl-sim", "object": "chat.completion", <html>upstream error</html>'
+#: proxies in front of real providers answer 503 in plain text, not the provider's JSON
+PLAIN_503 = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 
 class Counters:
