@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,31 @@ def dask_address() -> Iterator[str]:
         silence_logs=50,
     ) as cluster:
         yield cluster.scheduler_address
+
+
+@pytest.fixture
+async def make_sim() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Start simulators (``asynctg.sim.SimServer``) on free ports with the given settings;
+    close them all at the end of the test."""
+    from asynctg.sim import SimConfig, SimServer
+
+    started: list[SimServer] = []
+
+    async def make(**settings: Any) -> SimServer:
+        sim = SimServer(SimConfig(**settings))
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        await sim.aclose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Any]:
+    """One aiohttp client session per test."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -5,7 +5,7 @@ prompt_cache_key the engine sends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -17,7 +17,7 @@ from asynctg.engine import cache_key, cache_scope
 from asynctg.engine.types import request_key
 from asynctg.engine.usage import nano_dollars
 from asynctg.errors import ConfigError
-from asynctg.sim import SimConfig, SimServer
+from asynctg.sim import SimServer
 from asynctg.sim.billing import Prices
 from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
 
@@ -29,22 +29,6 @@ OPENAI_SIM = Prices(input=2.5, output=10, cached_input=1.25, cache_write=2.5)
 OPENAI_PRICE = tg.Price(input=2.5, output=10, cached_input=1.25, cache_write=None)
 ANTHROPIC_SIM = Prices(input=3, output=15, cached_input=0.3, cache_write=3.75)
 ANTHROPIC_PRICE = tg.Price(input=3, output=15, cached_input=0.3, cache_write=3.75)
-
-
-@pytest.fixture
-async def make_sim() -> AsyncIterator[MakeSim]:
-    """Start simulators on free ports; close them all at the end of the test."""
-    started: list[SimServer] = []
-
-    async def make(**settings: Any) -> SimServer:
-        sim = SimServer(SimConfig(**settings))
-        await sim.start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        await sim.aclose()
 
 
 def _engine(sim: SimServer, model: str = "sim-1", **options: Any) -> tg.ChatEngine:

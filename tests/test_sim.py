@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from random import Random
 from typing import Any
 
@@ -66,29 +66,6 @@ def _user(text: str, system: str | None = None) -> list[dict[str, Any]]:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": text})
     return messages
-
-
-@pytest.fixture
-async def make_sim() -> AsyncIterator[MakeSim]:
-    """Start simulators on free ports; close them all at the end of the test."""
-    started: list[SimServer] = []
-
-    async def make(**settings: Any) -> SimServer:
-        sim = SimServer(SimConfig(**settings))
-        await sim.start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        await sim.aclose()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A plain aiohttp client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def post(

@@ -4,13 +4,13 @@ APIs), tested over real loopback HTTP with a plain aiohttp client and a fast-for
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from asynctg.sim import SimConfig, SimServer
+from asynctg.sim import SimServer
 from asynctg.sim.billing import Prices
 
 MakeSim = Callable[..., Awaitable[SimServer]]
@@ -23,29 +23,6 @@ OPTIMIZER_PROMPT = (
 )
 #: about 1,500 tokens: above both providers' minimum cacheable length
 LONG = "The quick brown fox jumps over the lazy dog. " * 135
-
-
-@pytest.fixture
-async def make_sim() -> AsyncIterator[MakeSim]:
-    """Start simulators on free ports; close them all at the end of the test."""
-    started: list[SimServer] = []
-
-    async def make(**settings: Any) -> SimServer:
-        sim = SimServer(SimConfig(**settings))
-        await sim.start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        await sim.aclose()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """One aiohttp client session per test."""
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def message(

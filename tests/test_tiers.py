@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,29 +28,13 @@ from asynctg.engine.tiers import use_tier
 from asynctg.engine.usage import nano_dollars
 from asynctg.errors import ConfigError
 from asynctg.runs.progress import format_counters, format_tiers
-from asynctg.sim import SimConfig, SimServer
+from asynctg.sim import SimServer
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ASYNCTG_"))}
 ENV["PYTHONPATH"] = str(REPO)
 #: tags only training requests carry (backward and optimizer prompts)
 TRAINING_TAGS = ("<OBJECTIVE_FUNCTION>", "<LM_OUTPUT>", "<IMPROVED_VARIABLE>")
-
-
-@pytest.fixture
-async def make_sim() -> AsyncIterator[Callable[..., Any]]:
-    """Start simulators on free ports; close them at the end of the test."""
-    servers: list[SimServer] = []
-
-    async def make(**options: Any) -> SimServer:
-        server = SimServer(SimConfig(**options))
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        await server.aclose()
 
 
 def _counting(test: int = 6) -> tasks.PromptTask:
