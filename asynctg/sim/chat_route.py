@@ -17,7 +17,15 @@ from aiohttp import web
 from asynctg.sim.answers import default_answer
 from asynctg.sim.billing import Prices
 from asynctg.sim.prefix_cache import OPENAI_MIN_CACHED_TOKENS
-from asynctg.sim.state import JSON, MALFORMED_BODY, PLAIN_503, BadRequest, SimState, encode
+from asynctg.sim.state import (
+    JSON,
+    MALFORMED_BODY,
+    PLAIN_503,
+    BadRequest,
+    SimState,
+    encode,
+    write_event_stream,
+)
 from asynctg.sim.tokens import message_text
 
 _QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
@@ -305,28 +313,16 @@ class ChatRoute(SimState):
             cut = 1 + len(pieces) // 2
         elif fault == "malformed":
             events.insert(1 + len(pieces) // 2, b'data: {"id": <html>upstream error</html>\n\n')
-        response = web.StreamResponse(
-            status=200,
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-        )
-        await response.prepare(request)
-        self._counters.streams += 1
         gap = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
-        sent = events if cut is None else events[:cut]
-        if gap == 0.0:
-            await response.write(b"".join(sent))
-        else:
-            for i, chunk in enumerate(sent):
-                if 1 < i <= len(pieces):  # between content chunks
-                    await asyncio.sleep(gap)
-                await response.write(chunk)
-        if fault == "drop":
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            return response
-        await response.write_eof()
-        return response
+        return await write_event_stream(
+            request,
+            headers,
+            events if cut is None else events[:cut],
+            self._counters,
+            paced=range(2, len(pieces) + 1),  # between content chunks
+            gap=gap,
+            drop=fault == "drop",
+        )
 
     def _fault_response(
         self,

@@ -19,7 +19,15 @@ from aiohttp import web
 from asynctg.sim import anthropic as wire
 from asynctg.sim.billing import Prices
 from asynctg.sim.prefix_cache import anthropic_min_tokens
-from asynctg.sim.state import JSON, MALFORMED_BODY, PLAIN_503, SimState, decode, encode
+from asynctg.sim.state import (
+    JSON,
+    MALFORMED_BODY,
+    PLAIN_503,
+    SimState,
+    decode,
+    encode,
+    write_event_stream,
+)
 
 
 class MessagesRoute(SimState):
@@ -229,25 +237,13 @@ class MessagesRoute(SimState):
             cut = 3 + deltas // 2
         elif fault == "malformed":
             events.insert(3 + deltas // 2, b'event: content_block_delta\ndata: {"type": <html>\n\n')
-        response = web.StreamResponse(
-            status=200,
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-        )
-        await response.prepare(request)
-        self._anthropic.streams += 1
-        sent = events if cut is None else events[:cut]
         gap = 1.0 / self._config.tokens_per_second if self._config.tokens_per_second else 0.0
-        if gap == 0.0:
-            await response.write(b"".join(sent))
-        else:
-            for i, chunk in enumerate(sent):
-                if 3 < i <= 3 + deltas:
-                    await asyncio.sleep(gap)
-                await response.write(chunk)
-        if fault == "drop":
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            return response
-        await response.write_eof()
-        return response
+        return await write_event_stream(
+            request,
+            headers,
+            events if cut is None else events[:cut],
+            self._anthropic,
+            paced=range(4, 4 + deltas),  # between text deltas
+            gap=gap,
+            drop=fault == "drop",
+        )

@@ -8,14 +8,14 @@ routes live in ``chat_route`` (OpenAI) and ``messages_route`` (Anthropic) as mix
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from aiohttp import web
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from asynctg.sim.billing import Bill
     from asynctg.sim.buckets import InputOutputLimiter, RateLimiter
     from asynctg.sim.chat_route import Choice
@@ -31,6 +31,7 @@ __all__ = [
     "SimState",
     "decode",
     "encode",
+    "write_event_stream",
 ]
 
 JSON = "application/json"
@@ -88,6 +89,41 @@ class Counters:
 
 class BadRequest(Exception):
     """A client error found while reading the body; becomes a 400 answer."""
+
+
+async def write_event_stream(
+    request: web.Request,
+    headers: dict[str, str],
+    events: list[bytes],
+    counters: Counters,
+    *,
+    paced: range,
+    gap: float,
+    drop: bool,
+) -> web.StreamResponse:
+    """Send ``events`` as a server-sent event stream (counted in ``counters.streams``): the
+    chunks whose index is in ``paced`` wait ``gap`` seconds first (tokens_per_second); ``drop``
+    closes the connection after the last one instead of ending the stream."""
+    response = web.StreamResponse(
+        status=200,
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+    )
+    await response.prepare(request)
+    counters.streams += 1
+    if gap == 0.0:
+        await response.write(b"".join(events))
+    else:
+        for i, chunk in enumerate(events):
+            if i in paced:
+                await asyncio.sleep(gap)
+            await response.write(chunk)
+    if drop:
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        return response
+    await response.write_eof()
+    return response
 
 
 class SimState:
