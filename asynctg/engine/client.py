@@ -74,6 +74,7 @@ from asynctg.engine.types import (
     endpoint_key,
     estimate_tokens,
     request_key,
+    user_turn,
     validate_messages,
 )
 from asynctg.engine.usage import UsageStats, nano_dollars
@@ -352,13 +353,7 @@ class ChatEngine:
 
         >>> # text = await engine.generate("What is 2+2?", system_prompt="Be brief.")
         """
-        messages: list[dict[str, Any]] = []
-        if system_prompt is not None:
-            messages.append({"role": "system", "content": system_prompt})
-        if isinstance(content, str):
-            messages.append({"role": "user", "content": content})
-        else:
-            messages.append({"role": "user", "content": list(content)})
+        messages = user_turn(content, system_prompt)
         priority = params.pop("priority", 0)
         result = await self.send(self.request(messages, **params), priority=priority)
         return result.text
