@@ -43,7 +43,7 @@ from typing import Protocol
 
 from asynctg.engine.clock import Clock
 from asynctg.engine.scheduler import Flow, QueueTimeout, Scheduler
-from asynctg.errors import BudgetExceededError, ConfigError
+from asynctg.errors import BudgetExceededError, BudgetTimeoutError, ConfigError
 
 __all__ = [
     "NANO",
@@ -57,6 +57,7 @@ __all__ = [
     "Permit",
     "SchedulerBudget",
     "Spent",
+    "held_too_long",
 ]
 
 #: Nano-dollars per dollar: the engine's one unit of money.
@@ -403,4 +404,23 @@ def exceeded(
         spent=spent / NANO,
         limit="max_cost",
         job=job,
+    )
+
+
+def held_too_long(
+    exc: QueueTimeout, estimate: Estimate, model: str, limit: float, now: float
+) -> BudgetTimeoutError:
+    """The error for a call a budget held past ``RetryPolicy.max_total_seconds`` (``limit``)."""
+    label = getattr(exc, "label", SchedulerBudget.label)
+    if label not in (SchedulerBudget.label, FlexBudget.label):
+        return BudgetTimeoutError(
+            f"{model}: {label} held this call past RetryPolicy.max_total_seconds "
+            f"({limit:g} s): {exc}"
+        )
+    waited = now - (estimate.deadline - limit)
+    return BudgetTimeoutError(
+        f"{model}: waited {waited:.1f} s for the engine's budget (rpm/tpm, in-flight "
+        f"cap, cool-downs) without being sent; the limit is RetryPolicy.max_total_seconds "
+        f"({limit:g} s). Raise it, or lower the load (fewer calls at once, a larger rpm/tpm "
+        "if allowed)."
     )

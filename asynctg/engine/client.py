@@ -7,12 +7,12 @@ A call is a small pipeline, each stage a separate piece:
 2. **Request**: ``engine.request(messages, **params)`` validates messages and parameters and
    applies the defaults; ``send`` refuses a request past the known context window.
 3. **Cache and single-flight**: answered from the cache or the journal, or from an identical
-   request already in flight (``_InFlight``), when allowed.
+   request already in flight, when allowed (``asynctg.engine.single_flight``).
 4. **Budgets** (``asynctg.engine.budget``): one ``reserve(estimate) -> Permit`` /
    ``permit.settle(spent)`` protocol; the chain is the local scheduler, the caps of the call's
    job, and the engine's dollar cap or its Redis-shared budget.
-5. **Attempt** (``_attempt``): one HTTP request, unary or streamed, read by the provider
-   adapter (``asynctg.engine.providers``: wire format, errors, usage, rate-limit headers).
+5. **Attempt** (``asynctg.engine.attempt``): one HTTP request, unary or streamed, read by the
+   provider adapter (``asynctg.engine.providers``: wire format, errors, usage, rate-limit headers).
 6. **Retry** (``_call``): reserve, attempt, settle; then the policy (``asynctg.engine.retry``)
    says whether and when to try again.
 
@@ -22,7 +22,6 @@ sleeps or retries.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import random
@@ -30,9 +29,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
-import msgspec
-
 from asynctg import telemetry
+from asynctg.engine.attempt import Outcome, one_attempt
 from asynctg.engine.batch import BatchRunner
 from asynctg.engine.budget import (
     Budget,
@@ -43,18 +41,20 @@ from asynctg.engine.budget import (
     FlexBudget,
     SchedulerBudget,
     Spent,
+    held_too_long,
 )
 from asynctg.engine.cache import ResponseCache, ResponseStore
 from asynctg.engine.clock import Clock, LoopClock
 from asynctg.engine.config import CACHE_MODES, DEFAULT_TIMEOUT, EngineConfig, check_params
+from asynctg.engine.factory import OPENAI_BASE_URL, get_engine
 from asynctg.engine.jobs import Job, current_job
 from asynctg.engine.models import context_window_for, max_output_tokens_for
 from asynctg.engine.prompt_cache import MAX_KEY_CHARS, current_key
-from asynctg.engine.providers import CallSite, provider
-from asynctg.engine.providers.anthropic import ANTHROPIC_BASE_URL
+from asynctg.engine.providers import CallSite, SecretHeaders, provider
 from asynctg.engine.retry import Retrying, RetryPolicy
 from asynctg.engine.scheduler import QueueTimeout, Scheduler
 from asynctg.engine.shared import SharedBudget
+from asynctg.engine.single_flight import InFlight, cached, coalesce, replay
 from asynctg.engine.streaming import ChatStream, check_streaming
 from asynctg.engine.tiers import (
     FlexAllowance,
@@ -74,25 +74,26 @@ from asynctg.engine.types import (
     endpoint_key,
     estimate_tokens,
     request_key,
+    user_turn,
     validate_messages,
 )
 from asynctg.engine.usage import UsageStats, nano_dollars
 from asynctg.errors import (
-    APIError,
-    BudgetTimeoutError,
     ConfigError,
     ContextBudgetError,
     RateLimitError,
-    ReplayMissError,
-    ResponseParseError,
-    StreamInterruptedError,
 )
 from asynctg.transport import AiohttpTransport, HTTPRequest, HTTPResponse, Transport
 
-__all__ = ["CACHE_MODES", "DEFAULT_TIMEOUT", "ChatEngine", "EngineConfig", "get_engine"]
+__all__ = [
+    "CACHE_MODES",
+    "DEFAULT_TIMEOUT",
+    "OPENAI_BASE_URL",
+    "ChatEngine",
+    "EngineConfig",
+    "get_engine",
+]
 
-#: The OpenAI API, used when a key is known but no base URL is.
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: Reply tokens a dollar cap reserves for a request without ``max_tokens`` to a model the table
 #: (``asynctg.engine.models.MAX_OUTPUT_TOKENS``) does not know. Nothing is added to the request
 #: (a cap must not change what is sent: journals and caches would miss), so this is an
@@ -107,44 +108,6 @@ _INITIAL_COMPLETION_ESTIMATE = 64
 _SAMPLING_KEYS = frozenset(
     {"temperature", "top_p", "max_tokens", "seed", "stop", "n", "response_format"}
 )
-
-
-#: the headers that carry an API key (OpenAI's bearer token, Anthropic's x-api-key)
-_KEY_HEADERS = frozenset({"authorization", "x-api-key"})
-
-
-class _SecretHeaders(dict[str, str]):
-    """Request headers whose key (``authorization``, ``x-api-key``) never shows (``repr``,
-    ``vars(engine)``, logs) and never pickles: a copied or pickled engine has no key, not a
-    leaked one."""
-
-    def __repr__(self) -> str:
-        return repr({k: ("***" if k in _KEY_HEADERS else v) for k, v in self.items()})
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_SecretHeaders, ({k: v for k, v in self.items() if k not in _KEY_HEADERS},))
-
-
-class _InFlight:
-    """Single-flight: the outcome slot of a request sent once for several identical callers."""
-
-    __slots__ = ("done", "error", "result")
-
-    def __init__(self) -> None:
-        self.done = asyncio.Event()
-        self.result: ChatResult | None = None
-        self.error: BaseException | None = None
-
-
-class _Outcome:
-    """What one attempt ended with: the answer, or the error and the wait it asked for."""
-
-    __slots__ = ("error", "result", "wait")
-
-    def __init__(self) -> None:
-        self.result: ChatResult | None = None
-        self.error: APIError | None = None
-        self.wait: float | None = None
 
 
 class ChatEngine:
@@ -182,7 +145,7 @@ class ChatEngine:
         endpoint = endpoint_key(self.base_url)
         if self.provider.name != "openai":
             endpoint = f"{self.provider.name}+{endpoint}"
-        self._headers = _SecretHeaders(self.provider.headers(config.api_key))
+        self._headers = SecretHeaders(self.provider.headers(config.api_key))
         self._site = CallSite(self._url, model, bool(config.api_key))
         self.clock: Clock = config.clock or LoopClock()
         redis_url = config.redis_url
@@ -280,7 +243,7 @@ class ChatEngine:
         elif self.redis_budget is not None:
             self._outer = (self.redis_budget,)
         self._budget: Budget = Budgets((self._local, *self._outer)) if self._outer else self._local
-        self._in_flight: dict[str, _InFlight] = {}
+        self._in_flight: dict[str, InFlight] = {}
         self._completion_estimate = float(_INITIAL_COMPLETION_ESTIMATE)
         self._rng = random.Random()
         #: gen_ai.provider.name: "openai" for OpenAI's API, else the server's host name.
@@ -390,13 +353,7 @@ class ChatEngine:
 
         >>> # text = await engine.generate("What is 2+2?", system_prompt="Be brief.")
         """
-        messages: list[dict[str, Any]] = []
-        if system_prompt is not None:
-            messages.append({"role": "system", "content": system_prompt})
-        if isinstance(content, str):
-            messages.append({"role": "user", "content": content})
-        else:
-            messages.append({"role": "user", "content": list(content)})
+        messages = user_turn(content, system_prompt)
         priority = params.pop("priority", 0)
         result = await self.send(self.request(messages, **params), priority=priority)
         return result.text
@@ -507,64 +464,21 @@ class ChatEngine:
         if not self._cacheable(request):
             return await self._send(request, priority)
         key = self._cache_key(request)
+        usage = self._charged()
         if self.cache is not None and self.cache_mode == "readwrite":
-            hit = self.cache.get(key)
+            hit = cached(self.cache, key, usage, self.model)
             if hit is not None:
-                usage = self._charged()
-                usage.cache_hits += 1
-                usage.calls += 1
-                telemetry.cache_hit(self.model)
-                return msgspec.structs.replace(hit, cached=True)
-        while True:
-            flight = self._in_flight.get(key)
-            if flight is None:
-                return await self._lead(key, request, priority)
-            await flight.done.wait()
-            if flight.result is not None:
-                usage = self._charged()
-                usage.coalesced += 1
-                usage.calls += 1
-                return flight.result
-            if flight.error is not None:
-                raise flight.error
-            # The request's owner was cancelled before an answer: try again ourselves.
+                return hit
+        return await coalesce(self, key, request, priority, usage)
 
     def _replay(self, request: ChatRequest) -> ChatResult:
         assert self.cache is not None
-        key = self._cache_key(request)
-        hit = self.cache.get(key)
-        usage = self._charged()
-        if hit is None:
-            usage.failures += 1
-            last = request.messages[-1].get("content") if request.messages else ""
-            text = last if isinstance(last, str) else str(last)[:200]
-            raise ReplayMissError(
-                f"{self.model}: no journaled answer for request {key[:16]}... (last message: "
-                f"{' '.join(text.split())[:120]!r}); a replay sends nothing, so the run's "
-                "requests must be exactly the recorded ones (same configuration, same data)",
-                key=key,
-            )
-        usage.cache_hits += 1
-        usage.calls += 1
-        return msgspec.structs.replace(hit, cached=True)
+        return replay(self.cache, self._cache_key(request), request, self._charged(), self.model)
 
-    async def _lead(self, key: str, request: ChatRequest, priority: int) -> ChatResult:
-        flight = self._in_flight[key] = _InFlight()
-        try:
-            result = await self._send(request, priority)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        else:
-            flight.result = result
-            if self.cache is not None and not self.batches.journaled(key):
-                self.cache.put(key, result)
-            return result
-        finally:
-            del self._in_flight[key]
-            flight.done.set()
+    def _keep(self, key: str, result: ChatResult) -> None:
+        """Store a new answer (unless the batch fan-out's ledger already journaled it)."""
+        if self.cache is not None and not self.batches.journaled(key):
+            self.cache.put(key, result)
 
     async def _send(self, request: ChatRequest, priority: int) -> ChatResult:
         """One call to the provider (retries included), inside its telemetry span if any; at
@@ -640,13 +554,14 @@ class ChatEngine:
                 permit = await budget.reserve(estimate)
             except QueueTimeout as exc:
                 usage.failures += 1
-                raise self._timed_out(exc, estimate) from exc
+                limit = self.retry.max_total_seconds
+                raise held_too_long(exc, estimate, self.model, limit, clock.now()) from exc
             sent_at = clock.now()
-            outcome = _Outcome()
+            outcome = Outcome()
             spent = None
             try:
                 usage.requests += 1
-                attempt = self._attempt(http, request, stream, sent_at, outcome, usage)
+                attempt = one_attempt(self, http, request, stream, sent_at, outcome, usage)
                 try:
                     async for deltas in attempt:
                         yield deltas
@@ -696,72 +611,6 @@ class ChatEngine:
             elif delay > 0:
                 await clock.sleep(delay)
 
-    async def _attempt(
-        self,
-        http: HTTPRequest,
-        request: ChatRequest,
-        stream: ChatStream | None,
-        sent_at: float,
-        outcome: _Outcome,
-        usage: UsageStats,
-    ) -> AsyncGenerator[list[str], None]:
-        """One HTTP request, unary or streamed; its end goes into ``outcome`` (the answer, or
-        the error to retry or raise). A stream's text deltas are yielded as they arrive."""
-        provider, clock = self.provider, self.clock
-        if stream is None:
-            try:
-                response = await self.transport.send(http)
-            except APIError as exc:  # connection failures, timeouts, an oversized body
-                outcome.error = exc
-                return
-            if self._learn:
-                self.scheduler.learn_limits(provider.rate_limits(response.headers))
-            if response.status != 200:
-                self._failed(response, outcome)
-                return
-            try:
-                outcome.result = provider.parse(response)
-            except ResponseParseError as exc:
-                outcome.error = exc
-            return
-        stream.sent(sent_at)
-        committed = False
-        try:
-            async with self.transport.stream(http) as streamed:  # type: ignore[attr-defined]
-                if self._learn:
-                    self.scheduler.learn_limits(provider.rate_limits(streamed.headers))
-                if streamed.status != 200:
-                    whole = HTTPResponse(streamed.status, streamed.headers, await streamed.read())
-                    self._failed(whole, outcome)
-                    return
-                decoder = provider.decoder()
-                async for block in streamed.chunks():
-                    deltas = decoder.feed(block)
-                    if deltas:
-                        stream.deltas(clock.now(), len(deltas))
-                        committed = True
-                        yield deltas
-                    if decoder.done and streamed.at_eof():
-                        break  # (else read to the end: the connection is reused)
-                if decoder.plain:  # one JSON answer, not an event stream
-                    answer = provider.parse(HTTPResponse(200, streamed.headers, decoder.body()))
-                    if answer.text:
-                        stream.deltas(clock.now())
-                        committed = True
-                        yield [answer.text]
-                    outcome.result = answer
-                else:
-                    request_id = streamed.headers.get("x-request-id")
-                    outcome.result, stream.usage_estimated = decoder.result(request, request_id)
-        except APIError as exc:
-            if committed:
-                usage.failures += 1
-                raise StreamInterruptedError(
-                    f"{self.model}: the stream broke after {len(stream.delta_at)} deltas "
-                    f"({exc}); not retried, as part of the answer was already read",
-                ) from exc
-            outcome.error = exc
-
     def _observe_latency(self, tier: str, seconds: float) -> None:
         """Count an answer's latency in the flex allowance (``asynctg.engine.tiers``), and
         resize the flex scheduler when the allowance changes."""
@@ -787,7 +636,7 @@ class ChatEngine:
             timeout = self.config.flex_timeout
         return HTTPRequest("POST", self._url, headers=self._headers, body=body, timeout=timeout)
 
-    def _failed(self, response: HTTPResponse, outcome: _Outcome) -> None:
+    def _failed(self, response: HTTPResponse, outcome: Outcome) -> None:
         """A non-200 answer: the adapter reads it; a context window it names is learned here
         (the smallest one named wins), not while building the error."""
         report = self.provider.error(response, self._site)
@@ -812,23 +661,6 @@ class ChatEngine:
             self.clock.now() + self.retry.max_total_seconds,
             priority,
             flow,
-        )
-
-    def _timed_out(self, exc: QueueTimeout, estimate: Estimate) -> BudgetTimeoutError:
-        """The error for a call a budget held past ``RetryPolicy.max_total_seconds``."""
-        limit = self.retry.max_total_seconds
-        label = getattr(exc, "label", SchedulerBudget.label)
-        if label not in (SchedulerBudget.label, FlexBudget.label):
-            return BudgetTimeoutError(
-                f"{self.model}: {label} held this call past RetryPolicy.max_total_seconds "
-                f"({limit:g} s): {exc}"
-            )
-        waited = self.clock.now() - (estimate.deadline - limit)
-        return BudgetTimeoutError(
-            f"{self.model}: waited {waited:.1f} s for the engine's budget (rpm/tpm, in-flight "
-            f"cap, cool-downs) without being sent; the limit is RetryPolicy.max_total_seconds "
-            f"({limit:g} s). Raise it, or lower the load (fewer calls at once, a larger rpm/tpm "
-            "if allowed)."
         )
 
     def _spent(self, result: ChatResult, tier: str = "standard") -> Spent:
@@ -905,89 +737,3 @@ class ChatEngine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def get_engine(
-    model: str,
-    *,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    max_concurrency: int = 64,
-    **options: Any,
-) -> ChatEngine:
-    """An engine for any OpenAI-compatible chat-completions endpoint.
-
-    ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``; with a
-    key but no URL, the OpenAI API is used. ``rpm``/``tpm`` are the provider's budgets (None:
-    learned from rate-limit headers and 429s); ``max_concurrency`` caps requests in flight.
-    Other options: ``timeout``, ``retry`` (a ``RetryPolicy``), ``cache`` (a path or a
-    ``ResponseCache``), ``cache_sampled``, ``price``, ``temperature`` (default 0),
-    ``max_tokens``, ``seed``, ``transport``, ``clock``, ``context_window`` (tokens; default:
-    the model table, else learned from the provider's first context-length error),
-    ``cache_mode`` ("readwrite", "record": send everything and journal it, "replay": answer
-    everything from ``cache``, send nothing, ``ReplayMissError`` on a miss),
-    ``max_cost`` (dollars, or a ``CostCap`` shared by several engines: each call's worst-case
-    price is reserved before it is sent, so spending never passes it; a reservation that does
-    not fit beside others outstanding waits for them to settle, and ``BudgetExceededError`` is
-    raised only when the settled spending plus its worst case would pass the cap; the requests
-    sent are the same as without a cap), ``cost_reserve_tokens`` (the reply tokens that cap
-    reserves for a request without ``max_tokens``; default: the model's reply cap from
-    ``asynctg.engine.models``, else 4096),
-    ``input_tpm`` / ``output_tpm`` (separate input- and output-token budgets, for providers
-    that have them), ``redis_url`` / ``redis_namespace`` / ``reservation_ttl`` (share rpm, tpm,
-    cool-downs and the dollar cap with every process on that Redis:
-    ``asynctg.engine.shared``), ``price`` (a ``tg.Price(input=, output=, cached_input=,
-    cache_write=)`` in dollars per million tokens, or the two-number form (input, output);
-    default: the model's entry in ``asynctg.engine.usage.PRICES``), ``provider`` (the
-    wire-format adapter, ``asynctg.engine.providers``: "openai" or "anthropic"),
-    ``prompt_cache`` (default True: OpenAI requests carry a ``prompt_cache_key`` per run and
-    variable, ``asynctg.engine.prompt_cache``; Anthropic's stable prefixes get ``cache_control``
-    breakpoints where that pays, ``asynctg.engine.providers.anthropic``; False: neither),
-    the service tiers (``asynctg.engine.tiers``): ``tier`` (the default tier of a call),
-    ``flex_deadline``, ``flex_timeout``, ``flex_concurrency`` (flex calls in flight at most,
-    beside ``max_concurrency``, not within it; default: ``max_concurrency`` times the measured
-    flex/standard latency ratio, clamped to 1-4x: ``asynctg.engine.tiers.FlexAllowance``),
-    ``batch_min`` and ``batch_deadline``. The options are checked once, as an ``EngineConfig``
-    (``engine.config``).
-
-    **Anthropic** (``provider="anthropic"``): the Messages API, ``base_url`` and ``api_key``
-    defaulting to ``ANTHROPIC_BASE_URL`` (else https://api.anthropic.com) and
-    ``ANTHROPIC_API_KEY``. A ``claude-*`` model with no ``provider`` is sent there when no
-    OpenAI-compatible server is named (no ``base_url`` and no ``OPENAI_BASE_URL``): with one,
-    the model is asked of that server in OpenAI's format (a gateway serving Claude).
-
-    >>> engine = get_engine("gpt-4o", base_url="http://127.0.0.1:8000/v1", rpm=600)
-    """
-    name = options.pop("provider", None)
-    if name is None:
-        claude = isinstance(model, str) and model.lower().startswith("claude")
-        openai_named = base_url is not None or _env("OPENAI_BASE_URL") is not None
-        name = "anthropic" if claude and not openai_named else "openai"
-    if name == "anthropic":  # (never OpenAI's key: it would go to another company)
-        if api_key is None:
-            api_key = _env("ANTHROPIC_API_KEY")
-        if base_url is None:
-            base_url = _env("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
-    else:
-        if api_key is None:
-            api_key = _env("OPENAI_API_KEY")
-        if base_url is None:
-            base_url = _env("OPENAI_BASE_URL") or (OPENAI_BASE_URL if api_key else "")
-    config = EngineConfig(
-        model=model,
-        base_url=base_url,
-        api_key=api_key,
-        rpm=rpm,
-        tpm=tpm,
-        max_concurrency=max_concurrency,
-        provider=name,
-        **options,
-    )
-    return ChatEngine(config)
-
-
-def _env(name: str) -> str | None:
-    """An environment variable's value; None when unset or empty."""
-    return os.environ.get(name) or None

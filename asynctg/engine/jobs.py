@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from asynctg.engine.budget import Budget, CapBudget, CostCap
 from asynctg.engine.scheduler import Flow
-from asynctg.engine.types import ChatRequest, ChatResult
+from asynctg.engine.types import ChatRequest, ChatResult, user_turn
 from asynctg.engine.usage import ChargedUsage, UsageStats
 from asynctg.errors import (
     AsyncTGError,
@@ -273,13 +273,7 @@ class Job:
 
     async def generate(self, content: Any, system_prompt: str | None = None, **params: Any) -> str:
         """One user turn -> the completion text (``engine.generate``, as this job)."""
-        messages: list[dict[str, Any]] = []
-        if system_prompt is not None:
-            messages.append({"role": "system", "content": system_prompt})
-        if isinstance(content, str):
-            messages.append({"role": "user", "content": content})
-        else:
-            messages.append({"role": "user", "content": list(content)})
+        messages = user_turn(content, system_prompt)
         priority = params.pop("priority", 0)
         result = await self.send(self.engine.request(messages, **params), priority=priority)
         return result.text

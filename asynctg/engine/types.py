@@ -28,6 +28,7 @@ __all__ = [
     "estimate_tokens",
     "image_part",
     "request_key",
+    "user_turn",
     "validate_messages",
 ]
 
@@ -381,3 +382,18 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
                     else:
                         total += _IMAGE_TOKENS
     return total + 3
+
+
+def user_turn(
+    content: str | Sequence[Any], system_prompt: str | None = None
+) -> list[dict[str, Any]]:
+    """The messages of one user turn (text, or a list of text and image parts), after the
+    system prompt if one is given: what ``generate`` sends (an engine's or a job's)."""
+    messages: list[dict[str, Any]] = []
+    if system_prompt is not None:
+        messages.append({"role": "system", "content": system_prompt})
+    if isinstance(content, str):
+        messages.append({"role": "user", "content": content})
+    else:
+        messages.append({"role": "user", "content": list(content)})
+    return messages

@@ -48,7 +48,30 @@ from asynctg.engine.types import ChatRequest, ChatResult
 from asynctg.errors import APIStatusError
 from asynctg.transport import HTTPResponse
 
-__all__ = ["CallSite", "ErrorReport", "Provider", "StreamDecoder", "provider"]
+__all__ = [
+    "CallSite",
+    "ErrorReport",
+    "Provider",
+    "SecretHeaders",
+    "StreamDecoder",
+    "provider",
+]
+
+
+#: the headers that carry an API key (OpenAI's bearer token, Anthropic's x-api-key)
+_KEY_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
+class SecretHeaders(dict[str, str]):
+    """Request headers whose key (``authorization``, ``x-api-key``) never shows (``repr``,
+    ``vars(engine)``, logs) and never pickles: a copied or pickled engine has no key, not a
+    leaked one."""
+
+    def __repr__(self) -> str:
+        return repr({k: ("***" if k in _KEY_HEADERS else v) for k, v in self.items()})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SecretHeaders, ({k: v for k, v in self.items() if k not in _KEY_HEADERS},))
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,24 +73,28 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
-from asynctg._version import __version__
 from asynctg.engine.providers import CallSite, ErrorReport
+from asynctg.engine.providers._common import (
+    MAX_EVENT_BYTES,
+    EventBuffer,
+    auth_error,
+    base_headers,
+    context_error,
+    forbidden_error,
+    redirect_error,
+    stream_result,
+)
 from asynctg.engine.retry import retry_after_seconds
 from asynctg.engine.types import ChatRequest, ChatResult, Usage, decode_error, estimate_tokens
 from asynctg.errors import (
     APIStatusError,
-    AuthenticationError,
     BadRequestError,
     ConfigError,
-    ContextLengthError,
     InsufficientQuotaError,
-    PermissionDeniedError,
     RateLimitError,
-    RedirectError,
     ResponseParseError,
     ServerError,
     StreamEventTooLargeError,
@@ -119,8 +123,6 @@ ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 #: Anthropic's cap on ``cache_control`` breakpoints in one request.
 MAX_BREAKPOINTS = 4
-#: One event (or an unstreamed answer) past this is a misbehaving server (as for OpenAI).
-MAX_EVENT_BYTES = 8 * 1024 * 1024
 
 _EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
 _TOO_LONG = re.compile(r"prompt is too long|too many tokens|context window", re.IGNORECASE)
@@ -384,7 +386,7 @@ _decode_event = msgspec.json.Decoder(_Event).decode
 _STREAM_SITE = CallSite("the stream", "", True)
 
 
-class EventParser:
+class EventParser(EventBuffer):
     """Reads an Anthropic event stream as it arrives (the ``StreamDecoder`` protocol).
 
     ``feed(block)`` takes the body as it arrives (blocks may end mid-line) and returns the text
@@ -395,25 +397,10 @@ class EventParser:
     ``body()`` returns it).
     """
 
-    __slots__ = (
-        "_buf",
-        "_cr",
-        "done",
-        "error",
-        "finish",
-        "max_event_bytes",
-        "model",
-        "output",
-        "parts",
-        "plain",
-        "prompt",
-    )
+    __slots__ = ("done", "error", "finish", "model", "output", "parts", "prompt")
 
     def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
-        self._buf = bytearray()
-        self._cr = False  # the last block ended with "\r", maybe half of a "\r\n"
-        self.max_event_bytes = max_event_bytes
-        self.plain: bool | None = None
+        super().__init__(max_event_bytes)
         self.parts: list[str] = []
         self.prompt: _Usage | None = None  # message_start's usage (the input side)
         self.output: int | None = None  # the last output_tokens reported (cumulative)
@@ -426,19 +413,8 @@ class EventParser:
     def feed(self, block: bytes) -> list[str]:
         if self.error is not None:
             raise self.error
-        if self._cr:
-            block = b"\r" + block
-            self._cr = False
-        if b"\r" in block:
-            if block.endswith(b"\r"):  # its "\n" may come in the next block
-                block = block[:-1]
-                self._cr = True
-            block = block.replace(b"\r\n", b"\n")
+        block = self._fold(block)
         buf = self._buf
-        if self.plain is None:
-            first = block.lstrip()[:1]
-            if first:
-                self.plain = first == b"{"
         if self.plain:
             buf += block
             if len(buf) > self.max_event_bytes:
@@ -520,10 +496,6 @@ class EventParser:
             "a few hundred: the server is misbehaving"
         )
 
-    def body(self) -> bytes:
-        """The whole body of a ``plain`` answer."""
-        return bytes(self._buf)
-
     def result(self, request: ChatRequest, request_id: str | None) -> tuple[ChatResult, bool]:
         """The stream's result, and whether its usage was estimated (the server sent none)."""
         if self.error is not None:
@@ -535,21 +507,10 @@ class EventParser:
         usage = None
         if self.prompt is not None:
             usage = _usage(msgspec.structs.replace(self.prompt, output_tokens=self.output))
-        estimated = usage is None or usage.total_tokens == 0
-        if estimated:
-            usage = Usage(
-                prompt_tokens=estimate_tokens(request.messages), completion_tokens=len(self.parts)
-            )
-        assert usage is not None
         reason = _STOP_REASONS.get(self.finish or "", self.finish)
-        result = ChatResult(
-            texts=("".join(self.parts),),
-            usage=usage,
-            model=self.model,
-            finish_reasons=(reason,),
-            request_id=request_id,
+        return stream_result(
+            request, request_id, self.parts, usage, self.model, reason, len(self.parts)
         )
-        return result, estimated
 
 
 def _event_error(data: bytes) -> APIStatusError:
@@ -612,27 +573,13 @@ def read_error(response: HTTPResponse, site: CallSite) -> ErrorReport:
             **kwargs,
         )
     elif status == 401:
-        hint = (
-            "check the key passed as api_key= or in ANTHROPIC_API_KEY"
-            if site.has_key
-            else "pass api_key=... to get_engine() or set ANTHROPIC_API_KEY"
-        )
-        error = AuthenticationError(f"{where}: {message or 'unauthorized'}; {hint}.", **kwargs)
+        error = auth_error(where, message, site, "ANTHROPIC_API_KEY", kwargs)
     elif status == 403:
-        error = PermissionDeniedError(
-            f"{where}: {message or 'forbidden'}; this key may not use model {site.model!r}.",
-            **kwargs,
-        )
+        error = forbidden_error(where, message, site, kwargs)
     elif status >= 500 or status in (408, 409):
         error = ServerError(f"{where}: {message or kind or 'server error'}", **kwargs)
     elif 300 <= status < 400:
-        location = urlsplit(response.headers.get("location", ""))
-        origin = f"{location.scheme}://{location.netloc}" if location.netloc else "the same server"
-        error = RedirectError(
-            f"{where}: the endpoint redirects API calls (to {origin}); asynctg does not follow "
-            "redirects, which would send the prompt elsewhere. Set base_url to the final address.",
-            **kwargs,
-        )
+        error = redirect_error(where, response.headers, kwargs)
     elif status == 400 and _LOW_CREDIT in message.lower():
         error = InsufficientQuotaError(
             f"{where}: out of credit ({message}). Waiting will not help: add credit to the "
@@ -640,14 +587,7 @@ def read_error(response: HTTPResponse, site: CallSite) -> ErrorReport:
             **kwargs,
         )
     elif status in (400, 413) and _TOO_LONG.search(message):
-        named = _WINDOW_IN_MESSAGE.search(message)
-        if named is not None and int(named.group(1)) >= 16:
-            window = int(named.group(1))
-        error = ContextLengthError(
-            f"{where}: the prompt does not fit the model's context window ({message}). "
-            "Shorten the inputs or lower max_tokens.",
-            **kwargs,
-        )
+        error, window = context_error(where, message, _WINDOW_IN_MESSAGE, kwargs)
     elif status == 404:
         error = BadRequestError(
             f"{where}: {message or 'not found'}. Check the model name ({site.model!r}) and "
@@ -679,11 +619,8 @@ class AnthropicMessages:
         return base_url + ("/messages" if base_url.endswith("/v1") else "/v1/messages")
 
     def headers(self, api_key: str | None) -> dict[str, str]:
-        headers = {
-            "content-type": "application/json",
-            "user-agent": f"asynctg/{__version__}",
-            "anthropic-version": ANTHROPIC_VERSION,
-        }
+        headers = base_headers()
+        headers["anthropic-version"] = ANTHROPIC_VERSION
         if api_key:
             headers["x-api-key"] = api_key
         return headers

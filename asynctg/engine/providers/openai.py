@@ -20,8 +20,17 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from asynctg._version import __version__
 from asynctg.engine.providers import CallSite, ErrorReport
+from asynctg.engine.providers._common import (
+    MAX_EVENT_BYTES,
+    EventBuffer,
+    auth_error,
+    base_headers,
+    context_error,
+    forbidden_error,
+    redirect_error,
+    stream_result,
+)
 from asynctg.engine.retry import retry_after_seconds
 from asynctg.engine.types import (
     ChatRequest,
@@ -30,17 +39,12 @@ from asynctg.engine.types import (
     WireUsage,
     decode_completion,
     decode_error,
-    estimate_tokens,
 )
 from asynctg.errors import (
     APIStatusError,
-    AuthenticationError,
     BadRequestError,
-    ContextLengthError,
     InsufficientQuotaError,
-    PermissionDeniedError,
     RateLimitError,
-    RedirectError,
     ResponseParseError,
     ServerError,
     StreamEventTooLargeError,
@@ -88,12 +92,7 @@ class _Chunk(msgspec.Struct):
 _decode_chunks = msgspec.json.Decoder(list[_Chunk]).decode
 
 
-#: One event (or a whole answer sent unstreamed) past this is a misbehaving server: a chat
-#: chunk is a few hundred bytes, a whole long completion a few hundred KiB.
-MAX_EVENT_BYTES = 8 * 1024 * 1024
-
-
-class SSEParser:
+class SSEParser(EventBuffer):
     """Reads an OpenAI chat-completion event stream as it arrives.
 
     ``feed(block)`` takes the body as it arrives (blocks may end mid-line) and returns the
@@ -111,25 +110,10 @@ class SSEParser:
     returns it, for the engine to read as an ordinary answer.
     """
 
-    __slots__ = (
-        "_buf",
-        "_cr",
-        "chunks",
-        "done",
-        "examined",
-        "finish",
-        "max_event_bytes",
-        "model",
-        "parts",
-        "plain",
-        "usage",
-    )
+    __slots__ = ("chunks", "done", "examined", "finish", "model", "parts", "usage")
 
     def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
-        self._buf = bytearray()  # the unfinished event (plain: the body so far)
-        self._cr = False  # the last block ended with "\r", maybe half of a "\r\n"
-        self.max_event_bytes = max_event_bytes
-        self.plain: bool | None = None  # None until the body's first byte that is not space
+        super().__init__(max_event_bytes)
         self.examined = 0
         self.parts: list[str] = []
         self.usage: Usage | None = None
@@ -139,19 +123,8 @@ class SSEParser:
         self.chunks = 0  # chunks that carried content
 
     def feed(self, block: bytes) -> list[str]:
-        if self._cr:
-            block = b"\r" + block
-            self._cr = False
-        if b"\r" in block:
-            if block.endswith(b"\r"):  # its "\n" may come in the next block
-                block = block[:-1]
-                self._cr = True
-            block = block.replace(b"\r\n", b"\n")
+        block = self._fold(block)
         buf = self._buf
-        if self.plain is None:
-            first = block.lstrip()[:1]
-            if first:
-                self.plain = first == b"{"
         if self.plain:
             buf += block
             self.examined += len(block)
@@ -180,10 +153,6 @@ class SSEParser:
             f"{what} of the streamed answer passed {self.max_event_bytes} bytes; a chat chunk "
             "is a few hundred: the server is misbehaving"
         )
-
-    def body(self) -> bytes:
-        """The whole body of a ``plain`` answer."""
-        return bytes(self._buf)
 
     def _events(self, head: bytes) -> list[str]:
         """The deltas of ``head``: whole events, without the blank line after the last."""
@@ -238,21 +207,9 @@ class SSEParser:
             self.feed(b"\n\n")
         if not self.done and self.finish is None:
             raise ResponseParseError("the stream ended before its last chunk", body="")
-        usage = self.usage
-        estimated = usage is None or usage.total_tokens == 0
-        if estimated:
-            usage = Usage(
-                prompt_tokens=estimate_tokens(request.messages), completion_tokens=self.chunks
-            )
-        assert usage is not None
-        result = ChatResult(
-            texts=("".join(self.parts),),
-            usage=usage,
-            model=self.model,
-            finish_reasons=(self.finish,),
-            request_id=request_id,
+        return stream_result(
+            request, request_id, self.parts, self.usage, self.model, self.finish, self.chunks
         )
-        return result, estimated
 
 
 def parse_completion(response: HTTPResponse) -> ChatResult:
@@ -321,32 +278,17 @@ def read_error(response: HTTPResponse, site: CallSite) -> ErrorReport:
                 **kwargs,
             )
     elif status == 401:
-        hint = (
-            "check the key passed as api_key= or in OPENAI_API_KEY"
-            if site.has_key
-            else "pass api_key=... to get_engine() or set OPENAI_API_KEY"
-        )
-        error = AuthenticationError(f"{where}: {message or 'unauthorized'}; {hint}.", **kwargs)
+        error = auth_error(where, message, site, "OPENAI_API_KEY", kwargs)
     elif status == 403:
-        error = PermissionDeniedError(
-            f"{where}: {message or 'forbidden'}; this key may not use model {site.model!r}.",
-            **kwargs,
-        )
+        error = forbidden_error(where, message, site, kwargs)
     elif status >= 500:
         error = ServerError(f"{where}: {message or 'server error'}", **kwargs)
     elif 300 <= status < 400:
-        error = RedirectError(_redirect_message(where, response.headers), **kwargs)
+        error = redirect_error(where, response.headers, kwargs)
     elif status in (400, 413) and any(
         h in f"{code or ''} {message}".lower() for h in _CONTEXT_HINTS
     ):
-        named = _WINDOW_IN_MESSAGE.search(message)
-        if named is not None and int(named.group(1)) >= 16:
-            window = int(named.group(1))
-        error = ContextLengthError(
-            f"{where}: the prompt does not fit the model's context window ({message}). "
-            "Shorten the inputs or lower max_tokens.",
-            **kwargs,
-        )
+        error, window = context_error(where, message, _WINDOW_IN_MESSAGE, kwargs)
     elif status == 404:
         error = BadRequestError(
             f"{where}: {message or 'not found'}. Check the model name ({site.model!r}) and "
@@ -360,17 +302,6 @@ def read_error(response: HTTPResponse, site: CallSite) -> ErrorReport:
     return ErrorReport(error, wait, window)
 
 
-def _redirect_message(where: str, headers: Mapping[str, str]) -> str:
-    location = headers.get("location", "")
-    target = urlsplit(location)
-    # the origin only: a Location's path or query may carry anything
-    origin = f"{target.scheme}://{target.netloc}" if target.netloc else "the same server"
-    return (
-        f"{where}: the endpoint redirects API calls (to {origin}); asynctg does not follow "
-        "redirects, which would send the prompt elsewhere. Set base_url to the final address."
-    )
-
-
 class OpenAIChat:
     """The chat-completions adapter (``asynctg.engine.providers.Provider``); stateless."""
 
@@ -382,7 +313,7 @@ class OpenAIChat:
         return base_url + "/chat/completions"
 
     def headers(self, api_key: str | None) -> dict[str, str]:
-        headers = {"content-type": "application/json", "user-agent": f"asynctg/{__version__}"}
+        headers = base_headers()
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         return headers
