@@ -377,6 +377,35 @@ async def test_max_concurrency_bounds_a_jobs_calls_under_way() -> None:
     assert gate.sent == {"narrow": 6, "wide": 4}
 
 
+async def test_a_nested_jobs_priority_lets_the_rest_of_its_job_go_first() -> None:
+    """A nested job of background work (priority -1000, its own nested job adding -1) waits
+    behind the outer job's calls queued after it; without it they would go in arrival order."""
+    first = asyncio.Event()
+    order: list[str] = []
+
+    async def answer(request: HTTPRequest) -> HTTPResponse:
+        tag = _tag(request)
+        order.append(tag)
+        if tag == "run-0":
+            await first.wait()
+        return HTTPResponse(200, {}, completion("ok", 100, 10))
+
+    engine = _engine(MockTransport(answer), max_concurrency=1)
+    async with engine.job("run") as run, run.job("background", priority=-1000) as background:
+        async with background.job("deeper", priority=-1) as deeper:
+            assert (background.boost, deeper.boost) == (-1000, -1001)
+            calls = [asyncio.create_task(run.generate("[run-0] x"))]
+            await _settle()
+            calls += [asyncio.create_task(deeper.generate("[deeper-0] x"))]
+            calls += [asyncio.create_task(background.generate(f"[bg-{i}] x")) for i in range(2)]
+            await _settle()
+            calls += [asyncio.create_task(run.generate("[run-1] x"))]
+            await _settle()
+            first.set()
+            await asyncio.gather(*calls)
+    assert order == ["run-0", "run-1", "bg-0", "bg-1", "deeper-0"]
+
+
 async def test_a_job_refuses_calls_outside_its_block() -> None:
     """Calls before the block is entered are refused with JobClosedError, unsent."""
     engine = _engine(_instant())
@@ -389,7 +418,15 @@ async def test_a_job_refuses_calls_outside_its_block() -> None:
 def test_job_settings_are_checked() -> None:
     """Bad weights, caps and deadlines are ConfigErrors; max_cost needs a price."""
     engine = _engine(_instant())
-    for bad in ({"weight": 0}, {"weight": True}, {"max_calls": 0}, {"deadline": -1}):
+    bads: tuple[dict[str, Any], ...] = (
+        {"weight": 0},
+        {"weight": True},
+        {"max_calls": 0},
+        {"deadline": -1},
+        {"priority": 1.5},
+        {"priority": True},
+    )
+    for bad in bads:
         with pytest.raises(tg.ConfigError):
             engine.job("x", **bad)
     unpriced = tg.get_engine("mystery", base_url=BASE_URL, transport=_instant())

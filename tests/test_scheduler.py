@@ -284,3 +284,32 @@ async def test_a_429_with_nothing_waiting_teaches_no_rate() -> None:
     times = await _admit_times(sched, clock, 40)
     assert times == [1.0] * 40
     assert sched.paced_rpm is None and sched.rate_estimates == 0
+
+
+async def test_a_request_asking_again_with_its_ticket_goes_before_later_arrivals() -> None:
+    """One slot: a request admitted with a ticket is released (its attempt failed) and asks
+    again with the same ticket while a higher-priority request holds the slot: it is admitted
+    next, before the two that asked after it first."""
+    from asynctg.engine.scheduler import ticket
+
+    sched = Scheduler(max_concurrency=1, clock=FakeClock())
+    mine = ticket()
+    await sched.acquire(place=mine)
+    b = asyncio.ensure_future(sched.acquire())
+    c = asyncio.ensure_future(sched.acquire())
+    urgent = asyncio.ensure_future(sched.acquire(priority=1))
+    await asyncio.sleep(0)
+    sched.release(0)  # the first attempt failed: the higher priority goes first
+    await asyncio.sleep(0)
+    assert urgent.done() and not b.done()
+    again = asyncio.ensure_future(sched.acquire(place=mine))
+    await asyncio.sleep(0)
+    sched.release(0)
+    await asyncio.sleep(0)
+    assert again.done() and not b.done() and not c.done()
+    sched.release(0)
+    await asyncio.sleep(0)
+    assert b.done() and not c.done()
+    sched.release(0)
+    await asyncio.sleep(0)
+    assert c.done()

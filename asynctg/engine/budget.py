@@ -75,6 +75,8 @@ class Estimate:
     deadline: float  #: clock time past which waiting gives up
     priority: int = 0
     flow: Flow | None = None  #: the job's fair-share flow (None: the default one)
+    #: its place in line (``scheduler.ticket``), kept by its retries; None: a new one each time
+    place: int | None = None
 
 
 @dataclass(slots=True)
@@ -127,6 +129,7 @@ class SchedulerBudget:
             max_wait=estimate.deadline - self.clock.now(),
             parts=estimate.parts,
             flow=estimate.flow,
+            place=estimate.place,
         )
         return _SlotPermit(self.scheduler, estimate)
 
@@ -171,7 +174,12 @@ class FlexBudget:
 
     async def reserve(self, estimate: Estimate) -> Permit:
         # (no fair-share flow: a job's Flow belongs to the standard scheduler)
-        await self.flex.acquire(0, estimate.priority, max_wait=estimate.deadline - self.clock.now())
+        await self.flex.acquire(
+            0,
+            estimate.priority,
+            max_wait=estimate.deadline - self.clock.now(),
+            place=estimate.place,
+        )
         try:
             await self.rates.acquire_rate(
                 estimate.tokens,

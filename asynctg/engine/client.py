@@ -52,7 +52,7 @@ from asynctg.engine.models import context_window_for, max_output_tokens_for
 from asynctg.engine.prompt_cache import MAX_KEY_CHARS, current_key
 from asynctg.engine.providers import CallSite, SecretHeaders, provider
 from asynctg.engine.retry import Retrying, RetryPolicy
-from asynctg.engine.scheduler import QueueTimeout, Scheduler
+from asynctg.engine.scheduler import QueueTimeout, Scheduler, ticket
 from asynctg.engine.shared import SharedBudget
 from asynctg.engine.single_flight import InFlight, cached, coalesce, replay
 from asynctg.engine.streaming import ChatStream, check_streaming
@@ -280,6 +280,7 @@ class ChatEngine:
         max_calls: int | None = None,
         deadline: float | None = None,
         max_concurrency: int | None = None,
+        priority: int = 0,
     ) -> Job:
         """A job on this engine: use it as ``async with engine.job(...) as job:``; it is an
         ``Engine`` with its own usage, caps, deadline and fair share (``asynctg.engine.jobs``).
@@ -295,6 +296,7 @@ class ChatEngine:
             max_calls=max_calls,
             deadline=deadline,
             max_concurrency=max_concurrency,
+            priority=priority,
         )
 
     def _charged(self) -> UsageStats:
@@ -661,6 +663,7 @@ class ChatEngine:
             self.clock.now() + self.retry.max_total_seconds,
             priority,
             flow,
+            ticket(),  # a retry (after an error, a 429, a flex refusal) keeps its place in line
         )
 
     def _spent(self, result: ChatResult, tier: str = "standard") -> Spent:

@@ -139,7 +139,9 @@ class Job:
     ``name`` names it in errors and stats (default ``job-N``); ``weight`` is its share of the
     engine when the budget binds; ``max_cost`` (dollars), ``max_calls`` (calls sent),
     ``deadline`` (seconds from entering, on the engine's clock) and ``max_concurrency`` (its
-    calls under way at once) are its own caps.
+    calls under way at once) are its own caps; ``priority`` is added to the priority of each of
+    its calls (and of the jobs inside it): a nested job of background work (a run's test
+    scoring) given a negative one lets the rest of its outermost job's calls go first.
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class Job:
         max_calls: int | None = None,
         deadline: float | None = None,
         max_concurrency: int | None = None,
+        priority: int = 0,
         parent: Job | None = None,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name.strip()):
@@ -162,6 +165,8 @@ class Job:
             raise ConfigError(f"weight must be a positive finite number, got {weight!r}")
         require_int("max_calls", max_calls, 1, optional=True)
         require_int("max_concurrency", max_concurrency, 1, optional=True)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigError(f"priority must be an integer, got {priority!r}")
         if deadline is not None and (
             isinstance(deadline, bool)
             or not isinstance(deadline, int | float)
@@ -179,6 +184,9 @@ class Job:
         self.chain: tuple[Job, ...] = (self, *parent.chain) if parent is not None else (self,)
         self.root: Job = self.chain[-1]
         self.weight = float(weight)
+        self.priority = priority
+        #: added to each call's priority: this job's and every enclosing job's
+        self.boost = sum(j.priority for j in self.chain)
         # A nested job draws from its outermost job's share: splitting a job into parts
         # must not multiply its weight.
         self.flow: Flow = parent.flow if parent is not None else Flow(weight, self.name)
@@ -258,6 +266,7 @@ class Job:
 
     async def send(self, request: ChatRequest, *, priority: int = 0) -> ChatResult:
         """``engine.send`` as a call of this job (its share, caps, usage and lifetime)."""
+        priority += self.boost
         with _Calling(self):
             if not self._limits:
                 return await self.engine.send(request, priority=priority)
@@ -291,7 +300,8 @@ class Job:
         """``engine.stream`` as a call of this job: iterate it for the text deltas."""
         self._check()
         stream = _JobStream(
-            self, self.engine.stream(messages, system_prompt, priority=priority, **params)
+            self,
+            self.engine.stream(messages, system_prompt, priority=priority + self.boost, **params),
         )
         self._streams.add(stream)
         return stream
@@ -311,6 +321,7 @@ class Job:
         max_calls: int | None = None,
         deadline: float | None = None,
         max_concurrency: int | None = None,
+        priority: int = 0,
     ) -> Job:
         """A job inside this one (see the module: nesting)."""
         return Job(
@@ -321,6 +332,7 @@ class Job:
             max_calls=max_calls,
             deadline=deadline,
             max_concurrency=max_concurrency,
+            priority=priority,
             parent=self,
         )
 

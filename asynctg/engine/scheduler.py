@@ -78,7 +78,7 @@ from typing import Any
 
 from asynctg.engine.clock import Clock, LoopClock, TimerHandle
 
-__all__ = ["Flow", "QueueTimeout", "Scheduler", "TokenBucket"]
+__all__ = ["Flow", "QueueTimeout", "Scheduler", "TokenBucket", "ticket"]
 
 #: Fraction of a learned limit we aim for: headroom for clock skew between us and the provider.
 LEARNED_LIMIT_HEADROOM = 0.97
@@ -93,6 +93,16 @@ LEARNED_TPM_RANGE = (100.0, 1e11)
 START_BURST = 16
 #: A rate learned from pacing rises by this fraction of itself per second without a 429.
 RATE_PROBE = 0.005
+
+#: Arrival order, one sequence for every scheduler (a flex call that falls back to standard
+#: keeps its place there too).
+_TICKETS = itertools.count()
+
+
+def ticket() -> int:
+    """A place in line: requests of one priority within a flow are served in ticket order, so
+    a call that takes one when it first asks keeps its place when it asks again (a retry)."""
+    return next(_TICKETS)
 
 
 class QueueTimeout(Exception):
@@ -258,7 +268,7 @@ class Scheduler:
         self._active = 0  # how many flows are active
         self._entries = 0  # waiters in the flows' heaps, cancelled ones not yet dropped included
         self._cancelled = 0  # waiters cancelled in the queue since it was last swept
-        self._seq = itertools.count()
+        self._seq = _TICKETS
         self._cool_until = -math.inf
         self._timer: TimerHandle | None = None
         self._timer_at = math.inf
@@ -338,9 +348,11 @@ class Scheduler:
         max_wait: float | None = None,
         parts: tuple[int, int] | None = None,
         flow: Flow | None = None,
+        place: int | None = None,
     ) -> None:
         """Wait until a request estimated at ``tokens`` may be sent; higher priority first
-        within its ``flow`` (None: the default flow), flows in fair shares (see the module).
+        within its ``flow`` (None: the default flow), then by ``place`` (a ``ticket``; None:
+        one taken now), flows in fair shares (see the module).
 
         ``max_wait`` (seconds on the scheduler's clock, which may be a fake one in tests: hence
         not ``asyncio.timeout``) bounds the wait: past it, ``QueueTimeout`` is raised and
@@ -361,7 +373,8 @@ class Scheduler:
             raise QueueTimeout(f"no capacity now and no time left to wait ({max_wait:g} s)")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(fut, tokens, parts)
-        heapq.heappush(flow.heap, (-priority, next(self._seq), waiter))
+        order = next(self._seq) if place is None else place
+        heapq.heappush(flow.heap, (-priority, order, waiter))
         self._entries += 1
         if not flow.backlogged:
             # A newly backlogged flow starts at the system virtual time (see the module),
