@@ -51,6 +51,7 @@ __all__ = [
     "merge_usage",
     "run_all",
     "run_host",
+    "subtract_usage",
 ]
 
 #: What a run's usage is read from: a job (what the apps run as) or a whole engine.
@@ -139,12 +140,23 @@ def merge_usage(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             saved = None
         elif saved is not None:
             saved += float(part_saved)
-    out["cost_usd"] = cost
+    # to the nano-dollar the engine counts in: a sum of parts is the float the whole would be
+    out["cost_usd"] = None if cost is None else round(cost, 9)
     # what the discounted tiers (flex, batch) saved against the standard price
-    out["saved_usd"] = saved
+    out["saved_usd"] = None if saved is None else round(saved, 9)
     # answered by the provider: neither replayed from the journal nor shared with a twin
     out["provider_calls"] = out["calls"] - out["cache_hits"] - out["coalesced"]
     return out
+
+
+def subtract_usage(total: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """``total`` less the sum of ``parts``: a job's own calls without those of the jobs nested
+    in it (read at one instant, no ``await`` in between)."""
+    less = merge_usage(parts)
+    negative: dict[str, Any] = {k: -less[k] for k in _SUMMED}
+    for key in ("cost_usd", "saved_usd"):
+        negative[key] = None if less[key] is None else -less[key]
+    return merge_usage([total, negative])
 
 
 class Meter:
