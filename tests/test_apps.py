@@ -261,7 +261,7 @@ async def test_test_scoring_overlaps_the_next_step_with_the_same_rows_and_checkp
     assert gated.log.index("optimizer 2") < gated.log.index(
         "step 1 test answered after 2 optimizer"
     )
-    monkeypatch.setattr(prompt_app._PromptRun, "overlap_test", False)
+    monkeypatch.setattr(prompt_app._PromptRun, "pipelined", False)
     plain = _CountingProvider(task)
     sequential = await _overlap_run(plain, task, tmp_path / "sequential")
     assert sorted(gated.bodies) == sorted(plain.bodies)

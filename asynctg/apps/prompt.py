@@ -7,10 +7,13 @@ evaluation function turns each answer into a loss, ``tg.sum`` of the losses is
 back-propagated, the optimizer rewrites the system prompt, and (with ``validate``) the new
 prompt is kept only if validation accuracy did not drop; then the test set is evaluated again.
 What asynctg changes is only how the calls run: a minibatch's answers, losses and feedback are
-all in flight at once, and evaluating a split is one concurrent fan-out through the engine's
-budget, and a step's test evaluation (which never steers training) runs beside the next step's
-training and validation, with the same requests, rows and checkpoints as one after another
-(``_PromptRun._overlapped``). The run is a job of the engine it is given
+all in flight at once, evaluating a split is one concurrent fan-out through the engine's
+budget, and the steps run as a pipeline (``_PromptRun._pipelined``): test scores never steer
+training and validation scores steer it only through the accept-or-revert decision, so a
+step's test scoring, and the validation answers its decision did not need (once the answers
+still missing cannot change it), run beside the next step's training, as does the scoring
+before training beside the first step, with the same requests, rows and checkpoints as one
+after another. The run is a job of the engine it is given
 (``asynctg.engine.jobs``): on an engine shared with other work, ``result.usage``, the ``Budget``
 and the progress lines count this run's calls only.
 
@@ -27,10 +30,11 @@ unreadable judge verdict scores 0 instead of crashing the run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,6 +65,7 @@ from asynctg.runs.loop import (
     gather,
     merge_usage,
     run_host,
+    subtract_usage,
 )
 from asynctg.tasks.evaluation import make_evaluator
 from asynctg.tasks.loader import DataLoader
@@ -69,6 +74,12 @@ from asynctg.tasks.types import QA, PromptTask
 __all__ = ["PromptConfig", "PromptResult", "optimize_prompt"]
 
 QUERY_ROLE = "query to the language model"
+#: How many steps' rows may wait for their scores in the pipelined loop (so as many test
+#: scorings run at once): two, so a scoring's slowest answers do not hold up the next one.
+PENDING_ROWS = 2
+#: The priority of the pipelined loop's test scoring, added to its calls': below any call of
+#: the run's critical path (graph priorities are small non-negative heights).
+BACKGROUND_PRIORITY = -(2**20)
 ANSWER_ROLE = "correct answer for the query"
 
 
@@ -149,10 +160,91 @@ def _accuracy(scores: Sequence[int]) -> float | None:
     return round(sum(scores) / len(scores), 6) if scores else None
 
 
+def _below(accuracy: float | None, best: float | None) -> bool:
+    """Whether validation rejects a new prompt: its accuracy dropped below the one to beat."""
+    return accuracy is not None and best is not None and accuracy < best
+
+
+class _Tally:
+    """A split's scores as they come in (each 0 or 1), so the accept-or-revert decision can be
+    taken as soon as the answers still missing cannot change it.
+
+    >>> tally = _Tally(4)
+    >>> tally.correct, tally.answered = 2, 3
+    >>> tally.reaches(0.5), tally.reaches(0.75), tally.reaches(1.0)
+    (True, None, False)
+    """
+
+    __slots__ = ("_moved", "answered", "closed", "correct", "n")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.correct = 0
+        self.answered = 0
+        self.closed = False  # the scoring ended (done, or failed)
+        self._moved = asyncio.Event()
+
+    async def counted(self, score: Awaitable[int]) -> int:
+        value = await score
+        self.correct += value
+        self.answered += 1
+        self._moved.set()
+        return value
+
+    def close(self) -> None:
+        self.closed = True
+        self._moved.set()
+
+    def reaches(self, best: float) -> bool | None:
+        """Whether the split's accuracy, rounded as ``evaluate`` rounds it, will be at least
+        ``best``; None while the missing answers decide."""
+        if round(self.correct / self.n, 6) >= best:
+            return True
+        if round((self.correct + self.n - self.answered) / self.n, 6) < best:
+            return False
+        return None
+
+    async def decided(self, best: float) -> bool | None:
+        """``reaches(best)`` once it is known; None if the scoring ended without it (failed)."""
+        while (outcome := self.reaches(best)) is None and not self.closed:
+            self._moved.clear()
+            await self._moved.wait()
+        return outcome
+
+
+@dataclass
+class _Scoring:
+    """A split's scoring under way: its task (accuracy and usage) and its running tally."""
+
+    task: asyncio.Task[tuple[float | None, dict[str, Any]]]
+    tally: _Tally | None
+
+
+@dataclass
+class _Pending:
+    """A decided step whose row waits for its scores (``best``: the accuracy it had to beat)."""
+
+    done: dict[str, Any]
+    best: float | None
+    validation: _Scoring | None
+    test: _Scoring | None
+    settled: bool = False  # its row's validation accuracy is known
+    validation_usage: dict[str, Any] | None = None
+
+    def scored(self) -> bool:
+        """Whether its scores are all in."""
+        return all(s is None or s.task.done() for s in (self.validation, self.test))
+
+    def cancel(self) -> None:
+        for scoring in (self.validation, self.test):
+            if scoring is not None:
+                scoring.task.cancel()
+
+
 class _PromptRun(Run):
-    #: A step's test evaluation runs beside the next step's training (False: one after
-    #: another, the loop the overlapped one must equal; the tests compare the two).
-    overlap_test = True
+    #: Steps run as a pipeline, scoring beside the next step's training (``_pipelined``;
+    #: False: one after another, the loop the pipelined one must equal; the tests compare the two).
+    pipelined = True
 
     def __init__(
         self,
@@ -182,7 +274,11 @@ class _PromptRun(Run):
         )
         self.loader = DataLoader(task.train, batch_size=config.batch_size, seed=config.seed)
         self.history: list[dict[str, Any]] = []
-        self.test_unreadable = 0  # judge verdicts the overlapped test evaluations could not read
+        # the pipelined loop's scoring (``_score_split``): the judge verdicts it could not read,
+        # its jobs, and the usage of those whose steps' rows are recorded
+        self.scoring_unreadable = 0
+        self.scoring_jobs: list[Metered] = []
+        self.scored: dict[str, Any] = merge_usage([])
         # while steps overlap: the last completed step's usage and number (what saves record)
         self.completed: tuple[dict[str, Any], int] | None = None
         self.aggregation: dict[str, Any] | None = None  # the last step's, for its history row
@@ -238,10 +334,11 @@ class _PromptRun(Run):
         *,
         model: BlackboxLLM | None = None,
         evaluator: Any = None,
+        tally: _Tally | None = None,
     ) -> float | None:
         """Accuracy of the current prompt (or ``model``'s) on ``examples``: a concurrent fan-out
         that keeps at most ``EVALUATION_WINDOW`` examples in flight, so memory stays flat in the
-        split's size."""
+        split's size; each score is counted in ``tally`` as it comes in."""
         if not examples:
             return None
         model = self.model if model is None else model
@@ -251,7 +348,13 @@ class _PromptRun(Run):
             use_tier(self.config.eval_tier),  # every call of the fan-out: answers and verdicts
         ):
             scores = (self._score(e, model, evaluator) for e in examples)
-            correct = await count_bounded(scores, EVALUATION_WINDOW)
+            if tally is not None:
+                scores = (tally.counted(score) for score in scores)
+            try:
+                correct = await count_bounded(scores, EVALUATION_WINDOW)
+            finally:
+                if tally is not None:
+                    tally.close()
         accuracy = round(correct / len(examples), 6)
         self.emit(
             "evaluated",
@@ -360,12 +463,9 @@ class _PromptRun(Run):
             **row,
         )
 
-    async def _train_validate(
-        self, steps_per_epoch: int, step: int, best: float | None
-    ) -> dict[str, Any] | None:
-        """A step's training and validation (``best``: the validation accuracy to beat), or
-        None at the move to the next epoch; what its row needs and the state at its end."""
-        config = self.config
+    async def _train(self, steps_per_epoch: int, step: int) -> dict[str, Any] | None:
+        """A step's training, the optimizer's new prompt in place (None at the move to the next
+        epoch); what the step's row needs so far."""
         if self.step_in_epoch == 0 and self.loader.epoch == self.epoch:
             self.loader.start_epoch()  # the shuffle of this pass, once
         batch = self.loader.next_batch() if self.step_in_epoch < steps_per_epoch else None
@@ -375,35 +475,61 @@ class _PromptRun(Run):
             return None
         started = time.monotonic()
         self.emit("progress", "", progress=f"step {step}/{self.total_steps} running")
-        previous_prompt = str(self.system_prompt.value)
+        previous = str(self.system_prompt.value)
         train_acc, usable = await self.train_step(batch)
-        val_acc = None
-        rejected: dict[str, Any] | None = None
-        if config.validate:
-            val_acc = await self.evaluate("validation", self.task.val)
-            if val_acc is not None and best is not None and val_acc < best:
-                # kept in the history (not only the prompt validation chose): what was tried
-                rejected = {
-                    "prompt": str(self.system_prompt.value),
-                    "validation_accuracy": val_acc,
-                    "accepted": False,
-                }
-                self.system_prompt.set_value(previous_prompt)
-                val_acc = best
-        self.step_in_epoch += 1
-        state = self.state()
-        del state["history"]  # the rows up to this step's are added when its row is
         return {
             "step": step,
             "started": started,
             "train_acc": train_acc,
-            "val_acc": val_acc,
             "unusable": not usable,
-            "rejected": rejected,
-            "prompt": str(self.system_prompt.value),
+            "previous": previous,
+            "candidate": str(self.system_prompt.value),
             "aggregation": self.aggregation,
-            "state": copy.deepcopy(state),  # the next step mutates the loader and optimizer
         }
+
+    def _decide(self, done: dict[str, Any], accepted: bool) -> None:
+        """Keep the step's new prompt or (rejected by validation) go back to the one before;
+        the state at the step's end goes into ``done``."""
+        done["rejected"] = None
+        if not accepted:
+            # kept in the history (not only the prompt validation chose): what was tried; its
+            # accuracy is filled in by ``_settle``
+            done["rejected"] = {
+                "prompt": done["candidate"],
+                "validation_accuracy": None,
+                "accepted": False,
+            }
+            self.system_prompt.set_value(done["previous"])
+        self.step_in_epoch += 1
+        state = self.state()
+        del state["history"]  # the rows up to this step's are added when its row is
+        done["prompt"] = str(self.system_prompt.value)
+        done["state"] = copy.deepcopy(state)  # the next step mutates the loader and optimizer
+
+    @staticmethod
+    def _settle(done: dict[str, Any], val_acc: float | None, best: float | None) -> None:
+        """The step's validation accuracy in its row: its own, or (rejected) the one to beat."""
+        if done["rejected"] is not None:
+            done["rejected"]["validation_accuracy"] = val_acc
+            done["val_acc"] = best
+        else:
+            done["val_acc"] = val_acc
+
+    async def _train_validate(
+        self, steps_per_epoch: int, step: int, best: float | None
+    ) -> dict[str, Any] | None:
+        """A step's training and validation (``best``: the validation accuracy to beat), one
+        after the other, or None at the move to the next epoch; what its row needs and the state
+        at its end."""
+        done = await self._train(steps_per_epoch, step)
+        if done is None:
+            return None
+        val_acc = None
+        if self.config.validate:
+            val_acc = await self.evaluate("validation", self.task.val)
+        self._decide(done, not _below(val_acc, best))
+        self._settle(done, val_acc, best)
+        return done
 
     def _record_step(
         self,
@@ -439,67 +565,116 @@ class _PromptRun(Run):
         await self.save("running")
         return self.exceeded()
 
-    async def _test_of(self, step: int, prompt: str) -> tuple[float | None, dict[str, Any]]:
-        """Test accuracy of ``prompt`` and the usage of its calls alone: they run in jobs nested
-        in the run's (counted there too), so a step under way beside them is not counted."""
-        name = "test evaluation"
+    # --- the pipelined loop ---------------------------------------------------------------
+
+    def _scoring(self, group: asyncio.TaskGroup, step: int, split: str, prompt: str) -> _Scoring:
+        """Start scoring ``prompt`` on ``split`` as a task of ``group``, its calls journaled as
+        ``step``'s and counted in jobs of their own."""
+        examples = self.task.val if split == "validation" else self.task.test
+        tally = _Tally(len(examples)) if examples else None
+        with journal_step(step):
+            task = group.create_task(self._score_split(split, examples, prompt, tally))
+        return _Scoring(task, tally)
+
+    async def _score_split(
+        self, split: str, examples: Sequence[QA], prompt: str, tally: _Tally | None
+    ) -> tuple[float | None, dict[str, Any]]:
+        """Accuracy of ``prompt`` on ``examples`` and the usage of its calls alone: they run in
+        jobs nested in the run's (counted there too), so the work under way beside them is not
+        counted."""
+        name = f"{split} scoring"
+        # the test's answers wait for everything else of the run: the validation answers the
+        # next decision needs and the training's come first
+        priority = BACKGROUND_PRIORITY if split == "test" else 0
         async with contextlib.AsyncExitStack() as jobs:
-            jobs.enter_context(journal_step(step))
-            forward = await jobs.enter_async_context(self.engine.job(name))
+            forward = await jobs.enter_async_context(self.engine.job(name, priority=priority))
             backward = forward
             if self.backward is not self.engine:
-                backward = await jobs.enter_async_context(self.backward.job(name))
+                backward = await jobs.enter_async_context(
+                    self.backward.job(name, priority=priority)
+                )
+            own = (forward,) if backward is forward else (forward, backward)
+            self.scoring_jobs.extend(own)
             # a variable of its own: the run's changes while this runs; same value and role
-            # (so the same requests and prompt-cache scope) as the run's at this step's end
+            # (so the same requests and prompt-cache scope) as the run's when the step ran
             frozen = Variable(
                 prompt, requires_grad=True, role_description=prompts.PROMPT_OPTIMIZATION_ROLE
             )
             evaluator = make_evaluator(self.task.evaluation, backward)
             accuracy = await self.evaluate(
-                "test", self.task.test, model=BlackboxLLM(forward, frozen), evaluator=evaluator
+                split,
+                examples,
+                model=BlackboxLLM(forward, frozen),
+                evaluator=evaluator,
+                tally=tally,
             )
-            self.test_unreadable += getattr(evaluator, "unreadable", 0)
-            usage = merge_usage(
-                j.stats() for j in ((forward,) if backward is forward else (forward, backward))
-            )
+            self.scoring_unreadable += getattr(evaluator, "unreadable", 0)
+            usage = merge_usage(j.stats() for j in own)
         return accuracy, usage
 
-    async def _overlapped(self, steps_per_epoch: int) -> None:
-        """The steps, each step's test evaluation beside the next step's training and validation
-        (test accuracy never steers training). At most one test evaluation is pending; a step's
-        row and checkpoint wait for it and hold the state and usage as of the step's end (the
-        usage when its training and validation ended, nothing else under way, plus its test's),
-        so rows and checkpoints equal the one-after-another loop's. A stop (a cap's error from
-        any call, or the budget reached by a completed step) ends the run from the last
-        completed step, as there."""
+    def _training_usage(self) -> dict[str, Any]:
+        """The run's usage less its scoring jobs': its training calls so far (only training
+        runs in the run's own job)."""
+        return subtract_usage(self.meter.total(), (j.stats() for j in self.scoring_jobs))
+
+    async def _verdict(self, validation: _Scoring | None, best: float | None) -> bool:
+        """Whether the step's new prompt is kept, as soon as the validation answers still
+        missing cannot change it (they are scored on, beside the next step, for its row)."""
+        if validation is None or validation.tally is None or best is None:
+            return True
+        outcome = await validation.tally.decided(best)
+        if outcome is None:  # scoring ended undecided: it failed; its error, or its accuracy
+            accuracy, _ = await validation.task
+            return not _below(accuracy, best)
+        return outcome
+
+    async def _pipelined(self, steps_per_epoch: int) -> None:
+        """The steps as a pipeline (test and validation scores never steer training, only the
+        accept-or-revert decision does): a step's training starts once the step before it is
+        decided, while that step's test scoring, and the validation answers its decision did not
+        need, run beside it; the scoring before training runs beside the first step. At most
+        ``PENDING_ROWS`` steps' rows wait for their scores; each is recorded and saved, in
+        order, once they are in, with the state and usage as of its step's end (its training,
+        validation and test calls, nothing of a later step's), so rows and checkpoints equal
+        the one-after-another loop's. A stop (a cap's error from any call, or the budget
+        reached by a completed step) ends the run from the last completed step, as there."""
+        config = self.config
         complete = self.state()
         # what saves record until a step completes: the state now, nothing under way yet
         self.completed = (self.meter.total(), len(self.history) - 1)
-        pending: tuple[asyncio.Task[tuple[float | None, dict[str, Any]]], dict[str, Any]] | None
-        pending = None
+        pending: collections.deque[_Pending] = collections.deque()
         reached: str | None = None
         try:
             async with fanout.task_group() as group:
-                while self.epoch < self.config.epochs:
-                    if pending is None:
-                        step, best = len(self.history), self.history[-1]["validation_accuracy"]
-                    else:
-                        step, best = pending[1]["step"] + 1, pending[1]["val_acc"]
+                if not self.history:  # step 0: the scores before training, nothing to decide
+                    pending.append(self._pend(group, self._step_zero(), None))
+                while self.epoch < config.epochs and reached is None:
+                    step = pending[-1].done["step"] + 1 if pending else len(self.history)
                     with journal_step(step):
-                        done = await self._train_validate(steps_per_epoch, step, best)
+                        done = await self._train(steps_per_epoch, step)
                     if done is None:
-                        continue  # the next epoch; a pending test stays pending
-                    if pending is not None:
-                        complete, reached = await self._complete(*pending)
-                        pending = None
-                        if reached is not None:
-                            break  # as the sequential loop: this step would not have started
-                    # nothing is under way: the usage now is the step's before its test
-                    done["usage"] = self.meter.total()
-                    task = group.create_task(self._test_of(step, done["prompt"]))
-                    pending = (task, done)
-                if pending is not None and reached is None:
-                    complete, reached = await self._complete(*pending)
+                        continue  # the next epoch; pending rows stay pending
+                    done["own"] = self._training_usage()
+                    validation = None
+                    if config.validate:
+                        validation = self._scoring(group, step, "validation", done["candidate"])
+                    if pending:
+                        best = await self._validated(pending[-1])
+                    else:
+                        best = self.history[-1]["validation_accuracy"]
+                    self._decide(done, await self._verdict(validation, best))
+                    pending.append(_Pending(done, best, validation, None))
+                    # the rows whose scores are in, and the oldest while too many wait
+                    while reached is None and len(pending) > 1:
+                        if len(pending) <= PENDING_ROWS and not pending[0].scored():
+                            break
+                        complete, reached = await self._complete(pending.popleft())
+                    if reached is None:
+                        self._pend(group, done, best, validation, pending[-1])
+                while pending and reached is None:
+                    complete, reached = await self._complete(pending.popleft())
+                for later in pending:  # steps that would not have started: their calls go
+                    later.cancel()
         except STOPS as exc:
             reached = exc.limit
         if reached is None:
@@ -509,21 +684,71 @@ class _PromptRun(Run):
         self.restore(complete)
         self.stop(reached)
 
-    async def _complete(
-        self, task: asyncio.Task[tuple[float | None, dict[str, Any]]], done: dict[str, Any]
-    ) -> tuple[dict[str, Any], str | None]:
-        """Wait for a step's test, then record and save the step; its state and whether the
+    def _step_zero(self) -> dict[str, Any]:
+        """Row 0's ``done``: the scores before training, with nothing trained or decided."""
+        state = self.state()
+        del state["history"]
+        return {
+            "step": 0,
+            "started": time.monotonic(),
+            "train_acc": None,
+            "unusable": False,
+            "rejected": None,
+            "aggregation": None,
+            "prompt": str(self.system_prompt.value),
+            "state": state,
+            "own": self._training_usage(),
+        }
+
+    def _pend(
+        self,
+        group: asyncio.TaskGroup,
+        done: dict[str, Any],
+        best: float | None,
+        validation: _Scoring | None = None,
+        pending: _Pending | None = None,
+    ) -> _Pending:
+        """Start a decided step's test scoring (step 0's validation scoring too: nothing decides
+        on it until step 1); the step, pending until its scores are in."""
+        step, prompt = done["step"], done["prompt"]
+        if step == 0 and self.config.validate:
+            validation = self._scoring(group, step, "validation", prompt)
+        if pending is None:
+            pending = _Pending(done, best, validation, None)
+        if self.config.evaluate_test:
+            pending.test = self._scoring(group, step, "test", prompt)
+        return pending
+
+    async def _validated(self, pending: _Pending) -> float | None:
+        """The pending step's row's validation accuracy (the next step's to beat), once its
+        validation answers are all in."""
+        if not pending.settled:
+            val_acc: float | None = None
+            if pending.validation is not None:
+                val_acc, pending.validation_usage = await pending.validation.task
+            self._settle(pending.done, val_acc, pending.best)
+            pending.settled = True
+        best: float | None = pending.done["val_acc"]
+        return best
+
+    async def _complete(self, pending: _Pending) -> tuple[dict[str, Any], str | None]:
+        """Wait for a step's scores, then record and save the step; its state and whether the
         budget stops the run after it."""
-        test_acc, test_usage = await task
-        usage = merge_usage([done["usage"], test_usage])
-        for key in ("cost_usd", "saved_usd"):
-            # to the nano-dollar the engine counts in, so the sum of the two parts is the float
-            # the one-after-another loop's single total is
-            if usage[key] is not None:
-                usage[key] = round(usage[key], 9)
+        done = pending.done
+        await self._validated(pending)
+        test_acc = None
+        parts = [self.scored]
+        if pending.validation_usage is not None:
+            parts.append(pending.validation_usage)
+        if pending.test is not None:
+            test_acc, test_usage = await pending.test.task
+            parts.append(test_usage)
+        self.scored = merge_usage(parts)
+        # its training through this step, and the scoring of every step up to it
+        usage = merge_usage([done["own"], self.scored])
         self._record_step(done, test_acc, usage=usage)
         state = {**done["state"], "history": list(self.history)}
-        now = self.meter.total()  # the run's time so far; nothing of step k is under way
+        now = self.meter.total()  # the run's time so far; nothing of this step is under way
         self.completed = (
             {**usage, "seconds": now["seconds"], "in_flight": 0, "queued": 0},
             done["step"],
@@ -549,7 +774,14 @@ class _PromptRun(Run):
                 f"step{'s' if self.total_steps != 1 else ''} of {config.batch_size}",
                 progress=f"step 0/{self.total_steps}",
             )
-        if not self.history:
+        steps_per_epoch = config.steps_per_epoch or len(self.loader)
+        # A resumed session runs its steps one after another: the calls it replays from the
+        # journal count as paid in one engine-wide tally (``Meter.recovered``), which cannot say
+        # which of two overlapping steps replayed them.
+        scored = config.evaluate_test or config.validate
+        if self.pipelined and scored and not resumed:
+            await self._pipelined(steps_per_epoch)
+        elif not self.history:
             try:
                 await self.initial()
             except STOPS as exc:
@@ -558,13 +790,6 @@ class _PromptRun(Run):
                 await self.save("running")
         if self.stop_reason is None:
             self.stop_reason = self.exceeded()
-        steps_per_epoch = config.steps_per_epoch or len(self.loader)
-        # A resumed session runs its steps one after another: the calls it replays from the
-        # journal count as paid in one engine-wide tally (``Meter.recovered``), which cannot say
-        # which of two overlapping steps replayed them.
-        overlap = self.overlap_test and config.evaluate_test and not resumed
-        if self.stop_reason is None and overlap:
-            await self._overlapped(steps_per_epoch)
         while self.stop_reason is None and self.epoch < config.epochs:
             # The engine's dollar cap may refuse a call mid-step; the run then ends as it does
             # between steps, from the state before the step (steps are atomic; the step's paid
@@ -589,7 +814,7 @@ class _PromptRun(Run):
                 "epochs": config.epochs,
                 "eval_tier": config.eval_tier,
             },
-            unreadable_verdicts=getattr(self.evaluator, "unreadable", 0) + self.test_unreadable,
+            unreadable_verdicts=getattr(self.evaluator, "unreadable", 0) + self.scoring_unreadable,
         )
         last = _accuracies(self.history[-1]) if self.history else "nothing evaluated"
         self.emit("done", f"{status}: {last}", status=status)
