@@ -672,3 +672,44 @@ async def test_an_anthropic_batch_never_recorded_as_created_is_submitted_again(
     assert engine.batches.submitted == 1 and engine.batches.attached == 0
     assert sim.stats()["batches"]["anthropic"]["created"] == 1
     assert not BatchLedger(tmp_path / "batches.jsonl").open_batches()
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_expired_batch_items_are_sent_as_ordinary_calls(
+    api: str, make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A batch that outlives its 24 h window expires with half its requests done: a run
+    attached to it takes the done half from the batch and sends the expired half as ordinary
+    calls, once each; every call gets an answer and the ledger closes the batch."""
+    sim = await make_sim(batch_expire=True)
+    ledger = tmp_path / "batches.jsonl"
+    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(40)]
+
+    def engine(**options: Any) -> tg.ChatEngine:
+        if api == "anthropic":
+            made = _claude(sim, batch_min=8, **options)
+        else:
+            made = tg.get_engine("gpt-4o", base_url=sim.base_url, batch_min=8, **options)
+        made.batches.ledger = BatchLedger(ledger)
+        return made
+
+    async def wave(engine: tg.ChatEngine) -> list[Any]:
+        with use_tier("batch"):
+            return list(await asyncio.gather(*(engine.chat(m) for m in messages)))
+
+    clock = FakeClock()
+    async with engine(clock=clock, batch_deadline=60) as first:
+        with pytest.raises(tg.BatchTimeoutError):
+            await clock.drive(wave(first))
+    sim.advance(25 * 3600)  # past the 24 h window: the batch expires half done
+    async with engine() as second:
+        results = await wave(second)
+        stats = second.stats()
+    assert len(results) == 40 and all(r.text for r in results)
+    assert second.batches.attached == 1 and second.batches.submitted == 0
+    batches = sim.stats()["batches"][api]
+    assert batches["created"] == 1 and batches["failed_requests"] == 20  # all expired
+    stats_of_api = sim.stats()["anthropic"] if api == "anthropic" else sim.stats()
+    ordinary = stats_of_api["requests"]
+    assert stats["batch_calls"] == 20 and ordinary == 20
+    assert not BatchLedger(ledger).open_batches()
