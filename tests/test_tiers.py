@@ -24,7 +24,7 @@ from asynctg import apps, tasks
 from asynctg.engine.batch import BatchLedger
 from asynctg.engine.clock import FakeClock
 from asynctg.engine.retry import RetryPolicy
-from asynctg.engine.tiers import use_tier
+from asynctg.engine.tiers import FlexCapacity, FlexRetry, use_tier
 from asynctg.engine.usage import nano_dollars
 from asynctg.errors import ConfigError
 from asynctg.runs.progress import format_counters, format_tiers
@@ -515,6 +515,30 @@ async def test_a_flex_refusal_is_retried_soon_and_holds_no_standard_call() -> No
     assert 0.05 <= sent[2][1] <= 0.25  # the refused flex call: a short wait, not retry-after
     assert stats["cool_downs"] == 0
     assert engine.stats()["flex_calls"] == 1 and engine.stats()["flex_fallbacks"] == 0
+
+
+def test_a_refused_flex_call_backs_off_only_while_flex_capacity_is_scarce() -> None:
+    """Refusals among answers (30% refused): every retry of a call waits 50-250 ms. Most flex
+    attempts refused: each retry's step doubles, up to 30 s; the last wait ends at the
+    deadline, then the call goes at standard (None)."""
+    import random
+
+    rng = random.Random(0)
+    sporadic, shortage = FlexCapacity(), FlexCapacity()
+    for i in range(64):
+        sporadic.record(i % 10 < 3)
+        shortage.record(i % 10 < 6)
+    assert not sporadic.scarce() and shortage.scarce()
+    retry = FlexRetry(0.0, 300.0)
+    waits = [retry.next_wait(0.0, rng, sporadic.scarce()) for _ in range(8)]
+    assert all(w is not None and 0.05 <= w <= 0.25 for w in waits)
+    retry = FlexRetry(0.0, 300.0)
+    steps = [0.25 * 2**k for k in range(10)]
+    for step in steps:
+        wait = retry.next_wait(0.0, rng, shortage.scarce())
+        assert wait is not None and min(step, 30.0) / 5 <= wait <= min(step, 30.0)
+    assert FlexRetry(0.0, 1.0).next_wait(0.9, rng) == pytest.approx(0.1, abs=0.1)
+    assert FlexRetry(0.0, 1.0).next_wait(1.0, rng) is None
 
 
 async def test_a_refused_flex_call_keeps_its_place_in_line() -> None:

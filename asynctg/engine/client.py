@@ -58,6 +58,7 @@ from asynctg.engine.single_flight import InFlight, cached, coalesce, replay
 from asynctg.engine.streaming import ChatStream, check_streaming
 from asynctg.engine.tiers import (
     FlexAllowance,
+    FlexCapacity,
     FlexRetry,
     count_tier,
     current_tier,
@@ -236,6 +237,7 @@ class ChatEngine:
             max_concurrency=flex_slots, clock=self.clock, adaptive=False
         )
         self._flex = FlexBudget(self.flex_scheduler, self.scheduler)
+        self._flex_capacity = FlexCapacity()  # whether refused flex calls back off
         #: the budgets after a job's own caps: the engine's dollar cap, or its Redis budget
         self._outer: tuple[Budget, ...] = ()
         if self._cost_cap is not None:
@@ -573,6 +575,8 @@ class ChatEngine:
                 done = outcome.result
                 if done is not None:
                     scheduler.on_success(sent_at)
+                    if flex is not None:
+                        self._flex_capacity.record(False)
                     served = served_tier(done.service_tier, tier)
                     self._observe_latency(served, clock.now() - sent_at)
                     self._account(done, usage, served)
@@ -589,7 +593,9 @@ class ChatEngine:
             if flex is not None and flex_unavailable(error):
                 # No flex capacity: not the account's rate budget, so nobody else waits.
                 usage.retries += 1
-                wait = flex.next_wait(clock.now(), self._rng)
+                capacity = self._flex_capacity
+                capacity.record(True)
+                wait = flex.next_wait(clock.now(), self._rng, capacity.scarce())
                 if wait is None:  # past flex_deadline: a run never stalls on capacity
                     usage.flex_fallbacks += 1
                     flex, tier = None, "standard"

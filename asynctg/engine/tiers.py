@@ -5,8 +5,9 @@
 ``flex``       a synchronous call sent with ``service_tier: "flex"`` (OpenAI's Flex
                processing): batch prices, slower answers, and sometimes a 429
                ``resource_unavailable`` when the provider has no flex capacity; the engine
-               retries those after a short jittered wait (``FlexRetry``: 50-250 ms first,
-               doubling up to ``FLEX_MAX_WAIT``) until ``flex_deadline`` seconds have passed,
+               retries those after a short jittered wait (``FlexRetry``: 50-250 ms, doubling
+               up to ``FLEX_MAX_WAIT`` while most flex attempts are refused,
+               ``FlexCapacity``) until ``flex_deadline`` seconds have passed,
                then sends the call at standard, so a run never stalls on capacity; a refusal
                is the provider's capacity, not our rate, so it sets no cool-down
 ``batch``      the call joins the fan-out it belongs to in one provider batch
@@ -64,6 +65,7 @@ __all__ = [
     "TIERS",
     "TIER_FACTORS",
     "FlexAllowance",
+    "FlexCapacity",
     "FlexRetry",
     "check_tier",
     "count_tier",
@@ -97,6 +99,10 @@ DEFAULT_BATCH_MIN = 32
 #: exponentially, and a longer wait than the cap would overshoot a short flex_deadline.
 FLEX_FIRST_WAIT = 0.25
 FLEX_MAX_WAIT = 30.0
+#: Flex capacity is scarce when this share of the last ``CAPACITY_WINDOW`` flex attempts were
+#: refused (``FlexCapacity``): refused calls then back off exponentially.
+SCARCE_SHARE = 0.5
+CAPACITY_WINDOW = 64
 #: The flex allowance at most, as a multiple of max_concurrency (see the module).
 FLEX_MAX_FACTOR = 4.0
 #: Answers per tier the latency medians are taken over, and the fewest before they are used.
@@ -169,9 +175,12 @@ def flex_body(provider: str, body: bytes) -> bytes:
 
 
 class FlexRetry:
-    """When to try a refused flex call again: capped exponential backoff with jitter, the last
-    wait cut to end at ``deadline`` seconds after the first attempt; past it, never (the call
-    goes at standard)."""
+    """When to try a refused flex call again: a jittered wait of up to ``FLEX_FIRST_WAIT``,
+    which doubles with each further refusal (capped at ``FLEX_MAX_WAIT``) only while flex
+    capacity is scarce (``FlexCapacity``): a refusal among answers is a momentary lack, retried
+    soon; refusals of most calls are a shortage, backed off from. The last wait is cut to end
+    at ``deadline`` seconds after the first attempt; past it, never (the call goes at
+    standard)."""
 
     __slots__ = ("_wait", "until")
 
@@ -179,14 +188,46 @@ class FlexRetry:
         self.until = started + deadline
         self._wait = FLEX_FIRST_WAIT / 2
 
-    def next_wait(self, now: float, rng: random.Random) -> float | None:
+    def next_wait(self, now: float, rng: random.Random, scarce: bool = True) -> float | None:
         """Seconds to wait before the next flex attempt, or None: send it at standard now."""
         left = self.until - now
         if left <= 0:
             return None
-        self._wait = min(FLEX_MAX_WAIT, self._wait * 2)
+        if scarce or self._wait < FLEX_FIRST_WAIT:
+            self._wait = min(FLEX_MAX_WAIT, self._wait * 2)
         # jitter over [1/5, 1] of the step: refused calls of one fan-out do not return together
         return min(left, self._wait * (0.2 + 0.8 * rng.random()))
+
+
+class FlexCapacity:
+    """The engine's recent flex attempts: whether flex capacity is scarce (at least
+    ``SCARCE_SHARE`` of the last ``CAPACITY_WINDOW`` attempts refused).
+
+    >>> capacity = FlexCapacity()
+    >>> for refused in (True, False, False):
+    ...     capacity.record(refused)
+    >>> capacity.scarce()
+    False
+    >>> for _ in range(3):
+    ...     capacity.record(True)
+    >>> capacity.scarce()
+    True
+    """
+
+    __slots__ = ("_outcomes", "_refused")
+
+    def __init__(self) -> None:
+        self._outcomes: deque[bool] = deque(maxlen=CAPACITY_WINDOW)
+        self._refused = 0
+
+    def record(self, refused: bool) -> None:
+        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
+            self._refused -= 1
+        self._outcomes.append(refused)
+        self._refused += refused
+
+    def scarce(self) -> bool:
+        return bool(self._outcomes) and self._refused >= SCARCE_SHARE * len(self._outcomes)
 
 
 class FlexAllowance:
