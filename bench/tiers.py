@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,14 +46,23 @@ async def _run(
         loop = apps.PromptConfig(
             batch_size=3, epochs=1, steps_per_epoch=args.steps, validate=True, eval_tier=tier
         )
+        # the response cache on, as a checkpointed run has it (its journal): a rejected step's
+        # test scoring asks what the step before asked, answered from it (or shared, if still
+        # in flight) at every tier, so every tier pays for the same calls
+        folder = tempfile.mkdtemp(prefix="asynctg-bench-tiers-")
         engine = tg.get_engine(
-            "gpt-4o", base_url=sim.base_url, flex_deadline=120, flex_concurrency=flex_slots
+            "gpt-4o",
+            base_url=sim.base_url,
+            flex_deadline=120,
+            flex_concurrency=flex_slots,
+            cache=Path(folder) / "cache.bin",
         )
         async with engine:
             started = time.perf_counter()
             result = await apps.optimize_prompt(task, engine, config=loop)
             seconds = time.perf_counter() - started
         bill = sim.stats()["bill"]
+        shutil.rmtree(folder, ignore_errors=True)
     usage = result.usage
     return {
         "tier": tier if flex_slots is None else f"{tier} (flex_concurrency={flex_slots})",
