@@ -109,7 +109,8 @@ async def _run(
     **loop: Any,
 ) -> apps.PromptResult:
     task = _task()
-    config = apps.PromptConfig(batch_size=2, epochs=1, steps_per_epoch=steps, validate=True, **loop)
+    loop = {"epochs": 1, "validate": True, **loop}
+    config = apps.PromptConfig(batch_size=2, steps_per_epoch=steps, **loop)
     ckpt = Checkpoint(folder, {"task": task.name, "data": task.source}, resume=resume)
     ckpt.open()
     try:
@@ -242,6 +243,19 @@ async def test_at_most_two_rows_wait_for_their_scores(tmp_path: Path) -> None:
     released = "answered test 0 under v1 after 3 optimizer"
     assert provider.before("asked test 0 under v2", released)
     assert provider.before(released, "asked test 0 under v3")
+
+
+@pytest.mark.parametrize(("validate", "evaluate_test"), [(True, False), (False, True)])
+async def test_either_scoring_alone_pipelines_to_the_sequential_run(
+    validate: bool, evaluate_test: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation without test scoring, and test scoring without validation, over two epochs:
+    the same requests, rows and checkpoint as one step after another."""
+    loop = {"validate": validate, "evaluate_test": evaluate_test, "epochs": 2, "steps": 2}
+    provider = _Provider(_task())
+    result = await _run(provider, tmp_path / "pipelined", **loop)
+    assert [row["step"] for row in result.history] == [0, 1, 2, 3, 4]
+    await _same_as_sequential(provider, result, tmp_path, monkeypatch, **loop)
 
 
 async def test_a_cap_in_the_first_scoring_stops_with_nothing_kept(tmp_path: Path) -> None:
