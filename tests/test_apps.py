@@ -3,8 +3,6 @@ checkpoints, budgets, the code sandbox, progress display and reports."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import re
@@ -13,20 +11,16 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
-from support import engine_with, ok, request_kind
 
 import asynctg as tg
 from asynctg import apps, tasks
-from asynctg.apps import prompt as prompt_app
 from asynctg.apps.report import diff_html, line_chart_svg, write_report
 from asynctg.engine import RetryPolicy
 from asynctg.engine.client import ChatEngine
-from asynctg.errors import BudgetExceededError, ConfigError
+from asynctg.errors import ConfigError
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.sim import SimConfig, SimServer
-from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
 
 Responder = Callable[[Mapping[str, Any]], "str | None"]
 
@@ -172,128 +166,6 @@ async def test_budget_stop_then_resume_matches_an_uninterrupted_run(
     assert essence(resumed) == essence(full)
     assert resumed.final_prompt == full.final_prompt
     assert first_part < full_requests
-
-
-class _CountingProvider:
-    """Answers a prompt run over the in-memory transport: the optimizer with v1, v2, ... in
-    turn, feedback with a critique, questions with their answer (a wrong one under prompt v2,
-    so validation rejects it). With ``gate``, step 1's test questions wait until step 2's optimizer
-    request has arrived (at most 20 s: a loop that runs them one after another fails, not
-    hangs); ``refuse_test_after`` refuses the first test question sent once that many
-    optimizer requests have been seen, as a cap would, when the next one has arrived."""
-
-    def __init__(
-        self, task: tasks.PromptTask, *, gate: bool = False, refuse_test_after: int = 0
-    ) -> None:
-        others = {qa.question for qa in (*task.train, *task.val)}
-        self.test_questions = {qa.question for qa in task.test} - others
-        self.examples = (*task.train, *task.val, *task.test)
-        self.gate, self.refuse_test_after = gate, refuse_test_after
-        self.optimizer_calls = 0
-        self.optimizer_seen = [asyncio.Event() for _ in range(8)]  # [n]: optimizer n+1 arrived
-        self.log: list[str] = []
-        self.bodies: list[bytes] = []
-
-    async def _until(self, optimizer_calls: int) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.optimizer_seen[optimizer_calls - 1].wait(), 20)
-
-    async def __call__(self, request: HTTPRequest) -> HTTPResponse:
-        self.bodies.append(request.body)
-        body = msgspec.json.decode(request.body)
-        kind = request_kind(body)
-        if kind == "optimizer":
-            self.optimizer_calls += 1
-            self.log.append(f"optimizer {self.optimizer_calls}")
-            self.optimizer_seen[self.optimizer_calls - 1].set()
-            return ok(f"<IMPROVED_VARIABLE>v{self.optimizer_calls}</IMPROVED_VARIABLE>")
-        if kind == "backward":
-            return ok("count more carefully")
-        text = _text(body)
-        if any(q in text for q in self.test_questions):
-            if 0 < self.refuse_test_after <= self.optimizer_calls:
-                after, self.refuse_test_after = self.refuse_test_after, 0
-                await self._until(after + 1)
-                raise BudgetExceededError("cap reached", limit="max_calls")
-            if self.gate and self.optimizer_calls == 1:
-                await self._until(2)
-                self.log.append(f"step 1 test answered after {self.optimizer_calls} optimizer")
-        answer = next((qa.answer for qa in self.examples if qa.question in text), "0")
-        wrong = body["messages"][0].get("content") == "v2"
-        return ok(f"Answer: {'-1' if wrong else answer}")
-
-
-async def _overlap_run(
-    provider: _CountingProvider, task: tasks.PromptTask, folder: Path, *, resume: bool = False
-) -> apps.PromptResult:
-    config = apps.PromptConfig(batch_size=2, epochs=2, steps_per_epoch=2, validate=True)
-    ckpt = Checkpoint(folder, {"task": task.name, "data": task.source}, resume=resume)
-    ckpt.open()
-    try:
-        async with engine_with(MockTransport(provider), price=(1.0, 2.0)) as engine:
-            return await apps.optimize_prompt(task, engine, config=config, checkpoint=ckpt)
-    finally:
-        ckpt.close()
-
-
-def _without_seconds(value: Any) -> Any:
-    """A history or state with the wall-time fields dropped (everything else must be equal)."""
-    if isinstance(value, dict):
-        return {k: _without_seconds(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [_without_seconds(v) for v in value]
-    return value
-
-
-def _saved(folder: Path) -> Any:
-    return _without_seconds(json.loads((folder / "state.json").read_text())["state"])
-
-
-async def test_test_scoring_overlaps_the_next_step_with_the_same_rows_and_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Step 2's training runs while step 1's test questions are unanswered; the requests, the
-    history rows and the final checkpoint equal the one-after-another loop's."""
-    task = _counting(train=8, val=4, test=4)
-    gated = _CountingProvider(task, gate=True)
-    overlapped = await _overlap_run(gated, task, tmp_path / "overlapped")
-    assert "step 1 test answered after 2 optimizer" in gated.log
-    assert gated.log.index("optimizer 2") < gated.log.index(
-        "step 1 test answered after 2 optimizer"
-    )
-    monkeypatch.setattr(prompt_app._PromptRun, "pipelined", False)
-    plain = _CountingProvider(task)
-    sequential = await _overlap_run(plain, task, tmp_path / "sequential")
-    assert sorted(gated.bodies) == sorted(plain.bodies)
-    assert any(row["reverted"] for row in sequential.history)  # the revert path is covered
-    assert _without_seconds(overlapped.history) == _without_seconds(sequential.history)
-    assert _saved(tmp_path / "overlapped") == _saved(tmp_path / "sequential")
-    assert overlapped.final_prompt == sequential.final_prompt
-
-
-async def test_a_stop_in_a_pending_test_resumes_to_the_uninterrupted_run(tmp_path: Path) -> None:
-    """A cap refusing step 3's test (step 4 already training) stops the run after step 2, the
-    checkpoint as of step 2's end; resuming ends as a run never stopped, re-sending nothing.
-    (Step 2 keeps step 1's prompt, so its test is answered from the cache, not sent.)"""
-    task = _counting(train=8, val=4, test=4)
-    full_provider = _CountingProvider(task)
-    full = await _overlap_run(full_provider, task, tmp_path / "full")
-    refusing = _CountingProvider(task, refuse_test_after=3)
-    stopped = await _overlap_run(refusing, task, tmp_path / "part")
-    assert stopped.status == "stopped" and stopped.stop_reason == "max_calls"
-    assert "optimizer 4" in refusing.log  # step 4 was training when step 3's test failed
-    assert len(stopped.history) == 3  # row 0, steps 1 and 2
-    state = _saved(tmp_path / "part")
-    assert state["history"] == _without_seconds(full.history[:3])
-    assert state["epoch"] == 0 and state["step_in_epoch"] == 2
-    assert state["optimizer"]["steps"] == 2 and state["optimizer"]["values"] == ["v1"]
-    resumed_provider = _CountingProvider(task)
-    resumed = await _overlap_run(resumed_provider, task, tmp_path / "part", resume=True)
-    assert resumed.status == "completed"
-    assert _without_seconds(resumed.history) == _without_seconds(full.history)
-    assert resumed.final_prompt == full.final_prompt
-    assert _saved(tmp_path / "part") == _saved(tmp_path / "full")
-    assert len(resumed_provider.bodies) < len(full_provider.bodies)
 
 
 async def test_max_cost_needs_a_price(sim_factory: Any) -> None:

@@ -33,8 +33,8 @@ class _Provider:
     """Answers a prompt run: the optimizer with v1, v2, ... in turn, feedback with a critique,
     questions with their answer, except under prompt ``bad`` (always wrong, so validation
     rejects it) and for the (prompt, split, index) in ``wrong``. ``hold`` keeps chosen answers back
-    until an optimizer request has arrived (at most ``patience`` seconds); ``refuse`` raises a
-    cap's error for one."""
+    until an optimizer request has arrived (at most ``patience`` seconds); ``refuse`` then
+    raises a cap's error for one."""
 
     def __init__(
         self,
@@ -79,13 +79,13 @@ class _Provider:
         split, index, answer = self._where(body["messages"][-1]["content"])
         name = f"{split} {index} under {prompt}"
         self.log.append(f"asked {name}")
-        if self.refuse is not None and self.refuse(prompt, split, index):
-            raise BudgetExceededError("cap reached", limit="max_calls")
         after = self.hold(self.optimizer_calls, prompt, split, index) if self.hold else None
         if after is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.seen[after - 1].wait(), self.patience)
             self.log.append(f"answered {name} after {self.optimizer_calls} optimizer")
+        if self.refuse is not None and self.refuse(prompt, split, index):
+            raise BudgetExceededError("cap reached", limit="max_calls")
         if prompt == self.bad or (prompt, split, index) in self.wrong:
             answer = "-1"
         return ok(f"Answer: {answer}")
@@ -297,3 +297,39 @@ async def test_a_tally_decides_as_soon_as_the_missing_answers_cannot_change_it()
     pending = asyncio.ensure_future(failed.decided(0.5))
     failed.close()  # the scoring ended without every answer (it failed)
     assert await pending is None
+
+
+async def test_a_stop_in_a_pending_test_resumes_to_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Two epochs of two steps. A cap refusing step 3's test, once step 4 is training, stops
+    the run after step 2, the checkpoint as of step 2's end; resuming ends as a run never
+    stopped, re-sending less than the whole run."""
+    loop: dict[str, Any] = {"epochs": 2, "steps": 2}
+    full_provider = _Provider(_task())
+    full = await _run(full_provider, tmp_path / "full", **loop)
+    once = {"refused": False}
+
+    def hold(_: int, prompt: str, split: str, index: int) -> int | None:
+        return 4 if (prompt, split, index) == ("v3", "test", 0) else None
+
+    def refuse(prompt: str, split: str, index: int) -> bool:
+        if (prompt, split, index) != ("v3", "test", 0) or once["refused"]:
+            return False
+        once["refused"] = True
+        return True
+
+    refusing = _Provider(_task(), hold=hold, refuse=refuse)
+    stopped = await _run(refusing, tmp_path / "part", **loop)
+    assert stopped.status == "stopped" and stopped.stop_reason == "max_calls"
+    assert "optimizer 4" in refusing.log  # step 4 was training when step 3's test failed
+    assert len(stopped.history) == 3  # row 0, steps 1 and 2
+    state = _saved(tmp_path / "part")
+    assert state["history"] == _without_seconds(full.history[:3])
+    assert state["epoch"] == 0 and state["step_in_epoch"] == 2
+    assert state["optimizer"]["steps"] == 2 and state["optimizer"]["values"] == ["v1"]
+    resumed_provider = _Provider(_task())
+    resumed = await _run(resumed_provider, tmp_path / "part", resume=True, **loop)
+    assert resumed.status == "completed"
+    assert _without_seconds(resumed.history) == _without_seconds(full.history)
+    assert resumed.final_prompt == full.final_prompt
+    assert _saved(tmp_path / "part") == _saved(tmp_path / "full")
+    assert len(resumed_provider.bodies) < len(full_provider.bodies)
