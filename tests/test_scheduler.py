@@ -313,3 +313,30 @@ async def test_a_request_asking_again_with_its_ticket_goes_before_later_arrivals
     sched.release(0)
     await asyncio.sleep(0)
     assert c.done()
+
+
+async def test_an_unknown_budget_doubles_each_round_trip_under_a_backlog() -> None:
+    """learn_rate with a backlog that never drains (answers 0.1 s after sending, nothing
+    refused): as TCP's slow start, what is sent doubles each round trip from the first burst of
+    16, although requests are always in flight (a round ends when one sent after it began is
+    answered): over 1,000 sent within 0.7 s (a bucket growing by one a second per success sends
+    about a hundred)."""
+    clock = FakeClock()
+    sched = Scheduler(clock=clock, learn_rate=True, max_concurrency=100_000)
+    sent: list[float] = []
+
+    async def call() -> None:
+        await sched.acquire()
+        at = clock.now()
+        sent.append(at)
+        await clock.sleep(0.1)
+        sched.on_success(sent_at=at)
+        sched.release(0)
+
+    tasks = [asyncio.ensure_future(call()) for _ in range(4000)]
+    await clock.advance(0.7)
+    assert sum(1 for t in sent if t == 0) == 16
+    assert len(sent) > 1000
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -48,8 +48,10 @@ When no limit is given, the scheduler learns it, in this order of trust:
 - **Pacing** (``learn_rate=True``: the engine's choice when it is given no budget at all).
   Until anything is known, a budget of unknown size is probed as TCP's slow start does: at most
   ``START_BURST`` requests at one instant, a provisional bucket of one second's worth growing by
-  one per success (and refunding one when the answer took time, so a slow provider's window
-  doubles each round trip). A 429 then ends an *epoch*: the provider's bucket was empty when the
+  one per success (and, once the round is answered, giving back each success's request and one
+  more, so the window doubles each round trip; a round is answered when nothing else is in
+  flight or, under a backlog that keeps requests in flight, when a request sent after it began
+  is). A 429 then ends an *epoch*: the provider's bucket was empty when the
   refused request was sent, and it was empty (or full, for the first epoch) when the epoch
   began, so the requests it accepted in between measure its rate. With ``A`` requests accepted
   between resuming at ``t0`` and the refusal at ``t1``, and ``g`` the pause before ``t0`` (the
@@ -500,6 +502,7 @@ class Scheduler:
                 self._rpm.refill(self.clock.now())
                 self._rpm.give_back(pace.owed)
                 pace.owed = 0
+                pace.round_started = self.clock.now()
         if parts is not None and actual_parts is not None and self._split is not None:
             now = self.clock.now()
             for bucket, est, got in zip(self._split, parts, actual_parts, strict=True):
@@ -695,9 +698,12 @@ class Scheduler:
             bucket.capacity += 1.0
             bucket.rate = bucket.capacity / BUCKET_SECONDS
             pace.owed += 2
-            if self._in_flight <= 1:  # (this request is released just after)
+            # A round is answered when nothing else is in flight, or (a backlog keeps requests
+            # in flight) when a request sent after the last give-back is: a round trip passed.
+            if self._in_flight <= 1 or sent_at > pace.round_started:
                 bucket.give_back(pace.owed)
                 pace.owed = 0
+                pace.round_started = self.clock.now()
             if self._backlog:
                 self._pump()
 
@@ -846,6 +852,7 @@ class _Pace:
         "pending",
         "probing",
         "resumed",
+        "round_started",
         "since",
     )
 
@@ -856,6 +863,7 @@ class _Pace:
         self.resumed = math.inf
         self.accepted = 0
         self.owed = 0  # requests the slow start gives back when its round is answered
+        self.round_started = now  # when the slow start's round began (its last give-back)
         self.pending: tuple[float, float, float, int] | None = None
         self.base = 0.0  # requests/min paced at when the last estimate was made
         self.since = now  # when it was made
