@@ -24,7 +24,7 @@ from asynctg import apps, tasks
 from asynctg.engine.batch import BatchLedger
 from asynctg.engine.clock import FakeClock
 from asynctg.engine.retry import RetryPolicy
-from asynctg.engine.tiers import FlexCapacity, FlexRetry, use_tier
+from asynctg.engine.tiers import FLEX_FIRST_WAIT, FlexCapacity, FlexRetry, use_tier
 from asynctg.engine.usage import nano_dollars
 from asynctg.errors import ConfigError
 from asynctg.runs.progress import format_counters, format_tiers
@@ -481,7 +481,7 @@ async def test_a_grown_flex_allowance_admits_queued_flex_calls_at_once() -> None
 
 async def test_a_flex_refusal_is_retried_soon_and_holds_no_standard_call() -> None:
     """A 429 resource_unavailable on a flex call is retried after a short jittered wait
-    (50-250 ms, not seconds) and sets no cool-down: a standard call made right after it is
+    (20-100 ms, not seconds) and sets no cool-down: a standard call made right after it is
     sent at once."""
     from support import engine_with, error, ok
 
@@ -512,13 +512,14 @@ async def test_a_flex_refusal_is_retried_soon_and_holds_no_standard_call() -> No
         stats = engine.scheduler.statistics()
     assert [tier for tier, _ in sent] == ["flex", "standard", "flex"]
     assert sent[1][1] == 0  # the standard call did not wait
-    assert 0.05 <= sent[2][1] <= 0.25  # the refused flex call: a short wait, not retry-after
+    # the refused flex call: a short wait, not retry-after
+    assert FLEX_FIRST_WAIT / 5 <= sent[2][1] <= FLEX_FIRST_WAIT
     assert stats["cool_downs"] == 0
     assert engine.stats()["flex_calls"] == 1 and engine.stats()["flex_fallbacks"] == 0
 
 
 def test_a_refused_flex_call_backs_off_only_while_flex_capacity_is_scarce() -> None:
-    """Refusals among answers (30% refused): every retry of a call waits 50-250 ms. Most flex
+    """Refusals among answers (30% refused): every retry of a call waits 20-100 ms. Most flex
     attempts refused: each retry's step doubles, up to 30 s; the last wait ends at the
     deadline, then the call goes at standard (None)."""
     import random
@@ -531,9 +532,10 @@ def test_a_refused_flex_call_backs_off_only_while_flex_capacity_is_scarce() -> N
     assert not sporadic.scarce() and shortage.scarce()
     retry = FlexRetry(0.0, 300.0)
     waits = [retry.next_wait(0.0, rng, sporadic.scarce()) for _ in range(8)]
-    assert all(w is not None and 0.05 <= w <= 0.25 for w in waits)
+    lo, hi = FLEX_FIRST_WAIT / 5, FLEX_FIRST_WAIT
+    assert all(w is not None and lo <= w <= hi for w in waits)
     retry = FlexRetry(0.0, 300.0)
-    steps = [0.25 * 2**k for k in range(10)]
+    steps = [FLEX_FIRST_WAIT * 2**k for k in range(10)]
     for step in steps:
         wait = retry.next_wait(0.0, rng, shortage.scarce())
         assert wait is not None and min(step, 30.0) / 5 <= wait <= min(step, 30.0)

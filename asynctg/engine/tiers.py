@@ -5,7 +5,7 @@
 ``flex``       a synchronous call sent with ``service_tier: "flex"`` (OpenAI's Flex
                processing): batch prices, slower answers, and sometimes a 429
                ``resource_unavailable`` when the provider has no flex capacity; the engine
-               retries those after a short jittered wait (``FlexRetry``: 50-250 ms, doubling
+               retries those after a short jittered wait (``FlexRetry``: 20-100 ms, doubling
                up to ``FLEX_MAX_WAIT`` while most flex attempts are refused,
                ``FlexCapacity``) until ``flex_deadline`` seconds have passed,
                then sends the call at standard, so a run never stalls on capacity; a refusal
@@ -92,12 +92,12 @@ FLEX_TIMEOUT = 900.0
 #: A fan-out of fewer batch-tier calls than this is sent at standard (a batch's latency is
 #: not worth it for a handful of calls).
 DEFAULT_BATCH_MIN = 32
-#: Backoff between flex refusals: the first wait (jittered down to a fifth of it: 50-250 ms)
+#: Backoff between flex refusals: the first wait (jittered down to a fifth of it: 20-100 ms)
 #: and the longest. A refusal says the provider had no flex capacity for *this* request at
 #: that moment, usually a brief shortage another attempt soon gets past; waiting seconds would
 #: make every evaluation wait for its unluckiest call. Persistent shortage backs off
 #: exponentially, and a longer wait than the cap would overshoot a short flex_deadline.
-FLEX_FIRST_WAIT = 0.25
+FLEX_FIRST_WAIT = 0.1
 FLEX_MAX_WAIT = 30.0
 #: Flex capacity is scarce when this share of the last ``CAPACITY_WINDOW`` flex attempts were
 #: refused (``FlexCapacity``): refused calls then back off exponentially.
