@@ -19,7 +19,7 @@ from support import engine_with, ok, request_kind
 
 from asynctg import apps, tasks
 from asynctg.apps import prompt as prompt_app
-from asynctg.apps.prompt import _Tally
+from asynctg.apps.prompt_pipeline import Tally
 from asynctg.errors import BudgetExceededError
 from asynctg.runs.checkpoint import Checkpoint
 from asynctg.transport import HTTPRequest, HTTPResponse, MockTransport
@@ -279,7 +279,7 @@ async def test_a_cap_in_the_first_scoring_stops_with_nothing_kept(tmp_path: Path
 
 
 async def test_a_tally_decides_as_soon_as_the_missing_answers_cannot_change_it() -> None:
-    tally = _Tally(5)
+    tally = Tally(5)
     decision = asyncio.ensure_future(tally.decided(0.6))  # at least 3 of 5
 
     async def score(value: int) -> int:
@@ -293,7 +293,7 @@ async def test_a_tally_decides_as_soon_as_the_missing_answers_cannot_change_it()
     assert await decision is True
     assert tally.reaches(0.9) is False  # 3 right of 4, one missing: at most 0.8
     assert tally.reaches(0.8) is None
-    failed = _Tally(3)
+    failed = Tally(3)
     pending = asyncio.ensure_future(failed.decided(0.5))
     failed.close()  # the scoring ended without every answer (it failed)
     assert await pending is None

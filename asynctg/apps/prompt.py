@@ -34,11 +34,19 @@ import collections
 import contextlib
 import copy
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asynctg import fanout, prompts, telemetry
+from asynctg.apps.prompt_pipeline import (
+    BACKGROUND_PRIORITY,
+    PENDING_ROWS,
+    Pending,
+    Scoring,
+    Tally,
+    below,
+)
 from asynctg.engine.prompt_cache import run_scope
 from asynctg.engine.protocol import Engine
 from asynctg.engine.tiers import check_tier, use_tier
@@ -74,12 +82,6 @@ from asynctg.tasks.types import QA, PromptTask
 __all__ = ["PromptConfig", "PromptResult", "optimize_prompt"]
 
 QUERY_ROLE = "query to the language model"
-#: How many steps' rows may wait for their scores in the pipelined loop (so as many test
-#: scorings run at once): two, so a scoring's slowest answers do not hold up the next one.
-PENDING_ROWS = 2
-#: The priority of the pipelined loop's test scoring, added to its calls': below any call of
-#: the run's critical path (graph priorities are small non-negative heights).
-BACKGROUND_PRIORITY = -(2**20)
 ANSWER_ROLE = "correct answer for the query"
 
 
@@ -158,87 +160,6 @@ class PromptResult:
 
 def _accuracy(scores: Sequence[int]) -> float | None:
     return round(sum(scores) / len(scores), 6) if scores else None
-
-
-def _below(accuracy: float | None, best: float | None) -> bool:
-    """Whether validation rejects a new prompt: its accuracy dropped below the one to beat."""
-    return accuracy is not None and best is not None and accuracy < best
-
-
-class _Tally:
-    """A split's scores as they come in (each 0 or 1), so the accept-or-revert decision can be
-    taken as soon as the answers still missing cannot change it.
-
-    >>> tally = _Tally(4)
-    >>> tally.correct, tally.answered = 2, 3
-    >>> tally.reaches(0.5), tally.reaches(0.75), tally.reaches(1.0)
-    (True, None, False)
-    """
-
-    __slots__ = ("_moved", "answered", "closed", "correct", "n")
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.correct = 0
-        self.answered = 0
-        self.closed = False  # the scoring ended (done, or failed)
-        self._moved = asyncio.Event()
-
-    async def counted(self, score: Awaitable[int]) -> int:
-        value = await score
-        self.correct += value
-        self.answered += 1
-        self._moved.set()
-        return value
-
-    def close(self) -> None:
-        self.closed = True
-        self._moved.set()
-
-    def reaches(self, best: float) -> bool | None:
-        """Whether the split's accuracy, rounded as ``evaluate`` rounds it, will be at least
-        ``best``; None while the missing answers decide."""
-        if round(self.correct / self.n, 6) >= best:
-            return True
-        if round((self.correct + self.n - self.answered) / self.n, 6) < best:
-            return False
-        return None
-
-    async def decided(self, best: float) -> bool | None:
-        """``reaches(best)`` once it is known; None if the scoring ended without it (failed)."""
-        while (outcome := self.reaches(best)) is None and not self.closed:
-            self._moved.clear()
-            await self._moved.wait()
-        return outcome
-
-
-@dataclass
-class _Scoring:
-    """A split's scoring under way: its task (accuracy and usage) and its running tally."""
-
-    task: asyncio.Task[tuple[float | None, dict[str, Any]]]
-    tally: _Tally | None
-
-
-@dataclass
-class _Pending:
-    """A decided step whose row waits for its scores (``best``: the accuracy it had to beat)."""
-
-    done: dict[str, Any]
-    best: float | None
-    validation: _Scoring | None
-    test: _Scoring | None
-    settled: bool = False  # its row's validation accuracy is known
-    validation_usage: dict[str, Any] | None = None
-
-    def scored(self) -> bool:
-        """Whether its scores are all in."""
-        return all(s is None or s.task.done() for s in (self.validation, self.test))
-
-    def cancel(self) -> None:
-        for scoring in (self.validation, self.test):
-            if scoring is not None:
-                scoring.task.cancel()
 
 
 class _PromptRun(Run):
@@ -334,7 +255,7 @@ class _PromptRun(Run):
         *,
         model: BlackboxLLM | None = None,
         evaluator: Any = None,
-        tally: _Tally | None = None,
+        tally: Tally | None = None,
     ) -> float | None:
         """Accuracy of the current prompt (or ``model``'s) on ``examples``: a concurrent fan-out
         that keeps at most ``EVALUATION_WINDOW`` examples in flight, so memory stays flat in the
@@ -527,7 +448,7 @@ class _PromptRun(Run):
         val_acc = None
         if self.config.validate:
             val_acc = await self.evaluate("validation", self.task.val)
-        self._decide(done, not _below(val_acc, best))
+        self._decide(done, not below(val_acc, best))
         self._settle(done, val_acc, best)
         return done
 
@@ -567,17 +488,17 @@ class _PromptRun(Run):
 
     # --- the pipelined loop ---------------------------------------------------------------
 
-    def _scoring(self, group: asyncio.TaskGroup, step: int, split: str, prompt: str) -> _Scoring:
+    def _scoring(self, group: asyncio.TaskGroup, step: int, split: str, prompt: str) -> Scoring:
         """Start scoring ``prompt`` on ``split`` as a task of ``group``, its calls journaled as
         ``step``'s and counted in jobs of their own."""
         examples = self.task.val if split == "validation" else self.task.test
-        tally = _Tally(len(examples)) if examples else None
+        tally = Tally(len(examples)) if examples else None
         with journal_step(step):
             task = group.create_task(self._score_split(split, examples, prompt, tally))
-        return _Scoring(task, tally)
+        return Scoring(task, tally)
 
     async def _score_split(
-        self, split: str, examples: Sequence[QA], prompt: str, tally: _Tally | None
+        self, split: str, examples: Sequence[QA], prompt: str, tally: Tally | None
     ) -> tuple[float | None, dict[str, Any]]:
         """Accuracy of ``prompt`` on ``examples`` and the usage of its calls alone: they run in
         jobs nested in the run's (counted there too), so the work under way beside them is not
@@ -617,7 +538,7 @@ class _PromptRun(Run):
         runs in the run's own job)."""
         return subtract_usage(self.meter.total(), (j.stats() for j in self.scoring_jobs))
 
-    async def _verdict(self, validation: _Scoring | None, best: float | None) -> bool:
+    async def _verdict(self, validation: Scoring | None, best: float | None) -> bool:
         """Whether the step's new prompt is kept, as soon as the validation answers still
         missing cannot change it (they are scored on, beside the next step, for its row)."""
         if validation is None or validation.tally is None or best is None:
@@ -625,7 +546,7 @@ class _PromptRun(Run):
         outcome = await validation.tally.decided(best)
         if outcome is None:  # scoring ended undecided: it failed; its error, or its accuracy
             accuracy, _ = await validation.task
-            return not _below(accuracy, best)
+            return not below(accuracy, best)
         return outcome
 
     async def _pipelined(self, steps_per_epoch: int) -> None:
@@ -642,7 +563,7 @@ class _PromptRun(Run):
         complete = self.state()
         # what saves record until a step completes: the state now, nothing under way yet
         self.completed = (self.meter.total(), len(self.history) - 1)
-        pending: collections.deque[_Pending] = collections.deque()
+        pending: collections.deque[Pending] = collections.deque()
         reached: str | None = None
         try:
             async with fanout.task_group() as group:
@@ -663,7 +584,7 @@ class _PromptRun(Run):
                     else:
                         best = self.history[-1]["validation_accuracy"]
                     self._decide(done, await self._verdict(validation, best))
-                    pending.append(_Pending(done, best, validation, None))
+                    pending.append(Pending(done, best, validation, None))
                     # the rows whose scores are in, and the oldest while too many wait
                     while reached is None and len(pending) > 1:
                         if len(pending) <= PENDING_ROWS and not pending[0].scored():
@@ -705,21 +626,21 @@ class _PromptRun(Run):
         group: asyncio.TaskGroup,
         done: dict[str, Any],
         best: float | None,
-        validation: _Scoring | None = None,
-        pending: _Pending | None = None,
-    ) -> _Pending:
+        validation: Scoring | None = None,
+        pending: Pending | None = None,
+    ) -> Pending:
         """Start a decided step's test scoring (step 0's validation scoring too: nothing decides
         on it until step 1); the step, pending until its scores are in."""
         step, prompt = done["step"], done["prompt"]
         if step == 0 and self.config.validate:
             validation = self._scoring(group, step, "validation", prompt)
         if pending is None:
-            pending = _Pending(done, best, validation, None)
+            pending = Pending(done, best, validation, None)
         if self.config.evaluate_test:
             pending.test = self._scoring(group, step, "test", prompt)
         return pending
 
-    async def _validated(self, pending: _Pending) -> float | None:
+    async def _validated(self, pending: Pending) -> float | None:
         """The pending step's row's validation accuracy (the next step's to beat), once its
         validation answers are all in."""
         if not pending.settled:
@@ -731,7 +652,7 @@ class _PromptRun(Run):
         best: float | None = pending.done["val_acc"]
         return best
 
-    async def _complete(self, pending: _Pending) -> tuple[dict[str, Any], str | None]:
+    async def _complete(self, pending: Pending) -> tuple[dict[str, Any], str | None]:
         """Wait for a step's scores, then record and save the step; its state and whether the
         budget stops the run after it."""
         done = pending.done
