@@ -78,14 +78,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from asynctg.engine.bucket import BUCKET_SECONDS, TokenBucket
 from asynctg.engine.clock import Clock, LoopClock, TimerHandle
 
 __all__ = ["Flow", "QueueTimeout", "Scheduler", "TokenBucket", "ticket"]
 
 #: Fraction of a learned limit we aim for: headroom for clock skew between us and the provider.
 LEARNED_LIMIT_HEADROOM = 0.97
-#: A bucket holds this many seconds of its rate (the grain providers enforce limits on).
-BUCKET_SECONDS = 1.0
 #: Learned limits outside these ranges (per minute) are a provider's mistake, not a budget:
 #: ignored, as ``1e-300`` requests a minute would otherwise hold the next call for 6e301 s.
 LEARNED_RPM_RANGE = (1.0, 1e8)
@@ -109,59 +108,6 @@ def ticket() -> int:
 
 class QueueTimeout(Exception):
     """A waiter was not admitted within its time bound (``acquire(timeout=...)``)."""
-
-
-class TokenBucket:
-    """``rate`` units a second, holding at most ``capacity``; may run into debt.
-
-    Debt happens when a request costs more than the bucket holds (it is let through when the
-    bucket is full) or when a reported usage exceeds the estimate charged before sending.
-    """
-
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(self, per_minute: float, now: float, *, level: float | None = None) -> None:
-        if per_minute <= 0:
-            raise ValueError(f"a budget must be positive, got {per_minute}")
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * BUCKET_SECONDS)
-        self.level = self.capacity if level is None else min(level, self.capacity)
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_time(self, amount: float, now: float) -> float:
-        """Seconds until ``amount`` can be taken (0 if now); oversized amounts wait for full."""
-        self.refill(now)
-        need = min(amount, self.capacity)
-        # The tolerance absorbs float rounding in the refill, which could otherwise leave a
-        # timer firing at "now" forever for a shortfall of 1e-15.
-        if self.level >= need - 1e-9:
-            return 0.0
-        return (need - self.level) / self.rate
-
-    def take(self, amount: float) -> None:
-        self.level -= amount
-
-    def give_back(self, amount: float) -> None:
-        self.level = min(self.capacity, self.level + amount)
-
-    def correct(self, estimated: float, actual: float, now: float) -> None:
-        """Charge ``actual`` instead of the ``estimated`` taken at admission."""
-        if actual == estimated:
-            return
-        self.refill(now)
-        if actual > estimated:
-            self.take(actual - estimated)
-        else:
-            self.give_back(estimated - actual)
-
-    @property
-    def per_minute(self) -> float:
-        return self.rate * 60.0
 
 
 class _Waiter:
