@@ -333,3 +333,29 @@ async def test_a_stop_in_a_pending_test_resumes_to_the_uninterrupted_run(tmp_pat
     assert resumed.final_prompt == full.final_prompt
     assert _saved(tmp_path / "part") == _saved(tmp_path / "full")
     assert len(resumed_provider.bodies) < len(full_provider.bodies)
+
+
+async def test_a_pending_steps_time_ends_with_its_last_scoring() -> None:
+    """A row's seconds run to its last scoring's end, not to the next step's decision:
+    ``Pending.ended`` is None while a scoring runs, then the later of the two end times."""
+    from asynctg.apps.prompt_pipeline import Pending, Scoring
+
+    release = asyncio.Event()
+
+    async def score(wait: bool) -> tuple[float | None, dict[str, Any]]:
+        if wait:
+            await release.wait()
+        return 1.0, {}
+
+    validation = Scoring(asyncio.ensure_future(score(False)), None)
+    test = Scoring(asyncio.ensure_future(score(True)), None)
+    pending = Pending({}, None, validation, test)
+    await validation.task
+    await asyncio.sleep(0)
+    assert validation.finished is not None and pending.ended() is None
+    release.set()
+    await test.task
+    await asyncio.sleep(0)
+    assert test.finished is not None and test.finished >= validation.finished
+    assert pending.ended() == test.finished
+    assert Pending({}, None, None, None).ended() is None

@@ -340,9 +340,11 @@ class _PromptRun(Run):
         rejected: dict[str, Any] | None = None,
         done: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
+        ended: float | None = None,
     ) -> None:
         """Append and emit a step's row; ``done`` (a ``_train_validate`` result) and ``usage``
-        are given when the next step is already under way (the row is as of this step's end)."""
+        are given when the next step is already under way (the row is as of this step's end,
+        ``ended``: when its last scoring ended; None: now)."""
         usage = self.meter.total() if usage is None else usage
         row = {
             "step": step,
@@ -353,7 +355,7 @@ class _PromptRun(Run):
             "test_accuracy": test_acc,
             "reverted": reverted,
             "optimizer_reply_unusable": unusable,
-            "seconds": round(time.monotonic() - started, 3),
+            "seconds": round((time.monotonic() if ended is None else ended) - started, 3),
             "provider_calls": usage["provider_calls"],
             "total_tokens": usage["total_tokens"],
             "cached_tokens": usage.get("cached_tokens", 0),
@@ -458,6 +460,7 @@ class _PromptRun(Run):
         test_acc: float | None,
         *,
         usage: dict[str, Any] | None = None,
+        ended: float | None = None,
     ) -> None:
         self.record(
             done["step"],
@@ -470,6 +473,7 @@ class _PromptRun(Run):
             rejected=done["rejected"],
             done=done if usage is not None else None,
             usage=usage,
+            ended=ended,
         )
 
     async def one_step(self, steps_per_epoch: int) -> str | None:
@@ -667,7 +671,8 @@ class _PromptRun(Run):
         self.scored = merge_usage(parts)
         # its training through this step, and the scoring of every step up to it
         usage = merge_usage([done["own"], self.scored])
-        self._record_step(done, test_acc, usage=usage)
+        # its time: from its start to its last score (not to the next step's decision)
+        self._record_step(done, test_acc, usage=usage, ended=pending.ended())
         state = {**done["state"], "history": list(self.history)}
         now = self.meter.total()  # the run's time so far; nothing of this step is under way
         self.completed = (

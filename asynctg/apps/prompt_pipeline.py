@@ -6,6 +6,7 @@ change the decision; a scoring under way; a decided step whose row waits for its
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,13 @@ class Scoring:
 
     task: asyncio.Task[tuple[float | None, dict[str, Any]]]
     tally: Tally | None
+    finished: float | None = None  #: when the task ended (``time.monotonic()``)
+
+    def __post_init__(self) -> None:
+        self.task.add_done_callback(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self.finished = time.monotonic()
 
 
 @dataclass
@@ -90,6 +98,13 @@ class Pending:
     test: Scoring | None
     settled: bool = False  # its row's validation accuracy is known
     validation_usage: dict[str, Any] | None = None
+
+    def ended(self) -> float | None:
+        """When its last scoring ended (None: it has none, or one is under way)."""
+        times = [s.finished for s in (self.validation, self.test) if s is not None]
+        if not times or None in times:
+            return None
+        return max(t for t in times if t is not None)
 
     def scored(self) -> bool:
         """Whether its scores are all in."""
