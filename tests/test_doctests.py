@@ -11,15 +11,16 @@ import pytest
 
 import asynctg
 
-#: Scripts, not modules to import: the sandbox's harness reads its program from standard input;
-#: a ``__main__`` runs its command.
-_SCRIPTS = {"asynctg.runs._harness"}
+#: Scripts, not modules to import: the sandbox's harness reads its program from standard input
+#: (wherever an install put it: an environment upgraded in place may keep an old copy); a
+#: ``__main__`` runs its command.
+_SCRIPTS = {"_harness", "__main__"}
 
 
 def _modules() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(asynctg.__path__, "asynctg."):
-        if info.name not in _SCRIPTS and not info.name.endswith(".__main__"):
+        if info.name.rsplit(".", 1)[-1] not in _SCRIPTS:
             names.append(info.name)
     return sorted(names)
 
