@@ -214,20 +214,18 @@ class FlexCapacity:
     True
     """
 
-    __slots__ = ("_outcomes", "_refused")
+    __slots__ = ("_outcomes",)
 
     def __init__(self) -> None:
         self._outcomes: deque[bool] = deque(maxlen=CAPACITY_WINDOW)
-        self._refused = 0
 
     def record(self, refused: bool) -> None:
-        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
-            self._refused -= 1
         self._outcomes.append(refused)
-        self._refused += refused
 
     def scarce(self) -> bool:
-        return bool(self._outcomes) and self._refused >= SCARCE_SHARE * len(self._outcomes)
+        """(Asked only when a call is refused: the count over the window is cheap there.)"""
+        outcomes = self._outcomes
+        return bool(outcomes) and sum(outcomes) >= SCARCE_SHARE * len(outcomes)
 
 
 class FlexAllowance:
