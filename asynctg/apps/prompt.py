@@ -572,7 +572,7 @@ class _PromptRun(Run):
         try:
             async with fanout.task_group() as group:
                 if not self.history:  # step 0: the scores before training, nothing to decide
-                    pending.append(self._pend(group, self._step_zero(), None))
+                    pending.append(self._step_zero(group))
                 while self.epoch < config.epochs and reached is None:
                     step = pending[-1].done["step"] + 1 if pending else len(self.history)
                     with journal_step(step):
@@ -595,7 +595,7 @@ class _PromptRun(Run):
                             break
                         complete, reached = await self._complete(pending.popleft())
                     if reached is None:
-                        self._pend(group, done, best, validation, pending[-1])
+                        self._score_test(group, pending[-1])
                 while pending and reached is None:
                     complete, reached = await self._complete(pending.popleft())
                 for later in pending:  # steps that would not have started: their calls go
@@ -609,50 +609,44 @@ class _PromptRun(Run):
         self.restore(complete)
         self.stop(reached)
 
-    def _step_zero(self) -> dict[str, Any]:
-        """Row 0's ``done``: the scores before training, with nothing trained or decided."""
+    def _step_zero(self, group: asyncio.TaskGroup) -> Pending:
+        """Step 0, the scores before training, with nothing trained or decided: its scorings
+        start now (nothing decides on its validation until step 1)."""
         state = self.state()
         del state["history"]
-        return {
+        prompt = str(self.system_prompt.value)
+        done = {
             "step": 0,
             "started": time.monotonic(),
             "train_acc": None,
             "unusable": False,
             "rejected": None,
             "aggregation": None,
-            "prompt": str(self.system_prompt.value),
+            "prompt": prompt,
             "state": state,
             "own": self._training_usage(),
         }
-
-    def _pend(
-        self,
-        group: asyncio.TaskGroup,
-        done: dict[str, Any],
-        best: float | None,
-        validation: Scoring | None = None,
-        pending: Pending | None = None,
-    ) -> Pending:
-        """Start a decided step's test scoring (step 0's validation scoring too: nothing decides
-        on it until step 1); the step, pending until its scores are in."""
-        step, prompt = done["step"], done["prompt"]
-        if step == 0 and self.config.validate:
-            validation = self._scoring(group, step, "validation", prompt)
-        if pending is None:
-            pending = Pending(done, best, validation, None)
-        if self.config.evaluate_test:
-            pending.test = self._scoring(group, step, "test", prompt)
+        validation = None
+        if self.config.validate:
+            validation = self._scoring(group, 0, "validation", prompt)
+        pending = Pending(done, None, validation, None)
+        self._score_test(group, pending)
         return pending
+
+    def _score_test(self, group: asyncio.TaskGroup, pending: Pending) -> None:
+        """Start a decided step's test scoring (if the run scores the test set)."""
+        if self.config.evaluate_test:
+            done = pending.done
+            pending.test = self._scoring(group, done["step"], "test", done["prompt"])
 
     async def _validated(self, pending: Pending) -> float | None:
         """The pending step's row's validation accuracy (the next step's to beat), once its
         validation answers are all in."""
-        if not pending.settled:
+        if not pending.settled():
             val_acc: float | None = None
             if pending.validation is not None:
                 val_acc, pending.validation_usage = await pending.validation.task
             self._settle(pending.done, val_acc, pending.best)
-            pending.settled = True
         best: float | None = pending.done["val_acc"]
         return best
 

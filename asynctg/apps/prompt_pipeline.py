@@ -96,8 +96,11 @@ class Pending:
     best: float | None
     validation: Scoring | None
     test: Scoring | None
-    settled: bool = False  # its row's validation accuracy is known
     validation_usage: dict[str, Any] | None = None
+
+    def settled(self) -> bool:
+        """Whether its row's validation accuracy is known (``_PromptRun._settle``)."""
+        return "val_acc" in self.done
 
     def ended(self) -> float | None:
         """When its last scoring ended (None: it has none, or one is under way)."""
